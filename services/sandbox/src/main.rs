@@ -1,0 +1,145 @@
+//! `sluice-sandbox`: serves emulated outside systems (`serve`, the default) or writes one
+//! generated Sailthru export archive (`sailthru-export`). See the library docs for routes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use sluice_sandbox::sailthru::{self, ExportSpec};
+use sluice_sandbox::{SandboxConfig, run};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "sluice-sandbox", version, about = "Emulated outside systems for sluice tests, demos and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the sandbox over HTTP (the default).
+    Serve(ServeArgs),
+    /// Write one generated Sailthru export archive and print its expected row counts as JSON.
+    SailthruExport(ExportArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SLUICE_SANDBOX_BIND", default_value = "127.0.0.1:9200")]
+    bind: SocketAddr,
+    /// Cache directory for generated archives [default: $TMPDIR/sluice-sandbox].
+    #[arg(long, env = "SLUICE_SANDBOX_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of message_blast records (other members scale from it).
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Export date, YYYY-MM-DD.
+    #[arg(long, default_value = "2016-04-01")]
+    date: chrono::NaiveDate,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(ServeArgs {
+        bind: SocketAddr::from(([127, 0, 0, 1], 9200)),
+        cache_dir: None,
+    })) {
+        Command::Serve(args) => serve(args).await,
+        Command::SailthruExport(args) => export(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cache_dir = args
+        .cache_dir
+        .unwrap_or_else(|| std::env::temp_dir().join("sluice-sandbox"));
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding --bind {}", args.bind))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    println!("listening on http://{addr}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    run(SandboxConfig { cache_dir }, listener, shutdown).await
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let spec = ExportSpec {
+        seed: args.seed,
+        messages: args.messages,
+        date: args.date,
+    };
+    spec.validate()?;
+    let out = args.out;
+    let counts = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let started = std::time::Instant::now();
+        let file = std::fs::File::create(&out)
+            .with_context(|| format!("creating --out {}", out.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let counts = sailthru::write_export_with_counts(&spec, &mut w)
+            .with_context(|| format!("writing {}", out.display()))?;
+        let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        tracing::info!(
+            path = %out.display(),
+            bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "wrote sailthru export"
+        );
+        Ok(counts)
+    })
+    .await
+    .context("export generation panicked")??;
+    println!("{}", serde_json::to_string_pretty(&counts)?);
+    Ok(())
+}

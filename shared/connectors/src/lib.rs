@@ -1,0 +1,164 @@
+//! Connectors: the API knowledge of sluice. One module per outside system; each exposes a
+//! settings struct and a `build` function returning a [`Connector`].
+//!
+//! A connector does two things:
+//! - [`Connector::plan`] (called by the planner): validate a job's parameters and split the
+//!   job into tasks ([`PlannedTask`]);
+//! - [`Connector::fetch`] (called by a fetcher): run one task and return rows per destination
+//!   table, records it could not read, and child tasks.
+//!
+//! Connectors know HTTP, files and record shapes; they never touch the database. The rows
+//! they return name their destination table and columns; the table itself is created by a
+//! migration in `migrations/`.
+//!
+//! Layout: [`location`] opens export locations (path, `file://`, `http(s)://`, `s3://`)
+//! through `object_store`; [`sailthru`] reads Sailthru data-exporter archives.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sluice_contracts::{FetchTask, MergeSpec, Mode, RejectedRecord, Settings, TaskKind};
+use uuid::Uuid;
+
+pub mod location;
+pub mod sailthru;
+
+/// A job as the planner hands it to [`Connector::plan`].
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The job id.
+    pub job_id: Uuid,
+    /// The job's stream (for Sailthru, `export`).
+    pub stream: String,
+    /// Credential set.
+    pub account: String,
+    /// The request's parameters, unvalidated.
+    pub params: Value,
+    /// Full or incremental.
+    pub mode: Mode,
+    /// The stream's bookmark from `sluice.stream_state`, for incremental jobs.
+    pub bookmark: Option<Value>,
+}
+
+/// One task the planner should create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTask {
+    /// The stream the task's records belong to.
+    pub stream: String,
+    /// What to fetch.
+    pub kind: TaskKind,
+}
+
+/// The result of planning a job.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The tasks, in a stable order (their index makes their id).
+    pub tasks: Vec<PlannedTask>,
+    /// Parameters after validation and defaults; copied into every task.
+    pub params: Value,
+    /// Things skipped on purpose that the operator should know of (shown by `jobs show`).
+    pub warnings: Vec<String>,
+    /// Input that could not be planned (an unknown member); stored in `sluice.rejected_rows`.
+    pub rejected: Vec<RejectedRecord>,
+}
+
+/// Rows for one destination table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableRows {
+    /// Schema-qualified table (`sailthru.profile`).
+    pub table: String,
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows aligned with `columns`. Values: JSON null, numbers, booleans, strings; timestamps
+    /// as ISO-8601 strings (no offset for `timestamp`, `Z` for `timestamptz`); dates as
+    /// `YYYY-MM-DD`; any JSON for `jsonb`.
+    pub rows: Vec<Vec<Value>>,
+    /// How the loader merges the rows.
+    pub merge: MergeSpec,
+}
+
+/// What one task produced.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutput {
+    /// Rows per table; each becomes one `RecordBatch` part.
+    pub tables: Vec<TableRows>,
+    /// Records that could not be read, each with a reason naming file and line or field.
+    pub rejected: Vec<RejectedRecord>,
+    /// Follow-up tasks (next page, split windows).
+    pub children: Vec<PlannedTask>,
+    /// The greatest cursor value among the task's records.
+    pub cursor_max: Option<String>,
+}
+
+/// Why a connector call failed. The variant decides what happens to the task.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The job's parameters are wrong: the job fails with this message, nothing is fetched.
+    #[error("invalid job parameters: {0}")]
+    InvalidParams(String),
+    /// Worth retrying later (timeouts, 5xx, 429 beyond the in-process wait, resets).
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Retrying cannot help (4xx, unreadable data): the task is parked.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl ConnectorError {
+    /// True for errors that go to a retry tier.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectorError::Transient(_))
+    }
+}
+
+/// An outside system.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The connector's name in jobs and messages (`sailthru`).
+    fn name(&self) -> &'static str;
+
+    /// Validates the job and splits it into tasks.
+    ///
+    /// # Errors
+    /// [`ConnectorError::InvalidParams`] for a bad request (the job fails with the message);
+    /// transient errors make the planner try again later.
+    async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError>;
+
+    /// Runs one task.
+    ///
+    /// # Errors
+    /// Transient errors are retried through the retry tiers; permanent ones park the task.
+    async fn fetch(&self, task: &FetchTask) -> Result<FetchOutput, ConnectorError>;
+}
+
+/// The connectors this build knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    connectors: BTreeMap<&'static str, Arc<dyn Connector>>,
+}
+
+impl Registry {
+    /// Builds every connector from the settings.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let mut registry = Self::default();
+        registry.insert(Arc::new(sailthru::build(&settings.connectors.sailthru)));
+        registry
+    }
+
+    /// Adds or replaces a connector (tests use this to add fakes).
+    pub fn insert(&mut self, connector: Arc<dyn Connector>) {
+        self.connectors.insert(connector.name(), connector);
+    }
+
+    /// The connector called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Connector>> {
+        self.connectors.get(name).cloned()
+    }
+
+    /// The known names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.connectors.keys().copied().collect()
+    }
+}

@@ -1,0 +1,305 @@
+//! Opening export locations through `object_store`.
+//!
+//! A location is what an operator passes as a job parameter (`"export": "<location>"`):
+//! - a local path (`/data/export.zip`, `exports/x.zip`, resolved against the working
+//!   directory) or a `file://` URL → [`LocalFileSystem`];
+//! - `http://…` / `https://…` → [`HttpBuilder`] with the URL's origin, the object path being
+//!   the rest of the URL (query strings, as in presigned URLs, are not supported);
+//! - `s3://bucket/key` → [`AmazonS3Builder::from_env`], overridden by the job account's
+//!   [`S3Account`] (region, access keys, endpoint for S3-compatible stores).
+//!
+//! Errors name the location with passwords and query strings redacted
+//! ([`sluice_contracts::redact::redact_url`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::ClientOptions;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use secrecy::ExposeSecret;
+use sluice_contracts::config::S3Account;
+use sluice_contracts::redact::redact_url;
+use url::Url;
+
+use crate::ConnectorError;
+
+/// The kinds of location, as parsed from the operator's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationKind {
+    /// A file on this machine (absolute path).
+    Local(PathBuf),
+    /// `http(s)://`: the origin (`https://host:port`) and the percent-decoded path.
+    Http {
+        /// `scheme://host[:port]`.
+        origin: String,
+        /// The path after the origin, without the leading `/`.
+        path: String,
+    },
+    /// `s3://bucket/key`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+    },
+}
+
+/// Parses a location without touching the network or the disk.
+///
+/// # Errors
+/// [`ConnectorError::InvalidParams`] for an empty location, an unsupported scheme, an
+/// unparseable URL, an `s3://` URL without bucket or key, an http URL with a query string.
+pub fn parse_location(location: &str) -> Result<LocationKind, ConnectorError> {
+    let shown = redact_url(location);
+    let invalid =
+        |why: &str| ConnectorError::InvalidParams(format!("export location '{shown}': {why}"));
+    let trimmed = location.trim();
+    if trimmed.is_empty() {
+        return Err(ConnectorError::InvalidParams(
+            "export location is empty".into(),
+        ));
+    }
+    let Some((scheme, _)) = trimmed.split_once("://") else {
+        let path = std::path::absolute(trimmed)
+            .map_err(|e| invalid(&format!("not a usable path: {e}")))?;
+        return Ok(LocationKind::Local(normalise(path)));
+    };
+    let url = Url::parse(trimmed).map_err(|e| invalid(&format!("not a valid URL: {e}")))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "file" => url
+            .to_file_path()
+            .map(|p| LocationKind::Local(normalise(p)))
+            .map_err(|()| invalid("not a local file URL")),
+        "http" | "https" => {
+            if url.query().is_some() {
+                return Err(invalid(
+                    "query strings (presigned URLs) are not supported; use s3:// with account credentials",
+                ));
+            }
+            let host = url.host_str().ok_or_else(|| invalid("URL has no host"))?;
+            let origin = match url.port() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            };
+            let path = url.path().trim_start_matches('/').to_string();
+            if path.is_empty() {
+                return Err(invalid("URL names no file"));
+            }
+            Ok(LocationKind::Http { origin, path })
+        }
+        "s3" => {
+            let bucket = url.host_str().unwrap_or_default().to_string();
+            let key = url.path().trim_start_matches('/').to_string();
+            if bucket.is_empty() || key.is_empty() {
+                return Err(invalid("expected s3://bucket/key"));
+            }
+            Ok(LocationKind::S3 { bucket, key })
+        }
+        other => Err(invalid(&format!(
+            "unsupported scheme '{other}' (use a path, file://, http(s):// or s3://)"
+        ))),
+    }
+}
+
+/// Resolves `.` and `..` (object-store paths refuse them): through the file system when the
+/// file exists (symbolic links included), lexically otherwise.
+fn normalise(path: PathBuf) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(&path) {
+        return real;
+    }
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The local file a location names, if it is a path or a `file://` URL.
+pub fn local_path(location: &str) -> Option<PathBuf> {
+    match parse_location(location) {
+        Ok(LocationKind::Local(path)) => Some(path),
+        _ => None,
+    }
+}
+
+/// Opens `location` as an object store and the object's path in it.
+///
+/// `account` supplies S3 credentials/region/endpoint for `s3://` locations (ignored for the
+/// others); without it the usual `AWS_*` environment variables are used.
+///
+/// # Errors
+/// [`ConnectorError::InvalidParams`] for locations that cannot be parsed or a store that
+/// cannot be configured, naming the (redacted) location.
+pub fn open_location(
+    location: &str,
+    account: Option<&S3Account>,
+) -> Result<(Arc<dyn ObjectStore>, Path), ConnectorError> {
+    let shown = redact_url(location);
+    let invalid =
+        |why: String| ConnectorError::InvalidParams(format!("export location '{shown}': {why}"));
+    match parse_location(location)? {
+        LocationKind::Local(file) => {
+            let path = Path::from_absolute_path(&file).map_err(|e| invalid(e.to_string()))?;
+            Ok((Arc::new(LocalFileSystem::new()), path))
+        }
+        LocationKind::Http { origin, path } => {
+            let store = HttpBuilder::new()
+                .with_url(origin)
+                .with_client_options(ClientOptions::new().with_allow_http(true))
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
+            let path = Path::from_url_path(&path).map_err(|e| invalid(e.to_string()))?;
+            Ok((Arc::new(store), path))
+        }
+        LocationKind::S3 { bucket, key } => {
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(account) = account {
+                if let Some(region) = &account.region {
+                    builder = builder.with_region(region);
+                }
+                if let Some(id) = &account.access_key_id {
+                    builder = builder.with_access_key_id(id.expose_secret());
+                }
+                if let Some(secret) = &account.secret_access_key {
+                    builder = builder.with_secret_access_key(secret.expose_secret());
+                }
+                if let Some(endpoint) = &account.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+            }
+            let store = builder.build().map_err(|e| invalid(e.to_string()))?;
+            let path = Path::from_url_path(&key).map_err(|e| invalid(e.to_string()))?;
+            Ok((Arc::new(store), path))
+        }
+    }
+}
+
+/// Classifies an `object_store` error for `location`: not found →
+/// [`ConnectorError::InvalidParams`]; refused credentials, invalid paths and unsupported
+/// operations → [`ConnectorError::Permanent`]; everything else (network, 5xx, timeouts) →
+/// [`ConnectorError::Transient`]. The message names the redacted location.
+pub fn classify_error(location: &str, error: object_store::Error) -> ConnectorError {
+    let shown = redact_url(location);
+    match error {
+        object_store::Error::NotFound { .. } => {
+            ConnectorError::InvalidParams(format!("export location '{shown}' not found"))
+        }
+        e @ (object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::InvalidPath { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. }) => {
+            ConnectorError::Permanent(anyhow::anyhow!("reading export location '{shown}': {e}"))
+        }
+        e => ConnectorError::Transient(anyhow::anyhow!("reading export location '{shown}': {e}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind() {
+        assert_eq!(
+            parse_location("/data/x.zip").unwrap(),
+            LocationKind::Local(PathBuf::from("/data/x.zip"))
+        );
+        assert_eq!(
+            parse_location("file:///data/my%20x.zip").unwrap(),
+            LocationKind::Local(PathBuf::from("/data/my x.zip"))
+        );
+        match parse_location("relative/x.zip").unwrap() {
+            LocationKind::Local(p) => assert!(p.is_absolute() && p.ends_with("relative/x.zip")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_location("/data/./a/../x.zip").unwrap(),
+            LocationKind::Local(PathBuf::from("/data/x.zip"))
+        );
+        assert_eq!(
+            parse_location("http://127.0.0.1:8080/exports/a.zip").unwrap(),
+            LocationKind::Http {
+                origin: "http://127.0.0.1:8080".into(),
+                path: "exports/a.zip".into()
+            }
+        );
+        assert_eq!(
+            parse_location("s3://bucket/dir/a.zip").unwrap(),
+            LocationKind::S3 {
+                bucket: "bucket".into(),
+                key: "dir/a.zip".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_locations_are_invalid_params_and_redacted() {
+        for bad in [
+            "",
+            "ftp://h/x.zip",
+            "s3://bucket",
+            "http://h/",
+            "https://u:secret@h/x.zip?sig=abc",
+        ] {
+            let e = parse_location(bad).expect_err(bad);
+            let msg = e.to_string();
+            assert!(
+                matches!(e, ConnectorError::InvalidParams(_)),
+                "{bad}: {msg}"
+            );
+            assert!(!msg.contains("secret") && !msg.contains("sig=abc"), "{msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn local_files_open_and_missing_ones_are_not_found() {
+        use object_store::ObjectStoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a b.zip");
+        std::fs::write(&file, b"hello world").unwrap();
+        let url = Url::from_file_path(&file).unwrap().to_string();
+        for loc in [file.to_str().unwrap(), url.as_str()] {
+            let (store, path) = open_location(loc, None).unwrap();
+            let bytes = store.get_range(&path, 6..11).await.unwrap();
+            assert_eq!(&bytes[..], b"world");
+        }
+        let missing = dir.path().join("missing.zip");
+        let (store, path) = open_location(missing.to_str().unwrap(), None).unwrap();
+        let e = classify_error(
+            missing.to_str().unwrap(),
+            store.head(&path).await.unwrap_err(),
+        );
+        assert!(
+            matches!(e, ConnectorError::InvalidParams(ref m) if m.contains("missing.zip") && m.contains("not found")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn s3_and_http_stores_build() {
+        let account = S3Account {
+            region: Some("eu-west-1".into()),
+            access_key_id: Some("AKIA".to_string().into()),
+            secret_access_key: Some("shh".to_string().into()),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+        };
+        let (_, path) = open_location("s3://bucket/dir/a.zip", Some(&account)).unwrap();
+        assert_eq!(path.as_ref(), "dir/a.zip");
+        let (_, path) = open_location("https://example.com/dir/a%20b.zip", None).unwrap();
+        assert_eq!(path.as_ref(), "dir/a%20b.zip".replace("%20", " "));
+    }
+}

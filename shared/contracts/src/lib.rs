@@ -1,0 +1,14 @@
+//! Contracts shared by every sluice service: the JSON messages that cross RabbitMQ
+//! ([`messages`]), the layered configuration ([`config`]) and small vocabulary helpers
+//! ([`ids`], [`redact`]).
+//!
+//! Nothing here does I/O. Messages are the wire format documented in `DESIGN.md`
+//! ("Messages"); every message carries `"v": 1` and a reader rejects any other version.
+
+pub mod config;
+pub mod ids;
+pub mod messages;
+pub mod redact;
+
+pub use config::Settings;
+pub use messages::*;

@@ -1,0 +1,172 @@
+//! Plumbing every sluice service shares:
+//! - [`init_tracing`]: `tracing` subscriber, text or JSON, filter from settings or `RUST_LOG`;
+//! - [`AdminServer`]: the admin HTTP port — `/livez` (the process answers; never checks
+//!   dependencies), `/readyz` (the service's own readiness check: broker and database
+//!   reachable), `/metrics` (Prometheus text format);
+//! - [`shutdown_signal`]: a token cancelled on Ctrl-C or SIGTERM;
+//! - [`Backoff`]: capped exponential backoff for reconnect loops.
+
+pub mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sluice_contracts::config::LogSettings;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics;
+
+/// Installs the global tracing subscriber once (later calls are no-ops, so tests that start
+/// several services in one process are fine).
+pub fn init_tracing(settings: &LogSettings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if settings.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Several services in one test process share the recorder.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A readiness check: `Ok(())` when ready, else what is missing.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone)]
+struct AdminState {
+    ready: ReadyCheck,
+    metrics: PrometheusHandle,
+}
+
+/// The admin HTTP server of a service.
+pub struct AdminServer {
+    /// The address it listens on (useful when bound to port 0).
+    pub addr: SocketAddr,
+}
+
+impl AdminServer {
+    /// Binds `bind` and serves until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// The address cannot be bound (the error names it).
+    pub async fn start(
+        bind: &str,
+        ready: ReadyCheck,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind the admin port {bind}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let state = AdminState {
+            ready,
+            metrics: prometheus(),
+        };
+        let app = Router::new()
+            .route("/livez", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+        });
+        tracing::info!(%addr, "admin server listening");
+        Ok(Self { addr })
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    match (state.ready)() {
+        Ok(()) => (StatusCode::OK, "ready".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> String {
+    state.metrics.render()
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let child = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested");
+        child.cancel();
+    });
+    token
+}
+
+/// Capped exponential backoff: 0.5 s doubling to 30 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Backoff {
+    /// The next delay, doubling up to 30 s.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        d
+    }
+
+    /// Back to the first delay after a success.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Sleeps for the next delay unless `shutdown` comes first; false on shutdown.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let d = self.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = shutdown.cancelled() => false,
+        }
+    }
+}

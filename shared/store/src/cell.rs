@@ -1,0 +1,255 @@
+//! Converting the JSON values of a [`RecordBatch`](sluice_contracts::RecordBatch) into typed
+//! Postgres values for binary COPY.
+//!
+//! Strict by design: a value of the wrong JSON type for its column is an error naming the
+//! column, never a silent coercion. Accepted shapes per column type:
+//! - `bool`: JSON boolean; `int2/int4/int8`: JSON integers within range;
+//! - `float4/float8`: JSON numbers; `text/varchar`: JSON strings without NUL characters;
+//! - `json/jsonb`: any JSON without NUL characters (Postgres rejects `\u0000` in jsonb);
+//! - `timestamp`: `YYYY-MM-DDTHH:MM:SS[.f]` without offset (local, zone-less);
+//! - `timestamptz`: RFC 3339 with offset, stored as UTC; `date`: `YYYY-MM-DD`;
+//! - `uuid`: the canonical text form. JSON null is SQL NULL, except in json/jsonb columns,
+//!   where it stays the JSON value `null`.
+
+use bytes::BytesMut;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
+use serde_json::Value;
+
+/// One typed value ready for binary COPY.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// SQL NULL.
+    Null,
+    /// `bool`.
+    Bool(bool),
+    /// `int2`.
+    I16(i16),
+    /// `int4`.
+    I32(i32),
+    /// `int8`.
+    I64(i64),
+    /// `float4`.
+    F32(f32),
+    /// `float8`.
+    F64(f64),
+    /// `text`, `varchar`, `bpchar`, `name`.
+    Text(String),
+    /// `json`, `jsonb`.
+    Json(Value),
+    /// `timestamp` (no zone).
+    Timestamp(NaiveDateTime),
+    /// `timestamptz`, UTC.
+    TimestampTz(DateTime<Utc>),
+    /// `date`.
+    Date(NaiveDate),
+    /// `uuid`.
+    Uuid(uuid::Uuid),
+}
+
+/// True when the loader can write columns of this type.
+pub fn supported(ty: &Type) -> bool {
+    [
+        Type::BOOL,
+        Type::INT2,
+        Type::INT4,
+        Type::INT8,
+        Type::FLOAT4,
+        Type::FLOAT8,
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::JSON,
+        Type::JSONB,
+        Type::TIMESTAMP,
+        Type::TIMESTAMPTZ,
+        Type::DATE,
+        Type::UUID,
+    ]
+    .contains(ty)
+}
+
+fn describe(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        let cut: String = text.chars().take(60).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Converts `value` for a column of type `ty`.
+///
+/// # Errors
+/// A message naming the expected and the found shape (the caller adds the column name).
+pub fn to_cell(value: &Value, ty: &Type) -> Result<Cell, String> {
+    if value.is_null() {
+        // A JSON null in a json/jsonb column is kept as the JSON value `null` (its original
+        // type); in every other column it is SQL NULL.
+        return Ok(if matches!(*ty, Type::JSON | Type::JSONB) {
+            Cell::Json(Value::Null)
+        } else {
+            Cell::Null
+        });
+    }
+    let wrong = || {
+        format!(
+            "expected {} but found {} {}",
+            ty.name(),
+            kind(value),
+            describe(value)
+        )
+    };
+    let int = || -> Result<i64, String> {
+        value.as_i64().ok_or_else(|| {
+            if value.is_number() {
+                format!("{} is not an integer in the range of {}", describe(value), ty.name())
+            } else {
+                wrong()
+            }
+        })
+    };
+    let out_of_range = || format!("{} is out of range for {}", describe(value), ty.name());
+    let text = || -> Result<&str, String> {
+        let s = value.as_str().ok_or_else(wrong)?;
+        if s.contains('\0') {
+            return Err("text contains a NUL character, which Postgres cannot store".into());
+        }
+        Ok(s)
+    };
+    Ok(match *ty {
+        Type::BOOL => Cell::Bool(value.as_bool().ok_or_else(wrong)?),
+        Type::INT2 => Cell::I16(i16::try_from(int()?).map_err(|_| out_of_range())?),
+        Type::INT4 => Cell::I32(i32::try_from(int()?).map_err(|_| out_of_range())?),
+        Type::INT8 => Cell::I64(int()?),
+        Type::FLOAT4 => Cell::F32(value.as_f64().ok_or_else(wrong)? as f32),
+        Type::FLOAT8 => Cell::F64(value.as_f64().ok_or_else(wrong)?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text()?.to_string()),
+        Type::JSON | Type::JSONB => {
+            if has_nul(value) {
+                return Err("JSON contains a NUL character (\\u0000), which jsonb cannot store".into());
+            }
+            Cell::Json(value.clone())
+        }
+        Type::TIMESTAMP => {
+            let s = text()?;
+            let parsed = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+                .map_err(|e| format!("invalid timestamp {}: {e}", describe(value)))?;
+            Cell::Timestamp(parsed)
+        }
+        Type::TIMESTAMPTZ => {
+            let s = text()?;
+            let parsed = DateTime::parse_from_rfc3339(s)
+                .map_err(|e| format!("invalid RFC 3339 timestamp {}: {e}", describe(value)))?;
+            Cell::TimestampTz(parsed.with_timezone(&Utc))
+        }
+        Type::DATE => {
+            let s = text()?;
+            Cell::Date(
+                NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .map_err(|e| format!("invalid date {}: {e}", describe(value)))?,
+            )
+        }
+        Type::UUID => {
+            let s = text()?;
+            Cell::Uuid(
+                uuid::Uuid::parse_str(s)
+                    .map_err(|e| format!("invalid uuid {}: {e}", describe(value)))?,
+            )
+        }
+        _ => return Err(format!("columns of type {} are not supported", ty.name())),
+    })
+}
+
+impl ToSql for Cell {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Cell::Null => Ok(IsNull::Yes),
+            Cell::Bool(v) => v.to_sql(ty, out),
+            Cell::I16(v) => v.to_sql(ty, out),
+            Cell::I32(v) => v.to_sql(ty, out),
+            Cell::I64(v) => v.to_sql(ty, out),
+            Cell::F32(v) => v.to_sql(ty, out),
+            Cell::F64(v) => v.to_sql(ty, out),
+            Cell::Text(v) => v.to_sql(ty, out),
+            Cell::Json(v) => postgres_types::Json(v).to_sql(ty, out),
+            Cell::Timestamp(v) => v.to_sql(ty, out),
+            Cell::TimestampTz(v) => v.to_sql(ty, out),
+            Cell::Date(v) => v.to_sql(ty, out),
+            Cell::Uuid(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        supported(ty) || *ty == Type::INT8
+    }
+
+    to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_are_range_checked() {
+        assert_eq!(to_cell(&json!(7), &Type::INT4), Ok(Cell::I32(7)));
+        let err = to_cell(&json!(3_000_000_000_i64), &Type::INT4).unwrap_err();
+        assert!(err.contains("out of range for int4"), "{err}");
+        let err = to_cell(&json!(1.5), &Type::INT8).unwrap_err();
+        assert!(err.contains("not an integer"), "{err}");
+        let err = to_cell(&json!("12"), &Type::INT8).unwrap_err();
+        assert!(err.contains("expected int8 but found string"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_dates_and_nul() {
+        let ts = to_cell(&json!("2016-03-31T08:00:03.016000"), &Type::TIMESTAMP).unwrap();
+        assert_eq!(
+            ts,
+            Cell::Timestamp(
+                NaiveDate::from_ymd_opt(2016, 3, 31)
+                    .unwrap()
+                    .and_hms_milli_opt(8, 0, 3, 16)
+                    .unwrap()
+            )
+        );
+        let tz = to_cell(&json!("2016-03-31T13:41:48.000+02:00"), &Type::TIMESTAMPTZ).unwrap();
+        assert_eq!(tz, Cell::TimestampTz("2016-03-31T11:41:48Z".parse().unwrap()));
+        assert!(to_cell(&json!("2016-02-30"), &Type::DATE).is_err());
+        assert!(to_cell(&json!("yesterday"), &Type::TIMESTAMP).unwrap_err().contains("invalid timestamp"));
+        assert!(to_cell(&json!("a\u{0}b"), &Type::TEXT).unwrap_err().contains("NUL"));
+        assert!(to_cell(&json!({"k": "a\u{0}"}), &Type::JSONB).unwrap_err().contains("NUL"));
+        assert_eq!(to_cell(&json!(null), &Type::INT4), Ok(Cell::Null));
+        assert_eq!(to_cell(&json!(null), &Type::JSONB), Ok(Cell::Json(json!(null))));
+        assert!(to_cell(&json!(1), &Type::NUMERIC).unwrap_err().contains("not supported"));
+    }
+}

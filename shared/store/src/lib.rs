@@ -1,0 +1,94 @@
+//! The Postgres side of sluice.
+//!
+//! - [`db`]: the connection pool, creating the database when missing, and the migrations in
+//!   `migrations/` (embedded with refinery, applied under an advisory lock so services that
+//!   start together do not race);
+//! - [`ledger`]: the `sluice` schema — jobs, tasks, batches, locks, bookmarks, freshness and
+//!   rejected rows — as used by the planner, the loader and `sluicectl`;
+//! - [`load`]: the upsert path — binary COPY into a staging table, then
+//!   `INSERT … ON CONFLICT DO UPDATE` guarded by the version column;
+//! - [`cell`]: converting JSON values of a batch into typed Postgres values.
+//!
+//! The store knows SQL, never an outside API: it learns a destination table's columns,
+//! types and primary key from the Postgres catalog.
+
+pub mod cell;
+pub mod db;
+pub mod ledger;
+pub mod load;
+
+pub use db::{Pool, connect, migrate};
+
+/// Errors of the store, each with its cause chain.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Postgres returned an error.
+    #[error("{context}: {source}")]
+    Postgres {
+        /// What was being done.
+        context: String,
+        /// The driver error (its `Display` includes the server's message).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// No connection could be taken from the pool.
+    #[error("cannot get a database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    /// The database URL is malformed (the URL is not repeated: it may hold a password).
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    /// A batch does not fit its table (unknown table or column, missing primary key).
+    #[error("{0}")]
+    Schema(String),
+}
+
+impl StoreError {
+    /// True for errors a retry can fix: lost connections, deadlocks, serialization failures.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Postgres { source, .. } => {
+                if source.is_closed() {
+                    return true;
+                }
+                match source.code() {
+                    Some(code) => {
+                        let c = code.code();
+                        // 40001 serialization, 40P01 deadlock, 08* connection, 57P0* shutdown,
+                        // 53* insufficient resources.
+                        c == "40001"
+                            || c == "40P01"
+                            || c.starts_with("08")
+                            || c.starts_with("57P")
+                            || c.starts_with("53")
+                    }
+                    // No SQLSTATE: an I/O error on the connection.
+                    None => true,
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Attaches context to driver errors.
+pub(crate) trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Postgres {
+            context: what(),
+            source,
+        })
+    }
+}
+
+/// Quotes an SQL identifier (`a"b` → `"a""b"`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,430 @@
+//! The upsert path: binary COPY into a staging table, then one
+//! `INSERT … SELECT DISTINCT ON (pk) … ON CONFLICT (pk) DO UPDATE` into the destination.
+//!
+//! Table shapes come from the Postgres catalog (columns, types, primary key), looked up by
+//! name with `to_regclass` and cached per process; every identifier written into SQL comes
+//! from the catalog and is quoted, so a hostile table or column name in a batch can only
+//! ever produce an "unknown table/column" error.
+//!
+//! Guarantees of [`load_rows`]:
+//! - rows whose values do not fit their column are returned as rejects, the rest load;
+//! - duplicates of one primary key within a batch: the last one wins;
+//! - with a version column, an existing row is only replaced by a row whose version is
+//!   greater or equal; a row identical to the stored one is not rewritten at all, so loading
+//!   the same data twice changes nothing;
+//! - with a replace scope, rows of the batch's parents that the batch no longer carries
+//!   (and whose version is not newer) are deleted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::pin_mut;
+use postgres_types::{ToSql, Type};
+use serde_json::Value;
+use sluice_contracts::{MergeSpec, RejectedRecord};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::{GenericClient, Transaction};
+use uuid::Uuid;
+
+use crate::cell::{Cell, supported, to_cell};
+use crate::{Context, StoreError, quote_ident};
+
+/// Column every destination table has: the job that last wrote the row.
+pub const JOB_ID_COLUMN: &str = "_sluice_job_id";
+/// Column every destination table has: when the row was last written (UTC).
+pub const LOADED_AT_COLUMN: &str = "_sluice_loaded_at";
+
+/// One column of a destination table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Name as in the catalog.
+    pub name: String,
+    /// Postgres type.
+    pub ty: Type,
+}
+
+/// A destination table as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Quoted, schema-qualified name, safe to splice into SQL.
+    pub quoted: String,
+    /// The table's oid (names the staging table).
+    pub oid: u32,
+    /// Columns in catalog order.
+    pub columns: Vec<Column>,
+    /// Primary-key columns in key order.
+    pub primary_key: Vec<String>,
+}
+
+impl TableInfo {
+    fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Per-process cache of [`TableInfo`]s.
+#[derive(Default, Clone)]
+pub struct Catalog {
+    tables: Arc<RwLock<HashMap<String, Arc<TableInfo>>>>,
+}
+
+impl Catalog {
+    /// Looks up (and caches) `table` (`schema.name`).
+    ///
+    /// # Errors
+    /// [`StoreError::Schema`] for an unknown table, a table without primary key or with a
+    /// column type the loader cannot write.
+    pub async fn table(
+        &self,
+        client: &impl GenericClient,
+        table: &str,
+    ) -> Result<Arc<TableInfo>, StoreError> {
+        if let Some(info) = self.tables.read().expect("catalog lock").get(table) {
+            return Ok(info.clone());
+        }
+        let info = Arc::new(describe_table(client, table).await?);
+        self.tables
+            .write()
+            .expect("catalog lock")
+            .insert(table.to_string(), info.clone());
+        Ok(info)
+    }
+}
+
+async fn describe_table(client: &impl GenericClient, table: &str) -> Result<TableInfo, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')",
+            &[&table],
+        )
+        .await
+        .context(|| format!("looking up table {table:?}"))?;
+    let Some(row) = row else {
+        return Err(StoreError::Schema(format!(
+            "destination table {table:?} does not exist (is a migration missing?)"
+        )));
+    };
+    let oid: u32 = row.get(0);
+    let schema: String = row.get(1);
+    let name: String = row.get(2);
+    let columns = client
+        .query(
+            "SELECT attname, atttypid FROM pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .context(|| format!("reading the columns of {table}"))?
+        .into_iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let oid: u32 = r.get(1);
+            let ty = Type::from_oid(oid).unwrap_or(Type::UNKNOWN);
+            Column { name, ty }
+        })
+        .collect::<Vec<_>>();
+    let primary_key: Vec<String> = client
+        .query(
+            "SELECT a.attname FROM pg_index i
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+              WHERE i.indrelid = $1 AND i.indisprimary
+              ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&oid],
+        )
+        .await
+        .context(|| format!("reading the primary key of {table}"))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    if primary_key.is_empty() {
+        return Err(StoreError::Schema(format!(
+            "destination table {table} has no primary key; sluice only upserts"
+        )));
+    }
+    Ok(TableInfo {
+        quoted: format!("{}.{}", quote_ident(&schema), quote_ident(&name)),
+        oid,
+        columns,
+        primary_key,
+    })
+}
+
+/// What [`load_rows`] did.
+#[derive(Debug, Default)]
+pub struct LoadOutcome {
+    /// Rows that reached the COPY (after rejects).
+    pub rows: u64,
+    /// Rows inserted or changed (identical rows are not rewritten).
+    pub written: u64,
+    /// Rows deleted by the replace scope.
+    pub deleted: u64,
+    /// Rows refused with the reason, to be stored in `sluice.rejected_rows`.
+    pub rejected: Vec<RejectedRecord>,
+}
+
+/// Upserts `rows` (aligned with `columns`) into `table` inside `tx`.
+///
+/// # Errors
+/// [`StoreError::Schema`] when the batch does not fit the table (unknown column, primary-key
+/// column missing); [`StoreError::Postgres`] from the server.
+pub async fn load_rows(
+    tx: &Transaction<'_>,
+    catalog: &Catalog,
+    job_id: Uuid,
+    table: &str,
+    columns: &[String],
+    rows: &[Vec<Value>],
+    merge: &MergeSpec,
+) -> Result<LoadOutcome, StoreError> {
+    let info = catalog.table(tx, table).await?;
+    let mut outcome = LoadOutcome::default();
+
+    // Validate the batch's shape against the catalog.
+    let mut cols: Vec<&Column> = Vec::with_capacity(columns.len());
+    for name in columns {
+        if name == JOB_ID_COLUMN || name == LOADED_AT_COLUMN {
+            return Err(StoreError::Schema(format!(
+                "column {name} of {table} is written by the loader, not by connectors"
+            )));
+        }
+        let col = info.column(name).ok_or_else(|| {
+            StoreError::Schema(format!("table {table} has no column {name:?}"))
+        })?;
+        if !supported(&col.ty) {
+            return Err(StoreError::Schema(format!(
+                "column {name} of {table} has type {}, which the loader cannot write",
+                col.ty.name()
+            )));
+        }
+        cols.push(col);
+    }
+    let pk_positions: Vec<usize> = info
+        .primary_key
+        .iter()
+        .map(|pk| {
+            columns.iter().position(|c| c == pk).ok_or_else(|| {
+                StoreError::Schema(format!("batch for {table} lacks primary-key column {pk}"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let version = match &merge.version_column {
+        Some(v) => Some(info.column(v).map(|c| c.name.clone()).ok_or_else(|| {
+            StoreError::Schema(format!("version column {v:?} is not a column of {table}"))
+        })?),
+        None => None,
+    };
+    if let Some(v) = &version
+        && !columns.contains(v)
+    {
+        return Err(StoreError::Schema(format!(
+            "batch for {table} lacks its version column {v}"
+        )));
+    }
+    let scope: Vec<String> = merge.replace_scope.clone().unwrap_or_default();
+    for s in &scope {
+        if !columns.contains(s) {
+            return Err(StoreError::Schema(format!(
+                "batch for {table} lacks replace-scope column {s}"
+            )));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(outcome);
+    }
+
+    // Stage. The staging table has the batch's columns (types from the destination, no
+    // constraints) plus an ordinal so the last duplicate of a key wins.
+    let col_list: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+    let col_sql = col_list.join(", ");
+    let stage = format!(
+        "\"_sluice_stage_{}_{}\"",
+        info.oid,
+        short_hash(&col_sql)
+    );
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS
+           SELECT {col_sql}, 0::bigint AS _sluice_ord FROM {} WITH NO DATA",
+        info.quoted
+    ))
+    .await
+    .context(|| format!("creating the staging table for {table}"))?;
+
+    let mut types: Vec<Type> = cols.iter().map(|c| c.ty.clone()).collect();
+    types.push(Type::INT8);
+    let sink = tx
+        .copy_in(&format!("COPY {stage} ({col_sql}, _sluice_ord) FROM STDIN BINARY"))
+        .await
+        .context(|| format!("starting COPY for {table}"))?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    let mut cells: Vec<Cell> = Vec::with_capacity(cols.len() + 1);
+    'rows: for (ord, row) in rows.iter().enumerate() {
+        cells.clear();
+        if row.len() != cols.len() {
+            outcome.rejected.push(reject(
+                table,
+                columns,
+                row,
+                format!("row has {} values for {} columns", row.len(), cols.len()),
+            ));
+            continue;
+        }
+        for (i, (value, col)) in row.iter().zip(&cols).enumerate() {
+            match to_cell(value, &col.ty) {
+                Ok(Cell::Null) if pk_positions.contains(&i) => {
+                    outcome.rejected.push(reject(
+                        table,
+                        columns,
+                        row,
+                        format!("primary-key column {} is null", col.name),
+                    ));
+                    continue 'rows;
+                }
+                Ok(cell) => cells.push(cell),
+                Err(e) => {
+                    outcome.rejected.push(reject(
+                        table,
+                        columns,
+                        row,
+                        format!("column {}: {e}", col.name),
+                    ));
+                    continue 'rows;
+                }
+            }
+        }
+        cells.push(Cell::I64(ord as i64));
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        writer
+            .as_mut()
+            .write(&refs)
+            .await
+            .context(|| format!("writing COPY rows for {table}"))?;
+        outcome.rows += 1;
+    }
+    writer
+        .finish()
+        .await
+        .context(|| format!("finishing COPY for {table}"))?;
+
+    let pk_sql = info
+        .primary_key
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    if !scope.is_empty() {
+        let scope_cols: Vec<String> = scope.iter().map(|c| quote_ident(c)).collect();
+        let join_scope = scope_cols
+            .iter()
+            .map(|c| format!("d.{c} = s.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let join_pk = info
+            .primary_key
+            .iter()
+            .map(|c| format!("x.{0} = d.{0}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let (version_select, version_guard) = match &version {
+            Some(v) => (
+                format!(", max({}) AS _v", quote_ident(v)),
+                format!(" AND d.{} <= s._v", quote_ident(v)),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let sql = format!(
+            "DELETE FROM {dest} d
+              USING (SELECT {scope} {version_select} FROM {stage} GROUP BY {scope}) s
+              WHERE {join_scope}{version_guard}
+                AND NOT EXISTS (SELECT 1 FROM {stage} x WHERE {join_pk})",
+            dest = info.quoted,
+            scope = scope_cols.join(", "),
+        );
+        outcome.deleted = tx
+            .execute(&sql, &[])
+            .await
+            .context(|| format!("replacing rows of {table}"))?;
+    }
+
+    let non_key: Vec<&String> = columns
+        .iter()
+        .filter(|c| !info.primary_key.contains(c))
+        .collect();
+    let has_job_col = info.column(JOB_ID_COLUMN).is_some();
+    let has_loaded_col = info.column(LOADED_AT_COLUMN).is_some();
+    let mut insert_cols = col_list.clone();
+    let mut select_cols = col_list.clone();
+    let mut set = non_key
+        .iter()
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+        .collect::<Vec<_>>();
+    if has_job_col {
+        insert_cols.push(quote_ident(JOB_ID_COLUMN));
+        select_cols.push("$1::uuid".into());
+        set.push(format!("{0} = EXCLUDED.{0}", quote_ident(JOB_ID_COLUMN)));
+    }
+    if has_loaded_col {
+        insert_cols.push(quote_ident(LOADED_AT_COLUMN));
+        select_cols.push("now()".into());
+        set.push(format!("{0} = EXCLUDED.{0}", quote_ident(LOADED_AT_COLUMN)));
+    }
+    let conflict = if non_key.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let mut guards = vec![format!(
+            "({}) IS DISTINCT FROM ({})",
+            non_key
+                .iter()
+                .map(|c| format!("t.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            non_key
+                .iter()
+                .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        if let Some(v) = &version {
+            guards.push(format!("t.{0} <= EXCLUDED.{0}", quote_ident(v)));
+        }
+        format!("DO UPDATE SET {} WHERE {}", set.join(", "), guards.join(" AND "))
+    };
+    let sql = format!(
+        "INSERT INTO {dest} AS t ({insert})
+         SELECT DISTINCT ON ({pk_sql}) {select} FROM {stage} ORDER BY {pk_sql}, _sluice_ord DESC
+         ON CONFLICT ({pk_sql}) {conflict}",
+        dest = info.quoted,
+        insert = insert_cols.join(", "),
+        select = select_cols.join(", "),
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = if has_job_col { vec![&job_id] } else { vec![] };
+    outcome.written = tx
+        .execute(&sql, &params)
+        .await
+        .context(|| format!("upserting into {table}"))?;
+    Ok(outcome)
+}
+
+fn reject(table: &str, columns: &[String], row: &[Value], error: String) -> RejectedRecord {
+    let record: serde_json::Map<String, Value> = columns
+        .iter()
+        .cloned()
+        .zip(row.iter().cloned())
+        .collect();
+    RejectedRecord {
+        source: format!("loader: {table}"),
+        table: Some(table.to_string()),
+        error,
+        raw: Value::Object(record),
+    }
+}
+
+fn short_hash(s: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    format!("{:08x}", h.finish() as u32)
+}
