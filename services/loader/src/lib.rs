@@ -1,1 +1,321 @@
-//! (being written)
+//! The loader: the only writer of destination tables and the keeper of the ledger.
+//!
+//! It consumes the `load` queue (`RecordBatch` parts and `TaskOutcome`s) and the
+//! `parked.notify` queue (every message that reached the parking lot). Each part is loaded
+//! in one transaction by [`sluice_store::ledger::apply_batch`]: skip a part seen before, COPY
+//! into staging, upsert, store rejects, record children, finish the task and — when it was
+//! the last pending one — the job. The delivery is acked only after the commit.
+//!
+//! Errors: a lost connection, deadlock or serialization failure is retried in place with
+//! backoff; a batch that cannot fit its table is parked and its task marked failed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use sluice_broker::{ATTEMPTS_HEADER, Broker, ERROR_HEADER, Route, first_death, header_str};
+use sluice_contracts::{FetchTask, JobRequest, Message, Outcome, RecordBatch, Settings, TaskOutcome};
+use sluice_service::health::Health;
+use sluice_service::{AdminServer, Backoff, metrics};
+use sluice_store::load::Catalog;
+use sluice_store::{Pool, StoreError, ledger};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// In-place retries of a transient database error before the delivery is requeued.
+const DB_RETRIES: u32 = 8;
+
+/// Runs the loader until `shutdown` is cancelled, reconnecting with backoff.
+///
+/// # Errors
+/// Only for unrecoverable start-up problems (the admin port cannot be bound).
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let health = Health::new();
+    AdminServer::start(&settings.loader.admin_bind, health.check(), shutdown.clone()).await?;
+    let pool = sluice_store::connect(&settings.database).await?;
+    let catalog = Catalog::default();
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        match session(&settings, &pool, &catalog, &health, &shutdown, &mut backoff).await {
+            Ok(()) => break,
+            Err(e) => {
+                health.set_broker(false);
+                warn!(error = %format!("{e:#}"), "loader session ended; reconnecting");
+                if !backoff.wait(&shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    info!("loader stopped");
+    Ok(())
+}
+
+async fn session(
+    settings: &Settings,
+    pool: &Pool,
+    catalog: &Catalog,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    sluice_store::migrate(pool).await?;
+    health.set_database(true);
+    let broker = Arc::new(Broker::connect(&settings.amqp, "sluice-loader").await?);
+    health.set_broker(true);
+    backoff.reset();
+    info!(prefix = %settings.amqp.prefix, concurrency = settings.loader.concurrency, "loader connected");
+    let ctx = Ctx {
+        broker: broker.clone(),
+        pool: pool.clone(),
+        catalog: catalog.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let load = broker
+        .consume(
+            &broker.topology().queue(Route::Load),
+            settings.loader.concurrency,
+            "sluice-loader",
+        )
+        .await?;
+    let parked = broker
+        .consume(&broker.topology().parked_notify(), 4, "sluice-loader-parked")
+        .await?;
+    let limit = usize::from(settings.loader.concurrency);
+    let (a, b) = tokio::join!(
+        sluice_broker::drive(load, limit, shutdown, |d| ctx.clone().handle_load(d)),
+        sluice_broker::drive(parked, 1, shutdown, |d| ctx.clone().handle_parked(d)),
+    );
+    broker.close().await;
+    a?;
+    b?;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Ctx {
+    broker: Arc<Broker>,
+    pool: Pool,
+    catalog: Catalog,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+}
+
+/// Settles a delivery: ack on success, requeue after a pause when the database is away.
+async fn settle(delivery: &Delivery, done: bool) {
+    if done {
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+    } else {
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+    }
+}
+
+impl Ctx {
+    /// Runs `op` with in-place retries of transient database errors.
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut backoff = Backoff::default();
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => {
+                    self.health.set_database(true);
+                    return Ok(v);
+                }
+                Err(e) if e.is_transient() && attempt < DB_RETRIES && !self.shutdown.is_cancelled() => {
+                    attempt += 1;
+                    self.health.set_database(false);
+                    warn!(error = %e, attempt, "{what}: transient database error; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn handle_load(self, delivery: Delivery) {
+        let kind = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_default();
+        let done = if kind == TaskOutcome::KIND {
+            self.handle_outcome(&delivery).await
+        } else {
+            self.handle_batch(&delivery).await
+        };
+        if !done {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        settle(&delivery, done).await;
+    }
+
+    async fn handle_outcome(&self, delivery: &Delivery) -> bool {
+        let outcome = match TaskOutcome::decode(&delivery.data) {
+            Ok(o) => o,
+            Err(e) => return self.park_load(delivery, TaskOutcome::KIND, &e.to_string()).await,
+        };
+        let span = info_span!("outcome", job_id = %outcome.job_id, task_id = %outcome.task_id);
+        async {
+            match self
+                .with_retries("task outcome", || {
+                    ledger::apply_task_outcome(
+                        &self.pool,
+                        outcome.job_id,
+                        &outcome.task_id,
+                        outcome.outcome,
+                        &outcome.error,
+                    )
+                })
+                .await
+            {
+                Ok(finished) => {
+                    if let Some(state) = finished {
+                        info!(%state, "job finished");
+                    }
+                    true
+                }
+                Err(e) => {
+                    error!(error = %e, "could not record the task outcome");
+                    false
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handle_batch(&self, delivery: &Delivery) -> bool {
+        let batch = match RecordBatch::decode(&delivery.data) {
+            Ok(b) => b,
+            Err(e) => return self.park_load(delivery, RecordBatch::KIND, &e.to_string()).await,
+        };
+        let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
+        async {
+            let started = Instant::now();
+            let result = self
+                .with_retries("load", || ledger::apply_batch(&self.pool, &self.catalog, &batch))
+                .await;
+            match result {
+                Ok(applied) => {
+                    if applied.applied {
+                        metrics::counter!("sluice_loader_rows_total", "table" => batch.table.clone())
+                            .increment(applied.rows);
+                        metrics::histogram!("sluice_loader_batch_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        tracing::debug!(rows = applied.rows, rejected = applied.rejected, "part loaded");
+                    } else {
+                        tracing::debug!("part skipped (seen before, or job ended)");
+                    }
+                    if let Some(state) = applied.job_finished {
+                        info!(%state, "job finished");
+                    }
+                    true
+                }
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, "database unavailable; the part will be redelivered");
+                    false
+                }
+                Err(e) => {
+                    let error = format!("part {} for {}: {e}", batch.part, batch.table);
+                    error!(%error, "batch cannot be loaded; parking it and failing its task");
+                    let parked = self
+                        .broker
+                        .park(Route::Load, &delivery.data, RecordBatch::KIND, &error, 1)
+                        .await
+                        .is_ok();
+                    parked
+                        && self
+                            .with_retries("task outcome", || {
+                                ledger::apply_task_outcome(
+                                    &self.pool,
+                                    batch.job_id,
+                                    &batch.task_id,
+                                    Outcome::Failed,
+                                    &error,
+                                )
+                            })
+                            .await
+                            .is_ok()
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn park_load(&self, delivery: &Delivery, kind: &str, error: &str) -> bool {
+        error!(%error, "parking an undecodable {kind}");
+        self.broker
+            .park(Route::Load, &delivery.data, kind, error, 1)
+            .await
+            .is_ok()
+    }
+
+    /// A message reached the parking lot: record the failure in the ledger.
+    async fn handle_parked(self, delivery: Delivery) {
+        let props = &delivery.properties;
+        let reason = header_str(props, ERROR_HEADER).unwrap_or_else(|| {
+            match first_death(props) {
+                Some((_, reason)) if reason == "delivery_limit" => format!(
+                    "delivery limit reached: the message was delivered {} times without being acknowledged (its consumer crashed or kept failing)",
+                    header_str(props, "x-delivery-count").unwrap_or_else(|| "too many".into())
+                ),
+                Some((_, reason)) => format!("dead-lettered ({reason})"),
+                None => "parked".into(),
+            }
+        });
+        let attempts = header_str(props, ATTEMPTS_HEADER).unwrap_or_default();
+        let kind = props
+            .kind()
+            .as_ref()
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_default();
+        let target = if kind == FetchTask::KIND {
+            FetchTask::decode(&delivery.data)
+                .ok()
+                .map(|t| (t.job_id, Some(t.task_id)))
+        } else if kind == RecordBatch::KIND {
+            RecordBatch::decode(&delivery.data)
+                .ok()
+                .map(|b| (b.job_id, Some(b.task_id)))
+        } else if kind == JobRequest::KIND {
+            JobRequest::decode(&delivery.data).ok().map(|j| (j.job_id, None))
+        } else {
+            None
+        };
+        let done = match target {
+            Some((job_id, Some(task_id))) => {
+                warn!(%job_id, %task_id, %reason, %attempts, "task parked");
+                self.with_retries("parked task", || {
+                    ledger::apply_task_outcome(&self.pool, job_id, &task_id, Outcome::Failed, &reason)
+                })
+                .await
+                .is_ok()
+            }
+            Some((job_id, None)) => {
+                warn!(%job_id, %reason, "job request parked");
+                let error = format!("job request parked: {reason}");
+                self.with_retries("parked job", || ledger::fail_job(&self.pool, job_id, &error))
+                .await
+                .is_ok()
+            }
+            None => {
+                warn!(%kind, %reason, "parked message names no job; left for the operator");
+                true
+            }
+        };
+        settle(&delivery, done).await;
+    }
+}

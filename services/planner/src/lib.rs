@@ -1,1 +1,344 @@
-//! (being written)
+//! The planner: job intake, stream locks, splitting jobs into tasks, and the task outbox.
+//!
+//! For each `JobRequest` on the `jobs` queue it records the job, takes the stream lock (one
+//! active job per connector/account/stream), asks the connector for the plan, writes the
+//! tasks in one transaction and publishes them. Tasks are an outbox: a task is marked
+//! published only after its publish is confirmed, and a background loop re-publishes any
+//! recorded task that is not (a crash between commit and publish loses nothing).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use sluice_broker::{Broker, Headers, Route};
+use sluice_connectors::{ConnectorError, JobSpec, Registry};
+use sluice_contracts::{FetchTask, JobRequest, Message, Settings, TaskKind, ids};
+use sluice_service::health::Health;
+use sluice_service::{AdminServer, Backoff};
+use sluice_store::ledger::{self, NewTask};
+use sluice_store::{Pool, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// How often the outbox loop looks for unpublished tasks.
+const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs the planner until `shutdown` is cancelled, reconnecting to RabbitMQ and Postgres
+/// with backoff when they go away.
+///
+/// # Errors
+/// Only for unrecoverable start-up problems (the admin port cannot be bound).
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let registry = Registry::from_settings(&settings);
+    run_with(settings, registry, shutdown).await
+}
+
+/// [`run`] with an explicit connector registry (tests add fakes).
+///
+/// # Errors
+/// See [`run`].
+pub async fn run_with(
+    settings: Settings,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let health = Health::new();
+    AdminServer::start(&settings.planner.admin_bind, health.check(), shutdown.clone()).await?;
+    let pool = sluice_store::connect(&settings.database).await?;
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        match session(&settings, &registry, &pool, &health, &shutdown, &mut backoff).await {
+            Ok(()) => break,
+            Err(e) => {
+                health.set_broker(false);
+                warn!(error = %format!("{e:#}"), "planner session ended; reconnecting");
+                if !backoff.wait(&shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    info!("planner stopped");
+    Ok(())
+}
+
+async fn session(
+    settings: &Settings,
+    registry: &Registry,
+    pool: &Pool,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    sluice_store::migrate(pool).await?;
+    health.set_database(true);
+    let broker = Arc::new(Broker::connect(&settings.amqp, "sluice-planner").await?);
+    health.set_broker(true);
+    backoff.reset();
+    info!(prefix = %settings.amqp.prefix, "planner connected");
+
+    let outbox = {
+        let broker = broker.clone();
+        let pool = pool.clone();
+        let health = health.clone();
+        let stop = shutdown.child_token();
+        let guard = stop.clone().drop_guard();
+        tokio::spawn(async move {
+            loop {
+                match publish_outbox(&broker, &pool, None).await {
+                    Ok(n) if n > 0 => info!(tasks = n, "outbox: published tasks"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        health.set_database(false);
+                        warn!(error = %format!("{e:#}"), "outbox: publishing failed");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(OUTBOX_INTERVAL) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+        guard
+    };
+
+    let consumer = broker
+        .consume(
+            &broker.topology().queue(Route::Jobs),
+            settings.planner.prefetch,
+            "sluice-planner",
+        )
+        .await?;
+    let ctx = Ctx {
+        broker: broker.clone(),
+        pool: pool.clone(),
+        registry: registry.clone(),
+        health: health.clone(),
+    };
+    let limit = usize::from(settings.planner.prefetch);
+    let result = sluice_broker::drive(consumer, limit, shutdown, |d| ctx.clone().handle(d)).await;
+    drop(outbox);
+    broker.close().await;
+    Ok(result?)
+}
+
+#[derive(Clone)]
+struct Ctx {
+    broker: Arc<Broker>,
+    pool: Pool,
+    registry: Registry,
+    health: Arc<Health>,
+}
+
+impl Ctx {
+    async fn handle(self, delivery: Delivery) {
+        let request = match JobRequest::decode(&delivery.data) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "parking an undecodable job request");
+                let parked = self
+                    .broker
+                    .park(Route::Jobs, &delivery.data, JobRequest::KIND, &e.to_string(), 1)
+                    .await;
+                if parked.is_ok() {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                return;
+            }
+        };
+        let span = info_span!("plan", job_id = %request.job_id, connector = %request.connector, stream = %request.stream);
+        let result = self.plan_job(&request).instrument(span.clone()).await;
+        let _enter = span.enter();
+        match result {
+            Ok(()) => {
+                self.health.set_database(true);
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                // Database or broker trouble: try again after a pause. The quorum queue's
+                // delivery limit parks a request that keeps failing.
+                self.health.set_database(false);
+                warn!(error = %format!("{e:#}"), "planning interrupted; will retry");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Plans one job. `Err` means "retry later"; every permanent problem ends the job as
+    /// failed with a message and returns `Ok`.
+    async fn plan_job(&self, req: &JobRequest) -> anyhow::Result<()> {
+        let state = ledger::insert_job(&**self.pool.get().await?, req).await?;
+        if ledger::state::is_terminal(&state) {
+            info!(%state, "job already ended; nothing to do");
+            return Ok(());
+        }
+        if state == ledger::state::RUNNING {
+            // Redelivered after planning committed: only the publishing may be missing.
+            publish_outbox(&self.broker, &self.pool, Some(req.job_id)).await?;
+            return Ok(());
+        }
+        let Some(connector) = self.registry.get(&req.connector) else {
+            let msg = format!(
+                "unknown connector {:?}; this build knows: {}",
+                req.connector,
+                self.registry.names().join(", ")
+            );
+            ledger::fail_job(&self.pool, req.job_id, &msg).await?;
+            warn!(%msg, "job refused");
+            return Ok(());
+        };
+
+        {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            if let Some(holder) = ledger::acquire_stream_lock(
+                &tx,
+                &req.connector,
+                &req.account,
+                &req.stream,
+                req.job_id,
+            )
+            .await?
+            {
+                drop(tx);
+                let msg = format!(
+                    "stream {}/{}/{} already has a running job {holder}; wait for it to end or cancel it with `sluicectl jobs cancel {holder}`",
+                    req.connector, req.account, req.stream
+                );
+                ledger::fail_job(&self.pool, req.job_id, &msg).await?;
+                warn!(%msg, "job refused");
+                return Ok(());
+            }
+            tx.commit().await?;
+        }
+
+        let bookmark = ledger::bookmark(
+            &**self.pool.get().await?,
+            &req.connector,
+            &req.account,
+            &req.stream,
+        )
+        .await?;
+        let spec = JobSpec {
+            job_id: req.job_id,
+            stream: req.stream.clone(),
+            account: req.account.clone(),
+            params: req.params.clone(),
+            mode: req.mode,
+            bookmark,
+        };
+        let plan = match connector.plan(&spec).await {
+            Ok(plan) => plan,
+            Err(ConnectorError::Transient(e)) => return Err(e.context("planning")),
+            Err(e) => {
+                let msg = e.to_string();
+                ledger::fail_job(&self.pool, req.job_id, &msg).await?;
+                warn!(error = %msg, "job failed during planning");
+                return Ok(());
+            }
+        };
+        for w in &plan.warnings {
+            warn!(warning = %w, "planner warning");
+        }
+        let tasks: Vec<NewTask> = plan
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewTask {
+                task_id: ids::root_task_id(req.job_id, i),
+                stream: t.stream.clone(),
+                kind: serde_json::to_value(&t.kind).expect("task kinds serialise"),
+            })
+            .collect();
+        {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            match ledger::lock_job(&tx, req.job_id).await?.as_deref() {
+                Some(ledger::state::QUEUED) => {}
+                other => {
+                    info!(state = ?other, "job changed state while planning (cancelled?); dropping the plan");
+                    return Ok(());
+                }
+            }
+            ledger::record_plan(&tx, req.job_id, &plan.params, &tasks, &plan.warnings).await?;
+            ledger::insert_rejects(&*tx, req.job_id, None, &plan.rejected).await?;
+            tx.commit().await?;
+        }
+        info!(
+            tasks = tasks.len(),
+            warnings = plan.warnings.len(),
+            rejected = plan.rejected.len(),
+            "job planned"
+        );
+        if tasks.is_empty() {
+            ledger::finish_if_idle(&self.pool, req.job_id).await?;
+        }
+        publish_outbox(&self.broker, &self.pool, Some(req.job_id)).await?;
+        Ok(())
+    }
+}
+
+/// Publishes recorded but unpublished tasks (of one job, or of every running job), 500 per
+/// transaction, marking each published once its publish is confirmed. Returns how many.
+///
+/// # Errors
+/// Database or broker errors; tasks not marked are published again later.
+pub async fn publish_outbox(
+    broker: &Broker,
+    pool: &Pool,
+    job_id: Option<uuid::Uuid>,
+) -> anyhow::Result<usize> {
+    let mut total = 0;
+    loop {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await.map_err(|e| StoreError::Postgres {
+            context: "begin".into(),
+            source: e,
+        })?;
+        let batch = ledger::unpublished_tasks(&tx, job_id, 500).await?;
+        if batch.is_empty() {
+            return Ok(total);
+        }
+        let mut published = Vec::with_capacity(batch.len());
+        for t in &batch {
+            let kind: TaskKind = match serde_json::from_value(t.kind.clone()) {
+                Ok(k) => k,
+                Err(e) => {
+                    error!(task_id = %t.task_id, error = %e, "recorded task has an unreadable kind");
+                    continue;
+                }
+            };
+            let task = FetchTask {
+                v: sluice_contracts::MESSAGE_VERSION,
+                task_id: t.task_id.clone(),
+                job_id: t.job_id,
+                connector: t.connector.clone(),
+                stream: t.stream.clone(),
+                account: t.account.clone(),
+                kind,
+                attempt: 1,
+                params: t.params.clone(),
+            };
+            broker
+                .publish(Route::Fetch, &task, Headers::default().traced(t.job_id))
+                .await?;
+            published.push(t.task_id.clone());
+        }
+        ledger::mark_published(&*tx, &published).await?;
+        tx.commit().await.map_err(|e| StoreError::Postgres {
+            context: "commit".into(),
+            source: e,
+        })?;
+        total += published.len();
+        if job_id.is_some() && batch.len() < 500 {
+            return Ok(total);
+        }
+    }
+}

@@ -1,1 +1,8 @@
-fn main() {}
+//! `sluice-planner`: see the crate docs of `sluice_planner`.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = sluice_contracts::Settings::load()?;
+    sluice_service::init_tracing(&settings.log);
+    sluice_planner::run(settings, sluice_service::shutdown_signal()).await
+}

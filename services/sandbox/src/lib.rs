@@ -41,7 +41,9 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr().context("reading the listener's address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
     tokio::fs::create_dir_all(&config.cache_dir)
         .await
         .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;

@@ -11,8 +11,16 @@ use sluice_sandbox::{SandboxConfig, run};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "sluice-sandbox", version, about = "Emulated outside systems for sluice tests, demos and benchmarks")]
+#[command(
+    name = "sluice-sandbox",
+    version,
+    about = "Emulated outside systems for sluice tests, demos and benchmarks"
+)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// `serve` options, for when no subcommand is given.
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -61,10 +69,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(ServeArgs {
-        bind: SocketAddr::from(([127, 0, 0, 1], 9200)),
-        cache_dir: None,
-    })) {
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args).await,
         Command::SailthruExport(args) => export(args).await,
     }

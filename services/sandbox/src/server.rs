@@ -277,8 +277,7 @@ fn write_atomically(
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| -> anyhow::Result<()> {
-        let file =
-            File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
         w.flush()

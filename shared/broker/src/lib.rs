@@ -680,3 +680,50 @@ mod tests {
         assert_eq!(RetryTier::for_attempt(5), None);
     }
 }
+
+/// Why [`drive`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    /// The consumer failed (connection or channel lost).
+    #[error("consumer failed: {0}")]
+    Consumer(#[from] lapin::Error),
+    /// The broker closed the consumer (queue deleted, connection closed).
+    #[error("the consumer was closed by the broker")]
+    Closed,
+}
+
+/// Runs `handler` on each delivery, at most `limit` at a time, until `shutdown` is
+/// cancelled (then waits for the handlers in flight and returns `Ok`) or the consumer fails.
+///
+/// Handlers ack or nack their delivery themselves, after the effect is durable.
+///
+/// # Errors
+/// [`DriveError`] when the consumer stops for any reason other than shutdown.
+pub async fn drive<F, Fut>(
+    consumer: Consumer,
+    limit: usize,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut handler: F,
+) -> std::result::Result<(), DriveError>
+where
+    F: FnMut(lapin::message::Delivery) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::StreamExt;
+    let mut deliveries = Box::pin(consumer.take_until(shutdown.clone().cancelled_owned()));
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let limit = limit.max(1);
+    let result = loop {
+        tokio::select! {
+            next = deliveries.next(), if in_flight.len() < limit => match next {
+                Some(Ok(delivery)) => in_flight.push(handler(delivery)),
+                Some(Err(e)) => break Err(DriveError::Consumer(e)),
+                None if shutdown.is_cancelled() => break Ok(()),
+                None => break Err(DriveError::Closed),
+            },
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    };
+    while in_flight.next().await.is_some() {}
+    result
+}

@@ -744,6 +744,24 @@ pub async fn reopen_task(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<boo
     Ok(true)
 }
 
+/// Puts a job whose request was parked back to `queued`, so a replayed request is planned.
+/// Returns false when the job is unknown or not failed.
+///
+/// # Errors
+/// Database errors.
+pub async fn reopen_job(pool: &Pool, job_id: Uuid) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let n = client
+        .execute(
+            "UPDATE sluice.jobs SET state = 'queued', error = NULL, finished_at = NULL, updated_at = now()
+              WHERE id = $1 AND state = 'failed' AND NOT EXISTS (SELECT 1 FROM sluice.tasks WHERE job_id = $1)",
+            &[&job_id],
+        )
+        .await
+        .context(|| format!("reopening job {job_id}"))?;
+    Ok(n == 1)
+}
+
 /// One line of `sluicectl jobs list`.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {

@@ -83,7 +83,8 @@ const DEFLATE_LEVEL: i64 = 1;
 const FLUSH_BYTES: usize = 1 << 17;
 
 /// The AppleDouble (`__MACOSX/._*`) junk stored after each member, byte for byte the sample's.
-const APPLE_DOUBLE: &[u8] = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02\x00\x00\x00\x09\x00\x00\x00\
+const APPLE_DOUBLE: &[u8] =
+    b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02\x00\x00\x00\x09\x00\x00\x00\
 2\x00\x00\x00\xac\x00\x00\x00\x02\x00\x00\x00\xde\x00\x00\x00\x00\x00\x00\x00\x00\
 \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
 \x00\x00\x00\x00\x00\x00\x00\x00\x00ATTR\x00\x00\x00\x00\x00\x00\x00\xde\x00\x00\x00\
@@ -117,7 +118,11 @@ pub struct InvalidParameter {
 
 impl fmt::Display for InvalidParameter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid parameter `{}`: {}", self.parameter, self.message)
+        write!(
+            f,
+            "invalid parameter `{}`: {}",
+            self.parameter, self.message
+        )
     }
 }
 
@@ -602,9 +607,8 @@ fn plan_message_transactional(ctx: &Ctx, i: u64, p: &mut MessagePlan) {
     let mut r = Rng::for_record(ctx.seed, Stream::MessageTransactional, i);
     let n = u128::from(ctx.transactional.max(1));
     let slot = (DAY_MS as u128 / n).max(1) as u64;
-    p.send_ms = ctx.send_day_ms
-        + (u128::from(i) * DAY_MS as u128 / n) as i64
-        + r.below(slot) as i64;
+    p.send_ms =
+        ctx.send_day_ms + (u128::from(i) * DAY_MS as u128 / n) as i64 + r.below(slot) as i64;
     p.profile_k = r.below(ctx.audience);
     p.template = r.pick(TEMPLATES.len());
     let (opens, clicks) = match r.below(100) {
@@ -772,8 +776,8 @@ fn plan_profile(ctx: &Ctx, k: u64, p: &mut ProfilePlan) {
     p.k = k;
     p.id = ctx.profile_id(k);
     p.create_ms = ctx.profile_created_ms(k);
-    p.signup_ms = p.create_ms + r.below(10 * DAY_MS as u64) as i64;
     let until_export = (ctx.export_day_ms - p.create_ms).max(1) as u64;
+    p.signup_ms = p.create_ms + r.below(until_export.min(10 * DAY_MS as u64)) as i64;
     p.email = (r.pick(FIRST_NAMES.len()), r.pick(LAST_NAMES.len()));
 
     let n = r.range(1, 3) as usize;
@@ -856,9 +860,17 @@ fn plan_profile(ctx: &Ctx, k: u64, p: &mut ProfilePlan) {
     let unique_clicks = r.below(unique_opens + 1);
     let clicks = unique_clicks + r.below(unique_clicks + 1);
     let pageviews = r.below(3000);
-    p.totals = [opens, clicks, unique_opens, unique_clicks, pageviews, messages];
+    p.totals = [
+        opens,
+        clicks,
+        unique_opens,
+        unique_clicks,
+        pageviews,
+        messages,
+    ];
     for last in &mut p.last {
-        *last = ctx.export_day_ms + 14 * 3_600_000 - r.below(4 * DAY_MS as u64) as i64;
+        let at = ctx.export_day_ms + 14 * 3_600_000 - r.below(4 * DAY_MS as u64) as i64;
+        *last = at.max(p.create_ms);
     }
     p.pageview_precision = if r.chance(1, 25) {
         Precision::Minutes
@@ -867,11 +879,7 @@ fn plan_profile(ctx: &Ctx, k: u64, p: &mut ProfilePlan) {
     };
 }
 
-fn put_counts<'a>(
-    buf: &mut Vec<u8>,
-    entries: &[(usize, u64)],
-    label: impl Fn(usize) -> &'a str,
-) {
+fn put_counts<'a>(buf: &mut Vec<u8>, entries: &[(usize, u64)], label: impl Fn(usize) -> &'a str) {
     let mut o = Obj::new(buf);
     for &(i, count) in entries {
         put_u64(o.key(label(i)), count);

@@ -33,7 +33,8 @@ use super::timestamps::compact_date;
 /// How a member name is handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberName {
-    /// Directories and macOS resource forks (`__MACOSX/…`): not data, skipped silently.
+    /// Directories and macOS resource forks (`__MACOSX/…`): not data, skipped (with a
+    /// warning naming the member, except for directories).
     Junk,
     /// `<table>.<YYYYMMDD>.json`: the table and the export date (`YYYY-MM-DD`).
     Data {
@@ -233,7 +234,12 @@ enum Decision {
 fn decide(name: &str, result: &mut ScanResult) -> Decision {
     match classify_member(name) {
         MemberName::Junk => {
-            tracing::debug!(member = name, "skipping non-data member");
+            // Directories are structure, not input; anything else skipped is named.
+            if !name.ends_with('/') {
+                result.warnings.push(format!(
+                    "skipped member '{name}': macOS metadata (__MACOSX/ or ._ resource fork), not data"
+                ));
+            }
             Decision::Skip
         }
         MemberName::Other => {

@@ -124,8 +124,15 @@ async fn plans_the_sample_archive() {
         .plan(&job(json!({"export": sample().to_str().unwrap()})))
         .await
         .expect("plan");
-    // __MACOSX entries are skipped silently; nothing is rejected.
-    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    // The four __MACOSX entries are skipped, each with a warning naming it; nothing is rejected.
+    assert_eq!(plan.warnings.len(), 4, "{:?}", plan.warnings);
+    assert!(
+        plan.warnings
+            .iter()
+            .all(|w| w.contains("__MACOSX/._") && w.contains("macOS metadata")),
+        "{:?}",
+        plan.warnings
+    );
     assert!(plan.rejected.is_empty(), "{:?}", plan.rejected);
     assert_eq!(
         plan.params,
@@ -413,7 +420,7 @@ async fn corrupt_lines_are_rejected_and_the_rest_loads() {
         .plan(&job(json!({"export": path.to_str().unwrap()})))
         .await
         .unwrap();
-    // Unknown table → rejected; unexpected name → warning; junk → silent.
+    // Unknown table → rejected; unexpected name and macOS junk → a warning each.
     assert_eq!(plan.rejected.len(), 1, "{:?}", plan.rejected);
     assert_eq!(plan.rejected[0].source, "clicks.20160401.json");
     assert!(plan.rejected[0].error.contains("unknown table 'clicks' in member clicks.20160401.json; known tables: blast, message_blast, message_transactional, profile"));
@@ -421,8 +428,9 @@ async fn corrupt_lines_are_rejected_and_the_rest_loads() {
         plan.rejected[0].raw,
         json!({"member": "clicks.20160401.json"})
     );
-    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
     assert!(plan.warnings[0].contains("readme.txt"));
+    assert!(plan.warnings[1].contains("__MACOSX/._blast.20160402.json"));
 
     let slices: Vec<&FileSlice> = plan.tasks.iter().map(slice_of).collect();
     assert!(slices.iter().any(|s| s.compression == Compression::Stored));

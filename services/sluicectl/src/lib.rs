@@ -1,0 +1,543 @@
+//! `sluicectl`, the operator's CLI: apply migrations, start syncs and follow them, inspect
+//! and cancel jobs, and look at or replay the parking lot.
+//!
+//! It reads the same configuration as the services (`SLUICE_CONFIG`, `SLUICE__…`), talks to
+//! RabbitMQ to publish requests and to Postgres to read the ledger. Output meant for scripts
+//! goes to stdout (the job id of `sync`, `--json` reports); progress goes to stderr.
+//!
+//! Exit codes: 0 success; 1 error or a job that failed or was cancelled; 2 with `--strict`
+//! when a job succeeded but rejected records.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use sluice_broker::lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use sluice_broker::{ATTEMPTS_HEADER, Broker, ERROR_HEADER, Headers, ORIGIN_HEADER, Route};
+use sluice_contracts::{
+    ControlAction, ControlMessage, FetchTask, JobRequest, MESSAGE_VERSION, Message, Mode,
+    RecordBatch, Settings,
+};
+use sluice_store::ledger::{self, CancelResult, JobReport};
+use sluice_store::{Pool, StoreError};
+use uuid::Uuid;
+
+/// The command line.
+#[derive(Parser, Debug)]
+#[command(name = "sluicectl", version, about = "Operate sluice: syncs, jobs, dead letters.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the database if missing and apply pending migrations.
+    Migrate,
+    /// Start a sync job.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+    /// Inspect and cancel jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// The parking lot (dead letters).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// Options every sync takes.
+#[derive(Args, Debug, Clone)]
+pub struct SyncOptions {
+    /// Credential set of the connector.
+    #[arg(long, default_value = "default")]
+    pub account: String,
+    /// Follow the job until it ends; exit non-zero unless it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: exit 2 when the job succeeded but rejected records.
+    #[arg(long)]
+    pub strict: bool,
+    /// With --wait: give up waiting after this many seconds (the job keeps running).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+/// Connectors that can be synced.
+#[derive(Subcommand, Debug)]
+pub enum SyncCommand {
+    /// Ingest a Sailthru data-exporter archive.
+    Sailthru {
+        /// The archive: a path, file://, http(s):// or s3:// URL.
+        #[arg(long)]
+        export: String,
+        /// Records per page task (default: connectors.sailthru.page_size).
+        #[arg(long)]
+        page_size: Option<u64>,
+        /// keep | hash | drop (default: connectors.sailthru.email_policy).
+        #[arg(long)]
+        email_policy: Option<String>,
+        /// Common options.
+        #[command(flatten)]
+        options: SyncOptions,
+    },
+}
+
+/// Job commands.
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// The most recent jobs.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: state, tasks, rows per table, rejected records, errors.
+    Show {
+        /// Job id.
+        id: Uuid,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: fetchers drop its tasks, nothing more of it is loaded, the lock is freed.
+    Cancel {
+        /// Job id.
+        id: Uuid,
+    },
+}
+
+/// Parking-lot commands.
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List parked messages with their reason.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Send parked messages back to work (all, or those of one job).
+    Replay {
+        /// Only messages of this job.
+        #[arg(long)]
+        job: Option<Uuid>,
+    },
+    /// Delete every parked message.
+    Purge {
+        /// Required: purging loses the messages.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs a command.
+///
+/// # Errors
+/// Configuration, connection and database errors, with context.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load()?;
+    init_logging();
+    match cli.command {
+        Command::Migrate => {
+            let pool = sluice_store::connect(&settings.database).await?;
+            let applied = sluice_store::migrate(&pool).await?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                println!("applied migrations: {applied:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync(SyncCommand::Sailthru {
+            export,
+            page_size,
+            email_policy,
+            options,
+        }) => {
+            let mut params = json!({ "export": export });
+            if let Some(n) = page_size {
+                params["page_size"] = json!(n);
+            }
+            if let Some(p) = email_policy {
+                params["email_policy"] = json!(p);
+            }
+            sync(&settings, "sailthru", "export", params, Mode::Full, &options).await
+        }
+        Command::Jobs(cmd) => jobs(&settings, cmd).await,
+        Command::Dlq(cmd) => dlq(&settings, cmd).await,
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn pool(settings: &Settings) -> anyhow::Result<Pool> {
+    let pool = sluice_store::connect(&settings.database).await?;
+    sluice_store::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Records and publishes a job request; with `--wait` follows it.
+async fn sync(
+    settings: &Settings,
+    connector: &str,
+    stream: &str,
+    params: Value,
+    mode: Mode,
+    options: &SyncOptions,
+) -> anyhow::Result<ExitCode> {
+    let pool = pool(settings).await?;
+    let broker = Broker::connect(&settings.amqp, "sluicectl").await?;
+    let request = JobRequest {
+        v: MESSAGE_VERSION,
+        job_id: Uuid::new_v4(),
+        connector: connector.into(),
+        stream: stream.into(),
+        account: options.account.clone(),
+        params,
+        mode,
+        requested_at: Utc::now(),
+    };
+    ledger::insert_job(&**pool.get().await?, &request).await?;
+    broker
+        .publish(Route::Jobs, &request, Headers::default().traced(request.job_id))
+        .await
+        .context("publishing the job request")?;
+    broker.close().await;
+    println!("{}", request.job_id);
+    if !options.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_for(&pool, request.job_id, options).await
+}
+
+async fn wait_for(pool: &Pool, job_id: Uuid, options: &SyncOptions) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:>10} [{bar:30}] {pos}/{len} tasks, {prefix} ({elapsed})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let deadline = options
+        .timeout
+        .map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let report = loop {
+        let report = report(pool, job_id).await?;
+        let s = &report.summary;
+        bar.set_length(s.tasks_total.max(0) as u64);
+        bar.set_position(s.tasks_done.max(0) as u64);
+        bar.set_message(s.state.clone());
+        bar.set_prefix(format!("{} rows, {} rejected", s.rows_loaded, s.rows_rejected));
+        bar.tick();
+        if ledger::state::is_terminal(&s.state) {
+            break report;
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            bar.abandon();
+            eprintln!("gave up waiting; job {job_id} is still {}", s.state);
+            return Ok(ExitCode::from(1));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    bar.finish_and_clear();
+    print_report(&report);
+    let s = &report.summary;
+    Ok(match s.state.as_str() {
+        ledger::state::SUCCEEDED if options.strict && s.rows_rejected > 0 => ExitCode::from(2),
+        ledger::state::SUCCEEDED => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+async fn report(pool: &Pool, job_id: Uuid) -> anyhow::Result<JobReport> {
+    ledger::job_report(&**pool.get().await?, job_id)
+        .await?
+        .with_context(|| format!("no job {job_id}"))
+}
+
+fn print_report(r: &JobReport) {
+    let s = &r.summary;
+    println!("job       {}", s.id);
+    println!("stream    {}/{}/{} ({})", s.connector, s.account, s.stream, r.mode);
+    println!("state     {}", s.state);
+    if let Some(e) = &s.error {
+        println!("error     {e}");
+    }
+    println!(
+        "tasks     {}/{} ({})",
+        s.tasks_done,
+        s.tasks_total,
+        r.tasks
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("requested {}", s.requested_at.to_rfc3339());
+    if let Some(f) = s.finished_at {
+        println!("finished  {}", f.to_rfc3339());
+    }
+    println!("rows      {} loaded, {} rejected", s.rows_loaded, s.rows_rejected);
+    for (table, rows) in &r.rows_per_table {
+        println!("  {table:<40} {rows:>12}");
+    }
+    if let Some(warnings) = r.warnings.as_array().filter(|w| !w.is_empty()) {
+        println!("warnings");
+        for w in warnings {
+            println!("  {}", w.as_str().unwrap_or_default());
+        }
+    }
+    if !r.rejected.is_empty() {
+        println!("rejected records (first {}; all in sluice.rejected_rows)", r.rejected.len());
+        for rej in &r.rejected {
+            println!("  {}: {}", rej.source, rej.error);
+        }
+    }
+    if !r.failed_tasks.is_empty() {
+        println!("failed tasks");
+        for (task, error) in &r.failed_tasks {
+            println!("  {task}: {error}");
+        }
+    }
+}
+
+async fn jobs(settings: &Settings, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
+    let pool = pool(settings).await?;
+    match cmd {
+        JobsCommand::List { limit, json } => {
+            let jobs = ledger::list_jobs(&**pool.get().await?, limit).await?;
+            if json {
+                for j in &jobs {
+                    println!("{}", serde_json::to_string(j)?);
+                }
+            } else {
+                println!(
+                    "{:<36}  {:<10}  {:<28}  {:>11}  {:>12}  {:>8}  requested",
+                    "id", "state", "stream", "tasks", "rows", "rejected"
+                );
+                for j in &jobs {
+                    println!(
+                        "{:<36}  {:<10}  {:<28}  {:>11}  {:>12}  {:>8}  {}",
+                        j.id,
+                        j.state,
+                        format!("{}/{}/{}", j.connector, j.account, j.stream),
+                        format!("{}/{}", j.tasks_done, j.tasks_total),
+                        j.rows_loaded,
+                        j.rows_rejected,
+                        j.requested_at.format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Show { id, json } => {
+            let r = report(&pool, id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_report(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Cancel { id } => match ledger::cancel_job(&pool, id).await? {
+            CancelResult::Cancelled => {
+                let broker = Broker::connect(&settings.amqp, "sluicectl").await?;
+                broker
+                    .broadcast(&ControlMessage {
+                        v: MESSAGE_VERSION,
+                        job_id: id,
+                        action: ControlAction::Cancel,
+                    })
+                    .await?;
+                broker.close().await;
+                println!("cancelled job {id}");
+                Ok(ExitCode::SUCCESS)
+            }
+            CancelResult::AlreadyEnded(state) => {
+                eprintln!("job {id} already ended: {state}");
+                Ok(ExitCode::from(1))
+            }
+            CancelResult::NotFound => {
+                eprintln!("no job {id}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+/// A parked message as `dlq list` shows it.
+#[derive(Debug, serde::Serialize)]
+struct Parked {
+    kind: String,
+    origin: String,
+    job_id: Option<Uuid>,
+    task_id: Option<String>,
+    attempts: String,
+    error: String,
+}
+
+fn describe(delivery: &sluice_broker::lapin::message::Delivery) -> Parked {
+    let props = &delivery.properties;
+    let kind = props
+        .kind()
+        .as_ref()
+        .map(|k| k.as_str().to_string())
+        .unwrap_or_default();
+    let death = sluice_broker::first_death(props);
+    let origin = sluice_broker::header_str(props, ORIGIN_HEADER)
+        .or_else(|| death.as_ref().map(|(key, _)| key.clone()))
+        .unwrap_or_default();
+    let error = sluice_broker::header_str(props, ERROR_HEADER)
+        .or_else(|| death.as_ref().map(|(_, reason)| format!("dead-lettered: {reason}")))
+        .unwrap_or_default();
+    let (job_id, task_id) = if kind == FetchTask::KIND {
+        FetchTask::decode(&delivery.data)
+            .map(|t| (Some(t.job_id), Some(t.task_id)))
+            .unwrap_or_default()
+    } else if kind == RecordBatch::KIND {
+        RecordBatch::decode(&delivery.data)
+            .map(|b| (Some(b.job_id), Some(b.task_id)))
+            .unwrap_or_default()
+    } else if kind == JobRequest::KIND {
+        JobRequest::decode(&delivery.data)
+            .map(|j| (Some(j.job_id), None))
+            .unwrap_or_default()
+    } else {
+        (None, None)
+    };
+    Parked {
+        kind,
+        origin,
+        job_id,
+        task_id,
+        attempts: sluice_broker::header_str(props, ATTEMPTS_HEADER).unwrap_or_default(),
+        error,
+    }
+}
+
+async fn dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
+    let broker = Broker::connect(&settings.amqp, "sluicectl").await?;
+    let queue = broker.topology().parked();
+    // Messages taken with basic.get stay unacknowledged until acked; closing the channel
+    // returns every one not acked to the queue, so listing never loses anything.
+    let channel = broker.channel().await?;
+    let code = match cmd {
+        DlqCommand::List { limit } => {
+            let mut n = 0;
+            while n < limit {
+                let Some(msg) = channel
+                    .basic_get(queue.clone().into(), BasicGetOptions::default())
+                    .await?
+                else {
+                    break;
+                };
+                println!("{}", serde_json::to_string(&describe(&msg.delivery))?);
+                n += 1;
+            }
+            eprintln!("{n} parked message(s) shown");
+            ExitCode::SUCCESS
+        }
+        DlqCommand::Replay { job } => {
+            let pool = pool(settings).await?;
+            let (mut replayed, mut kept) = (0, 0);
+            loop {
+                let Some(msg) = channel
+                    .basic_get(queue.clone().into(), BasicGetOptions::default())
+                    .await?
+                else {
+                    break;
+                };
+                let parked = describe(&msg.delivery);
+                if job.is_some() && parked.job_id != job {
+                    kept += 1;
+                    continue;
+                }
+                match replay_one(&broker, &pool, &parked, &msg.delivery.data).await {
+                    Ok(true) => {
+                        msg.delivery.ack(BasicAckOptions::default()).await?;
+                        replayed += 1;
+                    }
+                    Ok(false) => kept += 1,
+                    Err(e) => {
+                        eprintln!("could not replay {parked:?}: {e:#}");
+                        kept += 1;
+                    }
+                }
+            }
+            println!("replayed {replayed}, left parked {kept}");
+            ExitCode::SUCCESS
+        }
+        DlqCommand::Purge { yes } => {
+            if !yes {
+                eprintln!("refusing to purge without --yes");
+                return Ok(ExitCode::from(1));
+            }
+            let n = channel
+                .queue_purge(queue.clone().into(), QueuePurgeOptions::default())
+                .await?;
+            println!("purged {n} parked message(s)");
+            ExitCode::SUCCESS
+        }
+    };
+    let _ = channel.close(200, "bye".into()).await;
+    broker.close().await;
+    Ok(code)
+}
+
+/// Reopens the ledger entry of a parked message and publishes it again with a fresh attempt
+/// count. Returns false (left parked) when its job can no longer take it.
+async fn replay_one(broker: &Broker, pool: &Pool, parked: &Parked, body: &[u8]) -> anyhow::Result<bool> {
+    let Some(job_id) = parked.job_id else {
+        eprintln!("left parked: undecodable {} message ({})", parked.kind, parked.error);
+        return Ok(false);
+    };
+    let headers = Headers::default().traced(job_id);
+    if parked.kind == FetchTask::KIND {
+        let mut task = FetchTask::decode(body)?;
+        if !reopen(pool, job_id, &task.task_id).await? {
+            return Ok(false);
+        }
+        task.attempt = 1;
+        broker.publish(Route::Fetch, &task, headers).await?;
+    } else if parked.kind == RecordBatch::KIND {
+        let batch = RecordBatch::decode(body)?;
+        if !reopen(pool, job_id, &batch.task_id).await? {
+            return Ok(false);
+        }
+        broker.publish(Route::Load, &batch, headers).await?;
+    } else if parked.kind == JobRequest::KIND {
+        let request = JobRequest::decode(body)?;
+        if !ledger::reopen_job(pool, job_id).await? {
+            eprintln!("left parked: job {job_id} cannot be reopened");
+            return Ok(false);
+        }
+        broker.publish(Route::Jobs, &request, headers).await?;
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+async fn reopen(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<bool, StoreError> {
+    let ok = ledger::reopen_task(pool, job_id, task_id).await?;
+    if !ok {
+        eprintln!("left parked: task {task_id} of job {job_id} (job cancelled, succeeded, or its stream is held by another job)");
+    }
+    Ok(ok)
+}
