@@ -1,1 +1,425 @@
-//! End-to-end test harness (being written).
+//! End-to-end test harness for sluice.
+//!
+//! [`TestEnv::new`] gives each test its own Postgres database (`sluice_test_<id>`) and its
+//! own RabbitMQ prefix (`test_<id>`) on the real servers at their default local addresses
+//! (override with `SLUICE_TEST_DATABASE_URL` — a URL whose database part is replaced — and
+//! `SLUICE_TEST_AMQP_URL`), so tests run in parallel and [`TestEnv::teardown`] leaves
+//! nothing behind.
+//!
+//! Services run in-process ([`TestEnv::start_planner`], …) or, for crash tests, as real
+//! processes of the workspace's binaries ([`TestEnv::spawn`]) that can be SIGKILLed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sluice_broker::{Broker, Headers, Route};
+use sluice_contracts::{JobRequest, MESSAGE_VERSION, Mode, Settings};
+use sluice_store::Pool;
+use sluice_store::ledger::{self, JobReport};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The repository root (where `tests/fixtures` lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real Sailthru sample export shipped with the repository.
+pub fn sailthru_sample() -> PathBuf {
+    repo_root().join("tests/fixtures/sailthru/sailthru_data-exporter_samples.zip")
+}
+
+fn base_database_url() -> String {
+    std::env::var("SLUICE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("SLUICE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// One test's isolated world.
+pub struct TestEnv {
+    /// Unique id of this environment.
+    pub id: String,
+    /// Settings pointing at this environment's database and prefix, admin ports 0.
+    pub settings: Settings,
+    /// Pool on this environment's database.
+    pub pool: Pool,
+    /// Cancels every in-process service of this environment.
+    pub shutdown: CancellationToken,
+    services: Vec<tokio::task::JoinHandle<()>>,
+    children: Vec<(String, Child)>,
+}
+
+impl TestEnv {
+    /// Creates the database (migrated) and declares the topology under a fresh prefix.
+    ///
+    /// # Errors
+    /// Postgres or RabbitMQ unreachable.
+    pub async fn new() -> anyhow::Result<Self> {
+        let id = Uuid::new_v4().simple().to_string()[..12].to_string();
+        let base = base_database_url();
+        let (head, _) = base.rsplit_once('/').context("database URL without a database")?;
+        let env = vec![
+            ("SLUICE__DATABASE__URL".to_string(), format!("{head}/sluice_test_{id}")),
+            ("SLUICE__DATABASE__POOL_SIZE".to_string(), "6".to_string()),
+            ("SLUICE__AMQP__URL".to_string(), amqp_url()),
+            ("SLUICE__AMQP__PREFIX".to_string(), format!("test_{id}")),
+            ("SLUICE__PLANNER__ADMIN_BIND".to_string(), "127.0.0.1:0".to_string()),
+            ("SLUICE__FETCHER__ADMIN_BIND".to_string(), "127.0.0.1:0".to_string()),
+            ("SLUICE__LOADER__ADMIN_BIND".to_string(), "127.0.0.1:0".to_string()),
+        ];
+        let settings = Settings::load_from(None, env)?;
+        let pool = sluice_store::connect(&settings.database).await?;
+        sluice_store::migrate(&pool).await?;
+        let broker = Broker::connect(&settings.amqp, "sluice-e2e").await?;
+        broker.close().await;
+        Ok(Self {
+            id,
+            settings,
+            pool,
+            shutdown: CancellationToken::new(),
+            services: Vec::new(),
+            children: Vec::new(),
+        })
+    }
+
+    /// The environment variables that point a process at this environment.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("SLUICE__DATABASE__URL".into(), self.settings.database.url().to_string()),
+            ("SLUICE__AMQP__URL".into(), self.settings.amqp.url().to_string()),
+            ("SLUICE__AMQP__PREFIX".into(), self.settings.amqp.prefix.clone()),
+            ("SLUICE__PLANNER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
+            ("SLUICE__FETCHER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
+            ("SLUICE__LOADER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
+            ("SLUICE__LOG__LEVEL".into(), "info".into()),
+        ]
+    }
+
+    /// Starts a planner in this process.
+    pub fn start_planner(&mut self) {
+        let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
+        self.services.push(tokio::spawn(async move {
+            if let Err(e) = sluice_planner::run(settings, stop).await {
+                eprintln!("planner: {e:#}");
+            }
+        }));
+    }
+
+    /// Starts a fetcher in this process.
+    pub fn start_fetcher(&mut self) {
+        let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
+        self.services.push(tokio::spawn(async move {
+            if let Err(e) = sluice_fetcher::run(settings, stop).await {
+                eprintln!("fetcher: {e:#}");
+            }
+        }));
+    }
+
+    /// Starts a loader in this process.
+    pub fn start_loader(&mut self) {
+        let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
+        self.services.push(tokio::spawn(async move {
+            if let Err(e) = sluice_loader::run(settings, stop).await {
+                eprintln!("loader: {e:#}");
+            }
+        }));
+    }
+
+    /// Starts planner, `fetchers` fetchers and a loader in this process.
+    pub fn start_pipeline(&mut self, fetchers: usize) {
+        self.start_planner();
+        for _ in 0..fetchers {
+            self.start_fetcher();
+        }
+        self.start_loader();
+    }
+
+    /// Starts a sandbox on port 0 in this process; returns its base URL.
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub async fn start_sandbox(&mut self) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let cache_dir = std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id));
+        let stop = self.shutdown.clone();
+        self.services.push(tokio::spawn(async move {
+            let config = sluice_sandbox::SandboxConfig { cache_dir };
+            if let Err(e) = sluice_sandbox::run(config, listener, stop).await {
+                eprintln!("sandbox: {e:#}");
+            }
+        }));
+        Ok(url)
+    }
+
+    /// Spawns one of the workspace's binaries (`sluice-loader`, …) as a child process with
+    /// this environment's settings plus `extra` variables; returns its index for
+    /// [`TestEnv::kill`]. Output goes to `<tmp>/sluice-e2e-<id>-<name>-<n>.log`.
+    ///
+    /// # Errors
+    /// The binary is missing (run `cargo build` first) or cannot start.
+    pub fn spawn(&mut self, name: &str, extra: &[(&str, &str)]) -> anyhow::Result<usize> {
+        let path = binary(name)?;
+        let log = std::env::temp_dir().join(format!(
+            "sluice-e2e-{}-{name}-{}.log",
+            self.id,
+            self.children.len()
+        ));
+        let file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(&path);
+        cmd.envs(self.env_vars())
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        self.children.push((name.to_string(), child));
+        Ok(self.children.len() - 1)
+    }
+
+    /// SIGKILLs a spawned process.
+    ///
+    /// # Errors
+    /// The process is already gone.
+    pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        let (_, child) = &mut self.children[index];
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Records and publishes a job request, as `sluicectl sync` does; returns the job id.
+    ///
+    /// # Errors
+    /// Database or broker errors.
+    pub async fn request_job(
+        &self,
+        connector: &str,
+        stream: &str,
+        params: serde_json::Value,
+    ) -> anyhow::Result<Uuid> {
+        let request = JobRequest {
+            v: MESSAGE_VERSION,
+            job_id: Uuid::new_v4(),
+            connector: connector.into(),
+            stream: stream.into(),
+            account: "default".into(),
+            params,
+            mode: Mode::Full,
+            requested_at: chrono::Utc::now(),
+        };
+        ledger::insert_job(&**self.pool.get().await?, &request).await?;
+        let broker = Broker::connect(&self.settings.amqp, "sluice-e2e").await?;
+        broker
+            .publish(Route::Jobs, &request, Headers::default().traced(request.job_id))
+            .await?;
+        broker.close().await;
+        Ok(request.job_id)
+    }
+
+    /// Requests a Sailthru export ingestion.
+    ///
+    /// # Errors
+    /// See [`TestEnv::request_job`].
+    pub async fn sync_sailthru(&self, export: &str, page_size: Option<u64>) -> anyhow::Result<Uuid> {
+        let mut params = serde_json::json!({ "export": export });
+        if let Some(n) = page_size {
+            params["page_size"] = n.into();
+        }
+        self.request_job("sailthru", "export", params).await
+    }
+
+    /// The job's report.
+    ///
+    /// # Errors
+    /// Unknown job or database errors.
+    pub async fn report(&self, job_id: Uuid) -> anyhow::Result<JobReport> {
+        ledger::job_report(&**self.pool.get().await?, job_id)
+            .await?
+            .with_context(|| format!("no job {job_id}"))
+    }
+
+    /// Waits until the job ends (or `timeout` passes) and returns its report.
+    ///
+    /// # Errors
+    /// Timeout (with the job's last state) or database errors.
+    pub async fn wait_job(&self, job_id: Uuid, timeout: Duration) -> anyhow::Result<JobReport> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let report = self.report(job_id).await?;
+            if ledger::state::is_terminal(&report.summary.state) {
+                return Ok(report);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "job {job_id} did not end within {timeout:?}: {} ({}/{} tasks)",
+                    report.summary.state,
+                    report.summary.tasks_done,
+                    report.summary.tasks_total
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `SELECT count(*)` of a table or view.
+    ///
+    /// # Errors
+    /// Unknown table or database errors.
+    pub async fn count(&self, table: &str) -> anyhow::Result<i64> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .with_context(|| format!("counting {table}"))?;
+        Ok(row.get(0))
+    }
+
+    /// Row counts of the given tables.
+    ///
+    /// # Errors
+    /// See [`TestEnv::count`].
+    pub async fn counts(&self, schema: &str, tables: &[&str]) -> anyhow::Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for t in tables {
+            out.insert(t.to_string(), self.count(&format!("{schema}.{t}")).await?);
+        }
+        Ok(out)
+    }
+
+    /// An order-independent fingerprint of a table's whole content (every column).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn fingerprint(&self, table: &str) -> anyhow::Result<String> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM {table} t"
+                ),
+                &[],
+            )
+            .await
+            .with_context(|| format!("fingerprinting {table}"))?;
+        Ok(row.get(0))
+    }
+
+    /// Stops in-process services, kills children, deletes the queues and exchanges and
+    /// drops the database.
+    ///
+    /// # Errors
+    /// Cleanup failures.
+    pub async fn teardown(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for handle in self.services.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        let broker = Broker::connect(&self.settings.amqp, "sluice-e2e").await?;
+        let channel = broker.channel().await?;
+        for q in broker.topology().all_queues() {
+            let _ = channel
+                .queue_delete(q.into(), Default::default())
+                .await;
+        }
+        for e in broker.topology().all_exchanges() {
+            let _ = channel
+                .exchange_delete(e.into(), Default::default())
+                .await;
+        }
+        broker.close().await;
+        let name = format!("sluice_test_{}", self.id);
+        self.pool.close();
+        let base = base_database_url();
+        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id)));
+        Ok(())
+    }
+}
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
+///
+/// # Errors
+/// The binary has not been built.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .context("test executable has no target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the workspace binaries first (`cargo build`; `cargo test` at the repository root does it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Builds a zip archive in memory from `(name, bytes)` members, deflated.
+///
+/// # Errors
+/// Zip writer errors.
+pub fn zip_archive(members: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut writer = zip::ZipWriter::new(&mut out);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in members {
+            writer.start_file(*name, options)?;
+            writer.write_all(bytes)?;
+        }
+        writer.finish()?;
+    }
+    Ok(out.into_inner())
+}
+
+/// Reads the members of a zip archive (for building variants of the sample).
+///
+/// # Errors
+/// Unreadable archive.
+pub fn read_zip(path: &std::path::Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut archive = zip::ZipArchive::new(file)?;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        let name = entry.name()?.to_string();
+        out.push((name, bytes));
+    }
+    Ok(out)
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` controls it; default `warn`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,386 @@
+//! End to end: Sailthru exports through planner → fetcher → loader over the real RabbitMQ
+//! into the real Postgres.
+
+use std::time::Duration;
+
+use sluice_e2e::{TestEnv, init_logging, read_zip, sailthru_sample, zip_archive};
+
+const TABLES: [&str; 12] = [
+    "blast",
+    "message_blast",
+    "message_blast_action",
+    "message_blast_flat",
+    "message_transactional",
+    "message_transactional_action",
+    "message_transactional_flat",
+    "profile",
+    "profile_geo",
+    "profile_browser",
+    "profile_lists_signup",
+    "profile_vars",
+];
+
+const BASE_TABLES: [&str; 10] = [
+    "blast",
+    "message_blast",
+    "message_blast_action",
+    "message_transactional",
+    "message_transactional_action",
+    "profile",
+    "profile_geo",
+    "profile_browser",
+    "profile_lists_signup",
+    "profile_vars",
+];
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn query_one_string(env: &TestEnv, sql: &str) -> String {
+    let client = env.pool.get().await.expect("connection");
+    let row = client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    row.get(0)
+}
+
+async fn fingerprints(env: &TestEnv) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in BASE_TABLES {
+        out.push(env.fingerprint(&format!("sailthru.{t}")).await.expect("fingerprint"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sample_export_lands_exactly_and_reloading_changes_nothing() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(2);
+    let sample = sailthru_sample();
+
+    // A small page size makes several page tasks per member.
+    let job = env
+        .sync_sailthru(sample.to_str().expect("utf-8 path"), Some(7))
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    assert_eq!(report.summary.rows_rejected, 0, "{:#?}", report.rejected);
+    assert!(report.summary.tasks_total >= 12, "page size 7 splits members: {report:#?}");
+    assert_eq!(
+        report.warnings.as_array().map(Vec::len),
+        Some(4),
+        "one warning per __MACOSX member: {:?}",
+        report.warnings
+    );
+
+    let counts = env.counts("sailthru", &TABLES).await.expect("counts");
+    let expected: Vec<(&str, i64)> = vec![
+        ("blast", 20),
+        ("message_blast", 20),
+        ("message_blast_action", 8),
+        ("message_blast_flat", 23),
+        ("message_transactional", 20),
+        ("message_transactional_action", 15),
+        ("message_transactional_flat", 28),
+        ("profile", 20),
+        ("profile_geo", 508),
+        ("profile_browser", 77),
+        ("profile_lists_signup", 851),
+        ("profile_vars", 1525),
+    ];
+    for (table, n) in &expected {
+        assert_eq!(counts[*table], *n, "rows in sailthru.{table}: {counts:?}");
+    }
+    assert_eq!(report.rows_per_table["sailthru.profile_vars"], 1525);
+
+    // Values of sample records, as the export spells them.
+    let check = |sql: &'static str, want: &'static str| (sql, want);
+    for (sql, want) in [
+        check(
+            "SELECT name || '|' || day::text FROM sailthru.blast WHERE id = 6364286",
+            "How To Sell Your Handmade Cards - Arts & Crafts Newsletter|2016-03-31",
+        ),
+        check(
+            "SELECT message_id::text || '|' || send_time::text || '|' || device FROM sailthru.message_blast
+              WHERE blast_id = 6364286 AND profile_id = '53c6e32d41b8f1a31200001e'",
+            "4|2016-03-31 08:00:03.018|Firefox",
+        ),
+        check(
+            "SELECT string_agg(action || '@' || to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS') || coalesce('>' || nullif(url, ''), ''), ',' ORDER BY ts, action)
+               FROM sailthru.message_blast_action WHERE blast_id = 6364286 AND profile_id = '53c6e32d41b8f1a31200001e'",
+            "open@2016-03-31T13:41:48.000,click@2016-03-31T13:41:49.000>http://li.about.com/click,open@2016-03-31T13:41:49.000",
+        ),
+        check(
+            "SELECT count(*)::text || '|' || count(action_name)::text FROM sailthru.message_blast_flat
+              WHERE blast_id = 6364286 AND profile_id = '5367b23af9c510f432f75c23'",
+            "1|0",
+        ),
+        check(
+            "SELECT template || '|' || send_time::text || '|' || to_char(a.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+               FROM sailthru.message_transactional m JOIN sailthru.message_transactional_action a ON a.message_id = m.id
+              WHERE m.id = '56fca0e76e4adcca2a8ba972'",
+            "Travel BX Welcome|2016-03-31 00:00:39.099|2016-03-31 04:06:12",
+        ),
+        check(
+            "SELECT signup_time::text || '|' || create_date::text || '|' || total_messages::text || '|' || geo_count::text || '|' || last_open::text
+               FROM sailthru.profile WHERE id = '5362b9aff9c510f432f47910'",
+            "2014-05-07 11:49:33.375|2014-05-01 17:16:31|9659|574|2016-04-01 13:11:09",
+        ),
+        check(
+            // Minute precision in the export: seconds are zero.
+            "SELECT last_pageview::text FROM sailthru.profile WHERE id = '536a655ef9c510f432fa65b7'",
+            "2016-03-20 02:42:00",
+        ),
+        check(
+            // E-mail policy defaults to hash: SHA-256 of the lower-cased address.
+            "SELECT (email = encode(sha256(convert_to(lower('<person@email.com>'), 'UTF8')), 'hex'))::text
+               FROM sailthru.profile WHERE id = '5362b9aff9c510f432f47910'",
+            "true",
+        ),
+        check(
+            // Vars keep their JSON type: number, string, null.
+            "SELECT string_agg(name || '=' || jsonb_typeof(value) || ':' || value::text, ',' ORDER BY name)
+               FROM sailthru.profile_vars WHERE id = '5362b9aff9c510f432f47910' AND name IN ('booksl', 'artcraftsl', 'bookssl')",
+            "artcraftsl=string:\"1\",booksl=number:1,bookssl=null:null",
+        ),
+        check(
+            "SELECT count::text FROM sailthru.profile_geo
+              WHERE id = '5362b9aff9c510f432f47910' AND scope = 'city' AND label = 'New York, NY US'",
+            "188",
+        ),
+        check(
+            "SELECT signup_time::text FROM sailthru.profile_lists_signup
+              WHERE id = '5362b9aff9c510f432f47910' AND list = 'Master List'",
+            "2014-06-09 11:57:26.06",
+        ),
+        check(
+            // Case-differing var names are distinct rows.
+            "SELECT count(*)::text FROM sailthru.profile_vars WHERE id = '5367ae22f9c510f432f759e4' AND lower(name) = 'group'",
+            "2",
+        ),
+        check(
+            "SELECT string_agg(stream || '@' || source_ts::date::text, ',' ORDER BY stream) FROM sluice.freshness",
+            "blast@2016-04-01,message_blast@2016-04-01,message_transactional@2016-04-01,profile@2016-04-01",
+        ),
+    ] {
+        assert_eq!(query_one_string(&env, sql).await, want, "{sql}");
+    }
+
+    // A second ingestion of the same export changes nothing, not even the load metadata.
+    let before = fingerprints(&env).await;
+    let again = env
+        .sync_sailthru(sample.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    let report = env.wait_job(again, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    assert_eq!(fingerprints(&env).await, before, "a re-ingestion changed data");
+    assert_eq!(env.counts("sailthru", &TABLES).await.expect("counts"), counts);
+
+    env.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(1);
+    let sample = sailthru_sample();
+    let first = env
+        .sync_sailthru(sample.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    assert_eq!(env.wait_job(first, WAIT).await.expect("ends").summary.state, "succeeded");
+    let blast_before = env.fingerprint("sailthru.blast").await.expect("fingerprint");
+
+    // Next day's export re-sends two messages: one that had no actions now has two opens and
+    // a click; one that had two opens and a click gains one more open.
+    let day2 = concat!(
+        r#"{ "profile_id" : "5367b23af9c510f432f75c23", "send_time" : "2016-03-31T08:00:03.016", "opens" : [{ "ts" : { "$date" : 1459500000000 } }, { "ts" : { "$date" : 1459500060000 } }], "clicks" : [{ "url" : "http://example.com/a", "ts" : { "$date" : 1459500070000 } }], "blast_id" : 6364286, "message_id" : 1, "device" : "Chrome", "message_revenue" : null, "delivery_status" : null }"#,
+        "\n",
+        r#"{ "profile_id" : "53c6e32d41b8f1a31200001e", "send_time" : "2016-03-31T08:00:03.018", "opens" : [{ "ts" : { "$date" : 1459431708000 } }, { "ts" : { "$date" : 1459431709000 } }, { "ts" : { "$date" : 1459510000000 } }], "clicks" : [{ "url" : "http://li.about.com/click", "ts" : { "$date" : 1459431709000 } }], "blast_id" : 6364286, "message_id" : 4, "device" : "Firefox", "message_revenue" : null, "delivery_status" : null }"#,
+        "\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("export-20160402.zip");
+    std::fs::write(
+        &path,
+        zip_archive(&[("message_blast.20160402.json", day2.as_bytes())]).expect("zip"),
+    )
+    .expect("write");
+    let second = env
+        .sync_sailthru(path.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    assert_eq!(env.wait_job(second, WAIT).await.expect("ends").summary.state, "succeeded");
+
+    assert_eq!(env.count("sailthru.message_blast").await.expect("count"), 20);
+    assert_eq!(env.count("sailthru.message_blast_action").await.expect("count"), 8 + 3 + 1);
+    assert_eq!(env.count("sailthru.message_blast_flat").await.expect("count"), 23 - 1 + 3 + 1);
+    assert_eq!(
+        query_one_string(
+            &env,
+            "SELECT device || '|' || export_date::text FROM sailthru.message_blast
+              WHERE blast_id = 6364286 AND profile_id = '5367b23af9c510f432f75c23'"
+        )
+        .await,
+        "Chrome|2016-04-02"
+    );
+    assert_eq!(
+        query_one_string(
+            &env,
+            "SELECT count(*)::text FROM sailthru.message_blast WHERE export_date = '2016-04-02'"
+        )
+        .await,
+        "2"
+    );
+    assert_eq!(env.fingerprint("sailthru.blast").await.expect("fingerprint"), blast_before);
+
+    // Loading the older export again afterwards does not roll the messages back.
+    let third = env
+        .sync_sailthru(sample.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    assert_eq!(env.wait_job(third, WAIT).await.expect("ends").summary.state, "succeeded");
+    assert_eq!(
+        query_one_string(
+            &env,
+            "SELECT device || '|' || export_date::text FROM sailthru.message_blast
+              WHERE blast_id = 6364286 AND profile_id = '5367b23af9c510f432f75c23'"
+        )
+        .await,
+        "Chrome|2016-04-02"
+    );
+    assert_eq!(env.count("sailthru.message_blast_action").await.expect("count"), 12);
+    env.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_reported_by_file_and_line_and_the_rest_loads() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(1);
+    let members = read_zip(&sailthru_sample()).expect("sample");
+    let blast = &members
+        .iter()
+        .find(|(n, _)| n == "blast.20160401.json")
+        .expect("blast member")
+        .1;
+    // Corrupt line 3 of the blast member.
+    let text = String::from_utf8(blast.clone()).expect("utf-8");
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    lines[2] = r#"{ "name" : "cut off", "day" : "2016-03-31", "id" : 63"#.to_string();
+    let corrupt = lines.join("\n");
+    let message_blast = &members
+        .iter()
+        .find(|(n, _)| n == "message_blast.20160401.json")
+        .expect("member")
+        .1;
+    let archive = zip_archive(&[
+        ("blast.20160401.json", corrupt.as_bytes()),
+        ("message_blast.20160401.json", message_blast),
+        ("clicks.20160401.json", b"{ \"id\" : 1 }\n"),
+        ("notes.txt", b"not data\n"),
+    ])
+    .expect("zip");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.zip");
+    std::fs::write(&path, &archive).expect("write");
+
+    let job = env
+        .sync_sailthru(path.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    assert_eq!(env.count("sailthru.blast").await.expect("count"), 19);
+    assert_eq!(env.count("sailthru.message_blast").await.expect("count"), 20);
+    assert_eq!(report.summary.rows_rejected, 2, "{:#?}", report.rejected);
+    let sources: Vec<&str> = report.rejected.iter().map(|r| r.source.as_str()).collect();
+    assert!(sources.contains(&"blast.20160401.json line 3"), "{sources:?}");
+    assert!(sources.contains(&"clicks.20160401.json"), "{sources:?}");
+    let unknown = report
+        .rejected
+        .iter()
+        .find(|r| r.source == "clicks.20160401.json")
+        .expect("unknown member reported");
+    assert!(unknown.error.contains("unknown table 'clicks'"), "{}", unknown.error);
+    assert!(
+        report
+            .warnings
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .any(|w| w.as_str().unwrap_or_default().contains("notes.txt")),
+        "{:?}",
+        report.warnings
+    );
+    // The corrupt line's raw text is kept for the operator.
+    assert_eq!(
+        query_one_string(
+            &env,
+            "SELECT record #>> '{}' FROM sluice.rejected_rows WHERE source = 'blast.20160401.json line 3'"
+        )
+        .await,
+        r#"{ "name" : "cut off", "day" : "2016-03-31", "id" : 63"#
+    );
+
+    // A truncated archive: the complete members load, the cut one loads its complete lines
+    // and is reported.
+    let bytes = std::fs::read(sailthru_sample()).expect("sample");
+    let cut = bytes.len() * 7 / 10;
+    let path = dir.path().join("truncated.zip");
+    std::fs::write(&path, &bytes[..cut]).expect("write");
+    let job = env
+        .sync_sailthru(path.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    let truncated = report
+        .rejected
+        .iter()
+        .find(|r| r.error.contains("truncated"))
+        .unwrap_or_else(|| panic!("truncation reported: {:#?}", report.rejected));
+    assert_eq!(truncated.source, "profile.20160401.json", "{truncated:?}");
+    let profiles = env.count("sailthru.profile").await.expect("count");
+    assert!((1..20).contains(&profiles), "{profiles} profiles from the cut member");
+    assert!(
+        truncated.error.contains(&format!("after line {profiles}")),
+        "{} (loaded {profiles})",
+        truncated.error
+    );
+    assert_eq!(env.count("sailthru.message_transactional").await.expect("count"), 20);
+
+    env.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_job_on_a_running_stream_is_refused() {
+    init_logging();
+    let env = TestEnv::new().await.expect("test environment");
+    // No fetchers: the first job stays running.
+    let mut env = env;
+    env.start_planner();
+    let sample = sailthru_sample();
+    let first = env
+        .sync_sailthru(sample.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    let deadline = std::time::Instant::now() + WAIT;
+    while env.report(first).await.expect("report").summary.state != "running" {
+        assert!(std::time::Instant::now() < deadline, "first job never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = env
+        .sync_sailthru(sample.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    let report = env.wait_job(second, WAIT).await.expect("second job ends");
+    assert_eq!(report.summary.state, "failed");
+    let error = report.summary.error.unwrap_or_default();
+    assert!(
+        error.contains("already has a running job") && error.contains(&first.to_string()),
+        "{error}"
+    );
+    env.teardown().await.expect("teardown");
+}
