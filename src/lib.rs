@@ -186,6 +186,22 @@ impl TestEnv {
         Ok(self.children.len() - 1)
     }
 
+    /// Runs `sluicectl` with `args` against this environment and waits for it.
+    ///
+    /// # Errors
+    /// The binary is missing or cannot start.
+    pub async fn sluicectl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let path = binary("sluicectl")?;
+        let output = tokio::process::Command::new(&path)
+            .args(args)
+            .envs(self.env_vars())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .with_context(|| format!("running {}", path.display()))?;
+        Ok(output)
+    }
+
     /// SIGKILLs a spawned process.
     ///
     /// # Errors

@@ -49,6 +49,13 @@ pub enum Command {
     /// The parking lot (dead letters).
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Row counts of a destination schema's tables and views (exact `count(*)`).
+    Tables {
+        /// The schema, e.g. `sailthru`.
+        schema: String,
+    },
+    /// How fresh each stream is: latest source time and load time (`sluice.freshness`).
+    Freshness,
 }
 
 /// Options every sync takes.
@@ -172,6 +179,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sync(&settings, "sailthru", "export", params, Mode::Full, &options).await
         }
         Command::Jobs(cmd) => jobs(&settings, cmd).await,
+        Command::Tables { schema } => tables(&settings, &schema).await,
+        Command::Freshness => freshness(&settings).await,
         Command::Dlq(cmd) => dlq(&settings, cmd).await,
     }
 }
@@ -379,6 +388,61 @@ async fn jobs(settings: &Settings, cmd: JobsCommand) -> anyhow::Result<ExitCode>
             }
         },
     }
+}
+
+async fn tables(settings: &Settings, schema: &str) -> anyhow::Result<ExitCode> {
+    let pool = pool(settings).await?;
+    let client = pool.get().await?;
+    let names = client
+        .query(
+            "SELECT table_name, table_type FROM information_schema.tables
+              WHERE table_schema = $1 ORDER BY table_type, table_name",
+            &[&schema],
+        )
+        .await?;
+    if names.is_empty() {
+        eprintln!("schema {schema:?} has no tables (run `sluicectl migrate`?)");
+        return Ok(ExitCode::from(1));
+    }
+    for row in names {
+        let name: String = row.get(0);
+        let kind: String = row.get(1);
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            sluice_store::quote_ident(schema),
+            sluice_store::quote_ident(&name)
+        );
+        let n: i64 = client.query_one(&sql, &[]).await?.get(0);
+        let kind = if kind == "VIEW" { "view" } else { "table" };
+        println!("{:<45} {kind:<5} {n:>12}", format!("{schema}.{name}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn freshness(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let pool = pool(settings).await?;
+    let rows = pool
+        .get()
+        .await?
+        .query(
+            "SELECT connector || '/' || account || '/' || stream, source_ts, loaded_at, job_id
+               FROM sluice.freshness_latest ORDER BY 1",
+            &[],
+        )
+        .await?;
+    println!("{:<45} {:<25} {:<25} job", "stream", "source time (UTC)", "loaded at (UTC)");
+    for r in rows {
+        let stream: String = r.get(0);
+        let source: chrono::DateTime<Utc> = r.get(1);
+        let loaded: chrono::DateTime<Utc> = r.get(2);
+        let job: Uuid = r.get(3);
+        println!(
+            "{stream:<45} {:<25} {:<25} {job}",
+            source.format("%Y-%m-%d %H:%M:%S"),
+            loaded.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A parked message as `dlq list` shows it.

@@ -71,7 +71,13 @@ pub async fn ensure_database(settings: &DatabaseSettings) -> Result<(), StoreErr
 /// A malformed URL or a failure to create the database.
 pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     ensure_database(settings).await?;
-    let config = parse(settings.url())?;
+    let mut config = parse(settings.url())?;
+    // The loader's `CREATE TEMP TABLE IF NOT EXISTS` would otherwise log a NOTICE per batch.
+    let options = match config.get_options() {
+        Some(o) => format!("{o} -c client_min_messages=warning"),
+        None => "-c client_min_messages=warning".to_string(),
+    };
+    config.options(&options);
     let manager = Manager::from_config(
         config,
         NoTls,
