@@ -159,14 +159,15 @@ impl TestEnv {
         Ok(url)
     }
 
-    /// Spawns one of the workspace's binaries (`sluice-loader`, …) as a child process with
+    /// Spawns a service program (`planner`, `fetcher`, `loader`; the harness's `e2e-*`
+    /// binaries run exactly the services' `main`) as a child process with
     /// this environment's settings plus `extra` variables; returns its index for
     /// [`TestEnv::kill`]. Output goes to `<tmp>/sluice-e2e-<id>-<name>-<n>.log`.
     ///
     /// # Errors
     /// The binary is missing (run `cargo build` first) or cannot start.
     pub fn spawn(&mut self, name: &str, extra: &[(&str, &str)]) -> anyhow::Result<usize> {
-        let path = binary(name)?;
+        let path = binary(&format!("e2e-{name}"))?;
         let log = std::env::temp_dir().join(format!(
             "sluice-e2e-{}-{name}-{}.log",
             self.id,
@@ -191,7 +192,7 @@ impl TestEnv {
     /// # Errors
     /// The binary is missing or cannot start.
     pub async fn sluicectl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        let path = binary("sluicectl")?;
+        let path = binary("e2e-sluicectl")?;
         let output = tokio::process::Command::new(&path)
             .args(args)
             .envs(self.env_vars())
@@ -370,7 +371,8 @@ impl TestEnv {
     }
 }
 
-/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
+/// Path of one of this package's binaries next to the test executable
+/// (`target/<profile>/<name>`); cargo builds them before running integration tests.
 ///
 /// # Errors
 /// The binary has not been built.
@@ -384,7 +386,7 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     if !path.exists() {
         bail!(
-            "{} is missing: build the workspace binaries first (`cargo build`; `cargo test` at the repository root does it)",
+            "{} is missing: run the tests with `cargo test`, which builds it",
             path.display()
         );
     }

@@ -49,10 +49,10 @@ async fn sigkill_of_loader_and_fetcher_mid_job_loses_and_duplicates_nothing() {
 
     // Small loader batches in flight and small pages: many tasks, many parts.
     let loader_env = [("SLUICE__LOADER__CONCURRENCY", "2")];
-    env.spawn("sluice-planner", &[]).expect("planner");
-    let fetcher_a = env.spawn("sluice-fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher");
-    env.spawn("sluice-fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher");
-    let loader = env.spawn("sluice-loader", &loader_env).expect("loader");
+    env.spawn("planner", &[]).expect("planner");
+    let fetcher_a = env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher");
+    env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher");
+    let loader = env.spawn("loader", &loader_env).expect("loader");
 
     let job = env.sync_sailthru(&url, Some(1000)).await.expect("job");
 
@@ -60,11 +60,11 @@ async fn sigkill_of_loader_and_fetcher_mid_job_loses_and_duplicates_nothing() {
     wait_until_rows(&env, job, (total / 4) as i64, Duration::from_secs(240)).await;
     env.kill(loader).expect("kill loader");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    env.spawn("sluice-loader", &loader_env).expect("loader again");
+    env.spawn("loader", &loader_env).expect("loader again");
     wait_until_rows(&env, job, (total / 2) as i64, Duration::from_secs(240)).await;
     env.kill(fetcher_a).expect("kill fetcher");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    env.spawn("sluice-fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher again");
+    env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher again");
 
     let report = env.wait_job(job, Duration::from_secs(600)).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");

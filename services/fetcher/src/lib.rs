@@ -33,6 +33,17 @@ use uuid::Uuid;
 /// How long a cancelled job is remembered.
 const CANCEL_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
+/// The `sluice-fetcher` program: loads the configuration, installs logging and runs until
+/// Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// Invalid configuration (naming the setting) or an unrecoverable start-up problem.
+pub async fn main() -> anyhow::Result<()> {
+    let settings = sluice_contracts::Settings::load()?;
+    sluice_service::init_tracing(&settings.log);
+    run(settings, sluice_service::shutdown_signal()).await
+}
+
 /// Runs the fetcher until `shutdown` is cancelled, reconnecting with backoff.
 ///
 /// # Errors

@@ -26,6 +26,17 @@ use tracing::{Instrument, error, info, info_span, warn};
 /// In-place retries of a transient database error before the delivery is requeued.
 const DB_RETRIES: u32 = 8;
 
+/// The `sluice-loader` program: loads the configuration, installs logging and runs until
+/// Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// Invalid configuration (naming the setting) or an unrecoverable start-up problem.
+pub async fn main() -> anyhow::Result<()> {
+    let settings = sluice_contracts::Settings::load()?;
+    sluice_service::init_tracing(&settings.log);
+    run(settings, sluice_service::shutdown_signal()).await
+}
+
 /// Runs the loader until `shutdown` is cancelled, reconnecting with backoff.
 ///
 /// # Errors

@@ -24,6 +24,17 @@ use tracing::{Instrument, error, info, info_span, warn};
 /// How often the outbox loop looks for unpublished tasks.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The `sluice-planner` program: loads the configuration, installs logging and runs until
+/// Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// Invalid configuration (naming the setting) or an unrecoverable start-up problem.
+pub async fn main() -> anyhow::Result<()> {
+    let settings = sluice_contracts::Settings::load()?;
+    sluice_service::init_tracing(&settings.log);
+    run(settings, sluice_service::shutdown_signal()).await
+}
+
 /// Runs the planner until `shutdown` is cancelled, reconnecting to RabbitMQ and Postgres
 /// with backoff when they go away.
 ///

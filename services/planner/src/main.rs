@@ -2,7 +2,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = sluice_contracts::Settings::load()?;
-    sluice_service::init_tracing(&settings.log);
-    sluice_planner::run(settings, sluice_service::shutdown_signal()).await
+    sluice_planner::main().await
 }

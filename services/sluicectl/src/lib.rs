@@ -145,6 +145,19 @@ pub enum DlqCommand {
     },
 }
 
+/// The `sluicectl` program: parses the command line, runs it, prints errors with their
+/// cause chain to stderr.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Runs a command.
 ///
 /// # Errors

@@ -1,0 +1,6 @@
+//! The `sluice-planner` program, built with the test harness so crash tests can SIGKILL it.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    sluice_planner::main().await
+}
