@@ -105,5 +105,5 @@ CREATE TABLE sluice.rejected_rows (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX rejected_rows_job ON sluice.rejected_rows (job_id);
--- A redelivered part must not store its rejects twice.
-CREATE UNIQUE INDEX rejected_rows_dedup ON sluice.rejected_rows (job_id, coalesce(task_id, ''), source, md5(error));
+-- Redelivered parts are skipped through sluice.batches, so rejects are never stored twice
+-- and need no uniqueness of their own (two bad rows may well share source and error).

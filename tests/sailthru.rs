@@ -200,13 +200,62 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         r#"{ "profile_id" : "53c6e32d41b8f1a31200001e", "send_time" : "2016-03-31T08:00:03.018", "opens" : [{ "ts" : { "$date" : 1459431708000 } }, { "ts" : { "$date" : 1459431709000 } }, { "ts" : { "$date" : 1459510000000 } }], "clicks" : [{ "url" : "http://li.about.com/click", "ts" : { "$date" : 1459431709000 } }], "blast_id" : 6364286, "message_id" : 4, "device" : "Firefox", "message_revenue" : null, "delivery_status" : null }"#,
         "\n"
     );
+    // It also re-sends two profiles: one now has a single var and no list signups, the
+    // other has lost every var.
+    let members = read_zip(&sailthru_sample()).expect("sample");
+    let profiles = String::from_utf8(
+        members
+            .iter()
+            .find(|(n, _)| n == "profile.20160401.json")
+            .expect("profile member")
+            .1
+            .clone(),
+    )
+    .expect("utf-8");
+    let mut resent = String::new();
+    for line in profiles.lines().filter(|l| !l.trim().is_empty()) {
+        let mut record: serde_json::Value = serde_json::from_str(line).expect("sample line");
+        match record["id"].as_str() {
+            Some("5362b9aff9c510f432f47910") => {
+                record["vars"] = serde_json::json!({ "booksl": 2 });
+                record["lists_signup"] = serde_json::json!({});
+            }
+            Some("5362ba0bf9c510f432f4793c") => record["vars"] = serde_json::json!({}),
+            _ => continue,
+        }
+        resent.push_str(&record.to_string());
+        resent.push('\n');
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("export-20160402.zip");
     std::fs::write(
         &path,
-        zip_archive(&[("message_blast.20160402.json", day2.as_bytes())]).expect("zip"),
+        zip_archive(&[
+            ("message_blast.20160402.json", day2.as_bytes()),
+            ("profile.20160402.json", resent.as_bytes()),
+        ])
+        .expect("zip"),
     )
     .expect("write");
+    let vars_of = |id: &'static str| {
+        format!("SELECT count(*)::text FROM sailthru.profile_vars WHERE id = '{id}'")
+    };
+    let first_vars: i64 = query_one_string(&env, &vars_of("5362b9aff9c510f432f47910"))
+        .await
+        .parse()
+        .expect("count");
+    let second_vars: i64 = query_one_string(&env, &vars_of("5362ba0bf9c510f432f4793c"))
+        .await
+        .parse()
+        .expect("count");
+    let first_lists: i64 = query_one_string(
+        &env,
+        "SELECT count(*)::text FROM sailthru.profile_lists_signup WHERE id = '5362b9aff9c510f432f47910'",
+    )
+    .await
+    .parse()
+    .expect("count");
+    assert!(first_vars > 1 && second_vars > 0 && first_lists > 0);
     let second = env
         .sync_sailthru(path.to_str().expect("utf-8 path"), None)
         .await
@@ -234,6 +283,39 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         "2"
     );
     assert_eq!(env.fingerprint("sailthru.blast").await.expect("fingerprint"), blast_before);
+    let collections = |env: &TestEnv| {
+        let env_pool = env.pool.clone();
+        async move {
+            let client = env_pool.get().await.expect("connection");
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM sailthru.profile_vars),
+                            (SELECT count(*) FROM sailthru.profile_lists_signup),
+                            (SELECT string_agg(name || '=' || value::text, ',') FROM sailthru.profile_vars
+                              WHERE id = '5362b9aff9c510f432f47910'),
+                            (SELECT count(*) FROM sailthru.profile_vars WHERE id = '5362ba0bf9c510f432f4793c'),
+                            (SELECT count(*) FROM sailthru.profile_lists_signup WHERE id = '5362b9aff9c510f432f47910')",
+                    &[],
+                )
+                .await
+                .expect("query");
+            (
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, Option<String>>(2),
+                row.get::<_, i64>(3),
+                row.get::<_, i64>(4),
+            )
+        }
+    };
+    let expected_collections = (
+        1525 - first_vars - second_vars + 1,
+        851 - first_lists,
+        Some("booksl=2".to_string()),
+        0,
+        0,
+    );
+    assert_eq!(collections(&env).await, expected_collections);
 
     // Loading the older export again afterwards does not roll the messages back.
     let third = env
@@ -251,6 +333,8 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         "Chrome|2016-04-02"
     );
     assert_eq!(env.count("sailthru.message_blast_action").await.expect("count"), 12);
+    // …nor bring back the removed vars and list signups.
+    assert_eq!(collections(&env).await, expected_collections);
     env.teardown().await.expect("teardown");
 }
 

@@ -153,7 +153,7 @@ async fn session(
         cancelled: cancelled.clone(),
     };
     let limit = usize::from(settings.fetcher.concurrency);
-    let result = sluice_broker::drive(consumer, limit, shutdown, |d| ctx.clone().handle(d)).await;
+    let result = sluice_broker::drive(&broker, consumer, limit, shutdown, |d| ctx.clone().handle(d)).await;
     listener.abort();
     broker.close().await;
     Ok(result?)

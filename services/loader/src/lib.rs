@@ -23,8 +23,6 @@ use sluice_store::{Pool, StoreError, ledger};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-/// In-place retries of a transient database error before the delivery is requeued.
-const DB_RETRIES: u32 = 8;
 
 /// The `sluice-loader` program: loads the configuration, installs logging and runs until
 /// Ctrl-C or SIGTERM.
@@ -96,8 +94,8 @@ async fn session(
         .await?;
     let limit = usize::from(settings.loader.concurrency);
     let (a, b) = tokio::join!(
-        sluice_broker::drive(load, limit, shutdown, |d| ctx.clone().handle_load(d)),
-        sluice_broker::drive(parked, 1, shutdown, |d| ctx.clone().handle_parked(d)),
+        sluice_broker::drive(&broker, load, limit, shutdown, |d| ctx.clone().handle_load(d)),
+        sluice_broker::drive(&broker, parked, 1, shutdown, |d| ctx.clone().handle_parked(d)),
     );
     broker.close().await;
     a?;
@@ -129,21 +127,23 @@ async fn settle(delivery: &Delivery, done: bool) {
 }
 
 impl Ctx {
-    /// Runs `op` with in-place retries of transient database errors.
+    /// Runs `op`, retrying transient database errors in place (backoff capped at 30 s) until
+    /// they pass or the service shuts down. Requeueing instead would count against the
+    /// queue's delivery limit and turn a database outage into failed jobs.
     async fn with_retries<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let mut backoff = Backoff::default();
-        let mut attempt = 0;
+        let mut attempt = 0u32;
         loop {
             match op().await {
                 Ok(v) => {
                     self.health.set_database(true);
                     return Ok(v);
                 }
-                Err(e) if e.is_transient() && attempt < DB_RETRIES && !self.shutdown.is_cancelled() => {
+                Err(e) if e.is_transient() && !self.shutdown.is_cancelled() => {
                     attempt += 1;
                     self.health.set_database(false);
                     warn!(error = %e, attempt, "{what}: transient database error; retrying");
@@ -318,7 +318,9 @@ impl Ctx {
             Some((job_id, None)) => {
                 warn!(%job_id, %reason, "job request parked");
                 let error = format!("job request parked: {reason}");
-                self.with_retries("parked job", || ledger::fail_job(&self.pool, job_id, &error))
+                self.with_retries("parked job", || {
+                    ledger::fail_queued_job(&self.pool, job_id, &error)
+                })
                 .await
                 .is_ok()
             }

@@ -21,6 +21,9 @@ use sluice_store::{Pool, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+/// Attempts at planning a job whose source answers with transient errors.
+const PLAN_ATTEMPTS: u32 = 6;
+
 /// How often the outbox loop looks for unpublished tasks.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -126,9 +129,10 @@ async fn session(
         pool: pool.clone(),
         registry: registry.clone(),
         health: health.clone(),
+        shutdown: shutdown.clone(),
     };
     let limit = usize::from(settings.planner.prefetch);
-    let result = sluice_broker::drive(consumer, limit, shutdown, |d| ctx.clone().handle(d)).await;
+    let result = sluice_broker::drive(&broker, consumer, limit, shutdown, |d| ctx.clone().handle(d)).await;
     drop(outbox);
     broker.close().await;
     Ok(result?)
@@ -140,6 +144,7 @@ struct Ctx {
     pool: Pool,
     registry: Registry,
     health: Arc<Health>,
+    shutdown: CancellationToken,
 }
 
 impl Ctx {
@@ -159,25 +164,30 @@ impl Ctx {
             }
         };
         let span = info_span!("plan", job_id = %request.job_id, connector = %request.connector, stream = %request.stream);
-        let result = self.plan_job(&request).instrument(span.clone()).await;
-        let _enter = span.enter();
-        match result {
-            Ok(()) => {
-                self.health.set_database(true);
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            }
-            Err(e) => {
-                // Database or broker trouble: try again after a pause. The quorum queue's
-                // delivery limit parks a request that keeps failing.
-                self.health.set_database(false);
-                warn!(error = %format!("{e:#}"), "planning interrupted; will retry");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+        // `Err` is a database, broker or source hiccup: retry in place with backoff rather
+        // than requeueing, which would count against the queue's delivery limit.
+        let mut backoff = Backoff::default();
+        loop {
+            match self.plan_job(&request).instrument(span.clone()).await {
+                Ok(()) => {
+                    self.health.set_database(true);
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+                Err(e) => {
+                    self.health.set_database(false);
+                    span.in_scope(|| warn!(error = %format!("{e:#}"), "planning interrupted; retrying"));
+                    if self.shutdown.is_cancelled() || !self.broker.is_healthy() {
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        return;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
             }
         }
     }
@@ -245,14 +255,29 @@ impl Ctx {
             mode: req.mode,
             bookmark,
         };
-        let plan = match connector.plan(&spec).await {
-            Ok(plan) => plan,
-            Err(ConnectorError::Transient(e)) => return Err(e.context("planning")),
-            Err(e) => {
-                let msg = e.to_string();
-                ledger::fail_job(&self.pool, req.job_id, &msg).await?;
-                warn!(error = %msg, "job failed during planning");
-                return Ok(());
+        // Source hiccups while planning are retried a few times; a source that stays away
+        // fails the job with the last error rather than holding the stream forever.
+        let mut backoff = Backoff::default();
+        let mut attempt = 1;
+        let plan = loop {
+            match connector.plan(&spec).await {
+                Ok(plan) => break plan,
+                Err(ConnectorError::Transient(e)) if attempt < PLAN_ATTEMPTS => {
+                    warn!(error = %format!("{e:#}"), attempt, "transient error while planning; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => {
+                    let msg = match e {
+                        ConnectorError::Transient(e) => {
+                            format!("source unavailable after {attempt} attempts: {e:#}")
+                        }
+                        other => other.to_string(),
+                    };
+                    ledger::fail_job(&self.pool, req.job_id, &msg).await?;
+                    warn!(error = %msg, "job failed during planning");
+                    return Ok(());
+                }
             }
         };
         for w in &plan.warnings {
@@ -348,7 +373,9 @@ pub async fn publish_outbox(
             source: e,
         })?;
         total += published.len();
-        if job_id.is_some() && batch.len() < 500 {
+        // A short batch was the last; a pass that published nothing (unreadable kinds, logged
+        // above) must not spin.
+        if batch.len() < 500 || published.is_empty() {
             return Ok(total);
         }
     }

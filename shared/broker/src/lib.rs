@@ -8,7 +8,7 @@
 //!   the parking lot, so a message that crashes its consumer over and over ends up parked;
 //! - exchange `P.retry` (headers) with classic queues `P.retry.5s`, `P.retry.30s`,
 //!   `P.retry.5m`, one TTL each, dead-lettering back to `P`. A retried message is published
-//!   to `P.retry` with its original routing key and the header `x-sluice-retry-tier`; when
+//!   to `P.retry` with its original routing key and the header `sluice-retry-tier`; when
 //!   its TTL expires RabbitMQ dead-letters it to `P` with that same routing key, so it
 //!   returns to the queue it came from;
 //! - exchange `P.parked` (fanout) with `P.parked` (kept for operators: `sluicectl dlq`) and
@@ -31,8 +31,10 @@ use sluice_contracts::redact::redact_url;
 
 pub use lapin;
 
-/// Header naming the retry tier of a message on the retry exchange.
-pub const RETRY_TIER_HEADER: &str = "x-sluice-retry-tier";
+/// Header naming the retry tier of a message on the retry exchange. It must not start with
+/// `x-`: a headers exchange ignores such binding arguments under `x-match: all`, which would
+/// make every tier's binding match every message.
+pub const RETRY_TIER_HEADER: &str = "sluice-retry-tier";
 /// Header of a parked message: why it was parked.
 pub const ERROR_HEADER: &str = "x-sluice-error";
 /// Header of a parked message: how many attempts were made.
@@ -278,7 +280,8 @@ pub fn first_death(properties: &BasicProperties) -> Option<(String, String)> {
     let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
         return None;
     };
-    let AMQPValue::FieldTable(first) = deaths.as_slice().last()? else {
+    // x-death is newest first: the first entry is the death that brought it here.
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
         return None;
     };
     let get = |k: &str| match first.inner().get(k) {
@@ -341,6 +344,13 @@ impl Broker {
     /// True while the connection is open (for `/readyz`).
     pub fn is_connected(&self) -> bool {
         self.connection.status().connected()
+    }
+
+    /// True while both the connection and the publishing channel are usable. A channel-level
+    /// error (for example a refused publish) closes the publishing channel for good; the
+    /// service must then reconnect.
+    pub fn is_healthy(&self) -> bool {
+        self.is_connected() && self.publisher.status().connected()
     }
 
     /// Closes the connection cleanly.
@@ -423,6 +433,22 @@ impl Broker {
             )
             .await
             .map_err(amqp(format!("bind queue {queue}")))?;
+            // Remove the catch-all binding of earlier versions (header `x-sluice-retry-tier`,
+            // which the exchange ignored). Unbinding a missing binding is a no-op.
+            let mut old = FieldTable::default();
+            old.insert("x-match".into(), AMQPValue::LongString("all".into()));
+            old.insert(
+                "x-sluice-retry-tier".into(),
+                AMQPValue::LongString(tier.name().into()),
+            );
+            ch.queue_unbind(
+                queue.clone().into(),
+                t.retry_exchange().into(),
+                "".into(),
+                old,
+            )
+            .await
+            .map_err(amqp(format!("unbind old retry binding of {queue}")))?;
         }
         for queue in [t.parked(), t.parked_notify()] {
             let mut args = FieldTable::default();
@@ -690,16 +716,21 @@ pub enum DriveError {
     /// The broker closed the consumer (queue deleted, connection closed).
     #[error("the consumer was closed by the broker")]
     Closed,
+    /// The connection or the publishing channel is gone.
+    #[error("the broker connection or the publishing channel was closed")]
+    Unhealthy,
 }
 
 /// Runs `handler` on each delivery, at most `limit` at a time, until `shutdown` is
-/// cancelled (then waits for the handlers in flight and returns `Ok`) or the consumer fails.
+/// cancelled (then waits for the handlers in flight and returns `Ok`), the consumer fails,
+/// or `broker` stops being healthy (checked every second).
 ///
 /// Handlers ack or nack their delivery themselves, after the effect is durable.
 ///
 /// # Errors
 /// [`DriveError`] when the consumer stops for any reason other than shutdown.
 pub async fn drive<F, Fut>(
+    broker: &Broker,
     consumer: Consumer,
     limit: usize,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -713,8 +744,12 @@ where
     let mut deliveries = Box::pin(consumer.take_until(shutdown.clone().cancelled_owned()));
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let limit = limit.max(1);
+    let mut health = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
         tokio::select! {
+            _ = health.tick() => if !broker.is_healthy() {
+                break Err(DriveError::Unhealthy);
+            },
             next = deliveries.next(), if in_flight.len() < limit => match next {
                 Some(Ok(delivery)) => in_flight.push(handler(delivery)),
                 Some(Err(e)) => break Err(DriveError::Consumer(e)),

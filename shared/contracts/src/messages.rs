@@ -227,7 +227,7 @@ impl Message for FetchTask {
 }
 
 /// How the loader merges a batch into its table.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct MergeSpec {
     /// A column whose value orders versions of a row: an existing row is only replaced by a
     /// row whose version is greater or equal, so an older record never overwrites a newer one.
@@ -238,6 +238,22 @@ pub struct MergeSpec {
     /// batch no longer carries are deleted. Such a batch must hold every row of each parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace_scope: Option<Vec<String>>,
+    /// With `replace_scope`: every parent this batch speaks for, as values of the scope
+    /// columns, including parents whose collection is now empty (and so have no row). When
+    /// given it must cover every parent present in `rows`; when empty, the parents are those
+    /// present in `rows`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope_keys: Vec<Vec<Value>>,
+    /// With `scope_keys` and `version_column`: the version of those parents; existing rows
+    /// with a greater version are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_version: Option<Value>,
+    /// With `replace_scope` and `version_column`: the parent table (`sailthru.profile`),
+    /// whose row per scope carries the same version column. Rows are not added under a
+    /// parent whose stored version is newer, so an older export loaded late cannot bring
+    /// back members of a collection that has since changed or emptied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_parent: Option<String>,
 }
 
 /// A source record that could not be turned into rows, or a row the destination refused.

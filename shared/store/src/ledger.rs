@@ -184,10 +184,28 @@ pub async fn record_plan(
 /// # Errors
 /// Database errors.
 pub async fn fail_job(pool: &Pool, job_id: Uuid, error: &str) -> Result<(), StoreError> {
+    fail_job_in_states(pool, job_id, error, &[state::QUEUED, state::RUNNING]).await
+}
+
+/// Marks a job failed only while it is still `queued` (a parked job request must not end a
+/// job whose tasks are already running).
+///
+/// # Errors
+/// Database errors.
+pub async fn fail_queued_job(pool: &Pool, job_id: Uuid, error: &str) -> Result<(), StoreError> {
+    fail_job_in_states(pool, job_id, error, &[state::QUEUED]).await
+}
+
+async fn fail_job_in_states(
+    pool: &Pool,
+    job_id: Uuid,
+    error: &str,
+    states: &[&str],
+) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.context(|| "begin".into())?;
     if let Some(s) = lock_job(&tx, job_id).await?
-        && !state::is_terminal(&s)
+        && states.contains(&s.as_str())
     {
         tx.execute(
             "UPDATE sluice.jobs SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
@@ -287,7 +305,8 @@ pub async fn mark_published(client: &impl GenericClient, task_ids: &[String]) ->
     Ok(())
 }
 
-/// Stores rejected records (a redelivered copy is ignored). Returns how many were new.
+/// Stores rejected records. Callers guarantee a record is offered once (a redelivered part
+/// is skipped before this point). Returns how many were stored.
 ///
 /// # Errors
 /// Database errors.
@@ -307,8 +326,7 @@ pub async fn insert_rejects(
     let n = client
         .execute(
             "INSERT INTO sluice.rejected_rows (job_id, task_id, table_name, source, record, error)
-             SELECT $1, $2, t, s, r, e FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::text[]) AS u(t, s, r, e)
-             ON CONFLICT DO NOTHING",
+             SELECT $1, $2, t, s, r, e FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::text[]) AS u(t, s, r, e)",
             &[&job_id, &task_id, &tables, &sources, &records, &errors],
         )
         .await
@@ -443,8 +461,8 @@ pub async fn apply_batch(pool: &Pool, catalog: &Catalog, batch: &RecordBatch) ->
     let final_part: Option<i32> = batch.task_complete.then_some(batch.part as i32);
     let row = tx
         .query_one(
-            "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, rows_loaded, cursor_max, final_part)
-             VALUES ($1, $2, $3, '{}'::jsonb, $4, $5, $6)
+            "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, rows_loaded, cursor_max, final_part, published_at)
+             VALUES ($1, $2, $3, '{}'::jsonb, $4, $5, $6, now())
              ON CONFLICT (task_id) DO UPDATE
                 SET rows_loaded = sluice.tasks.rows_loaded + EXCLUDED.rows_loaded,
                     cursor_max = GREATEST(sluice.tasks.cursor_max, EXCLUDED.cursor_max),
@@ -470,27 +488,13 @@ pub async fn apply_batch(pool: &Pool, catalog: &Catalog, batch: &RecordBatch) ->
     .await
     .context(|| "counting rows".into())?;
 
+    // A task whose every part is loaded is done, even if another copy of it was marked
+    // failed meanwhile (the data is all there).
     let mut task_done = false;
-    if task_state == "pending"
+    if (task_state == "pending" || task_state == "failed")
         && let Some(last) = final_part
     {
-        let parts: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM sluice.batches WHERE task_id = $1",
-                &[&batch.task_id],
-            )
-            .await
-            .context(|| "counting parts".into())?
-            .get(0);
-        if parts == i64::from(last) + 1 {
-            tx.execute(
-                "UPDATE sluice.tasks SET state = 'done', finished_at = now() WHERE task_id = $1",
-                &[&batch.task_id],
-            )
-            .await
-            .context(|| "finishing the task".into())?;
-            task_done = true;
-        }
+        task_done = complete_if_all_parts(&tx, &batch.task_id, last).await?;
     }
     if task_done {
         result.job_finished = finish_if_done(&tx, job_id).await?;
@@ -499,6 +503,29 @@ pub async fn apply_batch(pool: &Pool, catalog: &Catalog, batch: &RecordBatch) ->
     result.applied = true;
     result.rows = rows;
     Ok(result)
+}
+
+/// Marks the task done when parts `0..=last` are all recorded. Returns true when it did.
+async fn complete_if_all_parts(
+    tx: &Transaction<'_>,
+    task_id: &str,
+    last: i32,
+) -> Result<bool, StoreError> {
+    let parts: i64 = tx
+        .query_one("SELECT count(*) FROM sluice.batches WHERE task_id = $1", &[&task_id])
+        .await
+        .context(|| "counting parts".into())?
+        .get(0);
+    if parts != i64::from(last) + 1 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE sluice.tasks SET state = 'done', error = NULL, finished_at = now() WHERE task_id = $1",
+        &[&task_id],
+    )
+    .await
+    .context(|| "finishing the task".into())?;
+    Ok(true)
 }
 
 /// Records that a task ended without data (failed or cancelled) and finishes the job when
@@ -524,8 +551,8 @@ pub async fn apply_task_outcome(
         Outcome::Cancelled => "cancelled",
     };
     tx.execute(
-        "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, state, error, finished_at)
-         VALUES ($1, $2, '', '{}'::jsonb, $3, $4, now())
+        "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, state, error, finished_at, published_at)
+         VALUES ($1, $2, '', '{}'::jsonb, $3, $4, now(), now())
          ON CONFLICT (task_id) DO UPDATE SET state = EXCLUDED.state, error = EXCLUDED.error,
                 finished_at = now()
           WHERE sluice.tasks.state = 'pending'",
@@ -704,8 +731,9 @@ pub async fn cancel_job(pool: &Pool, job_id: Uuid) -> Result<CancelResult, Store
 }
 
 /// Puts a parked task back to work: the task becomes pending again and its job running
-/// (when it had failed), retaking the stream lock. Returns false when the job is not found
-/// or another job now holds the stream.
+/// (when it had failed), retaking the stream lock. Returns false — and changes nothing —
+/// when the job is unknown, cancelled or succeeded, another job now holds the stream, or
+/// the task is not a failed or pending task of the job.
 ///
 /// # Errors
 /// Database errors.
@@ -726,13 +754,19 @@ pub async fn reopen_task(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<boo
     if acquire_stream_lock(&tx, &c, &a, &s, job_id).await?.is_some() {
         return Ok(false);
     }
-    tx.execute(
-        "UPDATE sluice.tasks SET state = 'pending', error = NULL, finished_at = NULL
-          WHERE task_id = $1 AND state IN ('failed', 'pending')",
-        &[&task_id],
-    )
-    .await
-    .context(|| "reopening the task".into())?;
+    let reopened = tx
+        .query_opt(
+            "UPDATE sluice.tasks SET state = 'pending', error = NULL, finished_at = NULL
+              WHERE task_id = $1 AND job_id = $2 AND state IN ('failed', 'pending')
+              RETURNING final_part",
+            &[&task_id, &job_id],
+        )
+        .await
+        .context(|| "reopening the task".into())?;
+    let Some(row) = reopened else {
+        // Not a failed task of this job (already done, or unknown): leave the job alone.
+        return Ok(false);
+    };
     tx.execute(
         "UPDATE sluice.jobs SET state = 'running', error = NULL, finished_at = NULL, updated_at = now()
           WHERE id = $1",
@@ -740,6 +774,14 @@ pub async fn reopen_task(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<boo
     )
     .await
     .context(|| "reopening the job".into())?;
+    // Its parts may all be loaded already (another copy delivered them): then the task is
+    // done now, and a replayed copy will find every part taken.
+    let final_part: Option<i32> = row.get(0);
+    if let Some(last) = final_part
+        && complete_if_all_parts(&tx, task_id, last).await?
+    {
+        finish_if_done(&tx, job_id).await?;
+    }
     tx.commit().await.context(|| "commit".into())?;
     Ok(true)
 }

@@ -108,6 +108,11 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
     let oid: u32 = row.get(0);
     let schema: String = row.get(1);
     let name: String = row.get(2);
+    if schema == "sluice" || schema == "information_schema" || schema.starts_with("pg_") {
+        return Err(StoreError::Schema(format!(
+            "table {table:?} is in schema {schema:?}, which is not a destination"
+        )));
+    }
     let columns = client
         .query(
             "SELECT attname, atttypid FROM pg_attribute
@@ -221,6 +226,9 @@ pub async fn load_rows(
             "batch for {table} lacks its version column {v}"
         )));
     }
+    let version_position = version
+        .as_ref()
+        .and_then(|v| columns.iter().position(|c| c == v));
     let scope: Vec<String> = merge.replace_scope.clone().unwrap_or_default();
     for s in &scope {
         if !columns.contains(s) {
@@ -229,7 +237,12 @@ pub async fn load_rows(
             )));
         }
     }
-    if rows.is_empty() {
+    if !merge.scope_keys.is_empty() && scope.is_empty() {
+        return Err(StoreError::Schema(format!(
+            "batch for {table} has scope keys but no replace scope"
+        )));
+    }
+    if rows.is_empty() && merge.scope_keys.is_empty() {
         return Ok(outcome);
     }
 
@@ -272,12 +285,13 @@ pub async fn load_rows(
         }
         for (i, (value, col)) in row.iter().zip(&cols).enumerate() {
             match to_cell(value, &col.ty) {
-                Ok(Cell::Null) if pk_positions.contains(&i) => {
+                Ok(Cell::Null) if pk_positions.contains(&i) || version_position == Some(i) => {
+                    let what = if version_position == Some(i) { "version" } else { "primary-key" };
                     outcome.rejected.push(reject(
                         table,
                         columns,
                         row,
-                        format!("primary-key column {} is null", col.name),
+                        format!("{what} column {} is null", col.name),
                     ));
                     continue 'rows;
                 }
@@ -316,37 +330,7 @@ pub async fn load_rows(
         .join(", ");
 
     if !scope.is_empty() {
-        let scope_cols: Vec<String> = scope.iter().map(|c| quote_ident(c)).collect();
-        let join_scope = scope_cols
-            .iter()
-            .map(|c| format!("d.{c} = s.{c}"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let join_pk = info
-            .primary_key
-            .iter()
-            .map(|c| format!("x.{0} = d.{0}", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let (version_select, version_guard) = match &version {
-            Some(v) => (
-                format!(", max({}) AS _v", quote_ident(v)),
-                format!(" AND d.{} <= s._v", quote_ident(v)),
-            ),
-            None => (String::new(), String::new()),
-        };
-        let sql = format!(
-            "DELETE FROM {dest} d
-              USING (SELECT {scope} {version_select} FROM {stage} GROUP BY {scope}) s
-              WHERE {join_scope}{version_guard}
-                AND NOT EXISTS (SELECT 1 FROM {stage} x WHERE {join_pk})",
-            dest = info.quoted,
-            scope = scope_cols.join(", "),
-        );
-        outcome.deleted = tx
-            .execute(&sql, &[])
-            .await
-            .context(|| format!("replacing rows of {table}"))?;
+        outcome.deleted = replace_scope(tx, &info, table, &stage, &scope, version.as_deref(), merge).await?;
     }
 
     let non_key: Vec<&String> = columns
@@ -356,7 +340,7 @@ pub async fn load_rows(
     let has_job_col = info.column(JOB_ID_COLUMN).is_some();
     let has_loaded_col = info.column(LOADED_AT_COLUMN).is_some();
     let mut insert_cols = col_list.clone();
-    let mut select_cols = col_list.clone();
+    let mut select_cols: Vec<String> = col_list.iter().map(|c| format!("s.{c}")).collect();
     let mut set = non_key
         .iter()
         .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
@@ -392,9 +376,30 @@ pub async fn load_rows(
         }
         format!("DO UPDATE SET {} WHERE {}", set.join(", "), guards.join(" AND "))
     };
+    // Scoped collections: rows of a parent whose stored version (in the parent table, or
+    // else in this table) is newer are not added: an older export loaded late must not
+    // resurrect removed members.
+    let guard_table = match &merge.scope_parent {
+        Some(parent) => catalog.table(tx, parent).await?.quoted.clone(),
+        None => info.quoted.clone(),
+    };
+    let newer_filter = match (&version, scope.is_empty()) {
+        (Some(v), false) => format!(
+            " WHERE NOT EXISTS (SELECT 1 FROM {dest} n WHERE {join} AND n.{v} > s.{v})",
+            dest = guard_table,
+            join = scope
+                .iter()
+                .map(|c| format!("n.{0} = s.{0}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+            v = quote_ident(v),
+        ),
+        _ => String::new(),
+    };
     let sql = format!(
         "INSERT INTO {dest} AS t ({insert})
-         SELECT DISTINCT ON ({pk_sql}) {select} FROM {stage} ORDER BY {pk_sql}, _sluice_ord DESC
+         SELECT DISTINCT ON ({pk_sql}) {select} FROM {stage} s{newer_filter}
+          ORDER BY {pk_sql}, _sluice_ord DESC
          ON CONFLICT ({pk_sql}) {conflict}",
         dest = info.quoted,
         insert = insert_cols.join(", "),
@@ -406,6 +411,94 @@ pub async fn load_rows(
         .await
         .context(|| format!("upserting into {table}"))?;
     Ok(outcome)
+}
+
+/// Deletes the rows of the batch's parents that the batch no longer carries, unless they
+/// are newer than the batch. The parents are `merge.scope_keys` when given (which covers
+/// parents whose collection became empty), else those present in the staged rows.
+async fn replace_scope(
+    tx: &Transaction<'_>,
+    info: &TableInfo,
+    table: &str,
+    stage: &str,
+    scope: &[String],
+    version: Option<&str>,
+    merge: &MergeSpec,
+) -> Result<u64, StoreError> {
+    let scope_cols: Vec<String> = scope.iter().map(|c| quote_ident(c)).collect();
+    let not_in_batch = format!(
+        "NOT EXISTS (SELECT 1 FROM {stage} x WHERE {})",
+        info.primary_key
+            .iter()
+            .map(|c| format!("x.{0} = d.{0}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    );
+    if merge.scope_keys.is_empty() {
+        let join_scope = scope_cols
+            .iter()
+            .map(|c| format!("d.{c} = s.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let (version_select, version_guard) = match version {
+            Some(v) => (
+                format!(", max({}) AS _v", quote_ident(v)),
+                format!(" AND d.{} <= s._v", quote_ident(v)),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let sql = format!(
+            "DELETE FROM {dest} d
+              USING (SELECT {scope} {version_select} FROM {stage} GROUP BY {scope}) s
+              WHERE {join_scope}{version_guard} AND {not_in_batch}",
+            dest = info.quoted,
+            scope = scope_cols.join(", "),
+        );
+        return tx
+            .execute(&sql, &[])
+            .await
+            .context(|| format!("replacing rows of {table}"));
+    }
+    // Explicit keys: a JSON array of arrays, cast to the scope columns' types.
+    let mut conditions = Vec::new();
+    for (i, c) in scope.iter().enumerate() {
+        let col = info.column(c).ok_or_else(|| {
+            StoreError::Schema(format!("replace-scope column {c:?} is not a column of {table}"))
+        })?;
+        conditions.push(format!(
+            "d.{} = (k->>{i})::{}",
+            quote_ident(c),
+            col.ty.name()
+        ));
+    }
+    let keys = serde_json::Value::Array(
+        merge
+            .scope_keys
+            .iter()
+            .map(|k| serde_json::Value::Array(k.clone()))
+            .collect(),
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&keys];
+    let version_text: Option<String> = merge.scope_version.as_ref().map(|v| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    if let (Some(v), Some(text)) = (version, version_text.as_ref()) {
+        let col = info.column(v).ok_or_else(|| {
+            StoreError::Schema(format!("version column {v:?} is not a column of {table}"))
+        })?;
+        conditions.push(format!("d.{} <= $2::text::{}", quote_ident(v), col.ty.name()));
+        params.push(text);
+    }
+    let sql = format!(
+        "DELETE FROM {dest} d USING jsonb_array_elements($1::jsonb) k
+          WHERE {} AND {not_in_batch}",
+        conditions.join(" AND "),
+        dest = info.quoted,
+    );
+    tx.execute(&sql, &params)
+        .await
+        .context(|| format!("replacing rows of {table}"))
 }
 
 fn reject(table: &str, columns: &[String], row: &[Value], error: String) -> RejectedRecord {

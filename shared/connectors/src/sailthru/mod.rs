@@ -348,7 +348,7 @@ impl Connector for SailthruConnector {
                 }
             }
         })?;
-        let tables = batch.finish();
+        let tables = batch.finish(&date);
         tracing::info!(
             member = %slice.member,
             first_line = slice.first_line,
@@ -400,9 +400,13 @@ impl Batch {
     }
 
     /// One [`TableRows`] per destination table that has rows, parent first; rows with the
-    /// same primary key collapse to the last one.
-    fn finish(self) -> Vec<TableRows> {
+    /// same primary key collapse to the last one. A child table that mirrors a collection
+    /// (`replace_scope`) is sent even without rows, naming every parent of the slice in
+    /// `scope_keys` with the export date as `scope_version` and the parent table as
+    /// `scope_parent`, so a collection that became empty is emptied too.
+    fn finish(self, export_date: &str) -> Vec<TableRows> {
         let mut out = Vec::new();
+        let parent_spec = self.member.tables().first().copied();
         for spec in self.member.tables() {
             let mut rows: Vec<Vec<Value>> = Vec::new();
             let mut seen: HashMap<String, usize> = HashMap::new();
@@ -419,14 +423,30 @@ impl Batch {
                     }
                 }
             }
-            if rows.is_empty() {
+            let mut merge = spec.merge();
+            if let (Some(scope), Some(parent)) = (&merge.replace_scope, parent_spec) {
+                let positions: Vec<usize> = scope
+                    .iter()
+                    .filter_map(|c| parent.columns.iter().position(|p| p == c))
+                    .collect();
+                merge.scope_keys = self
+                    .records
+                    .iter()
+                    .flatten()
+                    .filter_map(|record| record.first())
+                    .map(|(_, row)| positions.iter().map(|&i| row[i].clone()).collect())
+                    .collect();
+                merge.scope_version = Some(Value::String(export_date.to_string()));
+                merge.scope_parent = Some(parent.name.to_string());
+            }
+            if rows.is_empty() && merge.scope_keys.is_empty() {
                 continue;
             }
             out.push(TableRows {
                 table: spec.name.to_string(),
                 columns: spec.columns.iter().map(|c| (*c).to_string()).collect(),
                 rows,
-                merge: spec.merge(),
+                merge,
             });
         }
         out

@@ -47,6 +47,7 @@ impl TableSpec {
             replace_scope: self
                 .replace_scope
                 .map(|cols| cols.iter().map(|c| (*c).to_string()).collect()),
+            ..MergeSpec::default()
         }
     }
 
