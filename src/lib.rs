@@ -64,15 +64,29 @@ impl TestEnv {
     pub async fn new() -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let base = base_database_url();
-        let (head, _) = base.rsplit_once('/').context("database URL without a database")?;
+        let (head, _) = base
+            .rsplit_once('/')
+            .context("database URL without a database")?;
         let env = vec![
-            ("SLUICE__DATABASE__URL".to_string(), format!("{head}/sluice_test_{id}")),
+            (
+                "SLUICE__DATABASE__URL".to_string(),
+                format!("{head}/sluice_test_{id}"),
+            ),
             ("SLUICE__DATABASE__POOL_SIZE".to_string(), "6".to_string()),
             ("SLUICE__AMQP__URL".to_string(), amqp_url()),
             ("SLUICE__AMQP__PREFIX".to_string(), format!("test_{id}")),
-            ("SLUICE__PLANNER__ADMIN_BIND".to_string(), "127.0.0.1:0".to_string()),
-            ("SLUICE__FETCHER__ADMIN_BIND".to_string(), "127.0.0.1:0".to_string()),
-            ("SLUICE__LOADER__ADMIN_BIND".to_string(), "127.0.0.1:0".to_string()),
+            (
+                "SLUICE__PLANNER__ADMIN_BIND".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+            (
+                "SLUICE__FETCHER__ADMIN_BIND".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+            (
+                "SLUICE__LOADER__ADMIN_BIND".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
         ];
         let settings = Settings::load_from(None, env)?;
         let pool = sluice_store::connect(&settings.database).await?;
@@ -92,9 +106,18 @@ impl TestEnv {
     /// The environment variables that point a process at this environment.
     pub fn env_vars(&self) -> Vec<(String, String)> {
         vec![
-            ("SLUICE__DATABASE__URL".into(), self.settings.database.url().to_string()),
-            ("SLUICE__AMQP__URL".into(), self.settings.amqp.url().to_string()),
-            ("SLUICE__AMQP__PREFIX".into(), self.settings.amqp.prefix.clone()),
+            (
+                "SLUICE__DATABASE__URL".into(),
+                self.settings.database.url().to_string(),
+            ),
+            (
+                "SLUICE__AMQP__URL".into(),
+                self.settings.amqp.url().to_string(),
+            ),
+            (
+                "SLUICE__AMQP__PREFIX".into(),
+                self.settings.amqp.prefix.clone(),
+            ),
             ("SLUICE__PLANNER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
             ("SLUICE__FETCHER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
             ("SLUICE__LOADER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
@@ -237,7 +260,11 @@ impl TestEnv {
         ledger::insert_job(&**self.pool.get().await?, &request).await?;
         let broker = Broker::connect(&self.settings.amqp, "sluice-e2e").await?;
         broker
-            .publish(Route::Jobs, &request, Headers::default().traced(request.job_id))
+            .publish(
+                Route::Jobs,
+                &request,
+                Headers::default().traced(request.job_id),
+            )
             .await?;
         broker.close().await;
         Ok(request.job_id)
@@ -247,7 +274,11 @@ impl TestEnv {
     ///
     /// # Errors
     /// See [`TestEnv::request_job`].
-    pub async fn sync_sailthru(&self, export: &str, page_size: Option<u64>) -> anyhow::Result<Uuid> {
+    pub async fn sync_sailthru(
+        &self,
+        export: &str,
+        page_size: Option<u64>,
+    ) -> anyhow::Result<Uuid> {
         let mut params = serde_json::json!({ "export": export });
         if let Some(n) = page_size {
             params["page_size"] = n.into();
@@ -305,7 +336,11 @@ impl TestEnv {
     ///
     /// # Errors
     /// See [`TestEnv::count`].
-    pub async fn counts(&self, schema: &str, tables: &[&str]) -> anyhow::Result<BTreeMap<String, i64>> {
+    pub async fn counts(
+        &self,
+        schema: &str,
+        tables: &[&str],
+    ) -> anyhow::Result<BTreeMap<String, i64>> {
         let mut out = BTreeMap::new();
         for t in tables {
             out.insert(t.to_string(), self.count(&format!("{schema}.{t}")).await?);
@@ -348,14 +383,10 @@ impl TestEnv {
         let broker = Broker::connect(&self.settings.amqp, "sluice-e2e").await?;
         let channel = broker.channel().await?;
         for q in broker.topology().all_queues() {
-            let _ = channel
-                .queue_delete(q.into(), Default::default())
-                .await;
+            let _ = channel.queue_delete(q.into(), Default::default()).await;
         }
         for e in broker.topology().all_exchanges() {
-            let _ = channel
-                .exchange_delete(e.into(), Default::default())
-                .await;
+            let _ = channel.exchange_delete(e.into(), Default::default()).await;
         }
         broker.close().await;
         let name = format!("sluice_test_{}", self.id);
@@ -366,7 +397,9 @@ impl TestEnv {
         client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await?;
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id)));
+        let _ = std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id)),
+        );
         Ok(())
     }
 }

@@ -21,7 +21,10 @@ async fn wait_until_rows(env: &TestEnv, job: uuid::Uuid, rows: i64, timeout: Dur
             report.summary.state == "running" || report.summary.state == "queued",
             "job ended before the kill point: {report:#?}"
         );
-        assert!(Instant::now() < deadline, "no progress to {rows} rows: {report:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no progress to {rows} rows: {report:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -37,21 +40,37 @@ async fn sigkill_of_loader_and_fetcher_mid_job_loses_and_duplicates_nothing() {
         date: chrono::NaiveDate::from_ymd_opt(2024, 1, 2).expect("date"),
     };
     let expected = expected_counts(&spec);
-    let total: u64 = ["blast", "message_blast", "message_blast_action", "message_transactional",
-        "message_transactional_action", "profile", "profile_geo", "profile_browser",
-        "profile_lists_signup", "profile_vars"]
-        .iter()
-        .map(|t| expected[*t])
-        .sum();
+    let total: u64 = [
+        "blast",
+        "message_blast",
+        "message_blast_action",
+        "message_transactional",
+        "message_transactional_action",
+        "profile",
+        "profile_geo",
+        "profile_browser",
+        "profile_lists_signup",
+        "profile_vars",
+    ]
+    .iter()
+    .map(|t| expected[*t])
+    .sum();
     let url = format!("{sandbox}/sailthru/exports/{SEED}/{MESSAGES}/sailthru_export.20240102.zip");
     // Warm the sandbox's cache so generation time does not count against the job.
-    reqwest::get(&url).await.expect("sandbox").error_for_status().expect("archive");
+    reqwest::get(&url)
+        .await
+        .expect("sandbox")
+        .error_for_status()
+        .expect("archive");
 
     // Small loader batches in flight and small pages: many tasks, many parts.
     let loader_env = [("SLUICE__LOADER__CONCURRENCY", "2")];
     env.spawn("planner", &[]).expect("planner");
-    let fetcher_a = env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher");
-    env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher");
+    let fetcher_a = env
+        .spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")])
+        .expect("fetcher");
+    env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")])
+        .expect("fetcher");
     let loader = env.spawn("loader", &loader_env).expect("loader");
 
     let job = env.sync_sailthru(&url, Some(1000)).await.expect("job");
@@ -64,14 +83,20 @@ async fn sigkill_of_loader_and_fetcher_mid_job_loses_and_duplicates_nothing() {
     wait_until_rows(&env, job, (total / 2) as i64, Duration::from_secs(240)).await;
     env.kill(fetcher_a).expect("kill fetcher");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")]).expect("fetcher again");
+    env.spawn("fetcher", &[("SLUICE__FETCHER__CONCURRENCY", "2")])
+        .expect("fetcher again");
 
-    let report = env.wait_job(job, Duration::from_secs(600)).await.expect("job ends");
+    let report = env
+        .wait_job(job, Duration::from_secs(600))
+        .await
+        .expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
     assert_eq!(report.summary.rows_rejected, 0, "{:#?}", report.rejected);
     for (table, n) in &expected {
         assert_eq!(
-            env.count(&format!("sailthru.{table}")).await.expect("count"),
+            env.count(&format!("sailthru.{table}"))
+                .await
+                .expect("count"),
             *n as i64,
             "rows in sailthru.{table}"
         );

@@ -44,7 +44,10 @@ async fn a_failing_task_is_parked_fails_the_job_and_replays_once_fixed() {
     assert_eq!(report.failed_tasks.len(), 4, "{report:#?}");
     let error = report.summary.error.clone().unwrap_or_default();
     assert!(error.contains("4 task(s) failed"), "{error}");
-    assert!(error.contains("sailthru_export.zip"), "the error names the archive: {error}");
+    assert!(
+        error.contains("sailthru_export.zip"),
+        "the error names the archive: {error}"
+    );
     assert_eq!(env.count("sailthru.blast").await.expect("count"), 0);
 
     let listed = env.sluicectl(&["dlq", "list"]).await.expect("dlq list");
@@ -54,20 +57,41 @@ async fn a_failing_task_is_parked_fails_the_job_and_replays_once_fixed() {
         .map(|l| serde_json::from_str(l).expect("dlq list prints JSON lines"))
         .collect();
     assert_eq!(lines.len(), 4, "{}", text(&listed));
-    assert!(lines.iter().all(|l| l["job_id"] == job.to_string() && l["origin"] == "fetch"));
-    assert!(lines.iter().all(|l| l["error"].as_str().unwrap_or_default().contains("sailthru_export.zip")));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["job_id"] == job.to_string() && l["origin"] == "fetch")
+    );
+    assert!(lines.iter().all(|l| {
+        l["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sailthru_export.zip")
+    }));
 
     // Listing left them parked; fix the cause and replay.
     std::fs::copy(sailthru_sample(), &export).expect("restore archive");
     let replayed = env.sluicectl(&["dlq", "replay"]).await.expect("dlq replay");
     assert!(replayed.status.success(), "{}", text(&replayed));
-    assert!(String::from_utf8_lossy(&replayed.stdout).contains("replayed 4, left parked 0"), "{}", text(&replayed));
+    assert!(
+        String::from_utf8_lossy(&replayed.stdout).contains("replayed 4, left parked 0"),
+        "{}",
+        text(&replayed)
+    );
 
     let report = env.wait_job(job, WAIT).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
-    assert_eq!(env.count("sailthru.profile_vars").await.expect("count"), 1525);
+    assert_eq!(
+        env.count("sailthru.profile_vars").await.expect("count"),
+        1525
+    );
     let listed = env.sluicectl(&["dlq", "list"]).await.expect("dlq list");
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 0, "{}", text(&listed));
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        0,
+        "{}",
+        text(&listed)
+    );
     env.teardown().await.expect("teardown");
 }
 
@@ -87,7 +111,10 @@ async fn cancelling_a_job_stops_it_and_frees_the_stream() {
         assert!(std::time::Instant::now() < deadline, "job never planned");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let out = env.sluicectl(&["jobs", "cancel", &job.to_string()]).await.expect("cancel");
+    let out = env
+        .sluicectl(&["jobs", "cancel", &job.to_string()])
+        .await
+        .expect("cancel");
     assert!(out.status.success(), "{}", text(&out));
     // A fetcher that starts now finds only tasks of a cancelled job: nothing is loaded.
     env.start_fetcher();
@@ -96,14 +123,28 @@ async fn cancelling_a_job_stops_it_and_frees_the_stream() {
     assert_eq!(report.summary.state, "cancelled");
     assert_eq!(report.summary.rows_loaded, 0, "{report:#?}");
     assert_eq!(env.count("sailthru.blast").await.expect("count"), 0);
-    let again = env.sluicectl(&["jobs", "cancel", &job.to_string()]).await.expect("cancel");
-    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already ended: cancelled"), "{}", text(&again));
+    let again = env
+        .sluicectl(&["jobs", "cancel", &job.to_string()])
+        .await
+        .expect("cancel");
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("already ended: cancelled"),
+        "{}",
+        text(&again)
+    );
 
     // The stream is free: the next job runs to the end.
-    let next = env.sync_sailthru(sample.to_str().expect("utf-8"), None).await.expect("job");
+    let next = env
+        .sync_sailthru(sample.to_str().expect("utf-8"), None)
+        .await
+        .expect("job");
     let report = env.wait_job(next, WAIT).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
-    let show = env.sluicectl(&["jobs", "show", &next.to_string(), "--json"]).await.expect("show");
+    let show = env
+        .sluicectl(&["jobs", "show", &next.to_string(), "--json"])
+        .await
+        .expect("show");
     assert!(show.status.success(), "{}", text(&show));
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json");
     assert_eq!(shown["state"], "succeeded");

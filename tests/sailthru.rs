@@ -37,14 +37,21 @@ const WAIT: Duration = Duration::from_secs(120);
 
 async fn query_one_string(env: &TestEnv, sql: &str) -> String {
     let client = env.pool.get().await.expect("connection");
-    let row = client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     row.get(0)
 }
 
 async fn fingerprints(env: &TestEnv) -> Vec<String> {
     let mut out = Vec::new();
     for t in BASE_TABLES {
-        out.push(env.fingerprint(&format!("sailthru.{t}")).await.expect("fingerprint"));
+        out.push(
+            env.fingerprint(&format!("sailthru.{t}"))
+                .await
+                .expect("fingerprint"),
+        );
     }
     out
 }
@@ -64,7 +71,10 @@ async fn sample_export_lands_exactly_and_reloading_changes_nothing() {
     let report = env.wait_job(job, WAIT).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
     assert_eq!(report.summary.rows_rejected, 0, "{:#?}", report.rejected);
-    assert!(report.summary.tasks_total >= 12, "page size 7 splits members: {report:#?}");
+    assert!(
+        report.summary.tasks_total >= 12,
+        "page size 7 splits members: {report:#?}"
+    );
     assert_eq!(
         report.warnings.as_array().map(Vec::len),
         Some(4),
@@ -173,8 +183,15 @@ async fn sample_export_lands_exactly_and_reloading_changes_nothing() {
         .expect("job");
     let report = env.wait_job(again, WAIT).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
-    assert_eq!(fingerprints(&env).await, before, "a re-ingestion changed data");
-    assert_eq!(env.counts("sailthru", &TABLES).await.expect("counts"), counts);
+    assert_eq!(
+        fingerprints(&env).await,
+        before,
+        "a re-ingestion changed data"
+    );
+    assert_eq!(
+        env.counts("sailthru", &TABLES).await.expect("counts"),
+        counts
+    );
 
     env.teardown().await.expect("teardown");
 }
@@ -189,8 +206,14 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         .sync_sailthru(sample.to_str().expect("utf-8 path"), None)
         .await
         .expect("job");
-    assert_eq!(env.wait_job(first, WAIT).await.expect("ends").summary.state, "succeeded");
-    let blast_before = env.fingerprint("sailthru.blast").await.expect("fingerprint");
+    assert_eq!(
+        env.wait_job(first, WAIT).await.expect("ends").summary.state,
+        "succeeded"
+    );
+    let blast_before = env
+        .fingerprint("sailthru.blast")
+        .await
+        .expect("fingerprint");
 
     // Next day's export re-sends two messages: one that had no actions now has two opens and
     // a click; one that had two opens and a click gains one more open.
@@ -260,11 +283,31 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         .sync_sailthru(path.to_str().expect("utf-8 path"), None)
         .await
         .expect("job");
-    assert_eq!(env.wait_job(second, WAIT).await.expect("ends").summary.state, "succeeded");
+    assert_eq!(
+        env.wait_job(second, WAIT)
+            .await
+            .expect("ends")
+            .summary
+            .state,
+        "succeeded"
+    );
 
-    assert_eq!(env.count("sailthru.message_blast").await.expect("count"), 20);
-    assert_eq!(env.count("sailthru.message_blast_action").await.expect("count"), 8 + 3 + 1);
-    assert_eq!(env.count("sailthru.message_blast_flat").await.expect("count"), 23 - 1 + 3 + 1);
+    assert_eq!(
+        env.count("sailthru.message_blast").await.expect("count"),
+        20
+    );
+    assert_eq!(
+        env.count("sailthru.message_blast_action")
+            .await
+            .expect("count"),
+        8 + 3 + 1
+    );
+    assert_eq!(
+        env.count("sailthru.message_blast_flat")
+            .await
+            .expect("count"),
+        23 - 1 + 3 + 1
+    );
     assert_eq!(
         query_one_string(
             &env,
@@ -282,7 +325,12 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         .await,
         "2"
     );
-    assert_eq!(env.fingerprint("sailthru.blast").await.expect("fingerprint"), blast_before);
+    assert_eq!(
+        env.fingerprint("sailthru.blast")
+            .await
+            .expect("fingerprint"),
+        blast_before
+    );
     let collections = |env: &TestEnv| {
         let env_pool = env.pool.clone();
         async move {
@@ -322,7 +370,10 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         .sync_sailthru(sample.to_str().expect("utf-8 path"), None)
         .await
         .expect("job");
-    assert_eq!(env.wait_job(third, WAIT).await.expect("ends").summary.state, "succeeded");
+    assert_eq!(
+        env.wait_job(third, WAIT).await.expect("ends").summary.state,
+        "succeeded"
+    );
     assert_eq!(
         query_one_string(
             &env,
@@ -332,7 +383,12 @@ async fn a_resent_message_is_updated_and_gains_only_its_new_actions() {
         .await,
         "Chrome|2016-04-02"
     );
-    assert_eq!(env.count("sailthru.message_blast_action").await.expect("count"), 12);
+    assert_eq!(
+        env.count("sailthru.message_blast_action")
+            .await
+            .expect("count"),
+        12
+    );
     // …nor bring back the removed vars and list signups.
     assert_eq!(collections(&env).await, expected_collections);
     env.teardown().await.expect("teardown");
@@ -377,17 +433,27 @@ async fn bad_input_is_reported_by_file_and_line_and_the_rest_loads() {
     let report = env.wait_job(job, WAIT).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
     assert_eq!(env.count("sailthru.blast").await.expect("count"), 19);
-    assert_eq!(env.count("sailthru.message_blast").await.expect("count"), 20);
+    assert_eq!(
+        env.count("sailthru.message_blast").await.expect("count"),
+        20
+    );
     assert_eq!(report.summary.rows_rejected, 2, "{:#?}", report.rejected);
     let sources: Vec<&str> = report.rejected.iter().map(|r| r.source.as_str()).collect();
-    assert!(sources.contains(&"blast.20160401.json line 3"), "{sources:?}");
+    assert!(
+        sources.contains(&"blast.20160401.json line 3"),
+        "{sources:?}"
+    );
     assert!(sources.contains(&"clicks.20160401.json"), "{sources:?}");
     let unknown = report
         .rejected
         .iter()
         .find(|r| r.source == "clicks.20160401.json")
         .expect("unknown member reported");
-    assert!(unknown.error.contains("unknown table 'clicks'"), "{}", unknown.error);
+    assert!(
+        unknown.error.contains("unknown table 'clicks'"),
+        "{}",
+        unknown.error
+    );
     assert!(
         report
             .warnings
@@ -427,13 +493,21 @@ async fn bad_input_is_reported_by_file_and_line_and_the_rest_loads() {
         .unwrap_or_else(|| panic!("truncation reported: {:#?}", report.rejected));
     assert_eq!(truncated.source, "profile.20160401.json", "{truncated:?}");
     let profiles = env.count("sailthru.profile").await.expect("count");
-    assert!((1..20).contains(&profiles), "{profiles} profiles from the cut member");
+    assert!(
+        (1..20).contains(&profiles),
+        "{profiles} profiles from the cut member"
+    );
     assert!(
         truncated.error.contains(&format!("after line {profiles}")),
         "{} (loaded {profiles})",
         truncated.error
     );
-    assert_eq!(env.count("sailthru.message_transactional").await.expect("count"), 20);
+    assert_eq!(
+        env.count("sailthru.message_transactional")
+            .await
+            .expect("count"),
+        20
+    );
 
     env.teardown().await.expect("teardown");
 }
@@ -452,7 +526,10 @@ async fn a_second_job_on_a_running_stream_is_refused() {
         .expect("job");
     let deadline = std::time::Instant::now() + WAIT;
     while env.report(first).await.expect("report").summary.state != "running" {
-        assert!(std::time::Instant::now() < deadline, "first job never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first job never started"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let second = env

@@ -65,11 +65,25 @@ pub async fn run_with(
     let health = Health::new();
     // The fetcher never touches Postgres: readiness is the broker alone.
     health.set_database(true);
-    AdminServer::start(&settings.fetcher.admin_bind, health.check(), shutdown.clone()).await?;
+    AdminServer::start(
+        &settings.fetcher.admin_bind,
+        health.check(),
+        shutdown.clone(),
+    )
+    .await?;
     let cancelled = Cancelled::default();
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
-        match session(&settings, &registry, &health, &cancelled, &shutdown, &mut backoff).await {
+        match session(
+            &settings,
+            &registry,
+            &health,
+            &cancelled,
+            &shutdown,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) => {
                 health.set_broker(false);
@@ -153,7 +167,10 @@ async fn session(
         cancelled: cancelled.clone(),
     };
     let limit = usize::from(settings.fetcher.concurrency);
-    let result = sluice_broker::drive(&broker, consumer, limit, shutdown, |d| ctx.clone().handle(d)).await;
+    let result = sluice_broker::drive(&broker, consumer, limit, shutdown, |d| {
+        ctx.clone().handle(d)
+    })
+    .await;
     listener.abort();
     broker.close().await;
     Ok(result?)
@@ -184,7 +201,13 @@ impl Ctx {
                 error!(error = %e, "parking an undecodable fetch task");
                 match self
                     .broker
-                    .park(Route::Fetch, &delivery.data, FetchTask::KIND, &e.to_string(), 1)
+                    .park(
+                        Route::Fetch,
+                        &delivery.data,
+                        FetchTask::KIND,
+                        &e.to_string(),
+                        1,
+                    )
                     .await
                 {
                     Ok(()) => Settle::Ack,
@@ -232,8 +255,13 @@ impl Ctx {
         match result {
             Ok(output) => match self.ship(&task, output).await {
                 Ok(parts) => {
-                    info!(parts, elapsed_ms = started.elapsed().as_millis() as u64, "task fetched");
-                    metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "done").increment(1);
+                    info!(
+                        parts,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "task fetched"
+                    );
+                    metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "done")
+                        .increment(1);
                     Settle::Ack
                 }
                 Err(e) => {
@@ -244,7 +272,8 @@ impl Ctx {
             Err(e @ ConnectorError::Transient(_)) => match RetryTier::for_attempt(task.attempt) {
                 Some(tier) => {
                     warn!(error = %e, tier = tier.name(), "transient error; retrying later");
-                    metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "retried").increment(1);
+                    metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "retried")
+                        .increment(1);
                     let mut retry = task.clone();
                     retry.attempt += 1;
                     match self
@@ -288,7 +317,11 @@ impl Ctx {
             .await;
         let told = self
             .broker
-            .publish(Route::Load, &outcome, Headers::default().traced(task.job_id))
+            .publish(
+                Route::Load,
+                &outcome,
+                Headers::default().traced(task.job_id),
+            )
             .await;
         if parked.is_ok() && told.is_ok() {
             Settle::Ack
@@ -315,14 +348,24 @@ impl Ctx {
                 params: task.params.clone(),
             })
             .collect();
-        let batches = to_batches(task, output.tables, output.rejected, children.clone(), output.cursor_max);
+        let batches = to_batches(
+            task,
+            output.tables,
+            output.rejected,
+            children.clone(),
+            output.cursor_max,
+        );
         let parts = batches.len();
         let headers = Headers::default().traced(task.job_id);
         for batch in &batches {
-            self.broker.publish(Route::Load, batch, headers.clone()).await?;
+            self.broker
+                .publish(Route::Load, batch, headers.clone())
+                .await?;
         }
         for child in &children {
-            self.broker.publish(Route::Fetch, child, headers.clone()).await?;
+            self.broker
+                .publish(Route::Fetch, child, headers.clone())
+                .await?;
         }
         Ok(parts)
     }
@@ -383,6 +426,7 @@ pub fn to_batches(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use sluice_connectors::TableRows;
@@ -405,8 +449,14 @@ mod tests {
     #[test]
     fn last_part_carries_completion_rejects_and_cursor() {
         let tables = vec![
-            TableRows { table: "s.a".into(), ..Default::default() },
-            TableRows { table: "s.b".into(), ..Default::default() },
+            TableRows {
+                table: "s.a".into(),
+                ..Default::default()
+            },
+            TableRows {
+                table: "s.b".into(),
+                ..Default::default()
+            },
         ];
         let rejected = vec![RejectedRecord {
             source: "x line 3".into(),

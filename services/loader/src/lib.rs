@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{ATTEMPTS_HEADER, Broker, ERROR_HEADER, Route, first_death, header_str};
-use sluice_contracts::{FetchTask, JobRequest, Message, Outcome, RecordBatch, Settings, TaskOutcome};
+use sluice_contracts::{
+    FetchTask, JobRequest, Message, Outcome, RecordBatch, Settings, TaskOutcome,
+};
 use sluice_service::health::Health;
 use sluice_service::{AdminServer, Backoff, metrics};
 use sluice_store::load::Catalog;
 use sluice_store::{Pool, StoreError, ledger};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
-
 
 /// The `sluice-loader` program: loads the configuration, installs logging and runs until
 /// Ctrl-C or SIGTERM.
@@ -41,7 +42,12 @@ pub async fn main() -> anyhow::Result<()> {
 /// Only for unrecoverable start-up problems (the admin port cannot be bound).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let health = Health::new();
-    AdminServer::start(&settings.loader.admin_bind, health.check(), shutdown.clone()).await?;
+    AdminServer::start(
+        &settings.loader.admin_bind,
+        health.check(),
+        shutdown.clone(),
+    )
+    .await?;
     let pool = sluice_store::connect(&settings.database).await?;
     let catalog = Catalog::default();
     let mut backoff = Backoff::default();
@@ -90,12 +96,20 @@ async fn session(
         )
         .await?;
     let parked = broker
-        .consume(&broker.topology().parked_notify(), 4, "sluice-loader-parked")
+        .consume(
+            &broker.topology().parked_notify(),
+            4,
+            "sluice-loader-parked",
+        )
         .await?;
     let limit = usize::from(settings.loader.concurrency);
     let (a, b) = tokio::join!(
-        sluice_broker::drive(&broker, load, limit, shutdown, |d| ctx.clone().handle_load(d)),
-        sluice_broker::drive(&broker, parked, 1, shutdown, |d| ctx.clone().handle_parked(d)),
+        sluice_broker::drive(&broker, load, limit, shutdown, |d| ctx
+            .clone()
+            .handle_load(d)),
+        sluice_broker::drive(&broker, parked, 1, shutdown, |d| ctx
+            .clone()
+            .handle_parked(d)),
     );
     broker.close().await;
     a?;
@@ -175,7 +189,11 @@ impl Ctx {
     async fn handle_outcome(&self, delivery: &Delivery) -> bool {
         let outcome = match TaskOutcome::decode(&delivery.data) {
             Ok(o) => o,
-            Err(e) => return self.park_load(delivery, TaskOutcome::KIND, &e.to_string()).await,
+            Err(e) => {
+                return self
+                    .park_load(delivery, TaskOutcome::KIND, &e.to_string())
+                    .await;
+            }
         };
         let span = info_span!("outcome", job_id = %outcome.job_id, task_id = %outcome.task_id);
         async {
@@ -210,7 +228,11 @@ impl Ctx {
     async fn handle_batch(&self, delivery: &Delivery) -> bool {
         let batch = match RecordBatch::decode(&delivery.data) {
             Ok(b) => b,
-            Err(e) => return self.park_load(delivery, RecordBatch::KIND, &e.to_string()).await,
+            Err(e) => {
+                return self
+                    .park_load(delivery, RecordBatch::KIND, &e.to_string())
+                    .await;
+            }
         };
         let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
         async {
@@ -302,7 +324,9 @@ impl Ctx {
                 .ok()
                 .map(|b| (b.job_id, Some(b.task_id)))
         } else if kind == JobRequest::KIND {
-            JobRequest::decode(&delivery.data).ok().map(|j| (j.job_id, None))
+            JobRequest::decode(&delivery.data)
+                .ok()
+                .map(|j| (j.job_id, None))
         } else {
             None
         };
@@ -310,7 +334,13 @@ impl Ctx {
             Some((job_id, Some(task_id))) => {
                 warn!(%job_id, %task_id, %reason, %attempts, "task parked");
                 self.with_retries("parked task", || {
-                    ledger::apply_task_outcome(&self.pool, job_id, &task_id, Outcome::Failed, &reason)
+                    ledger::apply_task_outcome(
+                        &self.pool,
+                        job_id,
+                        &task_id,
+                        Outcome::Failed,
+                        &reason,
+                    )
                 })
                 .await
                 .is_ok()

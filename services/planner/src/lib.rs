@@ -58,11 +58,25 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let health = Health::new();
-    AdminServer::start(&settings.planner.admin_bind, health.check(), shutdown.clone()).await?;
+    AdminServer::start(
+        &settings.planner.admin_bind,
+        health.check(),
+        shutdown.clone(),
+    )
+    .await?;
     let pool = sluice_store::connect(&settings.database).await?;
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
-        match session(&settings, &registry, &pool, &health, &shutdown, &mut backoff).await {
+        match session(
+            &settings,
+            &registry,
+            &pool,
+            &health,
+            &shutdown,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) => {
                 health.set_broker(false);
@@ -132,7 +146,10 @@ async fn session(
         shutdown: shutdown.clone(),
     };
     let limit = usize::from(settings.planner.prefetch);
-    let result = sluice_broker::drive(&broker, consumer, limit, shutdown, |d| ctx.clone().handle(d)).await;
+    let result = sluice_broker::drive(&broker, consumer, limit, shutdown, |d| {
+        ctx.clone().handle(d)
+    })
+    .await;
     drop(outbox);
     broker.close().await;
     Ok(result?)
@@ -155,7 +172,13 @@ impl Ctx {
                 error!(error = %e, "parking an undecodable job request");
                 let parked = self
                     .broker
-                    .park(Route::Jobs, &delivery.data, JobRequest::KIND, &e.to_string(), 1)
+                    .park(
+                        Route::Jobs,
+                        &delivery.data,
+                        JobRequest::KIND,
+                        &e.to_string(),
+                        1,
+                    )
                     .await;
                 if parked.is_ok() {
                     let _ = delivery.ack(BasicAckOptions::default()).await;
@@ -176,7 +199,9 @@ impl Ctx {
                 }
                 Err(e) => {
                     self.health.set_database(false);
-                    span.in_scope(|| warn!(error = %format!("{e:#}"), "planning interrupted; retrying"));
+                    span.in_scope(
+                        || warn!(error = %format!("{e:#}"), "planning interrupted; retrying"),
+                    );
                     if self.shutdown.is_cancelled() || !self.broker.is_healthy() {
                         let _ = delivery
                             .nack(BasicNackOptions {
@@ -334,10 +359,13 @@ pub async fn publish_outbox(
     let mut total = 0;
     loop {
         let mut client = pool.get().await?;
-        let tx = client.transaction().await.map_err(|e| StoreError::Postgres {
-            context: "begin".into(),
-            source: e,
-        })?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| StoreError::Postgres {
+                context: "begin".into(),
+                source: e,
+            })?;
         let batch = ledger::unpublished_tasks(&tx, job_id, 500).await?;
         if batch.is_empty() {
             return Ok(total);

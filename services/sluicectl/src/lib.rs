@@ -28,7 +28,11 @@ use uuid::Uuid;
 
 /// The command line.
 #[derive(Parser, Debug)]
-#[command(name = "sluicectl", version, about = "Operate sluice: syncs, jobs, dead letters.")]
+#[command(
+    name = "sluicectl",
+    version,
+    about = "Operate sluice: syncs, jobs, dead letters."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -189,7 +193,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(p) = email_policy {
                 params["email_policy"] = json!(p);
             }
-            sync(&settings, "sailthru", "export", params, Mode::Full, &options).await
+            sync(
+                &settings,
+                "sailthru",
+                "export",
+                params,
+                Mode::Full,
+                &options,
+            )
+            .await
         }
         Command::Jobs(cmd) => jobs(&settings, cmd).await,
         Command::Tables { schema } => tables(&settings, &schema).await,
@@ -236,7 +248,11 @@ async fn sync(
     };
     ledger::insert_job(&**pool.get().await?, &request).await?;
     broker
-        .publish(Route::Jobs, &request, Headers::default().traced(request.job_id))
+        .publish(
+            Route::Jobs,
+            &request,
+            Headers::default().traced(request.job_id),
+        )
         .await
         .context("publishing the job request")?;
     broker.close().await;
@@ -265,7 +281,10 @@ async fn wait_for(pool: &Pool, job_id: Uuid, options: &SyncOptions) -> anyhow::R
         bar.set_length(s.tasks_total.max(0) as u64);
         bar.set_position(s.tasks_done.max(0) as u64);
         bar.set_message(s.state.clone());
-        bar.set_prefix(format!("{} rows, {} rejected", s.rows_loaded, s.rows_rejected));
+        bar.set_prefix(format!(
+            "{} rows, {} rejected",
+            s.rows_loaded, s.rows_rejected
+        ));
         bar.tick();
         if ledger::state::is_terminal(&s.state) {
             break report;
@@ -296,7 +315,10 @@ async fn report(pool: &Pool, job_id: Uuid) -> anyhow::Result<JobReport> {
 fn print_report(r: &JobReport) {
     let s = &r.summary;
     println!("job       {}", s.id);
-    println!("stream    {}/{}/{} ({})", s.connector, s.account, s.stream, r.mode);
+    println!(
+        "stream    {}/{}/{} ({})",
+        s.connector, s.account, s.stream, r.mode
+    );
     println!("state     {}", s.state);
     if let Some(e) = &s.error {
         println!("error     {e}");
@@ -315,7 +337,10 @@ fn print_report(r: &JobReport) {
     if let Some(f) = s.finished_at {
         println!("finished  {}", f.to_rfc3339());
     }
-    println!("rows      {} loaded, {} rejected", s.rows_loaded, s.rows_rejected);
+    println!(
+        "rows      {} loaded, {} rejected",
+        s.rows_loaded, s.rows_rejected
+    );
     for (table, rows) in &r.rows_per_table {
         println!("  {table:<40} {rows:>12}");
     }
@@ -326,7 +351,10 @@ fn print_report(r: &JobReport) {
         }
     }
     if !r.rejected.is_empty() {
-        println!("rejected records (first {}; all in sluice.rejected_rows)", r.rejected.len());
+        println!(
+            "rejected records (first {}; all in sluice.rejected_rows)",
+            r.rejected.len()
+        );
         for rej in &r.rejected {
             println!("  {}: {}", rej.source, rej.error);
         }
@@ -443,7 +471,10 @@ async fn freshness(settings: &Settings) -> anyhow::Result<ExitCode> {
             &[],
         )
         .await?;
-    println!("{:<45} {:<25} {:<25} job", "stream", "source time (UTC)", "loaded at (UTC)");
+    println!(
+        "{:<45} {:<25} {:<25} job",
+        "stream", "source time (UTC)", "loaded at (UTC)"
+    );
     for r in rows {
         let stream: String = r.get(0);
         let source: chrono::DateTime<Utc> = r.get(1);
@@ -481,7 +512,11 @@ fn describe(delivery: &sluice_broker::lapin::message::Delivery) -> Parked {
         .or_else(|| death.as_ref().map(|(key, _)| key.clone()))
         .unwrap_or_default();
     let error = sluice_broker::header_str(props, ERROR_HEADER)
-        .or_else(|| death.as_ref().map(|(_, reason)| format!("dead-lettered: {reason}")))
+        .or_else(|| {
+            death
+                .as_ref()
+                .map(|(_, reason)| format!("dead-lettered: {reason}"))
+        })
         .unwrap_or_default();
     let (job_id, task_id) = if kind == FetchTask::KIND {
         FetchTask::decode(&delivery.data)
@@ -579,9 +614,17 @@ async fn dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
 
 /// Reopens the ledger entry of a parked message and publishes it again with a fresh attempt
 /// count. Returns false (left parked) when its job can no longer take it.
-async fn replay_one(broker: &Broker, pool: &Pool, parked: &Parked, body: &[u8]) -> anyhow::Result<bool> {
+async fn replay_one(
+    broker: &Broker,
+    pool: &Pool,
+    parked: &Parked,
+    body: &[u8],
+) -> anyhow::Result<bool> {
     let Some(job_id) = parked.job_id else {
-        eprintln!("left parked: undecodable {} message ({})", parked.kind, parked.error);
+        eprintln!(
+            "left parked: undecodable {} message ({})",
+            parked.kind, parked.error
+        );
         return Ok(false);
     };
     let headers = Headers::default().traced(job_id);
@@ -614,7 +657,9 @@ async fn replay_one(broker: &Broker, pool: &Pool, parked: &Parked, body: &[u8]) 
 async fn reopen(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<bool, StoreError> {
     let ok = ledger::reopen_task(pool, job_id, task_id).await?;
     if !ok {
-        eprintln!("left parked: task {task_id} of job {job_id} (job cancelled, succeeded, or its stream is held by another job)");
+        eprintln!(
+            "left parked: task {task_id} of job {job_id} (job cancelled, succeeded, or its stream is held by another job)"
+        );
     }
     Ok(ok)
 }

@@ -381,7 +381,10 @@ impl Broker {
         };
         for route in Route::ALL {
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
             args.insert(
                 "x-delivery-limit".into(),
                 AMQPValue::LongInt(self.delivery_limit as i32),
@@ -452,7 +455,10 @@ impl Broker {
         }
         for queue in [t.parked(), t.parked_notify()] {
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
             ch.queue_declare(queue.clone().into(), durable_queue, args)
                 .await
                 .map_err(amqp(format!("declare queue {queue}")))?;
@@ -686,6 +692,7 @@ impl Broker {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -176,7 +176,10 @@ impl Settings {
     /// # Errors
     /// A [`ConfigError`] naming the file or the key that could not be read or parsed.
     pub fn load() -> Result<Self, ConfigError> {
-        Self::load_from(std::env::var("SLUICE_CONFIG").ok().as_deref(), std::env::vars())
+        Self::load_from(
+            std::env::var("SLUICE_CONFIG").ok().as_deref(),
+            std::env::vars(),
+        )
     }
 
     /// Like [`Settings::load`] with an explicit file and environment (for tests).
@@ -227,6 +230,7 @@ impl DatabaseSettings {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -234,8 +238,14 @@ mod tests {
     fn environment_overrides_defaults() {
         let env = vec![
             ("SLUICE__AMQP__PREFIX".to_string(), "t1".to_string()),
-            ("SLUICE__CONNECTORS__SAILTHRU__PAGE_SIZE".to_string(), "7".to_string()),
-            ("SLUICE__CONNECTORS__SAILTHRU__EMAIL_POLICY".to_string(), "drop".to_string()),
+            (
+                "SLUICE__CONNECTORS__SAILTHRU__PAGE_SIZE".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "SLUICE__CONNECTORS__SAILTHRU__EMAIL_POLICY".to_string(),
+                "drop".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let s = Settings::load_from(None, env).unwrap();

@@ -30,6 +30,7 @@ fn derive(parent: &str, index: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -380,6 +380,7 @@ impl Message for ControlMessage {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -424,7 +425,10 @@ mod tests {
     fn rejects_other_versions_and_names_the_type() {
         let body = br#"{"v":2,"job_id":"00000000-0000-0000-0000-000000000000","task_id":"t","outcome":"failed","error":"x"}"#;
         let err = TaskOutcome::decode(body).unwrap_err().to_string();
-        assert!(err.contains("TaskOutcome") && err.contains("version 2"), "{err}");
+        assert!(
+            err.contains("TaskOutcome") && err.contains("version 2"),
+            "{err}"
+        );
         let err = JobRequest::decode(b"{not json").unwrap_err().to_string();
         assert!(err.contains("JobRequest"), "{err}");
     }

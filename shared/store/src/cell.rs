@@ -125,7 +125,11 @@ pub fn to_cell(value: &Value, ty: &Type) -> Result<Cell, String> {
     let int = || -> Result<i64, String> {
         value.as_i64().ok_or_else(|| {
             if value.is_number() {
-                format!("{} is not an integer in the range of {}", describe(value), ty.name())
+                format!(
+                    "{} is not an integer in the range of {}",
+                    describe(value),
+                    ty.name()
+                )
             } else {
                 wrong()
             }
@@ -149,7 +153,9 @@ pub fn to_cell(value: &Value, ty: &Type) -> Result<Cell, String> {
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text()?.to_string()),
         Type::JSON | Type::JSONB => {
             if has_nul(value) {
-                return Err("JSON contains a NUL character (\\u0000), which jsonb cannot store".into());
+                return Err(
+                    "JSON contains a NUL character (\\u0000), which jsonb cannot store".into(),
+                );
             }
             Cell::Json(value.clone())
         }
@@ -215,6 +221,7 @@ impl ToSql for Cell {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -243,13 +250,35 @@ mod tests {
             )
         );
         let tz = to_cell(&json!("2016-03-31T13:41:48.000+02:00"), &Type::TIMESTAMPTZ).unwrap();
-        assert_eq!(tz, Cell::TimestampTz("2016-03-31T11:41:48Z".parse().unwrap()));
+        assert_eq!(
+            tz,
+            Cell::TimestampTz("2016-03-31T11:41:48Z".parse().unwrap())
+        );
         assert!(to_cell(&json!("2016-02-30"), &Type::DATE).is_err());
-        assert!(to_cell(&json!("yesterday"), &Type::TIMESTAMP).unwrap_err().contains("invalid timestamp"));
-        assert!(to_cell(&json!("a\u{0}b"), &Type::TEXT).unwrap_err().contains("NUL"));
-        assert!(to_cell(&json!({"k": "a\u{0}"}), &Type::JSONB).unwrap_err().contains("NUL"));
+        assert!(
+            to_cell(&json!("yesterday"), &Type::TIMESTAMP)
+                .unwrap_err()
+                .contains("invalid timestamp")
+        );
+        assert!(
+            to_cell(&json!("a\u{0}b"), &Type::TEXT)
+                .unwrap_err()
+                .contains("NUL")
+        );
+        assert!(
+            to_cell(&json!({"k": "a\u{0}"}), &Type::JSONB)
+                .unwrap_err()
+                .contains("NUL")
+        );
         assert_eq!(to_cell(&json!(null), &Type::INT4), Ok(Cell::Null));
-        assert_eq!(to_cell(&json!(null), &Type::JSONB), Ok(Cell::Json(json!(null))));
-        assert!(to_cell(&json!(1), &Type::NUMERIC).unwrap_err().contains("not supported"));
+        assert_eq!(
+            to_cell(&json!(null), &Type::JSONB),
+            Ok(Cell::Json(json!(null)))
+        );
+        assert!(
+            to_cell(&json!(1), &Type::NUMERIC)
+                .unwrap_err()
+                .contains("not supported")
+        );
     }
 }

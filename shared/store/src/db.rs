@@ -117,7 +117,7 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, StoreError> {
     let applied: Vec<i32> = report
         .applied_migrations()
         .iter()
-        .map(|m| m.version() as i32)
+        .map(|m| m.version())
         .collect();
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");

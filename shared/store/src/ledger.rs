@@ -41,7 +41,10 @@ pub mod state {
 ///
 /// # Errors
 /// Database errors.
-pub async fn insert_job(client: &impl GenericClient, req: &JobRequest) -> Result<String, StoreError> {
+pub async fn insert_job(
+    client: &impl GenericClient,
+    req: &JobRequest,
+) -> Result<String, StoreError> {
     client
         .execute(
             "INSERT INTO sluice.jobs (id, connector, stream, account, params, mode, requested_at)
@@ -59,7 +62,10 @@ pub async fn insert_job(client: &impl GenericClient, req: &JobRequest) -> Result
         .await
         .context(|| format!("recording job {}", req.job_id))?;
     let row = client
-        .query_one("SELECT state FROM sluice.jobs WHERE id = $1", &[&req.job_id])
+        .query_one(
+            "SELECT state FROM sluice.jobs WHERE id = $1",
+            &[&req.job_id],
+        )
         .await
         .context(|| format!("reading job {}", req.job_id))?;
     Ok(row.get(0))
@@ -294,7 +300,10 @@ pub async fn unpublished_tasks(
 ///
 /// # Errors
 /// Database errors.
-pub async fn mark_published(client: &impl GenericClient, task_ids: &[String]) -> Result<(), StoreError> {
+pub async fn mark_published(
+    client: &impl GenericClient,
+    task_ids: &[String],
+) -> Result<(), StoreError> {
     client
         .execute(
             "UPDATE sluice.tasks SET published_at = now() WHERE task_id = ANY($1)",
@@ -380,7 +389,11 @@ pub struct BatchApplied {
 /// # Errors
 /// [`StoreError::Schema`] when the batch does not fit its table (permanent); database errors
 /// (see [`StoreError::is_transient`]).
-pub async fn apply_batch(pool: &Pool, catalog: &Catalog, batch: &RecordBatch) -> Result<BatchApplied, StoreError> {
+pub async fn apply_batch(
+    pool: &Pool,
+    catalog: &Catalog,
+    batch: &RecordBatch,
+) -> Result<BatchApplied, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.context(|| "begin".into())?;
     let job_id = batch.job_id;
@@ -512,7 +525,10 @@ async fn complete_if_all_parts(
     last: i32,
 ) -> Result<bool, StoreError> {
     let parts: i64 = tx
-        .query_one("SELECT count(*) FROM sluice.batches WHERE task_id = $1", &[&task_id])
+        .query_one(
+            "SELECT count(*) FROM sluice.batches WHERE task_id = $1",
+            &[&task_id],
+        )
         .await
         .context(|| "counting parts".into())?
         .get(0);
@@ -629,7 +645,8 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
         )
         .await
         .context(|| "reading the job".into())?;
-    let (connector, account, job_stream): (String, String, String) = (job.get(0), job.get(1), job.get(2));
+    let (connector, account, job_stream): (String, String, String) =
+        (job.get(0), job.get(1), job.get(2));
     let per_stream = tx
         .query(
             "SELECT stream, max(cursor_max) FROM sluice.tasks
@@ -663,7 +680,13 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
                 SET bookmark = EXCLUDED.bookmark, job_id = EXCLUDED.job_id, updated_at = now()
               WHERE sluice.stream_state.bookmark->>'cursor' IS NULL
                  OR sluice.stream_state.bookmark->>'cursor' <= EXCLUDED.bookmark->>'cursor'",
-            &[&connector, &account, &job_stream, &json!({ "cursor": cursor }), &job_id],
+            &[
+                &connector,
+                &account,
+                &job_stream,
+                &json!({ "cursor": cursor }),
+                &job_id,
+            ],
         )
         .await
         .context(|| "advancing the bookmark".into())?;
@@ -747,11 +770,17 @@ pub async fn reopen_task(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<boo
         return Ok(false);
     }
     let job = tx
-        .query_one("SELECT connector, account, stream FROM sluice.jobs WHERE id = $1", &[&job_id])
+        .query_one(
+            "SELECT connector, account, stream FROM sluice.jobs WHERE id = $1",
+            &[&job_id],
+        )
         .await
         .context(|| "reading the job".into())?;
     let (c, a, s): (String, String, String) = (job.get(0), job.get(1), job.get(2));
-    if acquire_stream_lock(&tx, &c, &a, &s, job_id).await?.is_some() {
+    if acquire_stream_lock(&tx, &c, &a, &s, job_id)
+        .await?
+        .is_some()
+    {
         return Ok(false);
     }
     let reopened = tx
@@ -860,9 +889,15 @@ fn summary(r: &tokio_postgres::Row) -> JobSummary {
 ///
 /// # Errors
 /// Database errors.
-pub async fn list_jobs(client: &impl GenericClient, limit: i64) -> Result<Vec<JobSummary>, StoreError> {
+pub async fn list_jobs(
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<JobSummary>, StoreError> {
     let rows = client
-        .query(&format!("{SUMMARY_SQL} ORDER BY j.requested_at DESC LIMIT $1"), &[&limit])
+        .query(
+            &format!("{SUMMARY_SQL} ORDER BY j.requested_at DESC LIMIT $1"),
+            &[&limit],
+        )
         .await
         .context(|| "listing jobs".into())?;
     Ok(rows.iter().map(summary).collect())
@@ -905,7 +940,10 @@ pub struct RejectedSummary {
 ///
 /// # Errors
 /// Database errors.
-pub async fn job_report(client: &impl GenericClient, job_id: Uuid) -> Result<Option<JobReport>, StoreError> {
+pub async fn job_report(
+    client: &impl GenericClient,
+    job_id: Uuid,
+) -> Result<Option<JobReport>, StoreError> {
     let Some(row) = client
         .query_opt(&format!("{SUMMARY_SQL} WHERE j.id = $1"), &[&job_id])
         .await
@@ -915,7 +953,10 @@ pub async fn job_report(client: &impl GenericClient, job_id: Uuid) -> Result<Opt
     };
     let summary = summary(&row);
     let extra = client
-        .query_one("SELECT mode, params, warnings FROM sluice.jobs WHERE id = $1", &[&job_id])
+        .query_one(
+            "SELECT mode, params, warnings FROM sluice.jobs WHERE id = $1",
+            &[&job_id],
+        )
         .await
         .context(|| "reading job".into())?;
     let tasks = client

@@ -193,9 +193,9 @@ pub async fn load_rows(
                 "column {name} of {table} is written by the loader, not by connectors"
             )));
         }
-        let col = info.column(name).ok_or_else(|| {
-            StoreError::Schema(format!("table {table} has no column {name:?}"))
-        })?;
+        let col = info
+            .column(name)
+            .ok_or_else(|| StoreError::Schema(format!("table {table} has no column {name:?}")))?;
         if !supported(&col.ty) {
             return Err(StoreError::Schema(format!(
                 "column {name} of {table} has type {}, which the loader cannot write",
@@ -250,11 +250,7 @@ pub async fn load_rows(
     // constraints) plus an ordinal so the last duplicate of a key wins.
     let col_list: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
     let col_sql = col_list.join(", ");
-    let stage = format!(
-        "\"_sluice_stage_{}_{}\"",
-        info.oid,
-        short_hash(&col_sql)
-    );
+    let stage = format!("\"_sluice_stage_{}_{}\"", info.oid, short_hash(&col_sql));
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS
            SELECT {col_sql}, 0::bigint AS _sluice_ord FROM {} WITH NO DATA",
@@ -266,7 +262,9 @@ pub async fn load_rows(
     let mut types: Vec<Type> = cols.iter().map(|c| c.ty.clone()).collect();
     types.push(Type::INT8);
     let sink = tx
-        .copy_in(&format!("COPY {stage} ({col_sql}, _sluice_ord) FROM STDIN BINARY"))
+        .copy_in(&format!(
+            "COPY {stage} ({col_sql}, _sluice_ord) FROM STDIN BINARY"
+        ))
         .await
         .context(|| format!("starting COPY for {table}"))?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -286,7 +284,11 @@ pub async fn load_rows(
         for (i, (value, col)) in row.iter().zip(&cols).enumerate() {
             match to_cell(value, &col.ty) {
                 Ok(Cell::Null) if pk_positions.contains(&i) || version_position == Some(i) => {
-                    let what = if version_position == Some(i) { "version" } else { "primary-key" };
+                    let what = if version_position == Some(i) {
+                        "version"
+                    } else {
+                        "primary-key"
+                    };
                     outcome.rejected.push(reject(
                         table,
                         columns,
@@ -330,7 +332,8 @@ pub async fn load_rows(
         .join(", ");
 
     if !scope.is_empty() {
-        outcome.deleted = replace_scope(tx, &info, table, &stage, &scope, version.as_deref(), merge).await?;
+        outcome.deleted =
+            replace_scope(tx, &info, table, &stage, &scope, version.as_deref(), merge).await?;
     }
 
     let non_key: Vec<&String> = columns
@@ -374,7 +377,11 @@ pub async fn load_rows(
         if let Some(v) = &version {
             guards.push(format!("t.{0} <= EXCLUDED.{0}", quote_ident(v)));
         }
-        format!("DO UPDATE SET {} WHERE {}", set.join(", "), guards.join(" AND "))
+        format!(
+            "DO UPDATE SET {} WHERE {}",
+            set.join(", "),
+            guards.join(" AND ")
+        )
     };
     // Scoped collections: rows of a parent whose stored version (in the parent table, or
     // else in this table) is newer are not added: an older export loaded late must not
@@ -463,7 +470,9 @@ async fn replace_scope(
     let mut conditions = Vec::new();
     for (i, c) in scope.iter().enumerate() {
         let col = info.column(c).ok_or_else(|| {
-            StoreError::Schema(format!("replace-scope column {c:?} is not a column of {table}"))
+            StoreError::Schema(format!(
+                "replace-scope column {c:?} is not a column of {table}"
+            ))
         })?;
         conditions.push(format!(
             "d.{} = (k->>{i})::{}",
@@ -487,7 +496,11 @@ async fn replace_scope(
         let col = info.column(v).ok_or_else(|| {
             StoreError::Schema(format!("version column {v:?} is not a column of {table}"))
         })?;
-        conditions.push(format!("d.{} <= $2::text::{}", quote_ident(v), col.ty.name()));
+        conditions.push(format!(
+            "d.{} <= $2::text::{}",
+            quote_ident(v),
+            col.ty.name()
+        ));
         params.push(text);
     }
     let sql = format!(
@@ -502,11 +515,8 @@ async fn replace_scope(
 }
 
 fn reject(table: &str, columns: &[String], row: &[Value], error: String) -> RejectedRecord {
-    let record: serde_json::Map<String, Value> = columns
-        .iter()
-        .cloned()
-        .zip(row.iter().cloned())
-        .collect();
+    let record: serde_json::Map<String, Value> =
+        columns.iter().cloned().zip(row.iter().cloned()).collect();
     RejectedRecord {
         source: format!("loader: {table}"),
         table: Some(table.to_string()),

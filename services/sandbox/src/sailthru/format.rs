@@ -174,6 +174,7 @@ pub(crate) const fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
