@@ -22,6 +22,20 @@ use sluice_store::ledger::{self, JobReport};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The tables of schema `sailthru` (views excluded).
+pub const SAILTHRU_TABLES: [&str; 10] = [
+    "blast",
+    "message_blast",
+    "message_blast_action",
+    "message_transactional",
+    "message_transactional_action",
+    "profile",
+    "profile_geo",
+    "profile_browser",
+    "profile_lists_signup",
+    "profile_vars",
+];
+
 /// The repository root (where `tests/fixtures` lives).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

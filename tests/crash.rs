@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_e2e::{TestEnv, init_logging};
+use sluice_e2e::{SAILTHRU_TABLES, TestEnv, init_logging};
 use sluice_sandbox::sailthru::{ExportSpec, expected_counts};
 
 const SEED: u64 = 20_161_120;
@@ -40,21 +40,7 @@ async fn sigkill_of_loader_and_fetcher_mid_job_loses_and_duplicates_nothing() {
         date: chrono::NaiveDate::from_ymd_opt(2024, 1, 2).expect("date"),
     };
     let expected = expected_counts(&spec);
-    let total: u64 = [
-        "blast",
-        "message_blast",
-        "message_blast_action",
-        "message_transactional",
-        "message_transactional_action",
-        "profile",
-        "profile_geo",
-        "profile_browser",
-        "profile_lists_signup",
-        "profile_vars",
-    ]
-    .iter()
-    .map(|t| expected[*t])
-    .sum();
+    let total: u64 = SAILTHRU_TABLES.iter().map(|t| expected[*t]).sum();
     let url = format!("{sandbox}/sailthru/exports/{SEED}/{MESSAGES}/sailthru_export.20240102.zip");
     // Warm the sandbox's cache so generation time does not count against the job.
     reqwest::get(&url)

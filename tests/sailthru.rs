@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_e2e::{TestEnv, init_logging, read_zip, sailthru_sample, zip_archive};
+use sluice_e2e::{SAILTHRU_TABLES, TestEnv, init_logging, read_zip, sailthru_sample, zip_archive};
 
 const TABLES: [&str; 12] = [
     "blast",
@@ -13,19 +13,6 @@ const TABLES: [&str; 12] = [
     "message_transactional",
     "message_transactional_action",
     "message_transactional_flat",
-    "profile",
-    "profile_geo",
-    "profile_browser",
-    "profile_lists_signup",
-    "profile_vars",
-];
-
-const BASE_TABLES: [&str; 10] = [
-    "blast",
-    "message_blast",
-    "message_blast_action",
-    "message_transactional",
-    "message_transactional_action",
     "profile",
     "profile_geo",
     "profile_browser",
@@ -46,7 +33,7 @@ async fn query_one_string(env: &TestEnv, sql: &str) -> String {
 
 async fn fingerprints(env: &TestEnv) -> Vec<String> {
     let mut out = Vec::new();
-    for t in BASE_TABLES {
+    for t in SAILTHRU_TABLES {
         out.push(
             env.fingerprint(&format!("sailthru.{t}"))
                 .await

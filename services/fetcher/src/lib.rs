@@ -25,7 +25,7 @@ use sluice_contracts::{
     Settings, TaskOutcome, ids,
 };
 use sluice_service::health::Health;
-use sluice_service::{AdminServer, Backoff, metrics};
+use sluice_service::{AdminServer, metrics};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
@@ -72,29 +72,10 @@ pub async fn run_with(
     )
     .await?;
     let cancelled = Cancelled::default();
-    let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
-        match session(
-            &settings,
-            &registry,
-            &health,
-            &cancelled,
-            &shutdown,
-            &mut backoff,
-        )
-        .await
-        {
-            Ok(()) => break,
-            Err(e) => {
-                health.set_broker(false);
-                warn!(error = %format!("{e:#}"), "fetcher session ended; reconnecting");
-                if !backoff.wait(&shutdown).await {
-                    break;
-                }
-            }
-        }
-    }
-    info!("fetcher stopped");
+    sluice_service::supervise("fetcher", &health, &shutdown, || {
+        session(&settings, &registry, &health, &cancelled, &shutdown)
+    })
+    .await;
     Ok(())
 }
 
@@ -127,11 +108,9 @@ async fn session(
     health: &Arc<Health>,
     cancelled: &Cancelled,
     shutdown: &CancellationToken,
-    backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let broker = Arc::new(Broker::connect(&settings.amqp, "sluice-fetcher").await?);
     health.set_broker(true);
-    backoff.reset();
     info!(prefix = %settings.amqp.prefix, concurrency = settings.fetcher.concurrency, "fetcher connected");
 
     let mut control = broker.consume_control("sluice-fetcher-control").await?;

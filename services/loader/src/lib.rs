@@ -48,22 +48,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         shutdown.clone(),
     )
     .await?;
-    let pool = sluice_store::connect(&settings.database).await?;
+    let Some(pool) = sluice_service::retry("connecting to Postgres", &shutdown, || {
+        sluice_store::connect(&settings.database)
+    })
+    .await
+    else {
+        return Ok(());
+    };
     let catalog = Catalog::default();
-    let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
-        match session(&settings, &pool, &catalog, &health, &shutdown, &mut backoff).await {
-            Ok(()) => break,
-            Err(e) => {
-                health.set_broker(false);
-                warn!(error = %format!("{e:#}"), "loader session ended; reconnecting");
-                if !backoff.wait(&shutdown).await {
-                    break;
-                }
-            }
-        }
-    }
-    info!("loader stopped");
+    sluice_service::supervise("loader", &health, &shutdown, || {
+        session(&settings, &pool, &catalog, &health, &shutdown)
+    })
+    .await;
     Ok(())
 }
 
@@ -73,13 +69,11 @@ async fn session(
     catalog: &Catalog,
     health: &Arc<Health>,
     shutdown: &CancellationToken,
-    backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     sluice_store::migrate(pool).await?;
     health.set_database(true);
     let broker = Arc::new(Broker::connect(&settings.amqp, "sluice-loader").await?);
     health.set_broker(true);
-    backoff.reset();
     info!(prefix = %settings.amqp.prefix, concurrency = settings.loader.concurrency, "loader connected");
     let ctx = Ctx {
         broker: broker.clone(),

@@ -64,30 +64,17 @@ pub async fn run_with(
         shutdown.clone(),
     )
     .await?;
-    let pool = sluice_store::connect(&settings.database).await?;
-    let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
-        match session(
-            &settings,
-            &registry,
-            &pool,
-            &health,
-            &shutdown,
-            &mut backoff,
-        )
-        .await
-        {
-            Ok(()) => break,
-            Err(e) => {
-                health.set_broker(false);
-                warn!(error = %format!("{e:#}"), "planner session ended; reconnecting");
-                if !backoff.wait(&shutdown).await {
-                    break;
-                }
-            }
-        }
-    }
-    info!("planner stopped");
+    let Some(pool) = sluice_service::retry("connecting to Postgres", &shutdown, || {
+        sluice_store::connect(&settings.database)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    sluice_service::supervise("planner", &health, &shutdown, || {
+        session(&settings, &registry, &pool, &health, &shutdown)
+    })
+    .await;
     Ok(())
 }
 
@@ -97,13 +84,11 @@ async fn session(
     pool: &Pool,
     health: &Arc<Health>,
     shutdown: &CancellationToken,
-    backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     sluice_store::migrate(pool).await?;
     health.set_database(true);
     let broker = Arc::new(Broker::connect(&settings.amqp, "sluice-planner").await?);
     health.set_broker(true);
-    backoff.reset();
     info!(prefix = %settings.amqp.prefix, "planner connected");
 
     let outbox = {

@@ -23,6 +23,11 @@ impl Health {
         self.broker.store(up, Ordering::Relaxed);
     }
 
+    /// Whether the broker connection is up.
+    pub fn broker_up(&self) -> bool {
+        self.broker.load(Ordering::Relaxed)
+    }
+
     /// Records whether the database answered.
     pub fn set_database(&self, up: bool) {
         self.database.store(up, Ordering::Relaxed);

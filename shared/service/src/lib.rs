@@ -137,6 +137,59 @@ pub fn shutdown_signal() -> CancellationToken {
     token
 }
 
+/// Runs a service's `session` (connect, consume, return on failure) again and again until
+/// `shutdown` is cancelled, waiting with backoff between attempts. The backoff starts over
+/// after a session that had connected to the broker. `name` labels the log lines.
+pub async fn supervise<F, Fut>(
+    name: &str,
+    health: &std::sync::Arc<health::Health>,
+    shutdown: &CancellationToken,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        match session().await {
+            Ok(()) => break,
+            Err(e) => {
+                if health.broker_up() {
+                    backoff.reset();
+                }
+                health.set_broker(false);
+                tracing::warn!(error = %format!("{e:#}"), "{name} session ended; reconnecting");
+                if !backoff.wait(shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("{name} stopped");
+}
+
+/// Retries `op` with backoff until it succeeds; `None` when `shutdown` comes first.
+/// Each failure is logged with `what`.
+pub async fn retry<T, E, F, Fut>(what: &str, shutdown: &CancellationToken, mut op: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::default();
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Capped exponential backoff: 0.5 s doubling to 30 s.
 #[derive(Debug, Clone)]
 pub struct Backoff {
