@@ -36,7 +36,9 @@ async fn a_failing_task_is_parked_fails_the_job_and_replays_once_fixed() {
         assert!(std::time::Instant::now() < deadline, "job never planned");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    std::fs::remove_file(&export).expect("remove archive");
+    // Moved away (not rewritten: the plan pinned the archive's ETag, which a copy changes).
+    let aside = dir.path().join("aside.zip");
+    std::fs::rename(&export, &aside).expect("move archive away");
     env.start_fetcher();
 
     let report = env.wait_job(job, WAIT).await.expect("job ends");
@@ -70,7 +72,7 @@ async fn a_failing_task_is_parked_fails_the_job_and_replays_once_fixed() {
     }));
 
     // Listing left them parked; fix the cause and replay.
-    std::fs::copy(sailthru_sample(), &export).expect("restore archive");
+    std::fs::rename(&aside, &export).expect("move archive back");
     let replayed = env.sluicectl(&["dlq", "replay"]).await.expect("dlq replay");
     assert!(replayed.status.success(), "{}", text(&replayed));
     assert!(

@@ -196,6 +196,9 @@ pub fn classify_error(location: &str, error: object_store::Error) -> ConnectorEr
         object_store::Error::NotFound { .. } => {
             ConnectorError::InvalidParams(format!("export location '{shown}' not found"))
         }
+        object_store::Error::Precondition { .. } => ConnectorError::Permanent(anyhow::anyhow!(
+            "export location '{shown}' changed since the job was planned (its ETag differs); start a new job for the new archive"
+        )),
         e @ (object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. }
         | object_store::Error::InvalidPath { .. }

@@ -149,6 +149,10 @@ pub struct FileSlice {
     pub first_line: u64,
     /// Number of lines in the slice (blank lines included, and skipped by the reader).
     pub line_count: u64,
+    /// The archive's ETag when the job was planned; reads send it as `If-Match`, so an
+    /// archive replaced after planning fails the task instead of yielding other lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Where a page task starts.
@@ -403,6 +407,7 @@ mod tests {
                     compression: Compression::Deflate,
                     first_line: 1,
                     line_count: 5,
+                    version: None,
                 }),
                 ..PageRef::default()
             }),

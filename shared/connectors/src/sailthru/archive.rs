@@ -758,6 +758,7 @@ pub async fn open_member(
     }
     let options = GetOptions {
         range: Some(slice_range(slice)),
+        if_match: slice.version.clone(),
         ..GetOptions::default()
     };
     let result = store.get_opts(path, options).await?;
@@ -855,13 +856,19 @@ where
 pub struct LocalCopy {
     /// The file to scan.
     pub path: PathBuf,
+    /// The archive's ETag as the store reported it, when it has one.
+    pub e_tag: Option<String>,
     _temp: Option<tempfile::TempPath>,
 }
 
 impl LocalCopy {
-    /// A file that is already local (not deleted on drop).
-    pub fn existing(path: PathBuf) -> Self {
-        Self { path, _temp: None }
+    /// A file that is already local (not deleted on drop), with its store ETag.
+    pub fn existing(path: PathBuf, e_tag: Option<String>) -> Self {
+        Self {
+            path,
+            e_tag,
+            _temp: None,
+        }
     }
 
     /// Streams the object at `path` of `store` into a temporary file, chunk by chunk.
@@ -879,17 +886,16 @@ impl LocalCopy {
         let mut file = tokio::fs::File::create(&temp)
             .await
             .map_err(DownloadError::Io)?;
-        let mut stream = store
-            .get(path)
-            .await
-            .map_err(DownloadError::Store)?
-            .into_stream();
+        let result = store.get(path).await.map_err(DownloadError::Store)?;
+        let e_tag = result.meta.e_tag.clone();
+        let mut stream = result.into_stream();
         while let Some(chunk) = stream.try_next().await.map_err(DownloadError::Store)? {
             file.write_all(&chunk).await.map_err(DownloadError::Io)?;
         }
         file.flush().await.map_err(DownloadError::Io)?;
         Ok(Self {
             path: temp.to_path_buf(),
+            e_tag,
             _temp: Some(temp),
         })
     }

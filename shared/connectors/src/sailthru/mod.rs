@@ -10,6 +10,7 @@
 //! ([`records`]); lines that cannot be read become rejected records naming member, line and
 //! field. Each task's `cursor_max` is the export date (`YYYY-MM-DD`).
 
+use object_store::ObjectStoreExt as _;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -154,7 +155,16 @@ impl SailthruConnector {
         let shown = redact_url(export);
         if let Some(path) = location::local_path(export) {
             return match tokio::fs::metadata(&path).await {
-                Ok(meta) if meta.is_file() => Ok(LocalCopy::existing(path)),
+                Ok(meta) if meta.is_file() => {
+                    // The ETag the fetchers' reads (through object_store) will check.
+                    let (store, object) = location::open_location(export, None)?;
+                    let e_tag = store
+                        .head(&object)
+                        .await
+                        .map_err(|e| classify_error(export, e))?
+                        .e_tag;
+                    Ok(LocalCopy::existing(path, e_tag))
+                }
                 Ok(_) => Err(ConnectorError::InvalidParams(format!(
                     "export location '{shown}' is not a file"
                 ))),
@@ -207,6 +217,7 @@ impl Connector for SailthruConnector {
                     "reading export location '{shown}': {e}"
                 )),
             })?;
+        let e_tag = copy.e_tag.clone();
         drop(copy);
         let mut tasks = Vec::new();
         for member in &scan.members {
@@ -222,6 +233,7 @@ impl Connector for SailthruConnector {
                             compression: member.compression,
                             first_line: slice.first_line,
                             line_count: slice.line_count,
+                            version: e_tag.clone(),
                         }),
                         ..PageRef::default()
                     }),

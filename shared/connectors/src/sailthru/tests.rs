@@ -681,6 +681,7 @@ async fn fetch_reads_only_its_slice() {
                 compression: Compression::Deflate,
                 first_line: 1,
                 line_count: 5,
+                version: None,
             }),
             ..PageRef::default()
         }),
@@ -708,6 +709,40 @@ async fn fetch_reads_only_its_slice() {
     let e = c.fetch(&task(&last, &plan.params, 0)).await.unwrap_err();
     assert!(
         matches!(e, ConnectorError::Permanent(_)) && e.to_string().contains("blast.20160401.json"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_archive_replaced_after_planning_fails_its_tasks_instead_of_reading_other_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.zip");
+    std::fs::copy(sample(), &path).unwrap();
+    let c = connector(7);
+    let plan = c
+        .plan(&job(json!({"export": path.to_str().unwrap()})))
+        .await
+        .unwrap();
+    let first = &plan.tasks[0];
+    assert!(
+        slice_of(first).version.is_some(),
+        "the plan pins the archive's ETag"
+    );
+    // Unchanged: reads work.
+    c.fetch(&task(first, &plan.params, 0)).await.unwrap();
+
+    // Replaced by a different archive (same name): every read is refused, naming the change.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let other = build_zip(&[(
+        "blast.20160401.json",
+        b"{ \"id\" : 1, \"name\" : \"x\", \"day\" : \"2016-04-01\" }\n",
+        zip::CompressionMethod::Deflated,
+    )]);
+    std::fs::write(&path, other).unwrap();
+    let e = c.fetch(&task(first, &plan.params, 0)).await.unwrap_err();
+    assert!(
+        matches!(e, ConnectorError::Permanent(_))
+            && e.to_string().contains("changed since the job was planned"),
         "{e}"
     );
 }
