@@ -182,6 +182,10 @@ pub enum TaskKind {
         start: DateTime<Utc>,
         /// Exclusive end, UTC.
         end: DateTime<Utc>,
+        /// The part of the stream the window applies to, when the stream has several (a
+        /// Klaviyo metric id for `events`); `None` for the whole stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<String>,
     },
     /// A batch of source ids.
     Ids {

@@ -656,9 +656,11 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
         .await
         .context(|| "reading cursors".into())?;
     let mut overall: Option<String> = None;
+    let mut stream_cursors: Vec<(String, String)> = Vec::new();
     for row in per_stream {
         let stream: String = row.get(0);
         let cursor: String = row.get(1);
+        stream_cursors.push((stream.clone(), cursor.clone()));
         if overall.as_deref().is_none_or(|o| cursor.as_str() > o) {
             overall = Some(cursor.clone());
         }
@@ -673,20 +675,25 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
         }
     }
     if let Some(cursor) = overall {
+        // The bookmark keeps the greatest cursor overall and per task stream (a Klaviyo
+        // events job has tasks of streams `events/<metric id>`), merged with the stored one
+        // so streams this job did not touch keep their cursors.
+        let stored: Option<Value> = tx
+            .query_opt(
+                "SELECT bookmark FROM sluice.stream_state
+                  WHERE connector = $1 AND account = $2 AND stream = $3 FOR UPDATE",
+                &[&connector, &account, &job_stream],
+            )
+            .await
+            .context(|| "reading the bookmark".into())?
+            .map(|r| r.get(0));
+        let bookmark = merge_bookmark(stored.as_ref(), &cursor, &stream_cursors);
         tx.execute(
             "INSERT INTO sluice.stream_state (connector, account, stream, bookmark, job_id)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (connector, account, stream) DO UPDATE
-                SET bookmark = EXCLUDED.bookmark, job_id = EXCLUDED.job_id, updated_at = now()
-              WHERE sluice.stream_state.bookmark->>'cursor' IS NULL
-                 OR sluice.stream_state.bookmark->>'cursor' <= EXCLUDED.bookmark->>'cursor'",
-            &[
-                &connector,
-                &account,
-                &job_stream,
-                &json!({ "cursor": cursor }),
-                &job_id,
-            ],
+                SET bookmark = EXCLUDED.bookmark, job_id = EXCLUDED.job_id, updated_at = now()",
+            &[&connector, &account, &job_stream, &bookmark, &job_id],
         )
         .await
         .context(|| "advancing the bookmark".into())?;
@@ -709,6 +716,32 @@ pub async fn finish_if_idle(pool: &Pool, job_id: Uuid) -> Result<Option<String>,
     let finished = finish_if_done(&tx, job_id).await?;
     tx.commit().await.context(|| "commit".into())?;
     Ok(finished)
+}
+
+/// The bookmark after a successful job: `{"cursor": <greatest>, "streams": {<task stream>:
+/// <greatest>}}`, never moving backwards from `stored`. Cursors compare as strings, which
+/// orders connectors' cursor formats (`YYYY-MM-DD`, RFC 3339 UTC with fixed precision).
+pub fn merge_bookmark(stored: Option<&Value>, cursor: &str, streams: &[(String, String)]) -> Value {
+    let max = |a: Option<&str>, b: &str| -> String {
+        match a {
+            Some(a) if a > b => a.to_string(),
+            _ => b.to_string(),
+        }
+    };
+    let stored_cursor = stored.and_then(|b| b.get("cursor")).and_then(Value::as_str);
+    let mut merged: serde_json::Map<String, Value> = stored
+        .and_then(|b| b.get("streams"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (stream, c) in streams {
+        let old = merged
+            .get(stream)
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        merged.insert(stream.clone(), Value::String(max(old.as_deref(), c)));
+    }
+    json!({ "cursor": max(stored_cursor, cursor), "streams": merged })
 }
 
 /// Result of [`cancel_job`].
@@ -1015,4 +1048,37 @@ pub async fn job_report(
         rejected,
         failed_tasks,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookmarks_merge_per_stream_and_never_move_back() {
+        let first = merge_bookmark(
+            None,
+            "2024-01-02T00:00:00.000000Z",
+            &[
+                ("events/A".into(), "2024-01-02T00:00:00.000000Z".into()),
+                ("events/B".into(), "2024-01-01T00:00:00.000000Z".into()),
+            ],
+        );
+        let second = merge_bookmark(
+            Some(&first),
+            "2024-01-01T12:00:00.000000Z",
+            &[("events/B".into(), "2024-01-01T12:00:00.000000Z".into())],
+        );
+        assert_eq!(
+            second,
+            json!({"cursor": "2024-01-02T00:00:00.000000Z", "streams": {
+                "events/A": "2024-01-02T00:00:00.000000Z",
+                "events/B": "2024-01-01T12:00:00.000000Z"}})
+        );
+        assert_eq!(
+            cursor_to_ts("2016-04-01").unwrap().to_rfc3339(),
+            "2016-04-01T00:00:00+00:00"
+        );
+    }
 }
