@@ -39,14 +39,29 @@ start() { # name, then the command; logs to target/demo/<name>.log
   pids+=($!)
 }
 
-wait_ready() { # name url
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_ready() { # name port pid
   for _ in $(seq 1 120); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/${2##*:}") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "$1 exited; last lines of $work/$1.log:" >&2
+      tail -n 5 "$work/$1.log" >&2
+      exit 1
+    fi
+    if port_open "$2"; then return 0; fi
     sleep 0.5
   done
   echo "$1 did not come up; see $work/$1.log" >&2
   exit 1
 }
+
+ports="$sandbox_port 9101 9102 9112 9103"
+for port in $ports; do
+  if port_open "$port"; then
+    echo "port $port is already in use (another sluice running?); stop it first" >&2
+    exit 1
+  fi
+done
 
 say "migrating the database"
 "$bin/sluicectl" migrate
@@ -57,8 +72,10 @@ start planner env SLUICE__PLANNER__ADMIN_BIND=127.0.0.1:9101 "$bin/sluice-planne
 start fetcher-1 env SLUICE__FETCHER__ADMIN_BIND=127.0.0.1:9102 "$bin/sluice-fetcher"
 start fetcher-2 env SLUICE__FETCHER__ADMIN_BIND=127.0.0.1:9112 "$bin/sluice-fetcher"
 start loader env SLUICE__LOADER__ADMIN_BIND=127.0.0.1:9103 "$bin/sluice-loader"
+i=0
 for svc in sandbox:$sandbox_port planner:9101 fetcher-1:9102 fetcher-2:9112 loader:9103; do
-  wait_ready "${svc%%:*}" "$svc"
+  wait_ready "${svc%%:*}" "${svc##*:}" "${pids[$i]}"
+  i=$((i + 1))
 done
 
 say "ingesting the real Sailthru sample export"

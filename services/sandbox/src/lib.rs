@@ -13,8 +13,14 @@
 //!   - `GET /livez`, `GET /readyz`: 200.
 //!
 //!   Bad parameters give 400 with `{"error": "...", "parameter": "seed"|"messages"|"date"}`.
+//! - [`klaviyo`]: an emulation of Klaviyo's JSON:API (`/api/…`, admin routes under
+//!   `/klaviyo/_admin/`) over a generated account, with rate limits and fault knobs; plus
+//!   ground-truth functions ([`klaviyo::event_ids`], [`klaviyo::segment_member_ids`], …).
+//!   [`router`] and [`run`] serve it with [`klaviyo::KlaviyoConfig::default`];
+//!   [`router_with`] and [`run_with`] take a [`klaviyo::KlaviyoConfig`].
 //! - `main.rs`: the `sluice-sandbox` binary (`serve`, `sailthru-export`).
 
+pub mod klaviyo;
 pub mod sailthru;
 mod server;
 
@@ -23,7 +29,26 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-pub use server::router;
+/// Builds every route: the Sailthru archives and probes of `config`, and the Klaviyo
+/// emulation with [`klaviyo::KlaviyoConfig::default`].
+pub fn router(config: SandboxConfig) -> axum::Router {
+    match router_with(config.clone(), klaviyo::KlaviyoConfig::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            // The default spec is valid; this only guards against a future change.
+            tracing::error!(error = %e, "klaviyo emulation disabled");
+            server::router(config)
+        }
+    }
+}
+
+/// Builds every route, the Klaviyo emulation configured by `klaviyo`.
+pub fn router_with(
+    config: SandboxConfig,
+    klaviyo: klaviyo::KlaviyoConfig,
+) -> Result<axum::Router, klaviyo::InvalidSpec> {
+    Ok(server::router(config).merge(klaviyo::router(klaviyo)?))
+}
 
 /// Sandbox settings.
 #[derive(Clone, Debug)]
@@ -41,6 +66,22 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(
+        config,
+        klaviyo::KlaviyoConfig::default(),
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`run`], with the Klaviyo emulation configured by `klaviyo`.
+pub async fn run_with(
+    config: SandboxConfig,
+    klaviyo: klaviyo::KlaviyoConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -48,7 +89,8 @@ pub async fn run(
         .await
         .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
     tracing::info!(%addr, cache_dir = %config.cache_dir.display(), "sandbox serving");
-    axum::serve(listener, router(config))
+    let app = router_with(config, klaviyo).context("configuring the Klaviyo emulation")?;
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("serving HTTP")?;

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, RateLimitScope};
 use sluice_sandbox::sailthru::{self, ExportSpec};
-use sluice_sandbox::{SandboxConfig, run};
+use sluice_sandbox::{SandboxConfig, run_with};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -41,6 +42,102 @@ struct ServeArgs {
     /// Cache directory for generated archives [default: $TMPDIR/sluice-sandbox].
     #[arg(long, env = "SLUICE_SANDBOX_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    klaviyo: KlaviyoArgs,
+}
+
+/// The Klaviyo emulation's settings (see `sluice_sandbox::klaviyo`).
+#[derive(Args)]
+struct KlaviyoArgs {
+    /// Seed of the generated Klaviyo account.
+    #[arg(long, default_value_t = 1)]
+    klaviyo_seed: u64,
+    /// Number of generated profiles.
+    #[arg(long, default_value_t = 10_000)]
+    klaviyo_profiles: u64,
+    /// Number of metrics (Placed Order, Received Email, Opened Email, Clicked Email, ...).
+    #[arg(long, default_value_t = 6)]
+    klaviyo_metrics: u32,
+    /// Number of lists.
+    #[arg(long, default_value_t = 3)]
+    klaviyo_lists: u32,
+    /// Number of segments.
+    #[arg(long, default_value_t = 3)]
+    klaviyo_segments: u32,
+    /// Events generated per metric.
+    #[arg(long, default_value_t = 100_000)]
+    klaviyo_events_per_metric: u64,
+    /// Start of the events' range (RFC 3339, UTC).
+    #[arg(long, default_value = "2024-01-01T00:00:00Z")]
+    klaviyo_start: chrono::DateTime<chrono::Utc>,
+    /// End of the events' range (RFC 3339, UTC, exclusive).
+    #[arg(long, default_value = "2024-04-01T00:00:00Z")]
+    klaviyo_end: chrono::DateTime<chrono::Utc>,
+    /// Share (0..=1) of events dated in the year after the end.
+    #[arg(long, default_value_t = 0.0)]
+    klaviyo_future_share: f64,
+    /// Accepted private API keys (comma-separated), each its own rate-limit account.
+    #[arg(long, value_delimiter = ',', default_value = "pk_sandbox")]
+    klaviyo_api_key: Vec<String>,
+    /// Multiplies Klaviyo's rate limits (1.0 = real), or `unlimited`.
+    #[arg(long, default_value = "1.0")]
+    klaviyo_rate_limit_scale: String,
+    /// Share one rate-limit budget per `endpoint` (Klaviyo) or per `tier`.
+    #[arg(long, default_value = "endpoint")]
+    klaviyo_rate_limit_scope: String,
+    /// Base of absolute links (default: http://<Host header>).
+    #[arg(long)]
+    klaviyo_public_url: Option<String>,
+    /// Fault knobs as JSON (`FaultConfig`), e.g. `{"error_503_share": 0.05}`.
+    #[arg(long)]
+    klaviyo_faults: Option<String>,
+}
+
+impl KlaviyoArgs {
+    fn config(self) -> anyhow::Result<KlaviyoConfig> {
+        let rate_limit_scale = match self.klaviyo_rate_limit_scale.as_str() {
+            "unlimited" | "none" => None,
+            s => Some(
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|x| *x > 0.0 && x.is_finite())
+                    .context(
+                        "--klaviyo-rate-limit-scale must be a positive number or `unlimited`",
+                    )?,
+            ),
+        };
+        let rate_limit_scope = match self.klaviyo_rate_limit_scope.as_str() {
+            "endpoint" => RateLimitScope::Endpoint,
+            "tier" => RateLimitScope::Tier,
+            other => {
+                anyhow::bail!("--klaviyo-rate-limit-scope must be endpoint or tier, not {other:?}")
+            }
+        };
+        let faults = match self.klaviyo_faults {
+            Some(j) => serde_json::from_str(&j).context("parsing --klaviyo-faults")?,
+            None => Default::default(),
+        };
+        let config = KlaviyoConfig {
+            data: KlaviyoDataSpec {
+                seed: self.klaviyo_seed,
+                profiles: self.klaviyo_profiles,
+                metrics: self.klaviyo_metrics,
+                lists: self.klaviyo_lists,
+                segments: self.klaviyo_segments,
+                start: self.klaviyo_start,
+                end: self.klaviyo_end,
+                events_per_metric: self.klaviyo_events_per_metric,
+                future_share: self.klaviyo_future_share,
+            },
+            api_keys: self.klaviyo_api_key,
+            rate_limit_scale,
+            rate_limit_scope,
+            faults,
+            public_url: self.klaviyo_public_url,
+        };
+        config.data.validate()?;
+        Ok(config)
+    }
 }
 
 #[derive(Args)]
@@ -76,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let klaviyo = args.klaviyo.config()?;
     let cache_dir = args
         .cache_dir
         .unwrap_or_else(|| std::env::temp_dir().join("sluice-sandbox"));
@@ -86,7 +184,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    run(SandboxConfig { cache_dir }, listener, shutdown).await
+    run_with(SandboxConfig { cache_dir }, klaviyo, listener, shutdown).await
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

@@ -275,6 +275,8 @@ async fn wait_for(pool: &Pool, job_id: Uuid, options: &SyncOptions) -> anyhow::R
     let deadline = options
         .timeout
         .map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let waited = std::time::Instant::now();
+    let mut warned_queued = false;
     let report = loop {
         let report = report(pool, job_id).await?;
         let s = &report.summary;
@@ -288,6 +290,15 @@ async fn wait_for(pool: &Pool, job_id: Uuid, options: &SyncOptions) -> anyhow::R
         bar.tick();
         if ledger::state::is_terminal(&s.state) {
             break report;
+        }
+        if s.state == ledger::state::QUEUED
+            && !warned_queued
+            && waited.elapsed() > Duration::from_secs(30)
+        {
+            bar.println(format!(
+                "job {job_id} is still queued after 30 s: is a planner running and connected to the same RabbitMQ prefix?"
+            ));
+            warned_queued = true;
         }
         if deadline.is_some_and(|d| std::time::Instant::now() > d) {
             bar.abandon();

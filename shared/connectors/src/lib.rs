@@ -12,18 +12,48 @@
 //! migration in `migrations/`.
 //!
 //! Layout: [`location`] opens export locations (path, `file://`, `http(s)://`, `s3://`)
-//! through `object_store`; [`sailthru`] reads Sailthru data-exporter archives.
+//! through `object_store`; [`sailthru`] reads Sailthru data-exporter archives; [`klaviyo`]
+//! extracts from Klaviyo's JSON:API (events, profiles, metrics, lists, segments, members).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_contracts::{FetchTask, MergeSpec, Mode, RejectedRecord, Settings, TaskKind};
 use uuid::Uuid;
 
+pub mod klaviyo;
 pub mod location;
 pub mod sailthru;
+
+/// Process-wide facts connectors may adapt to, shared with the service that runs them.
+///
+/// `fetcher_replicas` is the number of live fetcher processes consuming the fetch queue
+/// (RabbitMQ's consumer count of `<prefix>.fetch`); connectors whose outside API has an
+/// account-wide rate limit divide it by this count (see `docs/klaviyo.md`). The fetcher
+/// service is expected to keep it current; it defaults to 1.
+#[derive(Debug, Clone)]
+pub struct ConnectorContext {
+    /// Live fetcher replicas (≥ 1 is assumed; 0 is read as 1).
+    pub fetcher_replicas: Arc<AtomicU32>,
+}
+
+impl Default for ConnectorContext {
+    fn default() -> Self {
+        Self {
+            fetcher_replicas: Arc::new(AtomicU32::new(1)),
+        }
+    }
+}
+
+impl ConnectorContext {
+    /// The current replica count, at least 1.
+    pub fn replicas(&self) -> u32 {
+        self.fetcher_replicas.load(Ordering::Relaxed).max(1)
+    }
+}
 
 /// A job as the planner hands it to [`Connector::plan`].
 #[derive(Debug, Clone)]
@@ -140,10 +170,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds every connector from the settings.
+    /// Builds every connector from the settings, with a default [`ConnectorContext`]
+    /// (one fetcher replica).
     pub fn from_settings(settings: &Settings) -> Self {
+        Self::from_settings_with(settings, ConnectorContext::default())
+    }
+
+    /// Builds every connector from the settings and a shared [`ConnectorContext`].
+    pub fn from_settings_with(settings: &Settings, ctx: ConnectorContext) -> Self {
         let mut registry = Self::default();
         registry.insert(Arc::new(sailthru::build(&settings.connectors.sailthru)));
+        registry.insert(Arc::new(klaviyo::build(&settings.connectors.klaviyo, &ctx)));
         registry
     }
 

@@ -1,0 +1,228 @@
+//! Loader throughput next to raw binary COPY, in the same run, on the same rows.
+//!
+//! `cargo bench --bench loader [-- ROWS [BATCH [CONCURRENCY]]]` (defaults 200000, 1000, 4)
+//! against the Postgres at `SLUICE_TEST_DATABASE_URL` (default the local server). It creates
+//! a scratch database, a `klaviyo.events`-shaped destination table (primary key, index on
+//! (metric_id, datetime)), and an unindexed copy, then measures:
+//! 1. raw: one binary COPY of every row into the unindexed table;
+//! 2. loader, fresh inserts: the rows as `RecordBatch` parts of BATCH rows through
+//!    `ledger::apply_batch` (JSON → typed cells, COPY into staging, upsert, ledger writes),
+//!    CONCURRENCY parts at a time;
+//! 3. loader, updates: the same keys again with changed values.
+//!
+//! It prints rows per second and each loader rate as a share of raw COPY.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use postgres_types::{ToSql, Type};
+use serde_json::{Value, json};
+use sluice_contracts::{MESSAGE_VERSION, MergeSpec, RecordBatch, Settings};
+use sluice_store::cell::{Cell, to_cell};
+use sluice_store::ledger;
+use sluice_store::load::Catalog;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use uuid::Uuid;
+
+const COLUMNS: [&str; 8] = [
+    "id",
+    "metric_id",
+    "profile_id",
+    "datetime",
+    "timestamp",
+    "uuid",
+    "value",
+    "event_properties",
+];
+
+const DDL: &str = "
+CREATE SCHEMA bench;
+CREATE TABLE bench.events (
+    id text PRIMARY KEY, metric_id text, profile_id text, datetime timestamptz, timestamp bigint,
+    uuid text, value double precision, event_properties jsonb,
+    _sluice_job_id uuid NOT NULL, _sluice_loaded_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX ON bench.events (metric_id, datetime);
+CREATE TABLE bench.events_raw (
+    id text, metric_id text, profile_id text, datetime timestamptz, timestamp bigint,
+    uuid text, value double precision, event_properties jsonb);
+";
+
+fn row(i: u64, generation: u64) -> Vec<Value> {
+    let ts = 1_700_000_000 + i as i64 * 7;
+    let dt = chrono::DateTime::from_timestamp(ts, 0).expect("valid time");
+    vec![
+        json!(format!("4{i:025}")),
+        json!(format!("M{:05}", i % 12)),
+        json!(format!("01J{:023}", i % 50_000)),
+        json!(dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        json!(ts),
+        json!(Uuid::from_u128(u128::from(i) << 8 | u128::from(generation)).to_string()),
+        json!((i % 1000) as f64 * 1.25 + generation as f64),
+        json!({
+            "$value": (i % 1000) as f64 * 1.25 + generation as f64,
+            "OrderId": format!("O-{i}"),
+            "ItemNames": ["Jeans", "Shirt"],
+            "Categories": ["Women", "Women > Pants"],
+            "$extra": {"Discount": "SUMMER", "generation": generation},
+        }),
+    ]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rows = args.first().copied().unwrap_or(200_000);
+    let batch = args.get(1).copied().unwrap_or(1000) as usize;
+    let concurrency = args.get(2).copied().unwrap_or(4) as usize;
+
+    let base = std::env::var("SLUICE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (head, _) = base.rsplit_once('/').expect("database URL");
+    let db = format!("sluice_bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let settings = Settings::load_from(
+        None,
+        vec![
+            ("SLUICE__DATABASE__URL".to_string(), format!("{head}/{db}")),
+            (
+                "SLUICE__DATABASE__POOL_SIZE".to_string(),
+                (concurrency + 2).to_string(),
+            ),
+        ],
+    )?;
+    let pool = sluice_store::connect(&settings.database).await?;
+    sluice_store::migrate(&pool).await?;
+    pool.get().await?.batch_execute(DDL).await?;
+
+    let fresh: Vec<Vec<Value>> = (0..rows).map(|i| row(i, 0)).collect();
+    let updated: Vec<Vec<Value>> = (0..rows).map(|i| row(i, 1)).collect();
+    let bytes: usize = fresh
+        .iter()
+        .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()))
+        .sum();
+    println!(
+        "rows {rows}, batch {batch}, concurrency {concurrency}, ~{} bytes of JSON per row, Postgres {}",
+        bytes / rows.max(1) as usize,
+        pool.get()
+            .await?
+            .query_one("SHOW server_version", &[])
+            .await?
+            .get::<_, String>(0)
+    );
+
+    // 1. Raw binary COPY of the same rows (typed cells prepared as the loader would).
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::INT8,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::JSONB,
+    ];
+    let client = pool.get().await?;
+    let started = Instant::now();
+    let sink = client
+        .copy_in("COPY bench.events_raw FROM STDIN BINARY")
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    for r in &fresh {
+        let cells: Vec<Cell> = r
+            .iter()
+            .zip(&types)
+            .map(|(v, t)| to_cell(v, t).expect("valid cell"))
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&refs).await?;
+    }
+    writer.finish().await?;
+    let raw = rows as f64 / started.elapsed().as_secs_f64();
+    println!("raw binary COPY (unindexed):     {raw:>10.0} rows/s");
+    drop(client);
+
+    // 2 and 3. Through the loader.
+    let catalog = Catalog::default();
+    let mut rates = Vec::new();
+    for (label, data) in [("fresh inserts", &fresh), ("updates", &updated)] {
+        let job_id = Uuid::new_v4();
+        pool.get()
+            .await?
+            .execute(
+                "INSERT INTO sluice.jobs (id, connector, stream, state) VALUES ($1, 'bench', 'events', 'running')",
+                &[&job_id],
+            )
+            .await?;
+        let batches: Vec<RecordBatch> = data
+            .chunks(batch)
+            .enumerate()
+            .map(|(i, chunk)| RecordBatch {
+                v: MESSAGE_VERSION,
+                job_id,
+                task_id: format!("{job_id}-{i}"),
+                stream: "events".into(),
+                part: 0,
+                task_complete: true,
+                table: "bench.events".into(),
+                columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+                rows: chunk.to_vec(),
+                merge: MergeSpec::default(),
+                children: Vec::new(),
+                cursor_max: None,
+                rejected: Vec::new(),
+            })
+            .collect();
+        // Task rows as the planner records them, so completion bookkeeping is real.
+        let ids: Vec<String> = batches.iter().map(|b| b.task_id.clone()).collect();
+        pool.get()
+            .await?
+            .execute(
+                "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, published_at)
+                 SELECT t, $2, 'events', '{}'::jsonb, now() FROM unnest($1::text[]) t",
+                &[&ids, &job_id],
+            )
+            .await?;
+        let started = Instant::now();
+        let results: Vec<_> = futures::stream::iter(batches.iter())
+            .map(|b| ledger::apply_batch(&pool, &catalog, b))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        for r in results {
+            r?;
+        }
+        let state: String = pool
+            .get()
+            .await?
+            .query_one("SELECT state FROM sluice.jobs WHERE id = $1", &[&job_id])
+            .await?
+            .get(0);
+        assert_eq!(state, "succeeded", "every task completed");
+        let rate = rows as f64 / elapsed;
+        rates.push((label, rate));
+        println!(
+            "loader, {label:<14}           {rate:>10.0} rows/s  = {:.2} × raw COPY",
+            rate / raw
+        );
+    }
+    let count: i64 = pool
+        .get()
+        .await?
+        .query_one("SELECT count(*) FROM bench.events WHERE value >= 1", &[])
+        .await?
+        .get(0);
+    assert!(count > 0, "updates landed");
+
+    pool.close();
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await?;
+    Ok(())
+}

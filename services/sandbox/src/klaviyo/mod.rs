@@ -1,0 +1,326 @@
+//! An emulation of Klaviyo's JSON:API (revision 2026-07-15, after
+//! `specs/klaviyo/{events,profiles,metrics,lists,segments}.json`) over a generated account.
+//!
+//! # Routes (mounted at the sandbox root, so clients use the sandbox URL as base)
+//!
+//! | route | tier | `page[size]` default / max |
+//! |---|---|---|
+//! | `GET /api/metrics` (filter `integration.name`, `integration.category` equals) | M | cursor only, 200 per page |
+//! | `GET /api/metrics/{id}` | M | |
+//! | `GET /api/events` (see below) | XL | 200 / 1000 |
+//! | `GET /api/profiles` (filter `id`, `email`, `phone_number`, `external_id` any/equals; `created`, `updated` greater-than/less-than; sort `id`, `created`, `updated`, each also `-`) | L (M with `additional-fields[profile]=predictive_analytics`) | 20 / 100 |
+//! | `GET /api/profiles/{id}` | L | |
+//! | `GET /api/lists`, `GET /api/segments` (filter `id`, `name` any/equals; `created`, `updated` greater-than; segments also `is_active`, `is_starred`; sort `created`, `id`, `name`, `updated`, also `-`) | L | 10 / 10 |
+//! | `GET /api/lists/{id}`, `GET /api/segments/{id}` | L | |
+//! | `GET /api/{lists,segments}/{id}/relationships/profiles` (`{type, id}` only) | L | 20 / 100 |
+//! | `GET /api/{lists,segments}/{id}/profiles` (full profiles plus `joined_group_at`) | L | 20 / 100 |
+//!
+//! Membership routes filter on `email`, `phone_number` (any/equals), segments also on
+//! `profile_id`, and `joined_group_at` comparisons; sort `joined_group_at` / `-joined_group_at`.
+//!
+//! `GET /api/events`: filter `equals(metric_id,…)`, `equals(profile_id,…)`,
+//! `has(profile)`, `has(metric)`, `datetime` (RFC 3339) and `timestamp` (epoch seconds) with
+//! `greater-or-equal`/`greater-than`/`less-or-equal`/`less-than`, combined with `and(…)` or
+//! commas; `sort` `datetime`, `-datetime`, `timestamp`, `-timestamp` (default ascending; ties
+//! in a stable internal order); `include=profile,metric` (an `included` array).
+//! A `profile_id` filter scans at most 50 000 events per request, so its pages may be short
+//! (even empty) while `links.next` is set.
+//!
+//! Sparse fieldsets `fields[event|metric|profile|list|segment]=a,b` are applied to
+//! `attributes` (dotted names keep one sub-field, e.g. `location.city`). Filters on fields the
+//! spec allows but the sandbox does not model (`_kx`, `push_token`, `subscriptions.*`) and
+//! sorts on `email`/`subscriptions.*` are answered with 400 saying so.
+//!
+//! Every `/api/` request needs `Authorization: Klaviyo-API-Key <key>` (a key of
+//! [`KlaviyoConfig::api_keys`]; else 401 `not_authenticated`) and `revision: YYYY-MM-DD[.suffix]`
+//! (else 400). Errors are `{"errors": [{id, status, code, title, detail, source}]}`;
+//! `filter`/`sort`/`page[size]`/`page[cursor]`/`fields[…]`/`include` problems name the field or
+//! operator and carry `source.parameter`.
+//!
+//! Paging: `links.self`, `links.next` (absolute URL with the query and an opaque
+//! `page[cursor]`: hex of JSON holding the last position, the filter and the sort; null on
+//! the last page) and `links.prev` (always null). A cursor used with a different `filter` or
+//! `sort` is a 400.
+//!
+//! # Rate limits
+//! Per account (API key) and endpoint (or tier, [`RateLimitScope`]), sliding 1 s burst and
+//! 60 s steady windows (see [`Tier`]), scaled by [`KlaviyoConfig::rate_limit_scale`] (`None` =
+//! unlimited, then no `RateLimit-*` headers). Successes carry `RateLimit-Limit`
+//! (`"<tighter limit>, <burst>;w=1, <steady>;w=60"`), `RateLimit-Remaining` and
+//! `RateLimit-Reset` (seconds) of the tighter window (fewer requests left); 429s carry
+//! `Retry-After` (whole seconds ≥ 1) and an error with `code: "throttled"`.
+//!
+//! # Admin routes (no auth)
+//! - `GET /klaviyo/_admin/stats`: counters per tier and endpoint
+//!   (`ok`, `throttled`, `client_errors`, `faults`, `total`, `throttled_share`);
+//!   `POST /klaviyo/_admin/stats/reset`.
+//! - `GET|POST /klaviyo/_admin/faults`: the [`FaultConfig`] (POST replaces it; a
+//!   `throttle_seconds` > 0 forces 429s for that long from now).
+//! - `GET|POST /klaviyo/_admin/config`: the [`KlaviyoConfig`] (POST replaces it; fields left
+//!   out take their defaults; the appended events and touched profiles survive unless `data`
+//!   changes; rate-limit windows are reset).
+//! - `POST /klaviyo/_admin/events`: `{"metric_id", "profile_id", "datetime", "properties"}`
+//!   appends one event, or `{"count": n, "metric_id"?, "datetime"?}` appends n generated
+//!   ones (random profiles; `datetime` default now) → `{"ids": [...]}`.
+//! - `POST /klaviyo/_admin/profiles/{id}/touch` with an optional `{"updated": datetime}`
+//!   (default now) sets the profile's `updated` → the profile resource.
+//!
+//! # Faults ([`FaultConfig`])
+//! Applied to `/api/` requests after authentication and rate limiting, decided per request
+//! from `hash(seed, request number)` (so a sequential client sees the same faults each run):
+//! latency (fixed + jitter), 500 or 503 error bodies, dropped connections (the response
+//! body fails before any byte, so hyper closes the connection), truncated bodies (the full
+//! `Content-Length` is announced, half the body is sent, then the connection is closed).
+
+mod api;
+mod data;
+mod filter;
+mod limits;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use api::router;
+pub use data::InvalidSpec;
+pub use limits::{RateLimitScope, Tier};
+
+/// What account to generate. All times are UTC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KlaviyoDataSpec {
+    /// Seed of all randomness.
+    pub seed: u64,
+    /// Number of profiles, 1..=50 000 000.
+    pub profiles: u64,
+    /// Number of metrics, ≤ 3000, named `Placed Order`, `Received Email`, `Opened Email`,
+    /// `Clicked Email`, `Viewed Product`, `Started Checkout`, `Ordered Product`,
+    /// `Active on Site`, `Added to Cart`, `Bounced Email`, `Unsubscribed`, `Fulfilled Order`
+    /// (then again with ` 2`, …). Email metrics are bursty, the others uniform.
+    pub metrics: u32,
+    /// Number of lists, ≤ 3000.
+    pub lists: u32,
+    /// Number of segments, ≤ 3000.
+    pub segments: u32,
+    /// Start of the events' range (inclusive, whole seconds).
+    pub start: DateTime<Utc>,
+    /// End of the events' range (exclusive), after `start`, at most 20 years later.
+    pub end: DateTime<Utc>,
+    /// Events generated per metric.
+    pub events_per_metric: u64,
+    /// Share (0..=1) of each metric's events dated in the year after `end` instead.
+    pub future_share: f64,
+}
+
+impl Default for KlaviyoDataSpec {
+    fn default() -> Self {
+        KlaviyoDataSpec {
+            seed: 1,
+            profiles: 10_000,
+            metrics: 6,
+            lists: 3,
+            segments: 3,
+            start: Utc
+                .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            end: Utc
+                .with_ymd_and_hms(2024, 4, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            events_per_metric: 100_000,
+            future_share: 0.0,
+        }
+    }
+}
+
+impl KlaviyoDataSpec {
+    /// Checks the sizes and the range.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        data::Dataset::new(self).map(|_| ())
+    }
+}
+
+/// Injected faults. Shares are probabilities in `0..=1` per `/api/` request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Seed of the per-request decisions.
+    pub seed: u64,
+    /// Share of 500 responses.
+    pub error_500_share: f64,
+    /// Share of 503 responses.
+    pub error_503_share: f64,
+    /// Latency added to every response, milliseconds.
+    pub latency_ms: u64,
+    /// Extra random latency, uniform in `0..=latency_jitter_ms` milliseconds.
+    pub latency_jitter_ms: u64,
+    /// Share of connections closed without a response.
+    pub drop_share: f64,
+    /// Share of responses cut after half the body (with the full `Content-Length`).
+    pub truncate_share: f64,
+    /// When > 0: every `/api/` request gets 429 for this many seconds from when the config
+    /// is applied (`Retry-After` = the seconds left, ≥ 1).
+    pub throttle_seconds: f64,
+}
+
+/// The Klaviyo emulation's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KlaviyoConfig {
+    /// The generated account.
+    pub data: KlaviyoDataSpec,
+    /// Accepted private API keys, each its own account for rate limiting.
+    /// Default `["pk_sandbox"]`.
+    pub api_keys: Vec<String>,
+    /// Multiplies every rate limit (1.0 = Klaviyo's); `None` (JSON null) = unlimited.
+    pub rate_limit_scale: Option<f64>,
+    /// What a rate-limit budget is shared by.
+    pub rate_limit_scope: RateLimitScope,
+    /// Injected faults.
+    pub faults: FaultConfig,
+    /// Base of the absolute URLs in `links` (e.g. `http://sandbox:9200`); default
+    /// `http://<Host header>`.
+    pub public_url: Option<String>,
+}
+
+impl Default for KlaviyoConfig {
+    fn default() -> Self {
+        KlaviyoConfig {
+            data: KlaviyoDataSpec::default(),
+            api_keys: vec!["pk_sandbox".to_owned()],
+            rate_limit_scale: Some(1.0),
+            rate_limit_scope: RateLimitScope::default(),
+            faults: FaultConfig::default(),
+            public_url: None,
+        }
+    }
+}
+
+fn dataset(spec: &KlaviyoDataSpec) -> data::Dataset {
+    match data::Dataset::new(spec) {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Ids of the generated events (not the appended ones) of `metric_id` (or of every
+/// metric) dated in `start..end` (UTC; `start` inclusive, `end` exclusive; events have
+/// whole-second times), sorted as strings. An unknown metric id gives nothing.
+///
+/// # Panics
+/// When `spec` is invalid ([`KlaviyoDataSpec::validate`]).
+pub fn event_ids(
+    spec: &KlaviyoDataSpec,
+    metric_id: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<String> {
+    let d = dataset(spec);
+    let metrics: Vec<usize> = match metric_id {
+        Some(id) => d.metric_index(id).into_iter().collect(),
+        None => (0..d.metrics.len()).collect(),
+    };
+    let mut b = filter::Bounds::default();
+    let secs =
+        |t: DateTime<Utc>| t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9;
+    b.apply(filter::Op::GreaterOrEqual, secs(start));
+    b.apply(filter::Op::LessThan, secs(end));
+    let mut out = Vec::new();
+    for m in metrics {
+        let (a, z) = (d.count_before(m, b.lo), d.count_before(m, b.hi));
+        out.extend((a..z).map(|i| d.event_id(m, i)));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `(id, name)` of every metric, in id order of generation.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn metrics(spec: &KlaviyoDataSpec) -> Vec<(String, String)> {
+    dataset(spec)
+        .metrics
+        .iter()
+        .map(|m| (m.id.clone(), m.name.clone()))
+        .collect()
+}
+
+/// `(id, name)` of every list.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn lists(spec: &KlaviyoDataSpec) -> Vec<(String, String)> {
+    dataset(spec)
+        .lists
+        .iter()
+        .map(|g| (g.id.clone(), g.name.clone()))
+        .collect()
+}
+
+/// `(id, name)` of every segment.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn segments(spec: &KlaviyoDataSpec) -> Vec<(String, String)> {
+    dataset(spec)
+        .segments
+        .iter()
+        .map(|g| (g.id.clone(), g.name.clone()))
+        .collect()
+}
+
+fn member_ids(spec: &KlaviyoDataSpec, lists: bool, id: &str) -> Vec<String> {
+    let d = dataset(spec);
+    let Some(g) = d.group_index(lists, id) else {
+        return Vec::new();
+    };
+    let g = if lists { &d.lists[g] } else { &d.segments[g] };
+    (0..spec.profiles)
+        .filter(|&i| d.is_member(g, i))
+        .map(|i| d.profile_id(i))
+        .collect()
+}
+
+/// Profile ids of the members of segment `segment_id`, sorted (ULIDs: creation order).
+/// Empty for an unknown segment. `O(profiles)`.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn segment_member_ids(spec: &KlaviyoDataSpec, segment_id: &str) -> Vec<String> {
+    member_ids(spec, false, segment_id)
+}
+
+/// Profile ids of the members of list `list_id`, sorted. Empty for an unknown list.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn list_member_ids(spec: &KlaviyoDataSpec, list_id: &str) -> Vec<String> {
+    member_ids(spec, true, list_id)
+}
+
+/// Every profile id, sorted. `O(profiles)`.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn profile_ids(spec: &KlaviyoDataSpec) -> Vec<String> {
+    let d = dataset(spec);
+    (0..spec.profiles).map(|i| d.profile_id(i)).collect()
+}
+
+/// The generated profile `id` as served (before any touch):
+/// `{"type": "profile", "id", "attributes": {...}}` (no `links`/`relationships`, which
+/// depend on the server's URL). `None` for an unknown id.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn profile(spec: &KlaviyoDataSpec, id: &str) -> Option<Value> {
+    let d = dataset(spec);
+    let i = d.profile_index(id)?;
+    Some(serde_json::json!({
+        "type": "profile",
+        "id": id,
+        "attributes": d.profile_attributes(i, d.profile_updated(i)),
+    }))
+}

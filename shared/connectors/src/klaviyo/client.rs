@@ -1,0 +1,424 @@
+//! The HTTP side: authenticated GETs against one account, rate limited, with Klaviyo's
+//! errors mapped to [`ConnectorError`]s.
+//!
+//! - Headers: `Authorization: Klaviyo-API-Key <key>`, `revision`, `accept:
+//!   application/vnd.api+json`. The key never appears in logs or errors (error texts are
+//!   also scrubbed of it, should Klaviyo echo it).
+//! - 429: the bucket is stopped for `Retry-After` seconds and the request sent again, at most
+//!   `max_throttle_waits` times (a `Retry-After` above `max_retry_after_seconds` is not
+//!   waited): then [`ConnectorError::Transient`].
+//! - 5xx, timeouts, connection errors, truncated or undecodable bodies: transient.
+//! - Other 4xx (and redirects, which are not followed so the key never leaves the
+//!   configured origin): permanent, with Klaviyo's error `code`/`detail` and the request path.
+//! - `links.next` is reduced to path and query and joined to the configured base URL, so a
+//!   next link naming another host never receives the key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use url::Url;
+
+use super::limiter::{Bucket, Limiters, Tier};
+use crate::ConnectorError;
+
+/// Settings of one account's client.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The account name (the limiter key).
+    pub account: String,
+    /// API origin, for example `https://a.klaviyo.com` (may carry a path prefix).
+    pub base_url: String,
+    /// Private API key.
+    pub api_key: SecretString,
+    /// `revision` header.
+    pub revision: String,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// 429s waited in process per request.
+    pub max_throttle_waits: u32,
+    /// Longest `Retry-After` waited in process.
+    pub max_retry_after: Duration,
+}
+
+/// One account's client.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    config: ClientConfig,
+    limiters: Arc<Limiters>,
+}
+
+/// A JSON:API document and its next page.
+#[derive(Debug)]
+pub struct Page {
+    /// The document's `data` array (a single resource is wrapped into one).
+    pub data: Vec<Value>,
+    /// The document's `included` resources.
+    pub included: Vec<Value>,
+    /// `links.next` as path and query relative to the base URL (`/api/events?page%5B…`).
+    pub next: Option<String>,
+}
+
+impl Client {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// Permanent when the base URL is not an http(s) URL or the key is not a valid header.
+    pub fn new(config: ClientConfig, limiters: Arc<Limiters>) -> Result<Self, ConnectorError> {
+        let base = config.base_url.trim_end_matches('/').to_string();
+        match Url::parse(&base) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(ConnectorError::Permanent(anyhow::anyhow!(
+                    "klaviyo account '{}': base_url '{}' is not an http(s) URL",
+                    config.account,
+                    base
+                )));
+            }
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!(
+            "Klaviyo-API-Key {}",
+            config.api_key.expose_secret()
+        ))
+        .map_err(|_| {
+            ConnectorError::Permanent(anyhow::anyhow!(
+                "klaviyo account '{}': the API key contains characters not allowed in a header",
+                config.account
+            ))
+        })?;
+        auth.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, auth);
+        headers.insert(
+            "revision",
+            reqwest::header::HeaderValue::from_str(&config.revision).map_err(|_| {
+                ConnectorError::Permanent(anyhow::anyhow!(
+                    "setting connectors.klaviyo.revision '{}' is not a valid header value",
+                    config.revision
+                ))
+            })?,
+        );
+        headers.insert(
+            reqwest::header::ACCEPT,
+            reqwest::header::HeaderValue::from_static("application/vnd.api+json"),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| {
+                ConnectorError::Permanent(anyhow::anyhow!("building the HTTP client: {e}"))
+            })?;
+        Ok(Self {
+            http,
+            base,
+            config,
+            limiters,
+        })
+    }
+
+    /// The URL of `path` (starting with `/api/`) with the query pairs, as path and query
+    /// relative to the base (the form page cursors are stored in).
+    pub fn relative(path: &str, query: &[(&str, String)]) -> String {
+        let mut url = Url::parse("http://base.invalid").unwrap_or_else(|_| unreachable!());
+        url.set_path(path);
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
+    }
+
+    /// Reduces a `links.next` value to path and query relative to the base URL.
+    pub fn relative_next(&self, next: &str) -> Option<String> {
+        let next = next.trim();
+        if next.is_empty() {
+            return None;
+        }
+        if let Some(rest) = next.strip_prefix(&self.base) {
+            if rest.starts_with('/') {
+                return Some(rest.to_string());
+            }
+        }
+        if next.starts_with('/') {
+            return Some(next.to_string());
+        }
+        let url = Url::parse(next).ok()?;
+        let base_path = Url::parse(&self.base)
+            .map(|b| b.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        let path = url.path();
+        let path = path
+            .strip_prefix(&base_path)
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or(path);
+        Some(match url.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        })
+    }
+
+    fn bucket(&self, tier: Tier) -> Arc<Bucket> {
+        self.limiters.bucket(&self.config.account, tier)
+    }
+
+    /// Removes the key from a text, should a server have echoed it.
+    fn scrub(&self, text: String) -> String {
+        let key = self.config.api_key.expose_secret();
+        if key.len() >= 4 && text.contains(key) {
+            text.replace(key, "[REDACTED]")
+        } else {
+            text
+        }
+    }
+
+    /// GETs one page (`rel` from [`Client::relative`] or a `next` link) and decodes it.
+    ///
+    /// # Errors
+    /// See the module documentation.
+    pub async fn get(&self, tier: Tier, rel: &str) -> Result<Page, ConnectorError> {
+        let shown = shown_path(rel);
+        let url = format!("{}{rel}", self.base);
+        let bucket = self.bucket(tier);
+        let mut waits = 0u32;
+        loop {
+            bucket.acquire().await;
+            let response = match self.http.get(&url).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(ConnectorError::Transient(anyhow::anyhow!(
+                        "{}",
+                        self.scrub(format!("GET {shown}: {}", describe_reqwest(&e)))
+                    )));
+                }
+            };
+            observe(&bucket, response.headers());
+            let status = response.status();
+            if status.as_u16() == 429 {
+                let retry_after = retry_after(response.headers());
+                bucket.pause(retry_after);
+                let body = response.text().await.unwrap_or_default();
+                if waits >= self.config.max_throttle_waits
+                    || retry_after > self.config.max_retry_after
+                {
+                    return Err(ConnectorError::Transient(anyhow::anyhow!(
+                        "{}",
+                        self.scrub(format!(
+                            "GET {shown}: throttled by Klaviyo (429, Retry-After {}s) after {waits} in-process waits: {}",
+                            retry_after.as_secs_f64(),
+                            error_detail(&body)
+                        ))
+                    )));
+                }
+                waits += 1;
+                tracing::debug!(path = %shown, retry_after_s = retry_after.as_secs_f64(), waits, "klaviyo throttled; waiting");
+                continue;
+            }
+            let body = match response.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    return Err(ConnectorError::Transient(anyhow::anyhow!(
+                        "{}",
+                        self.scrub(format!(
+                            "GET {shown}: reading the {status} response body failed: {}",
+                            describe_reqwest(&e)
+                        ))
+                    )));
+                }
+            };
+            if status.is_success() {
+                return decode(&body).map_err(|why| {
+                    ConnectorError::Transient(anyhow::anyhow!(
+                        "GET {shown}: undecodable {status} response ({} bytes): {why}",
+                        body.len()
+                    ))
+                });
+            }
+            let detail = self.scrub(error_detail(&String::from_utf8_lossy(&body)));
+            let message = format!("GET {shown}: Klaviyo answered {status}: {detail}");
+            return Err(if status.is_server_error() || status.as_u16() == 408 {
+                ConnectorError::Transient(anyhow::anyhow!(message))
+            } else {
+                ConnectorError::Permanent(anyhow::anyhow!(message))
+            });
+        }
+    }
+}
+
+/// The path and decoded query of a request, shortened, for messages.
+fn shown_path(rel: &str) -> String {
+    let decoded = match rel.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => rel.to_string(),
+    };
+    if decoded.chars().count() > 300 {
+        format!("{}…", decoded.chars().take(300).collect::<String>())
+    } else {
+        decoded
+    }
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "body interrupted"
+    } else {
+        "request failed"
+    };
+    // Walk the source chain without the URL (reqwest's Display adds it; harmless, but long).
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    if causes.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {}", causes.join(": "))
+    }
+}
+
+/// Decodes a JSON:API document.
+fn decode(body: &[u8]) -> Result<Page, String> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let data = match doc.get("data") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(v @ Value::Object(_)) => vec![v.clone()],
+        Some(other) => {
+            return Err(format!(
+                "`data` must be an array or an object, found {}",
+                super::records::short(other)
+            ));
+        }
+    };
+    let included = match doc.get("included") {
+        Some(Value::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    let next = doc
+        .get("links")
+        .and_then(|l| l.get("next"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Page {
+        data,
+        included,
+        next,
+    })
+}
+
+/// Klaviyo's error text: `code: detail (source)` of each error, else the body's start.
+pub fn error_detail(body: &str) -> String {
+    if let Ok(doc) = serde_json::from_str::<Value>(body) {
+        if let Some(errors) = doc.get("errors").and_then(Value::as_array) {
+            let parts: Vec<String> = errors
+                .iter()
+                .map(|e| {
+                    let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+                    let mut s = match (field("code"), field("detail"), field("title")) {
+                        ("", "", t) => t.to_string(),
+                        (c, "", t) => format!("{c}: {t}"),
+                        ("", d, _) => d.to_string(),
+                        (c, d, _) => format!("{c}: {d}"),
+                    };
+                    if let Some(src) = e.get("source").and_then(Value::as_object) {
+                        if let Some((k, v)) = src.iter().next() {
+                            s.push_str(&format!(" ({k} {})", v.as_str().unwrap_or("")));
+                        }
+                    }
+                    s
+                })
+                .collect();
+            if !parts.is_empty() {
+                return parts.join("; ");
+            }
+        }
+    }
+    let body = body.trim();
+    if body.is_empty() {
+        "(empty body)".into()
+    } else if body.chars().count() > 300 {
+        format!("{}…", body.chars().take(300).collect::<String>())
+    } else {
+        body.to_string()
+    }
+}
+
+/// The first number of a header value (`RateLimit-Limit: 700, 75;w=1` → 700).
+fn header_number(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
+    let value = headers.get(name)?.to_str().ok()?;
+    let first = value
+        .split([',', ';'])
+        .next()?
+        .trim()
+        .trim_start_matches("r=");
+    first
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+}
+
+/// Feeds `RateLimit-*` headers to the bucket. `RateLimit-Reset` is seconds until the window
+/// resets (an epoch-seconds value is converted).
+fn observe(bucket: &Bucket, headers: &reqwest::header::HeaderMap) {
+    let Some(remaining) = header_number(headers, "ratelimit-remaining") else {
+        return;
+    };
+    let reset = header_number(headers, "ratelimit-reset").unwrap_or(60.0);
+    let reset = if reset > 1_000_000_000.0 {
+        let now = chrono::Utc::now().timestamp() as f64;
+        (reset - now).max(0.0)
+    } else {
+        reset
+    };
+    let limit = header_number(headers, "ratelimit-limit");
+    bucket.observe(limit, remaining, Duration::from_secs_f64(reset.min(3600.0)));
+}
+
+/// A 429's `Retry-After` (seconds; at least 0.1 s, 1 s when absent or unreadable).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    let secs = header_number(headers, "retry-after").unwrap_or(1.0);
+    Duration::from_secs_f64(secs.clamp(0.1, 86_400.0))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_urls_and_details() {
+        let rel = Client::relative(
+            "/api/events",
+            &[("filter", "equals(metric_id,\"M\")".into())],
+        );
+        assert_eq!(rel, "/api/events?filter=equals%28metric_id%2C%22M%22%29");
+        assert_eq!(
+            shown_path(&rel),
+            "/api/events?filter=equals(metric_id,\"M\")"
+        );
+        let body = r#"{"errors":[{"id":"1","status":400,"code":"invalid","title":"Invalid input.","detail":"'sort' is not valid","source":{"parameter":"sort"}}]}"#;
+        assert_eq!(
+            error_detail(body),
+            "invalid: 'sort' is not valid (parameter sort)"
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! JSON:API resources → rows of schema `klaviyo` (`migrations/V4__klaviyo.sql`).
+//!
+//! Each converter takes one resource object (`{"type", "id", "attributes", "relationships"}`)
+//! and returns its row, or an error naming the resource and the bad field; the caller turns
+//! such errors into rejected records. Attributes without a typed column go into the row's
+//! `extra` object (and relationships with data other than the typed ones into
+//! `extra.relationships`), so nothing is dropped.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::{Map, Value, json};
+use sluice_contracts::MergeSpec;
+
+use super::windows;
+use crate::TableRows;
+
+/// `klaviyo.metrics`: one row per metric.
+pub const METRICS: &str = "klaviyo.metrics";
+/// `klaviyo.events`: one row per event.
+pub const EVENTS: &str = "klaviyo.events";
+/// `klaviyo.profiles`: one row per profile; version column `updated`.
+pub const PROFILES: &str = "klaviyo.profiles";
+/// `klaviyo.lists`: one row per list.
+pub const LISTS: &str = "klaviyo.lists";
+/// `klaviyo.segments`: one row per segment.
+pub const SEGMENTS: &str = "klaviyo.segments";
+/// `klaviyo.list_members`: (list_id, profile_id).
+pub const LIST_MEMBERS: &str = "klaviyo.list_members";
+/// `klaviyo.segment_members`: (segment_id, profile_id).
+pub const SEGMENT_MEMBERS: &str = "klaviyo.segment_members";
+
+/// The columns of a table, in row order.
+pub fn columns(table: &str) -> &'static [&'static str] {
+    match table {
+        METRICS => &["id", "name", "created", "updated", "integration", "extra"],
+        EVENTS => &[
+            "id",
+            "metric_id",
+            "profile_id",
+            "datetime",
+            "timestamp",
+            "uuid",
+            "value",
+            "event_properties",
+            "extra",
+        ],
+        PROFILES => &[
+            "id",
+            "email",
+            "phone_number",
+            "external_id",
+            "first_name",
+            "last_name",
+            "organization",
+            "locale",
+            "title",
+            "image",
+            "created",
+            "updated",
+            "last_event_date",
+            "location",
+            "properties",
+            "extra",
+        ],
+        LISTS => &[
+            "id",
+            "name",
+            "created",
+            "updated",
+            "opt_in_process",
+            "extra",
+        ],
+        SEGMENTS => &[
+            "id",
+            "name",
+            "created",
+            "updated",
+            "is_active",
+            "is_processing",
+            "is_starred",
+            "definition",
+            "extra",
+        ],
+        LIST_MEMBERS => &["list_id", "profile_id"],
+        SEGMENT_MEMBERS => &["segment_id", "profile_id"],
+        _ => &[],
+    }
+}
+
+/// An empty [`TableRows`] for `table` with its columns and merge options (profiles are
+/// versioned by `updated`).
+pub fn table(table: &str) -> TableRows {
+    TableRows {
+        table: table.to_string(),
+        columns: columns(table).iter().map(|c| c.to_string()).collect(),
+        rows: Vec::new(),
+        merge: MergeSpec {
+            version_column: (table == PROFILES).then(|| "updated".to_string()),
+            ..MergeSpec::default()
+        },
+    }
+}
+
+/// One JSON:API resource, checked for a string `id` and an object `attributes`.
+pub struct Resource<'a> {
+    /// `id`.
+    pub id: String,
+    /// `attributes` (empty when absent or null).
+    pub attrs: Map<String, Value>,
+    /// `relationships`, when present.
+    pub rels: Option<&'a Map<String, Value>>,
+    kind: &'static str,
+}
+
+impl<'a> Resource<'a> {
+    /// Reads the resource's envelope.
+    ///
+    /// # Errors
+    /// A message naming the field when `id` is missing or not a string, or `attributes`
+    /// is not an object.
+    pub fn parse(kind: &'static str, value: &'a Value) -> Result<Self, String> {
+        let id = match value.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            other => {
+                return Err(format!(
+                    "{kind} without a usable `id` (found {})",
+                    other.map_or("nothing".into(), short)
+                ));
+            }
+        };
+        let attrs = match value.get("attributes") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(o)) => o.clone(),
+            Some(other) => {
+                return Err(format!(
+                    "{kind} {id}: `attributes` must be an object, found {}",
+                    short(other)
+                ));
+            }
+        };
+        let rels = value.get("relationships").and_then(Value::as_object);
+        Ok(Self {
+            id,
+            attrs,
+            rels,
+            kind,
+        })
+    }
+
+    fn bad(&self, field: &str, want: &str, found: &Value) -> String {
+        format!(
+            "{} {}: `attributes.{field}` must be {want}, found {}",
+            self.kind,
+            self.id,
+            short(found)
+        )
+    }
+
+    /// Removes and returns a string attribute (null when absent or null).
+    fn text(&mut self, field: &str) -> Result<Value, String> {
+        match self.attrs.remove(field) {
+            None | Some(Value::Null) => Ok(Value::Null),
+            Some(Value::String(s)) => Ok(Value::String(s)),
+            Some(other) => Err(self.bad(field, "a string", &other)),
+        }
+    }
+
+    /// Removes and returns a time attribute as an RFC 3339 UTC string (null when absent).
+    fn time(&mut self, field: &str) -> Result<Value, String> {
+        Ok(match self.time_value(field)? {
+            Some(t) => Value::String(windows::cursor(t)),
+            None => Value::Null,
+        })
+    }
+
+    fn time_value(&mut self, field: &str) -> Result<Option<DateTime<Utc>>, String> {
+        match self.attrs.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => match parse_time(&s) {
+                Some(t) => Ok(Some(t)),
+                None => Err(self.bad(field, "an ISO 8601 date-time", &Value::String(s.clone()))),
+            },
+            Some(other) => Err(self.bad(field, "an ISO 8601 date-time", &other)),
+        }
+    }
+
+    /// Removes and returns a boolean attribute (null when absent).
+    fn boolean(&mut self, field: &str) -> Result<Value, String> {
+        match self.attrs.remove(field) {
+            None | Some(Value::Null) => Ok(Value::Null),
+            Some(Value::Bool(b)) => Ok(Value::Bool(b)),
+            Some(other) => Err(self.bad(field, "a boolean", &other)),
+        }
+    }
+
+    /// Removes and returns an object attribute, kept as JSON (null when absent).
+    fn object(&mut self, field: &str) -> Result<Value, String> {
+        match self.attrs.remove(field) {
+            None | Some(Value::Null) => Ok(Value::Null),
+            Some(v @ Value::Object(_)) => Ok(v),
+            Some(other) => Err(self.bad(field, "an object", &other)),
+        }
+    }
+
+    /// The id of a to-one relationship (`relationships.<name>.data.id`).
+    fn related_id(&self, name: &str) -> Option<String> {
+        self.rels?
+            .get(name)?
+            .get("data")?
+            .get("id")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The remaining attributes, plus relationship data not in `typed`, as the `extra` object.
+    fn extra(self, typed: &[&str]) -> Value {
+        let mut extra = self.attrs;
+        if let Some(rels) = self.rels {
+            let other: Map<String, Value> = rels
+                .iter()
+                .filter(|(k, _)| !typed.contains(&k.as_str()))
+                .filter_map(|(k, v)| match v.get("data") {
+                    None | Some(Value::Null) => None,
+                    Some(data) => Some((k.clone(), data.clone())),
+                })
+                .collect();
+            if !other.is_empty() {
+                extra.insert("relationships".into(), Value::Object(other));
+            }
+        }
+        Value::Object(extra)
+    }
+}
+
+/// Parses Klaviyo's date-times: RFC 3339 (`2022-11-08T00:00:00+00:00`), or zone-less ISO 8601
+/// (`2022-11-08T00:00:00.123456`, `2022-11-08 00:00:00`) read as UTC.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|n| n.and_utc())
+}
+
+/// A short rendering of a JSON value for messages.
+pub fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// A metric → its `klaviyo.metrics` row.
+///
+/// # Errors
+/// The field that is malformed, naming the metric.
+pub fn metric(value: &Value) -> Result<Vec<Value>, String> {
+    let mut r = Resource::parse("metric", value)?;
+    let row = vec![
+        Value::String(r.id.clone()),
+        r.text("name")?,
+        r.time("created")?,
+        r.time("updated")?,
+        r.object("integration")?,
+    ];
+    Ok(push(row, r.extra(&[])))
+}
+
+/// An event, with its time, → its `klaviyo.events` row. `metric_id` comes from
+/// `relationships.metric` (else `attributes.metric_id`, else `partition`, the task's metric);
+/// `datetime` from `attributes.datetime` (else `attributes.timestamp`, epoch seconds);
+/// `value` from `event_properties.$value` when it is a number (or a numeric string).
+///
+/// # Errors
+/// The field that is malformed, naming the event.
+pub fn event(
+    value: &Value,
+    partition: Option<&str>,
+) -> Result<(Vec<Value>, Option<DateTime<Utc>>), String> {
+    let mut r = Resource::parse("event", value)?;
+    let metric_id = r
+        .related_id("metric")
+        .map(Value::String)
+        .unwrap_or(Value::Null);
+    let profile_id = r
+        .related_id("profile")
+        .map(Value::String)
+        .unwrap_or(Value::Null);
+    let attr_metric = r.text("metric_id")?;
+    let attr_profile = r.text("profile_id")?;
+    let metric_id = if metric_id.is_null() {
+        if attr_metric.is_null() {
+            partition.map_or(Value::Null, |p| Value::String(p.to_string()))
+        } else {
+            attr_metric
+        }
+    } else {
+        metric_id
+    };
+    let profile_id = if profile_id.is_null() {
+        attr_profile
+    } else {
+        profile_id
+    };
+    let timestamp = match r.attrs.remove("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        }) {
+            Some(i) => Some(i),
+            None => {
+                return Err(r.bad("timestamp", "an integer (epoch seconds)", &Value::Number(n)));
+            }
+        },
+        Some(other) => return Err(r.bad("timestamp", "an integer (epoch seconds)", &other)),
+    };
+    let datetime = match r.time_value("datetime")? {
+        Some(t) => Some(t),
+        None => match timestamp {
+            Some(s) => Some(DateTime::<Utc>::from_timestamp(s, 0).ok_or_else(|| {
+                r.bad("timestamp", "epoch seconds within range", &Value::from(s))
+            })?),
+            None => None,
+        },
+    };
+    let uuid = r.text("uuid")?;
+    let props = r.object("event_properties")?;
+    let value_num = match props.get("$value") {
+        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::from),
+        _ => None,
+    }
+    .unwrap_or(Value::Null);
+    let row = vec![
+        Value::String(r.id.clone()),
+        metric_id,
+        profile_id,
+        datetime.map_or(Value::Null, |t| Value::String(windows::cursor(t))),
+        timestamp.map_or(Value::Null, Value::from),
+        uuid,
+        value_num,
+        props,
+    ];
+    Ok((push(row, r.extra(&["metric", "profile"])), datetime))
+}
+
+/// A profile, with its `updated` time, → its `klaviyo.profiles` row.
+///
+/// # Errors
+/// The field that is malformed, naming the profile.
+pub fn profile(value: &Value) -> Result<(Vec<Value>, Option<DateTime<Utc>>), String> {
+    let mut r = Resource::parse("profile", value)?;
+    let mut row = vec![Value::String(r.id.clone())];
+    for field in [
+        "email",
+        "phone_number",
+        "external_id",
+        "first_name",
+        "last_name",
+        "organization",
+        "locale",
+        "title",
+        "image",
+    ] {
+        row.push(r.text(field)?);
+    }
+    row.push(r.time("created")?);
+    let updated = r.time_value("updated")?;
+    row.push(updated.map_or(Value::Null, |t| Value::String(windows::cursor(t))));
+    row.push(r.time("last_event_date")?);
+    row.push(r.object("location")?);
+    row.push(r.object("properties")?);
+    Ok((push(row, r.extra(&[])), updated))
+}
+
+/// A list → its `klaviyo.lists` row.
+///
+/// # Errors
+/// The field that is malformed, naming the list.
+pub fn list(value: &Value) -> Result<Vec<Value>, String> {
+    let mut r = Resource::parse("list", value)?;
+    let row = vec![
+        Value::String(r.id.clone()),
+        r.text("name")?,
+        r.time("created")?,
+        r.time("updated")?,
+        r.text("opt_in_process")?,
+    ];
+    Ok(push(row, r.extra(&[])))
+}
+
+/// A segment → its `klaviyo.segments` row (`definition` kept as JSON).
+///
+/// # Errors
+/// The field that is malformed, naming the segment.
+pub fn segment(value: &Value) -> Result<Vec<Value>, String> {
+    let mut r = Resource::parse("segment", value)?;
+    let row = vec![
+        Value::String(r.id.clone()),
+        r.text("name")?,
+        r.time("created")?,
+        r.time("updated")?,
+        r.boolean("is_active")?,
+        r.boolean("is_processing")?,
+        r.boolean("is_starred")?,
+        r.object("definition")?,
+    ];
+    Ok(push(row, r.extra(&[])))
+}
+
+fn push(mut row: Vec<Value>, extra: Value) -> Vec<Value> {
+    row.push(extra);
+    row
+}
+
+/// The `updated` value of a converted row of `table` (its 4th column for metrics, lists and
+/// segments), for cursors.
+pub fn updated_of(row: &[Value]) -> Option<DateTime<Utc>> {
+    row.get(3).and_then(Value::as_str).and_then(parse_time)
+}
+
+/// The member row `(group_id, profile_id)`.
+pub fn member(group_id: &str, profile_id: &str) -> Vec<Value> {
+    vec![json!(group_id), json!(profile_id)]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_row_and_bad_fields() {
+        let ev = json!({"type": "event", "id": "E1", "attributes": {
+            "timestamp": 1704067200, "datetime": "2024-01-01T00:00:00+00:00", "uuid": "u",
+            "event_properties": {"$value": 12.5, "Items": ["a"]}, "new_field": 1},
+            "relationships": {"metric": {"data": {"type": "metric", "id": "M1"}},
+                              "profile": {"data": {"type": "profile", "id": "P1"}},
+                              "attributions": {"data": []}}});
+        let (row, t) = event(&ev, Some("M0")).unwrap();
+        assert_eq!(row.len(), columns(EVENTS).len());
+        assert_eq!(row[1], "M1");
+        assert_eq!(row[2], "P1");
+        assert_eq!(row[3], "2024-01-01T00:00:00.000000Z");
+        assert_eq!(row[4], 1704067200);
+        assert_eq!(row[6], 12.5);
+        assert_eq!(
+            row[8],
+            json!({"new_field": 1, "relationships": {"attributions": []}})
+        );
+        assert!(t.is_some());
+
+        let bad = json!({"type": "event", "id": "E2", "attributes": {"datetime": "yesterday"}});
+        let err = event(&bad, None).unwrap_err();
+        assert!(
+            err.contains("E2") && err.contains("attributes.datetime"),
+            "{err}"
+        );
+        let bad = json!({"type": "event", "id": "E3", "attributes": {"timestamp": "x"}});
+        assert!(event(&bad, None).unwrap_err().contains("timestamp"));
+    }
+
+    #[test]
+    fn profile_row_keeps_unknown_attributes() {
+        let p = json!({"type": "profile", "id": "P1", "attributes": {
+            "email": "a@b.c", "updated": "2024-01-01T00:00:00+00:00",
+            "location": {"city": "X"}, "properties": {"k": 1}, "subscriptions": {"email": {}}}});
+        let (row, updated) = profile(&p).unwrap();
+        assert_eq!(row.len(), columns(PROFILES).len());
+        assert_eq!(row[1], "a@b.c");
+        assert_eq!(row[13], json!({"city": "X"}));
+        assert_eq!(row[15], json!({"subscriptions": {"email": {}}}));
+        assert!(updated.is_some());
+        let bad = json!({"type": "profile", "id": "P2", "attributes": {"email": 5}});
+        assert!(profile(&bad).unwrap_err().contains("attributes.email"));
+    }
+}
