@@ -19,7 +19,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{Broker, Headers, RetryTier, Route};
-use sluice_connectors::{ConnectorError, FetchOutput, Registry};
+use sluice_connectors::{ConnectorContext, ConnectorError, FetchOutput, Registry};
 use sluice_contracts::{
     ControlAction, ControlMessage, FetchTask, MESSAGE_VERSION, Message, Outcome, RecordBatch,
     Settings, TaskOutcome, ids,
@@ -29,6 +29,9 @@ use sluice_service::{AdminServer, metrics};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
+
+/// How often the fetcher re-counts the live fetchers sharing the rate budgets.
+const REPLICA_POLL: Duration = Duration::from_secs(5);
 
 /// How long a cancelled job is remembered.
 const CANCEL_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -49,8 +52,9 @@ pub async fn main() -> anyhow::Result<()> {
 /// # Errors
 /// Only for unrecoverable start-up problems (the admin port cannot be bound).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let registry = Registry::from_settings(&settings);
-    run_with(settings, registry, shutdown).await
+    let context = ConnectorContext::default();
+    let registry = Registry::from_settings_with(&settings, context.clone());
+    run_with(settings, registry, context, shutdown).await
 }
 
 /// [`run`] with an explicit connector registry (tests add fakes).
@@ -60,6 +64,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 pub async fn run_with(
     settings: Settings,
     registry: Registry,
+    context: ConnectorContext,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let health = Health::new();
@@ -73,7 +78,9 @@ pub async fn run_with(
     .await?;
     let cancelled = Cancelled::default();
     sluice_service::supervise("fetcher", &health, &shutdown, || {
-        session(&settings, &registry, &health, &cancelled, &shutdown)
+        session(
+            &settings, &registry, &context, &health, &cancelled, &shutdown,
+        )
     })
     .await;
     Ok(())
@@ -105,6 +112,7 @@ impl Cancelled {
 async fn session(
     settings: &Settings,
     registry: &Registry,
+    context: &ConnectorContext,
     health: &Arc<Health>,
     cancelled: &Cancelled,
     shutdown: &CancellationToken,
@@ -133,6 +141,22 @@ async fn session(
         })
     };
 
+    // Rate budgets are divided among the fetchers that share an account: keep the count
+    // of live fetchers (consumers of the fetch queue) current for the connectors.
+    let replicas = {
+        let broker = broker.clone();
+        let count = context.fetcher_replicas.clone();
+        let queue = broker.topology().queue(Route::Fetch);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REPLICA_POLL).await;
+                match broker.consumer_count(&queue).await {
+                    Ok(n) => count.store(n.max(1), std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => warn!(error = %e, "could not count fetcher replicas"),
+                }
+            }
+        })
+    };
     let consumer = broker
         .consume(
             &broker.topology().queue(Route::Fetch),
@@ -151,6 +175,7 @@ async fn session(
     })
     .await;
     listener.abort();
+    replicas.abort();
     broker.close().await;
     Ok(result?)
 }

@@ -679,6 +679,27 @@ impl Broker {
             .map_err(amqp("consume control queue"))
     }
 
+    /// The number of consumers on `queue` (a passive declare; the queue must exist).
+    ///
+    /// # Errors
+    /// [`BrokerError::Amqp`].
+    pub async fn consumer_count(&self, queue: &str) -> Result<u32> {
+        let channel = self.channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.to_string().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp(format!("inspect queue {queue}")));
+        let _ = channel.close(200, "bye".into()).await;
+        Ok(declared?.consumer_count())
+    }
+
     /// A new plain channel (for `basic_get`, purges, deletes in `sluicectl` and tests).
     ///
     /// # Errors

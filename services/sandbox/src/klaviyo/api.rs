@@ -448,24 +448,27 @@ async fn serve(
         format!("http://{host}")
     });
     let overlay = live.overlay.read().unwrap_or_else(|p| p.into_inner());
+    let base = base.trim_end_matches('/').to_owned();
+    let quoted = serde_json::to_string(&base).unwrap_or_default();
     let cx = Ctx {
+        base_json: quoted[1..quoted.len().saturating_sub(1).max(1)].to_owned(),
         d: &live.data,
         ov: &overlay,
         q,
-        base: base.trim_end_matches('/').to_owned(),
+        base,
         ep,
         id: id.unwrap_or_default(),
     };
     let result = cx.handle();
     drop(overlay);
-    let value = match result {
-        Ok(v) => v,
+    let body = match result {
+        Ok(Doc::Json(v)) => serde_json::to_vec(&v).unwrap_or_default(),
+        Ok(Doc::Raw(s)) => s.into_bytes(),
         Err(e) => {
             record(Outcome::ClientError);
             return e.response();
         }
     };
-    let body = serde_json::to_vec(&value).unwrap_or_default();
     let mut resp = if truncate {
         record(Outcome::Fault);
         let len = body.len();
@@ -559,7 +562,15 @@ struct Page {
     size: usize,
 }
 
+/// A response document: a JSON tree, or JSON text written directly.
+enum Doc {
+    Json(Value),
+    Raw(String),
+}
+
 struct Ctx<'a> {
+    /// `base`, escaped for use inside a JSON string.
+    base_json: String,
     d: &'a Dataset,
     ov: &'a Overlay,
     q: Query,
@@ -771,7 +782,14 @@ enum EItem {
 }
 
 impl Ctx<'_> {
-    fn handle(&self) -> Result<Value, ApiErr> {
+    fn handle(&self) -> Result<Doc, ApiErr> {
+        if let Ep::Events = self.ep {
+            return self.events();
+        }
+        self.handle_json().map(Doc::Json)
+    }
+
+    fn handle_json(&self) -> Result<Value, ApiErr> {
         match self.ep {
             Ep::Metrics => self.metrics(),
             Ep::Metric => {
@@ -781,7 +799,7 @@ impl Ctx<'_> {
                     .ok_or_else(|| ApiErr::not_found(format!("Metric {} not found.", self.id)))?;
                 Ok(json!({"data": self.metric_json(m), "links": {"self": self.self_link()}}))
             }
-            Ep::Events => self.events(),
+            Ep::Events => Err(ApiErr::not_found("events")),
             Ep::Profiles => self.profiles(),
             Ep::Profile => {
                 let i = self
@@ -1085,39 +1103,63 @@ impl Ctx<'_> {
         })
     }
 
+    /// Appends one event resource to `out` (written directly: this is the hot path).
     #[allow(clippy::too_many_arguments)]
-    fn event_json(
+    fn write_event(
         &self,
+        out: &mut String,
         id: &str,
         m: usize,
         ts: i64,
         uuid: &str,
         profile: u64,
-        props: Value,
+        props: &Value,
         fields: &[String],
-    ) -> Value {
-        let mut attrs = Map::new();
-        attrs.insert("timestamp".into(), json!(ts));
-        attrs.insert("event_properties".into(), props);
-        attrs.insert("datetime".into(), json!(fmt_time(ts)));
-        attrs.insert("uuid".into(), json!(uuid));
-        json!({
-            "type": "event",
-            "id": id,
-            "attributes": sparse(attrs, fields),
-            "relationships": {
-                "profile": {
-                    "data": {"type": "profile", "id": self.d.profile_id(profile)},
-                    "links": self.rel("events", id, "profile"),
-                },
-                "metric": {
-                    "data": {"type": "metric", "id": self.d.metrics[m].id},
-                    "links": self.rel("events", id, "metric"),
-                },
-                "attributions": {"links": self.rel("events", id, "attributions")},
-            },
-            "links": {"self": format!("{}/api/events/{id}/", self.base)},
-        })
+    ) {
+        use std::fmt::Write as _;
+        let b = &self.base_json;
+        let want = |f: &str| fields.is_empty() || fields.iter().any(|x| x == f);
+        let _ = write!(out, r#"{{"type":"event","id":"{id}","attributes":{{"#);
+        let mut first = true;
+        let mut sep = |out: &mut String| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+        };
+        if want("timestamp") {
+            sep(out);
+            let _ = write!(out, r#""timestamp":{ts}"#);
+        }
+        if want("event_properties") {
+            sep(out);
+            out.push_str(r#""event_properties":"#);
+            out.push_str(&serde_json::to_string(props).unwrap_or_else(|_| "{}".into()));
+        }
+        if want("datetime") {
+            sep(out);
+            let _ = write!(out, r#""datetime":"{}""#, fmt_time(ts));
+        }
+        if want("uuid") {
+            sep(out);
+            let _ = write!(out, r#""uuid":"{uuid}""#);
+        }
+        let pid = self.d.profile_id(profile);
+        let mid = &self.d.metrics[m].id;
+        let _ = write!(
+            out,
+            concat!(
+                r#"}},"relationships":{{"#,
+                r#""profile":{{"data":{{"type":"profile","id":"{pid}"}},"links":{{"self":"{b}/api/events/{id}/relationships/profile/","related":"{b}/api/events/{id}/profile/"}}}},"#,
+                r#""metric":{{"data":{{"type":"metric","id":"{mid}"}},"links":{{"self":"{b}/api/events/{id}/relationships/metric/","related":"{b}/api/events/{id}/metric/"}}}},"#,
+                r#""attributions":{{"links":{{"self":"{b}/api/events/{id}/relationships/attributions/","related":"{b}/api/events/{id}/attributions/"}}}}"#,
+                r#"}},"links":{{"self":"{b}/api/events/{id}/"}}}}"#
+            ),
+            pid = pid,
+            mid = mid,
+            b = b,
+            id = id
+        );
     }
 
     // ---- collections ----
@@ -1229,7 +1271,7 @@ impl Ctx<'_> {
         self.offset_page(&page, all, |g| self.group_json(lists, g))
     }
 
-    fn events(&self) -> Result<Value, ApiErr> {
+    fn events(&self) -> Result<Doc, ApiErr> {
         let d = self.d;
         let page = self.page(200, 1000)?;
         let conds = self.filter(&page, EVENTS_ALLOWED)?;
@@ -1334,38 +1376,37 @@ impl Ctx<'_> {
         }
         let (page_items, next) = paginate(items, &horizons, page.size, desc);
         let fields = self.q.list("fields[event]");
-        let mut data = Vec::with_capacity(page_items.len());
+        let mut out = String::with_capacity(page_items.len() * 1_200 + 1_024);
+        out.push_str(r#"{"data":["#);
         let mut inc_profiles = BTreeSet::new();
         let mut inc_metrics = BTreeSet::new();
         for ((ts, _, _, _), item) in page_items {
+            if !out.ends_with('[') {
+                out.push(',');
+            }
             let (m, p) = match item {
                 EItem::Gen { m, idx } => {
                     let id = d.event_id(m, idx);
                     let p = d.event_profile(m, idx);
-                    data.push(self.event_json(
-                        &id,
-                        m,
-                        ts,
-                        &d.event_uuid(m, idx, ts),
-                        p,
-                        d.event_properties(m, idx, ts),
-                        &fields,
-                    ));
+                    let props = d.event_properties(m, idx, ts);
+                    let uuid = d.event_uuid(m, idx, ts);
+                    self.write_event(&mut out, &id, m, ts, &uuid, p, &props, &fields);
                     (m, p)
                 }
                 EItem::App { m, ts, seq } => {
                     let Some(e) = self.ov.events[m].get(&(ts, seq)) else {
                         continue;
                     };
-                    data.push(self.event_json(
+                    self.write_event(
+                        &mut out,
                         &e.id,
                         m,
                         ts,
                         &e.uuid,
                         e.profile,
-                        e.properties.clone(),
+                        &e.properties,
                         &fields,
-                    ));
+                    );
                     (m, e.profile)
                 }
             };
@@ -1383,7 +1424,15 @@ impl Ctx<'_> {
             inc
         });
         let next = next.map(|(a, b, c, e)| vec![a, b, c, e]);
-        Ok(self.collection(&page, data, included, next))
+        let doc = self.collection(&page, Vec::new(), included, next);
+        out.push_str(r#"],"links":"#);
+        out.push_str(&doc["links"].to_string());
+        if let Some(inc) = doc.get("included") {
+            out.push_str(r#","included":"#);
+            out.push_str(&inc.to_string());
+        }
+        out.push('}');
+        Ok(Doc::Raw(out))
     }
 
     /// Resolves identity conditions (`id`/`profile_id`, `email`, `phone_number`,
@@ -1814,6 +1863,7 @@ async fn admin_touch(State(sh): St, Path(id): Path<String>, body: Bytes) -> Resp
         .insert(i, updated);
     let ov = live.overlay.read().unwrap_or_else(|p| p.into_inner());
     let cx = Ctx {
+        base_json: String::new(),
         d,
         ov: &ov,
         q: Query::parse(""),

@@ -143,10 +143,10 @@ impl Client {
         if next.is_empty() {
             return None;
         }
-        if let Some(rest) = next.strip_prefix(&self.base) {
-            if rest.starts_with('/') {
-                return Some(rest.to_string());
-            }
+        if let Some(rest) = next.strip_prefix(&self.base)
+            && rest.starts_with('/')
+        {
+            return Some(rest.to_string());
         }
         if next.starts_with('/') {
             return Some(next.to_string());
@@ -327,29 +327,29 @@ fn decode(body: &[u8]) -> Result<Page, String> {
 
 /// Klaviyo's error text: `code: detail (source)` of each error, else the body's start.
 pub fn error_detail(body: &str) -> String {
-    if let Ok(doc) = serde_json::from_str::<Value>(body) {
-        if let Some(errors) = doc.get("errors").and_then(Value::as_array) {
-            let parts: Vec<String> = errors
-                .iter()
-                .map(|e| {
-                    let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-                    let mut s = match (field("code"), field("detail"), field("title")) {
-                        ("", "", t) => t.to_string(),
-                        (c, "", t) => format!("{c}: {t}"),
-                        ("", d, _) => d.to_string(),
-                        (c, d, _) => format!("{c}: {d}"),
-                    };
-                    if let Some(src) = e.get("source").and_then(Value::as_object) {
-                        if let Some((k, v)) = src.iter().next() {
-                            s.push_str(&format!(" ({k} {})", v.as_str().unwrap_or("")));
-                        }
-                    }
-                    s
-                })
-                .collect();
-            if !parts.is_empty() {
-                return parts.join("; ");
-            }
+    if let Ok(doc) = serde_json::from_str::<Value>(body)
+        && let Some(errors) = doc.get("errors").and_then(Value::as_array)
+    {
+        let parts: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+                let mut s = match (field("code"), field("detail"), field("title")) {
+                    ("", "", t) => t.to_string(),
+                    (c, "", t) => format!("{c}: {t}"),
+                    ("", d, _) => d.to_string(),
+                    (c, d, _) => format!("{c}: {d}"),
+                };
+                if let Some(src) = e.get("source").and_then(Value::as_object)
+                    && let Some((k, v)) = src.iter().next()
+                {
+                    s.push_str(&format!(" ({k} {})", v.as_str().unwrap_or("")));
+                }
+                s
+            })
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
         }
     }
     let body = body.trim();

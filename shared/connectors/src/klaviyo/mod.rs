@@ -108,14 +108,13 @@ impl Collector {
         }
     }
 
-    fn ensure(&mut self, table: &'static str) {
-        self.tables
-            .entry(table)
-            .or_insert_with(|| (records::table(table), HashMap::new()));
-    }
-
+    /// The tables with rows (a task without rows ships no table part at all).
     fn finish(self) -> Vec<TableRows> {
-        self.tables.into_values().map(|(t, _)| t).collect()
+        self.tables
+            .into_values()
+            .map(|(t, _)| t)
+            .filter(|t| !t.rows.is_empty())
+            .collect()
     }
 }
 
@@ -147,10 +146,10 @@ impl Outcome {
     }
 
     fn see_time(&mut self, t: Option<DateTime<Utc>>) {
-        if let Some(t) = t {
-            if self.max_time.is_none_or(|m| t > m) {
-                self.max_time = Some(t);
-            }
+        if let Some(t) = t
+            && self.max_time.is_none_or(|m| t > m)
+        {
+            self.max_time = Some(t);
         }
     }
 
@@ -497,14 +496,6 @@ impl KlaviyoConnector {
             )
         };
         let mut out = Outcome::new();
-        if events {
-            out.rows.ensure(records::EVENTS);
-            if p.include_profile {
-                out.rows.ensure(records::PROFILES);
-            }
-        } else {
-            out.rows.ensure(records::PROFILES);
-        }
         let mut rel = Some(Client::relative(path, &query));
         let mut pages = 0u32;
         let mut may_split = true;
@@ -543,33 +534,35 @@ impl KlaviyoConnector {
                 self.add_included_profiles(task, pages, &page, &mut out);
             }
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
-            if next.is_some() && may_split && pages >= self.dense_pages() {
-                if let Some(t) = last.or(out.max_time) {
-                    match windows::split_rest(start, end, t, self.split_into()) {
-                        Some(children) => {
-                            tracing::info!(
-                                task = %task.task_id,
-                                stream = %task.stream,
-                                pages,
-                                from = %windows::cursor(t),
-                                children = children.len(),
-                                "dense klaviyo window; splitting the rest"
-                            );
-                            out.children = children
-                                .into_iter()
-                                .map(|(s, e)| PlannedTask {
-                                    stream: task.stream.clone(),
-                                    kind: TaskKind::TimeRange {
-                                        start: s,
-                                        end: e,
-                                        partition: partition.map(str::to_string),
-                                    },
-                                })
-                                .collect();
-                            break;
-                        }
-                        None => may_split = false,
+            if next.is_some()
+                && may_split
+                && pages >= self.dense_pages()
+                && let Some(t) = last.or(out.max_time)
+            {
+                match windows::split_rest(start, end, t, self.split_into()) {
+                    Some(children) => {
+                        tracing::info!(
+                            task = %task.task_id,
+                            stream = %task.stream,
+                            pages,
+                            from = %windows::cursor(t),
+                            children = children.len(),
+                            "dense klaviyo window; splitting the rest"
+                        );
+                        out.children = children
+                            .into_iter()
+                            .map(|(s, e)| PlannedTask {
+                                stream: task.stream.clone(),
+                                kind: TaskKind::TimeRange {
+                                    start: s,
+                                    end: e,
+                                    partition: partition.map(str::to_string),
+                                },
+                            })
+                            .collect();
+                        break;
                     }
+                    None => may_split = false,
                 }
             }
             rel = next;
@@ -603,7 +596,6 @@ impl KlaviyoConnector {
         ids: &[String],
     ) -> Result<FetchOutput, ConnectorError> {
         let mut out = Outcome::new();
-        out.rows.ensure(records::PROFILES);
         let mut pages = 0u32;
         for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
             let list: Vec<String> = chunk
@@ -697,7 +689,6 @@ impl KlaviyoConnector {
             _ => None,
         };
         let mut out = Outcome::new();
-        out.rows.ensure(table);
         let mut rel = Some(cursor.map_or(first, str::to_string));
         let mut pages = 0u32;
         while let Some(r) = rel.take() {

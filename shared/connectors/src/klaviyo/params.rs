@@ -228,12 +228,12 @@ pub fn check(
     let until = present("until")
         .map(|v| parse_instant("until", v))
         .transpose()?;
-    if let (Some(s), Some(u)) = (since, until) {
-        if s >= u {
-            return Err(invalid(format!(
-                "parameter 'since' ({s}) must be before 'until' ({u})"
-            )));
-        }
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        return Err(invalid(format!(
+            "parameter 'since' ({s}) must be before 'until' ({u})"
+        )));
     }
     let metrics = match present("metrics") {
         None => Vec::new(),
