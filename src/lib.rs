@@ -68,6 +68,7 @@ pub struct TestEnv {
     pub shutdown: CancellationToken,
     services: Vec<tokio::task::JoinHandle<()>>,
     children: Vec<(String, Child)>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -114,6 +115,7 @@ impl TestEnv {
             shutdown: CancellationToken::new(),
             services: Vec::new(),
             children: Vec::new(),
+            extra_env: Vec::new(),
         })
     }
 
@@ -137,6 +139,48 @@ impl TestEnv {
             ("SLUICE__LOADER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
             ("SLUICE__LOG__LEVEL".into(), "info".into()),
         ]
+        .into_iter()
+        .chain(self.extra_env.iter().cloned())
+        .collect()
+    }
+
+    /// Starts a sandbox whose Klaviyo emulation is configured by `klaviyo`, and points
+    /// this environment's `default` Klaviyo account at it (key `pk_sandbox`). Call before
+    /// starting services. Returns the sandbox's base URL.
+    ///
+    /// # Errors
+    /// The port cannot be bound or the configuration is invalid.
+    pub async fn start_klaviyo_sandbox(
+        &mut self,
+        klaviyo: sluice_sandbox::klaviyo::KlaviyoConfig,
+    ) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let cache_dir = std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id));
+        let stop = self.shutdown.clone();
+        self.services.push(tokio::spawn(async move {
+            let config = sluice_sandbox::SandboxConfig { cache_dir };
+            if let Err(e) = sluice_sandbox::run_with(config, klaviyo, listener, stop).await {
+                eprintln!("sandbox: {e:#}");
+            }
+        }));
+        let key = "pk_sandbox".to_string();
+        self.settings.connectors.klaviyo.accounts.insert(
+            "default".into(),
+            sluice_contracts::config::KlaviyoAccount {
+                api_key: Some(key.clone().into()),
+                base_url: url.clone(),
+            },
+        );
+        self.extra_env.push((
+            "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY".into(),
+            key,
+        ));
+        self.extra_env.push((
+            "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__BASE_URL".into(),
+            url.clone(),
+        ));
+        Ok(url)
     }
 
     /// Starts a planner in this process.
@@ -261,6 +305,21 @@ impl TestEnv {
         stream: &str,
         params: serde_json::Value,
     ) -> anyhow::Result<Uuid> {
+        self.request_job_mode(connector, stream, params, Mode::Full)
+            .await
+    }
+
+    /// Records and publishes a job request with a mode.
+    ///
+    /// # Errors
+    /// See [`TestEnv::request_job`].
+    pub async fn request_job_mode(
+        &self,
+        connector: &str,
+        stream: &str,
+        params: serde_json::Value,
+        mode: Mode,
+    ) -> anyhow::Result<Uuid> {
         let request = JobRequest {
             v: MESSAGE_VERSION,
             job_id: Uuid::new_v4(),
@@ -268,7 +327,7 @@ impl TestEnv {
             stream: stream.into(),
             account: "default".into(),
             params,
-            mode: Mode::Full,
+            mode,
             requested_at: chrono::Utc::now(),
         };
         ledger::insert_job(&**self.pool.get().await?, &request).await?;

@@ -7,7 +7,9 @@
 //! - 429: the bucket is stopped for `Retry-After` seconds and the request sent again, at most
 //!   `max_throttle_waits` times (a `Retry-After` above `max_retry_after_seconds` is not
 //!   waited): then [`ConnectorError::Transient`].
-//! - 5xx, timeouts, connection errors, truncated or undecodable bodies: transient.
+//! - 5xx, timeouts, connection errors, truncated or undecodable bodies: retried in process
+//!   [`TRANSIENT_RETRIES`] times with backoff (0.25 s doubling), then transient — so a
+//!   task of many pages is not thrown back to the retry queues by one bad response.
 //! - Other 4xx (and redirects, which are not followed so the key never leaves the
 //!   configured origin): permanent, with Klaviyo's error `code`/`detail` and the request path.
 //! - `links.next` is reduced to path and query and joined to the configured base URL, so a
@@ -15,6 +17,15 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+
+/// In-process retries of a transient failure of one request (beyond the 429 waits).
+pub const TRANSIENT_RETRIES: u32 = 3;
+
+/// Whether [`Client::get`] may send a failed request again.
+enum Retry {
+    Yes,
+    No,
+}
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -180,11 +191,32 @@ impl Client {
         }
     }
 
-    /// GETs one page (`rel` from [`Client::relative`] or a `next` link) and decodes it.
+    /// GETs one page (`rel` from [`Client::relative`] or a `next` link) and decodes it,
+    /// retrying transient failures in process.
     ///
     /// # Errors
     /// See the module documentation.
     pub async fn get(&self, tier: Tier, rel: &str) -> Result<Page, ConnectorError> {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0;
+        loop {
+            match self.get_once(tier, rel).await {
+                Ok(page) => return Ok(page),
+                // Throttling was already waited out in `get_once`: not retried again here.
+                Err((e @ ConnectorError::Transient(_), Retry::Yes))
+                    if attempt < TRANSIENT_RETRIES =>
+                {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "klaviyo request failed; retrying in process");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    async fn get_once(&self, tier: Tier, rel: &str) -> Result<Page, (ConnectorError, Retry)> {
         let shown = shown_path(rel);
         let url = format!("{}{rel}", self.base);
         let bucket = self.bucket(tier);
@@ -194,10 +226,13 @@ impl Client {
             let response = match self.http.get(&url).send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    return Err(ConnectorError::Transient(anyhow::anyhow!(
-                        "{}",
-                        self.scrub(format!("GET {shown}: {}", describe_reqwest(&e)))
-                    )));
+                    return Err((
+                        ConnectorError::Transient(anyhow::anyhow!(
+                            "{}",
+                            self.scrub(format!("GET {shown}: {}", describe_reqwest(&e)))
+                        )),
+                        Retry::Yes,
+                    ));
                 }
             };
             observe(&bucket, response.headers());
@@ -209,14 +244,17 @@ impl Client {
                 if waits >= self.config.max_throttle_waits
                     || retry_after > self.config.max_retry_after
                 {
-                    return Err(ConnectorError::Transient(anyhow::anyhow!(
-                        "{}",
-                        self.scrub(format!(
-                            "GET {shown}: throttled by Klaviyo (429, Retry-After {}s) after {waits} in-process waits: {}",
-                            retry_after.as_secs_f64(),
-                            error_detail(&body)
-                        ))
-                    )));
+                    return Err((
+                        ConnectorError::Transient(anyhow::anyhow!(
+                            "{}",
+                            self.scrub(format!(
+                                "GET {shown}: throttled by Klaviyo (429, Retry-After {}s) after {waits} in-process waits: {}",
+                                retry_after.as_secs_f64(),
+                                error_detail(&body)
+                            ))
+                        )),
+                        Retry::No,
+                    ));
                 }
                 waits += 1;
                 tracing::debug!(path = %shown, retry_after_s = retry_after.as_secs_f64(), waits, "klaviyo throttled; waiting");
@@ -225,29 +263,41 @@ impl Client {
             let body = match response.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
-                    return Err(ConnectorError::Transient(anyhow::anyhow!(
-                        "{}",
-                        self.scrub(format!(
-                            "GET {shown}: reading the {status} response body failed: {}",
-                            describe_reqwest(&e)
-                        ))
-                    )));
+                    return Err((
+                        ConnectorError::Transient(anyhow::anyhow!(
+                            "{}",
+                            self.scrub(format!(
+                                "GET {shown}: reading the {status} response body failed: {}",
+                                describe_reqwest(&e)
+                            ))
+                        )),
+                        Retry::Yes,
+                    ));
                 }
             };
             if status.is_success() {
                 return decode(&body).map_err(|why| {
-                    ConnectorError::Transient(anyhow::anyhow!(
-                        "GET {shown}: undecodable {status} response ({} bytes): {why}",
-                        body.len()
-                    ))
+                    (
+                        ConnectorError::Transient(anyhow::anyhow!(
+                            "GET {shown}: undecodable {status} response ({} bytes): {why}",
+                            body.len()
+                        )),
+                        Retry::Yes,
+                    )
                 });
             }
             let detail = self.scrub(error_detail(&String::from_utf8_lossy(&body)));
             let message = format!("GET {shown}: Klaviyo answered {status}: {detail}");
             return Err(if status.is_server_error() || status.as_u16() == 408 {
-                ConnectorError::Transient(anyhow::anyhow!(message))
+                (
+                    ConnectorError::Transient(anyhow::anyhow!(message)),
+                    Retry::Yes,
+                )
             } else {
-                ConnectorError::Permanent(anyhow::anyhow!(message))
+                (
+                    ConnectorError::Permanent(anyhow::anyhow!(message)),
+                    Retry::No,
+                )
             });
         }
     }
