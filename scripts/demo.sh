@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end: builds sluice, starts the sandbox, the planner, two fetchers and
 # the loader against the RabbitMQ and PostgreSQL at their default local addresses, ingests
-# the real Sailthru sample export and a generated one, and prints what landed.
+# the real Sailthru sample export and a generated one, extracts Klaviyo events and profiles
+# from the sandbox's emulation of Klaviyo's API, and prints what landed.
 #
 #   SLUICE_DEMO_MESSAGES   size of the generated export (message_blast records), default 200000
 #   SLUICE_DEMO_PROFILE    cargo profile: release (default) or debug
@@ -63,6 +64,10 @@ for port in $ports; do
   fi
 done
 
+# The sandbox also emulates Klaviyo's API (real rate limits); point the default account at it.
+export SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY=pk_sandbox
+export SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__BASE_URL="http://127.0.0.1:$sandbox_port"
+
 say "migrating the database"
 "$bin/sluicectl" migrate
 
@@ -88,8 +93,14 @@ started_ms=$(date +%s%3N)
 elapsed_ms=$(( $(date +%s%3N) - started_ms ))
 echo "generated export: $((elapsed_ms / 1000)).$(( (elapsed_ms % 1000) / 100 )) s wall time, including generating it in the sandbox"
 
+say "extracting Klaviyo from the sandbox's emulation: January's Placed Order and Received Email events, then all profiles"
+"$bin/sluicectl" sync klaviyo events --metric "Placed Order" --metric "Received Email" \
+  --since 2024-01-01T00:00:00Z --until 2024-02-01T00:00:00Z --wait
+"$bin/sluicectl" sync klaviyo profiles --wait
+
 say "what landed"
 "$bin/sluicectl" tables sailthru
+"$bin/sluicectl" tables klaviyo
 say "freshness"
 "$bin/sluicectl" freshness
 say "recent jobs"

@@ -22,8 +22,8 @@ pub use db::{Pool, connect, migrate};
 /// Errors of the store, each with its cause chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Postgres returned an error.
-    #[error("{context}: {source}")]
+    /// Postgres returned an error (shown with the server's message and SQLSTATE).
+    #[error("{context}: {}", describe_postgres(source))]
     Postgres {
         /// What was being done.
         context: String,
@@ -71,6 +71,24 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+}
+
+/// The server's message, detail and SQLSTATE when Postgres answered with an error; the
+/// driver's description otherwise (connection errors).
+pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            text
+        }
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
     }
 }
 

@@ -2,7 +2,7 @@
 //! `INSERT … SELECT DISTINCT ON (pk) … ON CONFLICT (pk) DO UPDATE` into the destination.
 //!
 //! Table shapes come from the Postgres catalog (columns, types, primary key), looked up by
-//! name with `to_regclass` and cached per process; every identifier written into SQL comes
+//! schema and name as data and cached per process; every identifier written into SQL comes
 //! from the catalog and is quoted, so a hostile table or column name in a batch can only
 //! ever produce an "unknown table/column" error.
 //!
@@ -92,11 +92,18 @@ impl Catalog {
 }
 
 async fn describe_table(client: &impl GenericClient, table: &str) -> Result<TableInfo, StoreError> {
+    // The name is matched as data against the catalog (never parsed as SQL), so any
+    // string is safe here and an odd one is simply not found.
+    let Some((schema, name)) = table.split_once('.') else {
+        return Err(StoreError::Schema(format!(
+            "destination table {table:?} is not schema-qualified (schema.table)"
+        )));
+    };
     let row = client
         .query_opt(
             "SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')",
-            &[&table],
+              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &name],
         )
         .await
         .context(|| format!("looking up table {table:?}"))?;
