@@ -154,16 +154,7 @@ impl TestEnv {
         &mut self,
         klaviyo: sluice_sandbox::klaviyo::KlaviyoConfig,
     ) -> anyhow::Result<String> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let cache_dir = std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id));
-        let stop = self.shutdown.clone();
-        self.services.push(tokio::spawn(async move {
-            let config = sluice_sandbox::SandboxConfig { cache_dir };
-            if let Err(e) = sluice_sandbox::run_with(config, klaviyo, listener, stop).await {
-                eprintln!("sandbox: {e:#}");
-            }
-        }));
+        let url = self.spawn_sandbox(klaviyo).await?;
         let key = "pk_sandbox".to_string();
         self.settings.connectors.klaviyo.accounts.insert(
             "default".into(),
@@ -222,18 +213,27 @@ impl TestEnv {
         self.start_loader();
     }
 
-    /// Starts a sandbox on port 0 in this process; returns its base URL.
+    /// Starts a sandbox on port 0 in this process (Klaviyo emulation at its defaults);
+    /// returns its base URL.
     ///
     /// # Errors
     /// The port cannot be bound.
     pub async fn start_sandbox(&mut self) -> anyhow::Result<String> {
+        self.spawn_sandbox(sluice_sandbox::klaviyo::KlaviyoConfig::default())
+            .await
+    }
+
+    async fn spawn_sandbox(
+        &mut self,
+        klaviyo: sluice_sandbox::klaviyo::KlaviyoConfig,
+    ) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let cache_dir = std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id));
         let stop = self.shutdown.clone();
         self.services.push(tokio::spawn(async move {
             let config = sluice_sandbox::SandboxConfig { cache_dir };
-            if let Err(e) = sluice_sandbox::run(config, listener, stop).await {
+            if let Err(e) = sluice_sandbox::run_with(config, klaviyo, listener, stop).await {
                 eprintln!("sandbox: {e:#}");
             }
         }));

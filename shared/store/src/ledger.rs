@@ -7,10 +7,11 @@
 //! what guarantees that nothing of a cancelled job is loaded after the cancel commits.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::Transaction;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sluice_contracts::{JobRequest, Outcome, RecordBatch, RejectedRecord};
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::load::{Catalog, load_rows};
@@ -76,14 +77,14 @@ pub async fn insert_job(
 /// # Errors
 /// Database errors.
 pub async fn lock_job(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<String>, StoreError> {
-    Ok(tx
-        .query_opt(
-            "SELECT state FROM sluice.jobs WHERE id = $1 FOR NO KEY UPDATE",
-            &[&job_id],
-        )
-        .await
-        .context(|| format!("locking job {job_id}"))?
-        .map(|r| r.get(0)))
+    Ok(crate::cached::query_opt(
+        &tx,
+        "SELECT state FROM sluice.jobs WHERE id = $1 FOR NO KEY UPDATE",
+        &[&job_id],
+    )
+    .await
+    .context(|| format!("locking job {job_id}"))?
+    .map(|r| r.get(0)))
 }
 
 /// Takes the stream lock for `job_id`. A lock held by a job that has ended is taken over.
@@ -100,25 +101,25 @@ pub async fn acquire_stream_lock(
     job_id: Uuid,
 ) -> Result<Option<Uuid>, StoreError> {
     let ctx = || format!("taking the lock of {connector}/{account}/{stream}");
-    let inserted = tx
-        .execute(
-            "INSERT INTO sluice.locks (connector, account, stream, job_id) VALUES ($1, $2, $3, $4)
+    let inserted = crate::cached::execute(
+        &tx,
+        "INSERT INTO sluice.locks (connector, account, stream, job_id) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
-            &[&connector, &account, &stream, &job_id],
-        )
-        .await
-        .context(ctx)?;
+        &[&connector, &account, &stream, &job_id],
+    )
+    .await
+    .context(ctx)?;
     if inserted == 1 {
         return Ok(None);
     }
-    let row = tx
-        .query_one(
-            "SELECT l.job_id, j.state FROM sluice.locks l LEFT JOIN sluice.jobs j ON j.id = l.job_id
+    let row = crate::cached::query_one(
+        &tx,
+        "SELECT l.job_id, j.state FROM sluice.locks l LEFT JOIN sluice.jobs j ON j.id = l.job_id
               WHERE l.connector = $1 AND l.account = $2 AND l.stream = $3 FOR UPDATE OF l",
-            &[&connector, &account, &stream],
-        )
-        .await
-        .context(ctx)?;
+        &[&connector, &account, &stream],
+    )
+    .await
+    .context(ctx)?;
     let holder: Uuid = row.get(0);
     let holder_state: Option<String> = row.get(1);
     if holder == job_id {
@@ -127,7 +128,8 @@ pub async fn acquire_stream_lock(
     match holder_state.as_deref() {
         Some(s) if !state::is_terminal(s) => Ok(Some(holder)),
         _ => {
-            tx.execute(
+            crate::cached::execute(
+                &tx,
                 "UPDATE sluice.locks SET job_id = $4, acquired_at = now()
                   WHERE connector = $1 AND account = $2 AND stream = $3",
                 &[&connector, &account, &stream, &job_id],
@@ -165,7 +167,8 @@ pub async fn record_plan(
     let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
     let streams: Vec<&str> = tasks.iter().map(|t| t.stream.as_str()).collect();
     let kinds: Vec<&Value> = tasks.iter().map(|t| &t.kind).collect();
-    tx.execute(
+    crate::cached::execute(
+        &tx,
         "INSERT INTO sluice.tasks (task_id, job_id, stream, kind)
          SELECT t, $2, s, k FROM unnest($1::text[], $3::text[], $4::jsonb[]) AS u(t, s, k)
          ON CONFLICT (task_id) DO NOTHING",
@@ -173,7 +176,8 @@ pub async fn record_plan(
     )
     .await
     .context(|| format!("recording the tasks of job {job_id}"))?;
-    tx.execute(
+    crate::cached::execute(
+        &tx,
         "UPDATE sluice.jobs SET state = 'running', params = $2, warnings = $3,
                 tasks_total = (SELECT count(*) FROM sluice.tasks WHERE job_id = $1),
                 started_at = coalesce(started_at, now()), updated_at = now()
@@ -213,14 +217,15 @@ async fn fail_job_in_states(
     if let Some(s) = lock_job(&tx, job_id).await?
         && states.contains(&s.as_str())
     {
-        tx.execute(
+        crate::cached::execute(&tx, 
             "UPDATE sluice.jobs SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
               WHERE id = $1",
             &[&job_id, &error],
         )
         .await
         .context(|| format!("failing job {job_id}"))?;
-        tx.execute(
+        crate::cached::execute(
+            &tx,
             "UPDATE sluice.tasks SET state = 'cancelled', finished_at = now()
               WHERE job_id = $1 AND state = 'pending'",
             &[&job_id],
@@ -234,9 +239,13 @@ async fn fail_job_in_states(
 }
 
 async fn release_lock(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM sluice.locks WHERE job_id = $1", &[&job_id])
-        .await
-        .context(|| format!("releasing the lock of job {job_id}"))?;
+    crate::cached::execute(
+        &tx,
+        "DELETE FROM sluice.locks WHERE job_id = $1",
+        &[&job_id],
+    )
+    .await
+    .context(|| format!("releasing the lock of job {job_id}"))?;
     Ok(())
 }
 
@@ -400,14 +409,14 @@ pub async fn apply_batch(
     let mut result = BatchApplied::default();
 
     // Claim the part first: a concurrent duplicate waits here and then finds it taken.
-    let claimed = tx
-        .execute(
-            "INSERT INTO sluice.batches (task_id, part, job_id, table_name, rows)
+    let claimed = crate::cached::execute(
+        &tx,
+        "INSERT INTO sluice.batches (task_id, part, job_id, table_name, rows)
              VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
-            &[&batch.task_id, &(batch.part as i32), &job_id, &batch.table],
-        )
-        .await
-        .context(|| format!("claiming part {} of task {}", batch.part, batch.task_id))?;
+        &[&batch.task_id, &(batch.part as i32), &job_id, &batch.table],
+    )
+    .await
+    .context(|| format!("claiming part {} of task {}", batch.part, batch.task_id))?;
     if claimed == 0 {
         return Ok(result);
     }
@@ -438,7 +447,8 @@ pub async fn apply_batch(
             return Ok(result);
         }
     }
-    tx.execute(
+    crate::cached::execute(
+        &tx,
         "UPDATE sluice.batches SET rows = $3 WHERE task_id = $1 AND part = $2",
         &[&batch.task_id, &(batch.part as i32), &(rows as i32)],
     )
@@ -454,8 +464,7 @@ pub async fn apply_batch(
             .iter()
             .map(|c| serde_json::to_value(&c.kind).unwrap_or(Value::Null))
             .collect();
-        let added = tx
-            .execute(
+        let added = crate::cached::execute(&tx, 
                 "INSERT INTO sluice.tasks (task_id, job_id, parent_id, stream, kind, published_at)
                  SELECT t, $2, $3, s, k, now() FROM unnest($1::text[], $4::text[], $5::jsonb[]) AS u(t, s, k)
                  ON CONFLICT (task_id) DO NOTHING",
@@ -463,7 +472,8 @@ pub async fn apply_batch(
             )
             .await
             .context(|| format!("recording the children of task {}", batch.task_id))?;
-        tx.execute(
+        crate::cached::execute(
+            &tx,
             "UPDATE sluice.jobs SET tasks_total = tasks_total + $2 WHERE id = $1",
             &[&job_id, &(added as i64)],
         )
@@ -472,8 +482,7 @@ pub async fn apply_batch(
     }
 
     let final_part: Option<i32> = batch.task_complete.then_some(batch.part as i32);
-    let row = tx
-        .query_one(
+    let row = crate::cached::query_one(&tx, 
             "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, rows_loaded, cursor_max, final_part, published_at)
              VALUES ($1, $2, $3, '{}'::jsonb, $4, $5, $6, now())
              ON CONFLICT (task_id) DO UPDATE
@@ -494,7 +503,8 @@ pub async fn apply_batch(
         .context(|| format!("updating task {}", batch.task_id))?;
     let task_state: String = row.get(0);
     let final_part: Option<i32> = row.get(1);
-    tx.execute(
+    crate::cached::execute(
+        &tx,
         "UPDATE sluice.jobs SET rows_loaded = rows_loaded + $2, updated_at = now() WHERE id = $1",
         &[&job_id, &(rows as i64)],
     )
@@ -524,18 +534,18 @@ async fn complete_if_all_parts(
     task_id: &str,
     last: i32,
 ) -> Result<bool, StoreError> {
-    let parts: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM sluice.batches WHERE task_id = $1",
-            &[&task_id],
-        )
-        .await
-        .context(|| "counting parts".into())?
-        .get(0);
+    let parts: i64 = crate::cached::query_one(
+        &tx,
+        "SELECT count(*) FROM sluice.batches WHERE task_id = $1",
+        &[&task_id],
+    )
+    .await
+    .context(|| "counting parts".into())?
+    .get(0);
     if parts != i64::from(last) + 1 {
         return Ok(false);
     }
-    tx.execute(
+    crate::cached::execute(&tx, 
         "UPDATE sluice.tasks SET state = 'done', error = NULL, finished_at = now() WHERE task_id = $1",
         &[&task_id],
     )
@@ -566,7 +576,7 @@ pub async fn apply_task_outcome(
         Outcome::Failed => "failed",
         Outcome::Cancelled => "cancelled",
     };
-    tx.execute(
+    crate::cached::execute(&tx, 
         "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, state, error, finished_at, published_at)
          VALUES ($1, $2, '', '{}'::jsonb, $3, $4, now(), now())
          ON CONFLICT (task_id) DO UPDATE SET state = EXCLUDED.state, error = EXCLUDED.error,
@@ -585,17 +595,17 @@ pub async fn apply_task_outcome(
 /// naming the first failed task), releases the lock and, on success, writes freshness rows
 /// and advances the bookmark. Returns the new state when it ended the job.
 async fn finish_if_done(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<String>, StoreError> {
-    let row = tx
-        .query_one(
-            "SELECT count(*) FILTER (WHERE state = 'pending'),
+    let row = crate::cached::query_one(
+        &tx,
+        "SELECT count(*) FILTER (WHERE state = 'pending'),
                     count(*) FILTER (WHERE state = 'failed'),
                     (SELECT task_id || ': ' || coalesce(error, 'failed') FROM sluice.tasks
                       WHERE job_id = $1 AND state = 'failed' ORDER BY finished_at, task_id LIMIT 1)
                FROM sluice.tasks WHERE job_id = $1",
-            &[&job_id],
-        )
-        .await
-        .context(|| format!("checking completion of job {job_id}"))?;
+        &[&job_id],
+    )
+    .await
+    .context(|| format!("checking completion of job {job_id}"))?;
     let pending: i64 = row.get(0);
     let failed: i64 = row.get(1);
     if pending > 0 {
@@ -613,7 +623,7 @@ async fn finish_if_done(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<Str
     } else {
         (state::SUCCEEDED, None)
     };
-    tx.execute(
+    crate::cached::execute(&tx, 
         "UPDATE sluice.jobs SET state = $2, error = $3, finished_at = now(), updated_at = now() WHERE id = $1",
         &[&job_id, &new_state, &error],
     )
@@ -638,23 +648,23 @@ pub fn cursor_to_ts(cursor: &str) -> Option<DateTime<Utc>> {
 }
 
 async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreError> {
-    let job = tx
-        .query_one(
-            "SELECT connector, account, stream FROM sluice.jobs WHERE id = $1",
-            &[&job_id],
-        )
-        .await
-        .context(|| "reading the job".into())?;
+    let job = crate::cached::query_one(
+        &tx,
+        "SELECT connector, account, stream FROM sluice.jobs WHERE id = $1",
+        &[&job_id],
+    )
+    .await
+    .context(|| "reading the job".into())?;
     let (connector, account, job_stream): (String, String, String) =
         (job.get(0), job.get(1), job.get(2));
-    let per_stream = tx
-        .query(
-            "SELECT stream, max(cursor_max) FROM sluice.tasks
+    let per_stream = crate::cached::query(
+        &tx,
+        "SELECT stream, max(cursor_max) FROM sluice.tasks
               WHERE job_id = $1 AND cursor_max IS NOT NULL GROUP BY stream",
-            &[&job_id],
-        )
-        .await
-        .context(|| "reading cursors".into())?;
+        &[&job_id],
+    )
+    .await
+    .context(|| "reading cursors".into())?;
     let mut overall: Option<String> = None;
     let mut stream_cursors: Vec<(String, String)> = Vec::new();
     for row in per_stream {
@@ -665,7 +675,8 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
             overall = Some(cursor.clone());
         }
         if let Some(ts) = cursor_to_ts(&cursor) {
-            tx.execute(
+            crate::cached::execute(
+                &tx,
                 "INSERT INTO sluice.freshness (connector, account, stream, source_ts, job_id)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 &[&connector, &account, &stream, &ts, &job_id],
@@ -678,17 +689,18 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
         // The bookmark keeps the greatest cursor overall and per task stream (a Klaviyo
         // events job has tasks of streams `events/<metric id>`), merged with the stored one
         // so streams this job did not touch keep their cursors.
-        let stored: Option<Value> = tx
-            .query_opt(
-                "SELECT bookmark FROM sluice.stream_state
+        let stored: Option<Value> = crate::cached::query_opt(
+            &tx,
+            "SELECT bookmark FROM sluice.stream_state
                   WHERE connector = $1 AND account = $2 AND stream = $3 FOR UPDATE",
-                &[&connector, &account, &job_stream],
-            )
-            .await
-            .context(|| "reading the bookmark".into())?
-            .map(|r| r.get(0));
+            &[&connector, &account, &job_stream],
+        )
+        .await
+        .context(|| "reading the bookmark".into())?
+        .map(|r| r.get(0));
         let bookmark = merge_bookmark(stored.as_ref(), &cursor, &stream_cursors);
-        tx.execute(
+        crate::cached::execute(
+            &tx,
             "INSERT INTO sluice.stream_state (connector, account, stream, bookmark, job_id)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (connector, account, stream) DO UPDATE
@@ -768,14 +780,15 @@ pub async fn cancel_job(pool: &Pool, job_id: Uuid) -> Result<CancelResult, Store
     if state::is_terminal(&current) {
         return Ok(CancelResult::AlreadyEnded(current));
     }
-    tx.execute(
+    crate::cached::execute(
+        &tx,
         "UPDATE sluice.jobs SET state = 'cancelled', error = 'cancelled by operator',
                 finished_at = now(), updated_at = now() WHERE id = $1",
         &[&job_id],
     )
     .await
     .context(|| format!("cancelling job {job_id}"))?;
-    tx.execute(
+    crate::cached::execute(&tx, 
         "UPDATE sluice.tasks SET state = 'cancelled', finished_at = now() WHERE job_id = $1 AND state = 'pending'",
         &[&job_id],
     )
@@ -802,13 +815,13 @@ pub async fn reopen_task(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<boo
     if current == state::CANCELLED || current == state::SUCCEEDED {
         return Ok(false);
     }
-    let job = tx
-        .query_one(
-            "SELECT connector, account, stream FROM sluice.jobs WHERE id = $1",
-            &[&job_id],
-        )
-        .await
-        .context(|| "reading the job".into())?;
+    let job = crate::cached::query_one(
+        &tx,
+        "SELECT connector, account, stream FROM sluice.jobs WHERE id = $1",
+        &[&job_id],
+    )
+    .await
+    .context(|| "reading the job".into())?;
     let (c, a, s): (String, String, String) = (job.get(0), job.get(1), job.get(2));
     if acquire_stream_lock(&tx, &c, &a, &s, job_id)
         .await?
@@ -816,20 +829,20 @@ pub async fn reopen_task(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<boo
     {
         return Ok(false);
     }
-    let reopened = tx
-        .query_opt(
-            "UPDATE sluice.tasks SET state = 'pending', error = NULL, finished_at = NULL
+    let reopened = crate::cached::query_opt(
+        &tx,
+        "UPDATE sluice.tasks SET state = 'pending', error = NULL, finished_at = NULL
               WHERE task_id = $1 AND job_id = $2 AND state IN ('failed', 'pending')
               RETURNING final_part",
-            &[&task_id, &job_id],
-        )
-        .await
-        .context(|| "reopening the task".into())?;
+        &[&task_id, &job_id],
+    )
+    .await
+    .context(|| "reopening the task".into())?;
     let Some(row) = reopened else {
         // Not a failed task of this job (already done, or unknown): leave the job alone.
         return Ok(false);
     };
-    tx.execute(
+    crate::cached::execute(&tx, 
         "UPDATE sluice.jobs SET state = 'running', error = NULL, finished_at = NULL, updated_at = now()
           WHERE id = $1",
         &[&job_id],

@@ -92,6 +92,50 @@ pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Statements through the connection's prepared-statement cache: one round trip instead of
+/// two (prepare, then execute) for the ledger's and the upsert path's recurring SQL.
+pub(crate) mod cached {
+    use deadpool_postgres::Transaction;
+    use tokio_postgres::types::ToSql;
+    use tokio_postgres::{Error, Row};
+
+    pub(crate) async fn execute(
+        tx: &Transaction<'_>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        let statement = tx.prepare_cached(sql).await?;
+        tx.execute(&statement, params).await
+    }
+
+    pub(crate) async fn query_one(
+        tx: &Transaction<'_>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        let statement = tx.prepare_cached(sql).await?;
+        tx.query_one(&statement, params).await
+    }
+
+    pub(crate) async fn query_opt(
+        tx: &Transaction<'_>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        let statement = tx.prepare_cached(sql).await?;
+        tx.query_opt(&statement, params).await
+    }
+
+    pub(crate) async fn query(
+        tx: &Transaction<'_>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let statement = tx.prepare_cached(sql).await?;
+        tx.query(&statement, params).await
+    }
+}
+
 /// Attaches context to driver errors.
 pub(crate) trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError>;

@@ -18,12 +18,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use deadpool_postgres::Transaction;
 use futures::pin_mut;
 use postgres_types::{ToSql, Type};
 use serde_json::Value;
 use sluice_contracts::{MergeSpec, RejectedRecord};
+use tokio_postgres::GenericClient;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use crate::cell::{Cell, supported, to_cell};
@@ -189,7 +190,7 @@ pub async fn load_rows(
     rows: &[Vec<Value>],
     merge: &MergeSpec,
 ) -> Result<LoadOutcome, StoreError> {
-    let info = catalog.table(tx, table).await?;
+    let info = catalog.table(&**tx, table).await?;
     let mut outcome = LoadOutcome::default();
 
     // Validate the batch's shape against the catalog.
@@ -268,15 +269,24 @@ pub async fn load_rows(
 
     let mut types: Vec<Type> = cols.iter().map(|c| c.ty.clone()).collect();
     types.push(Type::INT8);
-    let sink = tx
-        .copy_in(&format!(
+    let copy = tx
+        .prepare_cached(&format!(
             "COPY {stage} ({col_sql}, _sluice_ord) FROM STDIN BINARY"
         ))
+        .await
+        .context(|| format!("preparing COPY for {table}"))?;
+    let sink = tx
+        .copy_in(&copy)
         .await
         .context(|| format!("starting COPY for {table}"))?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
     let mut cells: Vec<Cell> = Vec::with_capacity(cols.len() + 1);
+    // Whether two rows may share a primary key (hash collisions only make this say yes,
+    // which is safe): only then does the upsert need DISTINCT ON and its sort.
+    let mut seen_keys: std::collections::HashSet<u64> =
+        std::collections::HashSet::with_capacity(rows.len());
+    let mut duplicates = false;
     'rows: for (ord, row) in rows.iter().enumerate() {
         cells.clear();
         if row.len() != cols.len() {
@@ -315,6 +325,9 @@ pub async fn load_rows(
                     continue 'rows;
                 }
             }
+        }
+        if !duplicates {
+            duplicates = !seen_keys.insert(key_hash(&pk_positions, row));
         }
         cells.push(Cell::I64(ord as i64));
         let refs: Vec<&(dyn ToSql + Sync)> =
@@ -394,7 +407,7 @@ pub async fn load_rows(
     // else in this table) is newer are not added: an older export loaded late must not
     // resurrect removed members.
     let guard_table = match &merge.scope_parent {
-        Some(parent) => catalog.table(tx, parent).await?.quoted.clone(),
+        Some(parent) => catalog.table(&**tx, parent).await?.quoted.clone(),
         None => info.quoted.clone(),
     };
     let newer_filter = match (&version, scope.is_empty()) {
@@ -410,18 +423,27 @@ pub async fn load_rows(
         ),
         _ => String::new(),
     };
+    // Rows go in primary-key order, so concurrent upserts of overlapping keys lock them in
+    // the same order; with duplicate keys in the batch, the last one wins.
+    let (distinct, order) = if duplicates {
+        (
+            format!("DISTINCT ON ({pk_sql}) "),
+            format!("{pk_sql}, _sluice_ord DESC"),
+        )
+    } else {
+        (String::new(), pk_sql.clone())
+    };
     let sql = format!(
         "INSERT INTO {dest} AS t ({insert})
-         SELECT DISTINCT ON ({pk_sql}) {select} FROM {stage} s{newer_filter}
-          ORDER BY {pk_sql}, _sluice_ord DESC
+         SELECT {distinct}{select} FROM {stage} s{newer_filter}
+          ORDER BY {order}
          ON CONFLICT ({pk_sql}) {conflict}",
         dest = info.quoted,
         insert = insert_cols.join(", "),
         select = select_cols.join(", "),
     );
     let params: Vec<&(dyn ToSql + Sync)> = if has_job_col { vec![&job_id] } else { vec![] };
-    outcome.written = tx
-        .execute(&sql, &params)
+    outcome.written = crate::cached::execute(&tx, &sql, &params)
         .await
         .context(|| format!("upserting into {table}"))?;
     Ok(outcome)
@@ -468,8 +490,7 @@ async fn replace_scope(
             dest = info.quoted,
             scope = scope_cols.join(", "),
         );
-        return tx
-            .execute(&sql, &[])
+        return crate::cached::execute(&tx, &sql, &[])
             .await
             .context(|| format!("replacing rows of {table}"));
     }
@@ -516,7 +537,7 @@ async fn replace_scope(
         conditions.join(" AND "),
         dest = info.quoted,
     );
-    tx.execute(&sql, &params)
+    crate::cached::execute(&tx, &sql, &params)
         .await
         .context(|| format!("replacing rows of {table}"))
 }
@@ -530,6 +551,20 @@ fn reject(table: &str, columns: &[String], row: &[Value], error: String) -> Reje
         error,
         raw: Value::Object(record),
     }
+}
+
+/// A hash of a row's primary-key values.
+fn key_hash(positions: &[usize], row: &[Value]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for &i in positions {
+        match &row[i] {
+            Value::String(s) => s.hash(&mut h),
+            other => other.to_string().hash(&mut h),
+        }
+        0xffu8.hash(&mut h);
+    }
+    h.finish()
 }
 
 fn short_hash(s: &str) -> String {
