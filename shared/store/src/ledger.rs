@@ -217,7 +217,7 @@ async fn fail_job_in_states(
     if let Some(s) = lock_job(&tx, job_id).await?
         && states.contains(&s.as_str())
     {
-        crate::cached::execute(&tx, 
+        crate::cached::execute(&tx,
             "UPDATE sluice.jobs SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
               WHERE id = $1",
             &[&job_id, &error],
@@ -464,7 +464,7 @@ pub async fn apply_batch(
             .iter()
             .map(|c| serde_json::to_value(&c.kind).unwrap_or(Value::Null))
             .collect();
-        let added = crate::cached::execute(&tx, 
+        let added = crate::cached::execute(&tx,
                 "INSERT INTO sluice.tasks (task_id, job_id, parent_id, stream, kind, published_at)
                  SELECT t, $2, $3, s, k, now() FROM unnest($1::text[], $4::text[], $5::jsonb[]) AS u(t, s, k)
                  ON CONFLICT (task_id) DO NOTHING",
@@ -482,7 +482,7 @@ pub async fn apply_batch(
     }
 
     let final_part: Option<i32> = batch.task_complete.then_some(batch.part as i32);
-    let row = crate::cached::query_one(&tx, 
+    let row = crate::cached::query_one(&tx,
             "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, rows_loaded, cursor_max, final_part, published_at)
              VALUES ($1, $2, $3, '{}'::jsonb, $4, $5, $6, now())
              ON CONFLICT (task_id) DO UPDATE
@@ -545,7 +545,7 @@ async fn complete_if_all_parts(
     if parts != i64::from(last) + 1 {
         return Ok(false);
     }
-    crate::cached::execute(&tx, 
+    crate::cached::execute(&tx,
         "UPDATE sluice.tasks SET state = 'done', error = NULL, finished_at = now() WHERE task_id = $1",
         &[&task_id],
     )
@@ -576,7 +576,7 @@ pub async fn apply_task_outcome(
         Outcome::Failed => "failed",
         Outcome::Cancelled => "cancelled",
     };
-    crate::cached::execute(&tx, 
+    crate::cached::execute(&tx,
         "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, state, error, finished_at, published_at)
          VALUES ($1, $2, '', '{}'::jsonb, $3, $4, now(), now())
          ON CONFLICT (task_id) DO UPDATE SET state = EXCLUDED.state, error = EXCLUDED.error,
@@ -623,7 +623,7 @@ async fn finish_if_done(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<Str
     } else {
         (state::SUCCEEDED, None)
     };
-    crate::cached::execute(&tx, 
+    crate::cached::execute(&tx,
         "UPDATE sluice.jobs SET state = $2, error = $3, finished_at = now(), updated_at = now() WHERE id = $1",
         &[&job_id, &new_state, &error],
     )
@@ -788,7 +788,7 @@ pub async fn cancel_job(pool: &Pool, job_id: Uuid) -> Result<CancelResult, Store
     )
     .await
     .context(|| format!("cancelling job {job_id}"))?;
-    crate::cached::execute(&tx, 
+    crate::cached::execute(&tx,
         "UPDATE sluice.tasks SET state = 'cancelled', finished_at = now() WHERE job_id = $1 AND state = 'pending'",
         &[&job_id],
     )
@@ -842,7 +842,7 @@ pub async fn reopen_task(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<boo
         // Not a failed task of this job (already done, or unknown): leave the job alone.
         return Ok(false);
     };
-    crate::cached::execute(&tx, 
+    crate::cached::execute(&tx,
         "UPDATE sluice.jobs SET state = 'running', error = NULL, finished_at = NULL, updated_at = now()
           WHERE id = $1",
         &[&job_id],
