@@ -9,6 +9,8 @@
 //! Services run in-process ([`TestEnv::start_planner`], …) or, for crash tests, as real
 //! processes of the workspace's binaries ([`TestEnv::spawn`]) that can be SIGKILLed.
 
+pub mod poison;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -88,6 +90,8 @@ impl TestEnv {
                 format!("{head}/sluice_test_{id}"),
             ),
             ("SLUICE__DATABASE__POOL_SIZE".to_string(), "6".to_string()),
+            // Small, so the poison-task test reaches it quickly; crash tests stay below it.
+            ("SLUICE__AMQP__DELIVERY_LIMIT".to_string(), "4".to_string()),
             ("SLUICE__AMQP__URL".to_string(), amqp_url()),
             ("SLUICE__AMQP__PREFIX".to_string(), format!("test_{id}")),
             (
@@ -133,6 +137,10 @@ impl TestEnv {
             (
                 "SLUICE__AMQP__PREFIX".into(),
                 self.settings.amqp.prefix.clone(),
+            ),
+            (
+                "SLUICE__AMQP__DELIVERY_LIMIT".into(),
+                self.settings.amqp.delivery_limit.to_string(),
             ),
             ("SLUICE__PLANNER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
             ("SLUICE__FETCHER__ADMIN_BIND".into(), "127.0.0.1:0".into()),
@@ -182,6 +190,23 @@ impl TestEnv {
                 eprintln!("planner: {e:#}");
             }
         }));
+    }
+
+    /// Starts a planner in this process that also knows the test connector `poison`.
+    pub fn start_planner_with_poison(&mut self) {
+        let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
+        self.services.push(tokio::spawn(async move {
+            let mut registry = sluice_connectors::Registry::from_settings(&settings);
+            registry.insert(std::sync::Arc::new(poison::PoisonConnector));
+            if let Err(e) = sluice_planner::run_with(settings, registry, stop).await {
+                eprintln!("planner: {e:#}");
+            }
+        }));
+    }
+
+    /// Whether a spawned process is still running.
+    pub fn is_running(&mut self, index: usize) -> bool {
+        matches!(self.children[index].1.try_wait(), Ok(None))
     }
 
     /// Starts a fetcher in this process.

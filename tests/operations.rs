@@ -153,3 +153,90 @@ async fn cancelling_a_job_stops_it_and_frees_the_stream() {
     assert_eq!(shown["rows_per_table"]["sailthru.profile_geo"], 508);
     env.teardown().await.expect("teardown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_that_crashes_its_fetcher_every_time_is_parked_and_replayed_once_fixed() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_planner_with_poison();
+    env.start_loader();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("poisoned");
+    std::fs::write(&marker, b"crash").expect("marker");
+    let job = env
+        .request_job(
+            "poison",
+            "poison",
+            serde_json::json!({ "poison_file": marker.to_str().expect("utf-8") }),
+        )
+        .await
+        .expect("job");
+
+    // A fetcher that takes one task at a time; a supervisor (this loop) restarts it after
+    // every crash, as Kubernetes would.
+    let poison_env = [
+        ("SLUICE_E2E_POISON", "1"),
+        ("SLUICE__FETCHER__CONCURRENCY", "1"),
+    ];
+    let mut fetcher = env.spawn("fetcher", &poison_env).expect("fetcher");
+    let mut crashes = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    let report = loop {
+        let report = env.report(job).await.expect("report");
+        if report.summary.state == "failed" || report.summary.state == "succeeded" {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job never ended: {report:#?}"
+        );
+        if !env.is_running(fetcher) {
+            crashes += 1;
+            fetcher = env.spawn("fetcher", &poison_env).expect("fetcher again");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(report.summary.state, "failed", "{report:#?}");
+    assert!(
+        crashes >= 3,
+        "the fetcher crashed on every delivery: {crashes}"
+    );
+    assert_eq!(report.failed_tasks.len(), 1, "{report:#?}");
+    let (task, error) = &report.failed_tasks[0];
+    let job_error = report.summary.error.clone().unwrap_or_default();
+    assert!(
+        job_error.contains(task.as_str()),
+        "the job names the task: {job_error}"
+    );
+    assert!(
+        error.contains("delivery limit"),
+        "the reason is the delivery limit: {error}"
+    );
+    // The other two tasks loaded.
+    assert_eq!(env.count("sailthru.blast").await.expect("count"), 2);
+
+    // The cause goes away; the operator replays the parking lot.
+    std::fs::remove_file(&marker).expect("cure");
+    if !env.is_running(fetcher) {
+        env.spawn("fetcher", &poison_env).expect("fetcher again");
+    }
+    let listed = env.sluicectl(&["dlq", "list"]).await.expect("dlq list");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(task.as_str()),
+        "{}",
+        text(&listed)
+    );
+    let replayed = env
+        .sluicectl(&["dlq", "replay", "--job", &job.to_string()])
+        .await
+        .expect("replay");
+    assert!(
+        String::from_utf8_lossy(&replayed.stdout).contains("replayed 1, left parked 0"),
+        "{}",
+        text(&replayed)
+    );
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    assert_eq!(env.count("sailthru.blast").await.expect("count"), 3);
+    env.teardown().await.expect("teardown");
+}

@@ -78,7 +78,7 @@ pub async fn insert_job(
 /// Database errors.
 pub async fn lock_job(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<String>, StoreError> {
     Ok(crate::cached::query_opt(
-        &tx,
+        tx,
         "SELECT state FROM sluice.jobs WHERE id = $1 FOR NO KEY UPDATE",
         &[&job_id],
     )
@@ -102,7 +102,7 @@ pub async fn acquire_stream_lock(
 ) -> Result<Option<Uuid>, StoreError> {
     let ctx = || format!("taking the lock of {connector}/{account}/{stream}");
     let inserted = crate::cached::execute(
-        &tx,
+        tx,
         "INSERT INTO sluice.locks (connector, account, stream, job_id) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
         &[&connector, &account, &stream, &job_id],
@@ -113,7 +113,7 @@ pub async fn acquire_stream_lock(
         return Ok(None);
     }
     let row = crate::cached::query_one(
-        &tx,
+        tx,
         "SELECT l.job_id, j.state FROM sluice.locks l LEFT JOIN sluice.jobs j ON j.id = l.job_id
               WHERE l.connector = $1 AND l.account = $2 AND l.stream = $3 FOR UPDATE OF l",
         &[&connector, &account, &stream],
@@ -129,7 +129,7 @@ pub async fn acquire_stream_lock(
         Some(s) if !state::is_terminal(s) => Ok(Some(holder)),
         _ => {
             crate::cached::execute(
-                &tx,
+                tx,
                 "UPDATE sluice.locks SET job_id = $4, acquired_at = now()
                   WHERE connector = $1 AND account = $2 AND stream = $3",
                 &[&connector, &account, &stream, &job_id],
@@ -168,7 +168,7 @@ pub async fn record_plan(
     let streams: Vec<&str> = tasks.iter().map(|t| t.stream.as_str()).collect();
     let kinds: Vec<&Value> = tasks.iter().map(|t| &t.kind).collect();
     crate::cached::execute(
-        &tx,
+        tx,
         "INSERT INTO sluice.tasks (task_id, job_id, stream, kind)
          SELECT t, $2, s, k FROM unnest($1::text[], $3::text[], $4::jsonb[]) AS u(t, s, k)
          ON CONFLICT (task_id) DO NOTHING",
@@ -177,7 +177,7 @@ pub async fn record_plan(
     .await
     .context(|| format!("recording the tasks of job {job_id}"))?;
     crate::cached::execute(
-        &tx,
+        tx,
         "UPDATE sluice.jobs SET state = 'running', params = $2, warnings = $3,
                 tasks_total = (SELECT count(*) FROM sluice.tasks WHERE job_id = $1),
                 started_at = coalesce(started_at, now()), updated_at = now()
@@ -239,13 +239,9 @@ async fn fail_job_in_states(
 }
 
 async fn release_lock(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreError> {
-    crate::cached::execute(
-        &tx,
-        "DELETE FROM sluice.locks WHERE job_id = $1",
-        &[&job_id],
-    )
-    .await
-    .context(|| format!("releasing the lock of job {job_id}"))?;
+    crate::cached::execute(tx, "DELETE FROM sluice.locks WHERE job_id = $1", &[&job_id])
+        .await
+        .context(|| format!("releasing the lock of job {job_id}"))?;
     Ok(())
 }
 
@@ -535,7 +531,7 @@ async fn complete_if_all_parts(
     last: i32,
 ) -> Result<bool, StoreError> {
     let parts: i64 = crate::cached::query_one(
-        &tx,
+        tx,
         "SELECT count(*) FROM sluice.batches WHERE task_id = $1",
         &[&task_id],
     )
@@ -545,7 +541,7 @@ async fn complete_if_all_parts(
     if parts != i64::from(last) + 1 {
         return Ok(false);
     }
-    crate::cached::execute(&tx,
+    crate::cached::execute(tx,
         "UPDATE sluice.tasks SET state = 'done', error = NULL, finished_at = now() WHERE task_id = $1",
         &[&task_id],
     )
@@ -596,7 +592,7 @@ pub async fn apply_task_outcome(
 /// and advances the bookmark. Returns the new state when it ended the job.
 async fn finish_if_done(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<String>, StoreError> {
     let row = crate::cached::query_one(
-        &tx,
+        tx,
         "SELECT count(*) FILTER (WHERE state = 'pending'),
                     count(*) FILTER (WHERE state = 'failed'),
                     (SELECT task_id || ': ' || coalesce(error, 'failed') FROM sluice.tasks
@@ -623,7 +619,7 @@ async fn finish_if_done(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<Str
     } else {
         (state::SUCCEEDED, None)
     };
-    crate::cached::execute(&tx,
+    crate::cached::execute(tx,
         "UPDATE sluice.jobs SET state = $2, error = $3, finished_at = now(), updated_at = now() WHERE id = $1",
         &[&job_id, &new_state, &error],
     )
@@ -649,7 +645,7 @@ pub fn cursor_to_ts(cursor: &str) -> Option<DateTime<Utc>> {
 
 async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreError> {
     let job = crate::cached::query_one(
-        &tx,
+        tx,
         "SELECT connector, account, stream FROM sluice.jobs WHERE id = $1",
         &[&job_id],
     )
@@ -658,7 +654,7 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
     let (connector, account, job_stream): (String, String, String) =
         (job.get(0), job.get(1), job.get(2));
     let per_stream = crate::cached::query(
-        &tx,
+        tx,
         "SELECT stream, max(cursor_max) FROM sluice.tasks
               WHERE job_id = $1 AND cursor_max IS NOT NULL GROUP BY stream",
         &[&job_id],
@@ -676,7 +672,7 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
         }
         if let Some(ts) = cursor_to_ts(&cursor) {
             crate::cached::execute(
-                &tx,
+                tx,
                 "INSERT INTO sluice.freshness (connector, account, stream, source_ts, job_id)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 &[&connector, &account, &stream, &ts, &job_id],
@@ -690,7 +686,7 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
         // events job has tasks of streams `events/<metric id>`), merged with the stored one
         // so streams this job did not touch keep their cursors.
         let stored: Option<Value> = crate::cached::query_opt(
-            &tx,
+            tx,
             "SELECT bookmark FROM sluice.stream_state
                   WHERE connector = $1 AND account = $2 AND stream = $3 FOR UPDATE",
             &[&connector, &account, &job_stream],
@@ -700,7 +696,7 @@ async fn record_success(tx: &Transaction<'_>, job_id: Uuid) -> Result<(), StoreE
         .map(|r| r.get(0));
         let bookmark = merge_bookmark(stored.as_ref(), &cursor, &stream_cursors);
         crate::cached::execute(
-            &tx,
+            tx,
             "INSERT INTO sluice.stream_state (connector, account, stream, bookmark, job_id)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (connector, account, stream) DO UPDATE

@@ -443,7 +443,7 @@ pub async fn load_rows(
         select = select_cols.join(", "),
     );
     let params: Vec<&(dyn ToSql + Sync)> = if has_job_col { vec![&job_id] } else { vec![] };
-    outcome.written = crate::cached::execute(&tx, &sql, &params)
+    outcome.written = crate::cached::execute(tx, &sql, &params)
         .await
         .context(|| format!("upserting into {table}"))?;
     Ok(outcome)
@@ -490,7 +490,7 @@ async fn replace_scope(
             dest = info.quoted,
             scope = scope_cols.join(", "),
         );
-        return crate::cached::execute(&tx, &sql, &[])
+        return crate::cached::execute(tx, &sql, &[])
             .await
             .context(|| format!("replacing rows of {table}"));
     }
@@ -537,7 +537,7 @@ async fn replace_scope(
         conditions.join(" AND "),
         dest = info.quoted,
     );
-    crate::cached::execute(&tx, &sql, &params)
+    crate::cached::execute(tx, &sql, &params)
         .await
         .context(|| format!("replacing rows of {table}"))
 }
