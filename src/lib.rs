@@ -204,6 +204,11 @@ impl TestEnv {
         }));
     }
 
+    /// The process id of a spawned process.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.children[index].1.id()
+    }
+
     /// Whether a spawned process is still running.
     pub fn is_running(&mut self, index: usize) -> bool {
         matches!(self.children[index].1.try_wait(), Ok(None))

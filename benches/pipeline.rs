@@ -1,0 +1,168 @@
+//! End to end: Klaviyo events from an unthrottled sandbox through planner, fetchers,
+//! RabbitMQ and loader into Postgres, with the services as real (release) processes.
+//!
+//! `cargo bench --bench pipeline [-- EVENTS [FETCHER COUNTS…]]` (defaults: 1,000,000 events;
+//! runs with 1, 2 and 4 fetchers, then one run of 2 × EVENTS with 2 fetchers for growth).
+//! For each run it prints events per second, each service's CPU seconds and peak RSS
+//! (`VmHWM`), and the deepest backlog seen on the fetch and load queues, which together
+//! name the bottleneck: the process that used the most CPU per second of wall time while
+//! its input queue was backed up.
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use sluice_e2e::TestEnv;
+use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metrics};
+
+struct Proc {
+    name: String,
+    pid: u32,
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based) of /proc/pid/stat; after the ")" split
+    // they are at 11 and 12. Clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
+    let spec = KlaviyoDataSpec {
+        seed: 9,
+        profiles: 50_000,
+        start: Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().expect("date"),
+        end: Utc.with_ymd_and_hms(2024, 4, 1, 0, 0, 0).single().expect("date"),
+        events_per_metric: events,
+        ..KlaviyoDataSpec::default()
+    };
+    let placed = metrics(&spec)
+        .into_iter()
+        .find(|(_, n)| n == "Placed Order")
+        .expect("metric")
+        .0;
+    let mut env = TestEnv::new().await?;
+    env.start_klaviyo_sandbox(KlaviyoConfig {
+        data: spec.clone(),
+        rate_limit_scale: None,
+        ..KlaviyoConfig::default()
+    })
+    .await?;
+    let mut procs = Vec::new();
+    let mut spawned = Vec::new();
+    spawned.push(("planner".to_string(), env.spawn("planner", &[])?));
+    for i in 0..fetchers {
+        spawned.push((format!("fetcher-{i}"), env.spawn("fetcher", &[])?));
+    }
+    spawned.push(("loader".to_string(), env.spawn("loader", &[])?));
+    for (name, index) in spawned {
+        procs.push(Proc {
+            name,
+            pid: env.pid(index),
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let broker = sluice_broker::Broker::connect(&env.settings.amqp, "bench").await?;
+    let depth = |queue: String| {
+        let broker = &broker;
+        async move {
+            let channel = broker.channel().await.ok()?;
+            let q = channel
+                .queue_declare(
+                    queue.into(),
+                    sluice_broker::lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .ok()?;
+            let _ = channel.close(200, "bye".into()).await;
+            Some(q.message_count())
+        }
+    };
+    let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_seconds(p.pid)).collect();
+    let started = Instant::now();
+    let job = env
+        .request_job(
+            "klaviyo",
+            "events",
+            json!({
+                "since": spec.start.to_rfc3339(),
+                "until": spec.end.to_rfc3339(),
+                "metrics": [placed],
+            }),
+        )
+        .await?;
+    let (mut max_fetch, mut max_load) = (0u32, 0u32);
+    let report = loop {
+        let report = env.report(job).await?;
+        if report.summary.state != "running" && report.summary.state != "queued" {
+            break report;
+        }
+        let topo = broker.topology();
+        max_fetch = max_fetch.max(depth(topo.queue(sluice_broker::Route::Fetch)).await.unwrap_or(0));
+        max_load = max_load.max(depth(topo.queue(sluice_broker::Route::Load)).await.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let rows = report.summary.rows_loaded as f64;
+    println!(
+        "{fetchers} fetcher(s), {events} events generated: job {} in {elapsed:.1} s, {rows} rows, {:.0} events/s; deepest backlog: fetch {max_fetch}, load {max_load} messages",
+        report.summary.state,
+        rows / elapsed
+    );
+    for (p, before) in procs.iter().zip(cpu_before) {
+        let cpu = cpu_seconds(p.pid) - before;
+        println!(
+            "  {:<10} CPU {cpu:>6.1} s ({:>3.0} % of one core)  peak RSS {:>6.1} MB",
+            p.name,
+            100.0 * cpu / elapsed,
+            peak_rss_mb(p.pid)
+        );
+    }
+    broker.close().await;
+    env.teardown().await?;
+    Ok(elapsed)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let events = args.first().copied().unwrap_or(1_000_000);
+    let counts: Vec<usize> = if args.len() > 1 {
+        args[1..].iter().map(|&n| n as usize).collect()
+    } else {
+        vec![1, 2, 4]
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {cores} cores; Postgres, RabbitMQ, the sandbox and every service share them");
+    let mut two = None;
+    for &n in &counts {
+        let t = run(events, n).await?;
+        if n == 2 {
+            two = Some(t);
+        }
+    }
+    if let Some(t1) = two {
+        let t2 = run(events * 2, 2).await?;
+        println!("growth: {} events took {:.2} × the time of {events}", events * 2, t2 / t1);
+    }
+    Ok(())
+}
