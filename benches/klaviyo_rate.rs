@@ -51,7 +51,6 @@ async fn main() -> anyhow::Result<()> {
             ..KlaviyoConfig::default()
         })
         .await?;
-    env.settings.fetcher.concurrency = 8;
     env.start_pipeline(fetchers);
     // Let every fetcher connect and count its peers before the clock starts.
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -22,8 +22,18 @@ struct Proc {
 
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 (1-based) of /proc/pid/stat; after the ")" split
     // they are at 11 and 12. Clock ticks are 100 per second on Linux.
     (ticks(11) + ticks(12)) / 100.0
@@ -43,8 +53,14 @@ async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
     let spec = KlaviyoDataSpec {
         seed: 9,
         profiles: 50_000,
-        start: Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().expect("date"),
-        end: Utc.with_ymd_and_hms(2024, 4, 1, 0, 0, 0).single().expect("date"),
+        start: Utc
+            .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+            .single()
+            .expect("date"),
+        end: Utc
+            .with_ymd_and_hms(2024, 4, 1, 0, 0, 0)
+            .single()
+            .expect("date"),
         events_per_metric: events,
         ..KlaviyoDataSpec::default()
     };
@@ -114,8 +130,16 @@ async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
             break report;
         }
         let topo = broker.topology();
-        max_fetch = max_fetch.max(depth(topo.queue(sluice_broker::Route::Fetch)).await.unwrap_or(0));
-        max_load = max_load.max(depth(topo.queue(sluice_broker::Route::Load)).await.unwrap_or(0));
+        max_fetch = max_fetch.max(
+            depth(topo.queue(sluice_broker::Route::Fetch))
+                .await
+                .unwrap_or(0),
+        );
+        max_load = max_load.max(
+            depth(topo.queue(sluice_broker::Route::Load))
+                .await
+                .unwrap_or(0),
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let elapsed = started.elapsed().as_secs_f64();
@@ -152,7 +176,9 @@ async fn main() -> anyhow::Result<()> {
         vec![1, 2, 4]
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("machine: {cores} cores; Postgres, RabbitMQ, the sandbox and every service share them");
+    println!(
+        "machine: {cores} cores; Postgres, RabbitMQ, the sandbox and every service share them"
+    );
     let mut two = None;
     for &n in &counts {
         let t = run(events, n).await?;
@@ -162,7 +188,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(t1) = two {
         let t2 = run(events * 2, 2).await?;
-        println!("growth: {} events took {:.2} × the time of {events}", events * 2, t2 / t1);
+        println!(
+            "growth: {} events took {:.2} × the time of {events}",
+            events * 2,
+            t2 / t1
+        );
     }
     Ok(())
 }

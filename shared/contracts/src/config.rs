@@ -67,7 +67,9 @@ pub struct ServiceSettings {
 pub struct FetcherSettings {
     /// Address of the admin HTTP server.
     pub admin_bind: String,
-    /// Tasks fetched concurrently by one fetcher process; also its prefetch.
+    /// Tasks fetched concurrently by one fetcher process; also its prefetch. Default 4:
+    /// a Klaviyo events task holds up to `dense_pages × page[size]` events (~50 MB), so
+    /// memory is about 50 MB per slot.
     pub concurrency: u16,
 }
 
@@ -237,7 +239,7 @@ prefetch = 4
 
 [fetcher]
 admin_bind = "127.0.0.1:9102"
-concurrency = 8
+concurrency = 4
 
 [loader]
 admin_bind = "127.0.0.1:9103"
