@@ -68,6 +68,34 @@ fn row(i: u64, generation: u64) -> Vec<Value> {
     ]
 }
 
+/// One binary COPY of `rows` into `table`, converting each value as the loader does;
+/// returns the seconds it took.
+async fn copy_rows(
+    client: &tokio_postgres::Client,
+    table: &str,
+    types: &[Type],
+    rows: &[Vec<Value>],
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let sink = client
+        .copy_in(&format!("COPY {table} FROM STDIN BINARY"))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, types);
+    futures::pin_mut!(writer);
+    for r in rows {
+        let cells: Vec<Cell> = r
+            .iter()
+            .zip(types)
+            .map(|(v, t)| to_cell(v, t).expect("valid cell"))
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&refs).await?;
+    }
+    writer.finish().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<u64> = std::env::args()
@@ -124,24 +152,7 @@ async fn main() -> anyhow::Result<()> {
         Type::JSONB,
     ];
     let client = pool.get().await?;
-    let started = Instant::now();
-    let sink = client
-        .copy_in("COPY bench.events_raw FROM STDIN BINARY")
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    futures::pin_mut!(writer);
-    for r in &fresh {
-        let cells: Vec<Cell> = r
-            .iter()
-            .zip(&types)
-            .map(|(v, t)| to_cell(v, t).expect("valid cell"))
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        writer.as_mut().write(&refs).await?;
-    }
-    writer.finish().await?;
-    let raw = rows as f64 / started.elapsed().as_secs_f64();
+    let raw = rows as f64 / copy_rows(&client, "bench.events_raw", &types, &fresh).await?;
     println!("raw binary COPY (unindexed):     {raw:>10.0} rows/s");
 
     // For reference: the same COPY into a table with the destination's indexes.
@@ -152,24 +163,7 @@ async fn main() -> anyhow::Result<()> {
              CREATE INDEX ON bench.events_indexed (metric_id, datetime);",
         )
         .await?;
-    let started = Instant::now();
-    let sink = client
-        .copy_in("COPY bench.events_indexed FROM STDIN BINARY")
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    futures::pin_mut!(writer);
-    for r in &fresh {
-        let cells: Vec<Cell> = r
-            .iter()
-            .zip(&types)
-            .map(|(v, t)| to_cell(v, t).expect("valid cell"))
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        writer.as_mut().write(&refs).await?;
-    }
-    writer.finish().await?;
-    let indexed = rows as f64 / started.elapsed().as_secs_f64();
+    let indexed = rows as f64 / copy_rows(&client, "bench.events_indexed", &types, &fresh).await?;
     println!(
         "raw binary COPY (with the destination's indexes): {indexed:>10.0} rows/s = {:.2} × unindexed",
         indexed / raw

@@ -270,6 +270,35 @@ impl TestEnv {
         Ok(url)
     }
 
+    /// Starts a sandbox serving a generated Sailthru export and fetches it once (so
+    /// generation does not count against a job). Returns the export's URL, the exact rows
+    /// expected per table (`sluice_sandbox::sailthru::expected_counts`) and their total over
+    /// [`SAILTHRU_TABLES`].
+    ///
+    /// # Errors
+    /// The sandbox cannot start or serve the archive.
+    pub async fn generated_sailthru_export(
+        &mut self,
+        seed: u64,
+        messages: u64,
+        date: chrono::NaiveDate,
+    ) -> anyhow::Result<(String, BTreeMap<String, u64>, u64)> {
+        let sandbox = self.start_sandbox().await?;
+        let spec = sluice_sandbox::sailthru::ExportSpec {
+            seed,
+            messages,
+            date,
+        };
+        let expected = sluice_sandbox::sailthru::expected_counts(&spec);
+        let total = SAILTHRU_TABLES.iter().map(|t| expected[*t]).sum();
+        let url = format!(
+            "{sandbox}/sailthru/exports/{seed}/{messages}/sailthru_export.{}.zip",
+            date.format("%Y%m%d")
+        );
+        reqwest::get(&url).await?.error_for_status()?;
+        Ok((url, expected, total))
+    }
+
     /// Spawns a service program (`planner`, `fetcher`, `loader`; the harness's `e2e-*`
     /// binaries run exactly the services' `main`) as a child process with
     /// this environment's settings plus `extra` variables; returns its index for

@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_e2e::{SAILTHRU_TABLES, TestEnv, init_logging};
-use sluice_sandbox::sailthru::{ExportSpec, expected_counts};
+use sluice_e2e::{TestEnv, init_logging};
 
 const SEED: u64 = 20_161_120;
 const MESSAGES: u64 = 40_000;
@@ -33,21 +32,14 @@ async fn wait_until_rows(env: &TestEnv, job: uuid::Uuid, rows: i64, timeout: Dur
 async fn sigkill_of_loader_and_fetcher_mid_job_loses_and_duplicates_nothing() {
     init_logging();
     let mut env = TestEnv::new().await.expect("test environment");
-    let sandbox = env.start_sandbox().await.expect("sandbox");
-    let spec = ExportSpec {
-        seed: SEED,
-        messages: MESSAGES,
-        date: chrono::NaiveDate::from_ymd_opt(2024, 1, 2).expect("date"),
-    };
-    let expected = expected_counts(&spec);
-    let total: u64 = SAILTHRU_TABLES.iter().map(|t| expected[*t]).sum();
-    let url = format!("{sandbox}/sailthru/exports/{SEED}/{MESSAGES}/sailthru_export.20240102.zip");
-    // Warm the sandbox's cache so generation time does not count against the job.
-    reqwest::get(&url)
+    let (url, expected, total) = env
+        .generated_sailthru_export(
+            SEED,
+            MESSAGES,
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 2).expect("date"),
+        )
         .await
-        .expect("sandbox")
-        .error_for_status()
-        .expect("archive");
+        .expect("generated export");
 
     // Small loader batches in flight and small pages: many tasks, many parts.
     let loader_env = [("SLUICE__LOADER__CONCURRENCY", "2")];

@@ -12,8 +12,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_e2e::{SAILTHRU_TABLES, TestEnv, init_logging};
-use sluice_sandbox::sailthru::{ExportSpec, expected_counts};
+use sluice_e2e::{TestEnv, init_logging};
 
 const SEED: u64 = 77;
 const MESSAGES: u64 = 60_000;
@@ -80,20 +79,14 @@ async fn wait_rows(env: &TestEnv, job: uuid::Uuid, rows: i64) {
 async fn broker_and_database_restarts_mid_job_lose_and_duplicate_nothing() {
     init_logging();
     let mut env = TestEnv::new().await.expect("test environment");
-    let sandbox = env.start_sandbox().await.expect("sandbox");
-    let spec = ExportSpec {
-        seed: SEED,
-        messages: MESSAGES,
-        date: chrono::NaiveDate::from_ymd_opt(2024, 2, 1).expect("date"),
-    };
-    let expected = expected_counts(&spec);
-    let total: u64 = SAILTHRU_TABLES.iter().map(|t| expected[*t]).sum();
-    let url = format!("{sandbox}/sailthru/exports/{SEED}/{MESSAGES}/sailthru_export.20240201.zip");
-    reqwest::get(&url)
+    let (url, expected, total) = env
+        .generated_sailthru_export(
+            SEED,
+            MESSAGES,
+            chrono::NaiveDate::from_ymd_opt(2024, 2, 1).expect("date"),
+        )
         .await
-        .expect("sandbox")
-        .error_for_status()
-        .expect("archive");
+        .expect("generated export");
 
     let (loader_port, fetcher_port, planner_port) = (free_port(), free_port(), free_port());
     let loader_bind = format!("127.0.0.1:{loader_port}");
