@@ -536,6 +536,18 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    /// A test that panics never reaches [`TestEnv::teardown`]: at least stop its services
+    /// and kill its child processes, so nothing keeps consuming after the test.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Path of one of this package's binaries next to the test executable
 /// (`target/<profile>/<name>`); cargo builds them before running integration tests.
 ///
