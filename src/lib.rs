@@ -379,12 +379,28 @@ impl TestEnv {
         params: serde_json::Value,
         mode: Mode,
     ) -> anyhow::Result<Uuid> {
+        self.request_job_as(connector, stream, "default", params, mode)
+            .await
+    }
+
+    /// Records and publishes a job request of a named account, with a mode.
+    ///
+    /// # Errors
+    /// See [`TestEnv::request_job`].
+    pub async fn request_job_as(
+        &self,
+        connector: &str,
+        stream: &str,
+        account: &str,
+        params: serde_json::Value,
+        mode: Mode,
+    ) -> anyhow::Result<Uuid> {
         let request = JobRequest {
             v: MESSAGE_VERSION,
             job_id: Uuid::new_v4(),
             connector: connector.into(),
             stream: stream.into(),
-            account: "default".into(),
+            account: account.into(),
             params,
             mode,
             requested_at: chrono::Utc::now(),

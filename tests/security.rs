@@ -76,33 +76,18 @@ async fn api_keys_and_passwords_never_appear_in_logs_or_errors() {
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
 
     // A job of the account with the wrong key fails with Klaviyo's 401.
-    let request = sluice_contracts::JobRequest {
-        v: MESSAGE_VERSION,
-        job_id: uuid::Uuid::new_v4(),
-        connector: "klaviyo".into(),
-        stream: "metrics".into(),
-        account: "other".into(),
-        params: json!({}),
-        mode: sluice_contracts::Mode::Full,
-        requested_at: chrono::Utc::now(),
-    };
-    ledger::insert_job(&**env.pool.get().await.expect("connection"), &request)
-        .await
-        .expect("job recorded");
-    let broker = sluice_broker::Broker::connect(&env.settings.amqp, "e2e")
-        .await
-        .expect("broker");
-    broker
-        .publish(
-            sluice_broker::Route::Jobs,
-            &request,
-            sluice_broker::Headers::default(),
+    let other = env
+        .request_job_as(
+            "klaviyo",
+            "metrics",
+            "other",
+            json!({}),
+            sluice_contracts::Mode::Full,
         )
         .await
-        .expect("published");
-    broker.close().await;
+        .expect("job");
     let report = env
-        .wait_job(request.job_id, Duration::from_secs(180))
+        .wait_job(other, Duration::from_secs(180))
         .await
         .expect("job ends");
     assert_eq!(report.summary.state, "failed", "{report:#?}");
