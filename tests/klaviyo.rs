@@ -336,6 +336,9 @@ async fn throttling_and_injected_faults_are_absorbed() {
                 error_503_share: 0.04,
                 truncate_share: 0.03,
                 drop_share: 0.03,
+                // Past the client's 1-second timeout below.
+                slow_share: 0.1,
+                slow_ms: 2_500,
                 ..FaultConfig::default()
             },
             ..KlaviyoConfig::default()
@@ -344,6 +347,7 @@ async fn throttling_and_injected_faults_are_absorbed() {
         .expect("sandbox");
     // The connector believes in Klaviyo's real limits: the sandbox's 429s must be absorbed.
     env.settings.connectors.klaviyo.max_retry_after_seconds = 5;
+    env.settings.connectors.klaviyo.request_timeout_seconds = 1;
     env.start_pipeline(2);
     let placed = metric_id(&spec, "Placed Order");
     let job = env
@@ -371,6 +375,10 @@ async fn throttling_and_injected_faults_are_absorbed() {
     assert!(
         total["throttled"].as_u64().unwrap_or(0) > 0,
         "429s were served: {stats}"
+    );
+    assert!(
+        stats["slow"].as_u64().unwrap_or(0) > 0,
+        "responses were held past the client timeout: {stats}"
     );
     env.teardown().await.expect("teardown");
 }

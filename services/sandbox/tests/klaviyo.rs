@@ -869,6 +869,16 @@ async fn fault_knobs() {
     assert!(serde_json::from_slice::<Value>(&r.body).is_err());
 
     set(FaultConfig {
+        slow_share: 1.0,
+        slow_ms: 400,
+        ..FaultConfig::default()
+    })
+    .await;
+    let t = Instant::now();
+    assert_eq!(api(a, "/api/lists").await.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+
+    set(FaultConfig {
         throttle_seconds: 2.0,
         ..FaultConfig::default()
     })
@@ -899,7 +909,8 @@ async fn fault_knobs() {
         .await
         .unwrap()
         .json();
-    assert!(stats["total"]["faults"].as_u64().unwrap() >= 4 + bad);
+    assert!(stats["total"]["faults"].as_u64().unwrap() >= 5 + bad);
+    assert_eq!(stats["slow"], 1);
     assert_eq!(stats["total"]["throttled"], 1);
 
     // Throughput: many pages of events without rate limits.

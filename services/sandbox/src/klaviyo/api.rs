@@ -56,6 +56,8 @@ struct Shared {
     limiter: Limiter,
     stats: Stats,
     requests: AtomicU64,
+    /// Responses held back by the `slow_share` fault.
+    slow: AtomicU64,
     throttle_until: Mutex<Option<Instant>>,
 }
 
@@ -93,6 +95,7 @@ pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
         limiter: Limiter::default(),
         stats: Stats::default(),
         requests: AtomicU64::new(0),
+        slow: AtomicU64::new(0),
         throttle_until: Mutex::new(None),
     });
     shared.set_throttle(&config.faults);
@@ -405,6 +408,12 @@ async fn serve(
         };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if f.slow_ms > 0 && roll(4) < f.slow_share {
+        // Counted before the wait: the client gives up long before the response exists.
+        record(Outcome::Fault);
+        sh.slow.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
     }
     let u = roll(1);
     if u < f.error_500_share + f.error_503_share {
@@ -1683,6 +1692,7 @@ async fn admin_stats(State(sh): St) -> Response {
     let live = sh.live();
     let mut v = sh.stats.json();
     v["rate_limit_scale"] = json!(live.config.rate_limit_scale);
+    v["slow"] = json!(sh.slow.load(Ordering::Relaxed));
     admin_json(StatusCode::OK, v)
 }
 

@@ -52,7 +52,8 @@
 //!
 //! # Admin routes (no auth)
 //! - `GET /klaviyo/_admin/stats`: counters per tier and endpoint
-//!   (`ok`, `throttled`, `client_errors`, `faults`, `total`, `throttled_share`);
+//!   (`ok`, `throttled`, `client_errors`, `faults`, `total`, `throttled_share`), and `slow`:
+//!   how many responses the `slow_share` fault held back;
 //!   `POST /klaviyo/_admin/stats/reset`.
 //! - `GET|POST /klaviyo/_admin/faults`: the [`FaultConfig`] (POST replaces it; a
 //!   `throttle_seconds` > 0 forces 429s for that long from now).
@@ -155,6 +156,11 @@ pub struct FaultConfig {
     pub latency_ms: u64,
     /// Extra random latency, uniform in `0..=latency_jitter_ms` milliseconds.
     pub latency_jitter_ms: u64,
+    /// Share of responses held back for [`slow_ms`](Self::slow_ms) before they are sent,
+    /// to push a client past its timeout.
+    pub slow_share: f64,
+    /// How long a slow response is held back, milliseconds.
+    pub slow_ms: u64,
     /// Share of connections closed without a response.
     pub drop_share: f64,
     /// Share of responses cut after half the body (with the full `Content-Length`).
