@@ -6,6 +6,13 @@
 //! into staging, upsert, store rejects, record children, finish the task and — when it was
 //! the last pending one — the job. The delivery is acked only after the commit.
 //!
+//! Parts already received when a transaction slot frees up (`loader.group_parts`,
+//! `loader.group_bytes`) are applied together in one transaction by
+//! [`sluice_store::ledger::apply_batches`], with the same effect on each part and one
+//! commit for all; every delivery of the group is acked after that commit. When the group
+//! cannot be applied as a whole, its parts are applied one at a time, so a part that cannot
+//! be loaded is parked alone.
+//!
 //! Errors: a lost connection, deadlock or serialization failure is retried in place with
 //! backoff; a batch that cannot fit its table is parked and its task marked failed.
 
@@ -14,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use sluice_broker::{ATTEMPTS_HEADER, Broker, ERROR_HEADER, Route, first_death, header_str};
+use sluice_broker::{
+    ATTEMPTS_HEADER, Broker, ERROR_HEADER, Grouping, Route, first_death, header_str,
+};
 use sluice_contracts::{
     FetchTask, JobRequest, Message, Outcome, RecordBatch, Settings, TaskOutcome,
 };
@@ -82,10 +91,11 @@ async fn session(
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
+    let group_parts = settings.loader.group_parts.max(1);
     let load = broker
         .consume(
             &broker.topology().queue(Route::Load),
-            settings.loader.concurrency,
+            settings.loader.concurrency.saturating_mul(group_parts),
             "sluice-loader",
         )
         .await?;
@@ -98,9 +108,17 @@ async fn session(
         .await?;
     let limit = usize::from(settings.loader.concurrency);
     let (a, b) = tokio::join!(
-        sluice_broker::drive(&broker, load, limit, shutdown, |d| ctx
-            .clone()
-            .handle_load(d)),
+        sluice_broker::drive_groups(
+            &broker,
+            load,
+            limit,
+            Grouping {
+                max_deliveries: usize::from(group_parts),
+                max_bytes: settings.loader.group_bytes as usize,
+            },
+            shutdown,
+            |group| ctx.clone().handle_loads(group)
+        ),
         sluice_broker::drive(&broker, parked, 1, shutdown, |d| ctx
             .clone()
             .handle_parked(d)),
@@ -162,22 +180,109 @@ impl Ctx {
         }
     }
 
-    async fn handle_load(self, delivery: Delivery) {
-        let kind = delivery
-            .properties
-            .kind()
-            .as_ref()
-            .map(|k| k.as_str().to_string())
-            .unwrap_or_default();
-        let done = if kind == TaskOutcome::KIND {
-            self.handle_outcome(&delivery).await
-        } else {
-            self.handle_batch(&delivery).await
-        };
+    /// Handles a group of load deliveries: task outcomes and undecodable messages one by
+    /// one, the parts together when there are several.
+    async fn handle_loads(self, group: Vec<Delivery>) {
+        let mut deliveries: Vec<Delivery> = Vec::new();
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        for delivery in group {
+            let kind = delivery
+                .properties
+                .kind()
+                .as_ref()
+                .map(|k| k.as_str().to_string())
+                .unwrap_or_default();
+            if kind == TaskOutcome::KIND {
+                let done = self.handle_outcome(&delivery).await;
+                self.settle_after(&delivery, done).await;
+                continue;
+            }
+            match RecordBatch::decode(&delivery.data) {
+                Ok(batch) => {
+                    deliveries.push(delivery);
+                    batches.push(batch);
+                }
+                Err(e) => {
+                    let done = self
+                        .park_load(&delivery, RecordBatch::KIND, &e.to_string())
+                        .await;
+                    self.settle_after(&delivery, done).await;
+                }
+            }
+        }
+        if batches.len() > 1 {
+            match self.apply_group(&batches).await {
+                Some(done) => {
+                    for delivery in &deliveries {
+                        settle(delivery, done).await;
+                    }
+                    return;
+                }
+                None => info!(
+                    parts = batches.len(),
+                    "applying the parts of the group one at a time"
+                ),
+            }
+        }
+        for (delivery, batch) in deliveries.into_iter().zip(batches) {
+            let done = self.handle_batch(&delivery, batch).await;
+            self.settle_after(&delivery, done).await;
+        }
+    }
+
+    /// Settles a delivery, pausing first when it goes back to the queue.
+    async fn settle_after(&self, delivery: &Delivery, done: bool) {
         if !done {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        settle(&delivery, done).await;
+        settle(delivery, done).await;
+    }
+
+    /// Applies several parts in one transaction. `Some(true)`: committed (ack them all);
+    /// `Some(false)`: the database is away and the service is stopping (requeue them);
+    /// `None`: the group failed as a whole, nothing was committed — apply the parts alone.
+    async fn apply_group(&self, batches: &[RecordBatch]) -> Option<bool> {
+        let started = Instant::now();
+        let result = self
+            .with_retries("load group", || {
+                ledger::apply_batches(&self.pool, &self.catalog, batches)
+            })
+            .await;
+        match result {
+            Ok(results) => {
+                let seconds = started.elapsed().as_secs_f64();
+                for (batch, applied) in batches.iter().zip(results) {
+                    let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
+                    let _entered = span.enter();
+                    if applied.applied {
+                        metrics::counter!("sluice_loader_rows_total", "table" => batch.table.clone())
+                            .increment(applied.rows);
+                        tracing::debug!(
+                            rows = applied.rows,
+                            rejected = applied.rejected,
+                            group = batches.len(),
+                            "part loaded"
+                        );
+                    } else {
+                        tracing::debug!("part skipped (seen before, or job ended)");
+                    }
+                    if let Some(state) = applied.job_finished {
+                        info!(%state, "job finished");
+                    }
+                }
+                metrics::histogram!("sluice_loader_batch_seconds").record(seconds);
+                Some(true)
+            }
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "database unavailable; the parts will be redelivered");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Some(false)
+            }
+            Err(e) => {
+                warn!(error = %e, parts = batches.len(), "the group of parts cannot be loaded as a whole");
+                None
+            }
+        }
     }
 
     async fn handle_outcome(&self, delivery: &Delivery) -> bool {
@@ -219,15 +324,7 @@ impl Ctx {
         .await
     }
 
-    async fn handle_batch(&self, delivery: &Delivery) -> bool {
-        let batch = match RecordBatch::decode(&delivery.data) {
-            Ok(b) => b,
-            Err(e) => {
-                return self
-                    .park_load(delivery, RecordBatch::KIND, &e.to_string())
-                    .await;
-            }
-        };
+    async fn handle_batch(&self, delivery: &Delivery, batch: RecordBatch) -> bool {
         let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
         async {
             let started = Instant::now();

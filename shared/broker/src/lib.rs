@@ -735,6 +735,85 @@ mod tests {
     }
 }
 
+/// How [`drive_groups`] forms groups of deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct Grouping {
+    /// Most deliveries in one group (at least 1).
+    pub max_deliveries: usize,
+    /// A group takes no further delivery once its payloads reach this many bytes (a single
+    /// delivery may exceed it).
+    pub max_bytes: usize,
+}
+
+/// Like [`drive`], but `handler` gets a group: the delivery that freed a slot waited for,
+/// plus the deliveries already received behind it (never waiting for more), within
+/// `grouping`'s limits. At most `limit` groups are handled at a time. With a backlog, the
+/// consumer's prefetch bounds how many deliveries are at hand to group.
+///
+/// Handlers ack or nack every delivery of their group themselves, after the effect is
+/// durable.
+///
+/// # Errors
+/// [`DriveError`] when the consumer stops for any reason other than shutdown.
+pub async fn drive_groups<F, Fut>(
+    broker: &Broker,
+    consumer: Consumer,
+    limit: usize,
+    grouping: Grouping,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut handler: F,
+) -> std::result::Result<(), DriveError>
+where
+    F: FnMut(Vec<lapin::message::Delivery>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::{FutureExt, StreamExt};
+    let mut deliveries = Box::pin(consumer.take_until(shutdown.clone().cancelled_owned()));
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let limit = limit.max(1);
+    let max_deliveries = grouping.max_deliveries.max(1);
+    let mut health = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            _ = health.tick() => if !broker.is_healthy() {
+                break Err(DriveError::Unhealthy);
+            },
+            next = deliveries.next(), if in_flight.len() < limit => match next {
+                Some(Ok(delivery)) => {
+                    let mut bytes = delivery.data.len();
+                    let mut group = vec![delivery];
+                    let mut failed = None;
+                    while group.len() < max_deliveries && bytes < grouping.max_bytes {
+                        match deliveries.next().now_or_never() {
+                            Some(Some(Ok(more))) => {
+                                bytes += more.data.len();
+                                group.push(more);
+                            }
+                            Some(Some(Err(e))) => {
+                                failed = Some(e);
+                                break;
+                            }
+                            // Nothing received yet, or the stream ended: the next turn of
+                            // the loop sees the end.
+                            _ => break,
+                        }
+                    }
+                    in_flight.push(handler(group));
+                    if let Some(e) = failed {
+                        break Err(DriveError::Consumer(e));
+                    }
+                }
+                Some(Err(e)) => break Err(DriveError::Consumer(e)),
+                None if shutdown.is_cancelled() => break Ok(()),
+                None => break Err(DriveError::Closed),
+            },
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    };
+    while in_flight.next().await.is_some() {}
+    result
+}
+
 /// Why [`drive`] stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DriveError {

@@ -78,8 +78,16 @@ pub struct FetcherSettings {
 pub struct LoaderSettings {
     /// Address of the admin HTTP server.
     pub admin_bind: String,
-    /// Batches loaded concurrently by one loader process; also its prefetch.
+    /// Transactions run concurrently by one loader process.
     pub concurrency: u16,
+    /// Most `RecordBatch` parts applied in one transaction (default 8): parts already
+    /// received are grouped, which saves the per-part commit and round trips on small
+    /// parts. 1 applies every part alone. The consumer prefetch is `concurrency ×
+    /// group_parts`.
+    pub group_parts: u16,
+    /// A group takes no further part once its messages reach this many bytes (default
+    /// 4 MiB ≈ 13,000 rows of ~300 bytes): large parts are loaded alone, bounding memory.
+    pub group_bytes: u32,
 }
 
 /// Per-connector settings.
@@ -244,6 +252,8 @@ concurrency = 4
 [loader]
 admin_bind = "127.0.0.1:9103"
 concurrency = 4
+group_parts = 8
+group_bytes = 4194304
 
 [connectors.sailthru]
 page_size = 5000

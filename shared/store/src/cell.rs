@@ -11,14 +11,15 @@
 //! - `uuid`: the canonical text form. JSON null is SQL NULL, except in json/jsonb columns,
 //!   where it stays the JSON value `null`.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use serde_json::Value;
 
-/// One typed value ready for binary COPY.
+/// One typed value ready for binary COPY, borrowing text from the JSON value it came from
+/// (`'a`): converting a row allocates only for JSON columns.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub enum Cell<'a> {
     /// SQL NULL.
     Null,
     /// `bool`.
@@ -34,9 +35,9 @@ pub enum Cell {
     /// `float8`.
     F64(f64),
     /// `text`, `varchar`, `bpchar`, `name`.
-    Text(String),
-    /// `json`, `jsonb`.
-    Json(Value),
+    Text(&'a str),
+    /// `json`, `jsonb`: the value serialised as JSON text (what both types take on the wire).
+    Json(String),
     /// `timestamp` (no zone).
     Timestamp(NaiveDateTime),
     /// `timestamptz`, UTC.
@@ -91,25 +92,33 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
+/// Whether serialised JSON `text` holds a NUL character: serde_json writes one as the
+/// escape `\u0000`, which is an escape (not an escaped backslash followed by `u0000`) when
+/// an odd number of backslashes precede the `u`.
+fn has_nul(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("\\u0000") {
+        let u = from + found + 1;
+        let backslashes = bytes[..u].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return true;
+        }
+        from = u;
     }
+    false
 }
 
 /// Converts `value` for a column of type `ty`.
 ///
 /// # Errors
 /// A message naming the expected and the found shape (the caller adds the column name).
-pub fn to_cell(value: &Value, ty: &Type) -> Result<Cell, String> {
+pub fn to_cell<'a>(value: &'a Value, ty: &Type) -> Result<Cell<'a>, String> {
     if value.is_null() {
         // A JSON null in a json/jsonb column is kept as the JSON value `null` (its original
         // type); in every other column it is SQL NULL.
         return Ok(if matches!(*ty, Type::JSON | Type::JSONB) {
-            Cell::Json(Value::Null)
+            Cell::Json("null".into())
         } else {
             Cell::Null
         });
@@ -136,7 +145,7 @@ pub fn to_cell(value: &Value, ty: &Type) -> Result<Cell, String> {
         })
     };
     let out_of_range = || format!("{} is out of range for {}", describe(value), ty.name());
-    let text = || -> Result<&str, String> {
+    let text = || -> Result<&'a str, String> {
         let s = value.as_str().ok_or_else(wrong)?;
         if s.contains('\0') {
             return Err("text contains a NUL character, which Postgres cannot store".into());
@@ -150,14 +159,15 @@ pub fn to_cell(value: &Value, ty: &Type) -> Result<Cell, String> {
         Type::INT8 => Cell::I64(int()?),
         Type::FLOAT4 => Cell::F32(value.as_f64().ok_or_else(wrong)? as f32),
         Type::FLOAT8 => Cell::F64(value.as_f64().ok_or_else(wrong)?),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text()?.to_string()),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text()?),
         Type::JSON | Type::JSONB => {
-            if has_nul(value) {
+            let json = value.to_string();
+            if has_nul(&json) {
                 return Err(
                     "JSON contains a NUL character (\\u0000), which jsonb cannot store".into(),
                 );
             }
-            Cell::Json(value.clone())
+            Cell::Json(json)
         }
         Type::TIMESTAMP => {
             let s = text()?;
@@ -190,7 +200,7 @@ pub fn to_cell(value: &Value, ty: &Type) -> Result<Cell, String> {
     })
 }
 
-impl ToSql for Cell {
+impl ToSql for Cell<'_> {
     fn to_sql(
         &self,
         ty: &Type,
@@ -205,7 +215,15 @@ impl ToSql for Cell {
             Cell::F32(v) => v.to_sql(ty, out),
             Cell::F64(v) => v.to_sql(ty, out),
             Cell::Text(v) => v.to_sql(ty, out),
-            Cell::Json(v) => postgres_types::Json(v).to_sql(ty, out),
+            Cell::Json(text) => {
+                // The binary jsonb format is a version byte, then the JSON text; json takes
+                // the text alone.
+                if *ty == Type::JSONB {
+                    out.put_u8(1);
+                }
+                out.put_slice(text.as_bytes());
+                Ok(IsNull::No)
+            }
             Cell::Timestamp(v) => v.to_sql(ty, out),
             Cell::TimestampTz(v) => v.to_sql(ty, out),
             Cell::Date(v) => v.to_sql(ty, out),
@@ -239,7 +257,8 @@ mod tests {
 
     #[test]
     fn timestamps_dates_and_nul() {
-        let ts = to_cell(&json!("2016-03-31T08:00:03.016000"), &Type::TIMESTAMP).unwrap();
+        let naive = json!("2016-03-31T08:00:03.016000");
+        let ts = to_cell(&naive, &Type::TIMESTAMP).unwrap();
         assert_eq!(
             ts,
             Cell::Timestamp(
@@ -249,7 +268,8 @@ mod tests {
                     .unwrap()
             )
         );
-        let tz = to_cell(&json!("2016-03-31T13:41:48.000+02:00"), &Type::TIMESTAMPTZ).unwrap();
+        let zoned = json!("2016-03-31T13:41:48.000+02:00");
+        let tz = to_cell(&zoned, &Type::TIMESTAMPTZ).unwrap();
         assert_eq!(
             tz,
             Cell::TimestampTz("2016-03-31T11:41:48Z".parse().unwrap())
@@ -273,7 +293,22 @@ mod tests {
         assert_eq!(to_cell(&json!(null), &Type::INT4), Ok(Cell::Null));
         assert_eq!(
             to_cell(&json!(null), &Type::JSONB),
-            Ok(Cell::Json(json!(null)))
+            Ok(Cell::Json("null".into()))
+        );
+        // A backslash followed by `u0000` is text, not a NUL; a backslash then a NUL is.
+        assert_eq!(
+            to_cell(&json!({"k": ["a\\u0000"]}), &Type::JSONB),
+            Ok(Cell::Json(r#"{"k":["a\\u0000"]}"#.into())),
+        );
+        assert!(
+            to_cell(&json!(["\\\u{0}"]), &Type::JSONB)
+                .unwrap_err()
+                .contains("NUL")
+        );
+        assert!(
+            to_cell(&json!({"k\u{0}": 1}), &Type::JSON)
+                .unwrap_err()
+                .contains("NUL")
         );
         assert!(
             to_cell(&json!(1), &Type::NUMERIC)

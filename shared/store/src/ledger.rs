@@ -14,7 +14,7 @@ use sluice_contracts::{JobRequest, Outcome, RecordBatch, RejectedRecord};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::load::{Catalog, load_rows};
+use crate::load::{Catalog, load_parts, load_rows};
 use crate::{Context, Pool, StoreError};
 
 /// Job states (`sluice.jobs.state`).
@@ -452,30 +452,7 @@ pub async fn apply_batch(
     .context(|| "recording the part".into())?;
     result.rejected = insert_rejects(&*tx, job_id, Some(&batch.task_id), &rejects).await?;
 
-    if !batch.children.is_empty() {
-        let ids: Vec<&str> = batch.children.iter().map(|c| c.task_id.as_str()).collect();
-        let streams: Vec<&str> = batch.children.iter().map(|c| c.stream.as_str()).collect();
-        let kinds: Vec<Value> = batch
-            .children
-            .iter()
-            .map(|c| serde_json::to_value(&c.kind).unwrap_or(Value::Null))
-            .collect();
-        let added = crate::cached::execute(&tx,
-                "INSERT INTO sluice.tasks (task_id, job_id, parent_id, stream, kind, published_at)
-                 SELECT t, $2, $3, s, k, now() FROM unnest($1::text[], $4::text[], $5::jsonb[]) AS u(t, s, k)
-                 ON CONFLICT (task_id) DO NOTHING",
-                &[&ids, &job_id, &batch.task_id, &streams, &kinds],
-            )
-            .await
-            .context(|| format!("recording the children of task {}", batch.task_id))?;
-        crate::cached::execute(
-            &tx,
-            "UPDATE sluice.jobs SET tasks_total = tasks_total + $2 WHERE id = $1",
-            &[&job_id, &(added as i64)],
-        )
-        .await
-        .context(|| "counting tasks".into())?;
-    }
+    record_children(&tx, batch).await?;
 
     let final_part: Option<i32> = batch.task_complete.then_some(batch.part as i32);
     let row = crate::cached::query_one(&tx,
@@ -522,6 +499,317 @@ pub async fn apply_batch(
     result.applied = true;
     result.rows = rows;
     Ok(result)
+}
+
+/// Records a part's children as pending tasks (already published: the fetcher that found
+/// them publishes them) and counts the new ones into the job's total.
+async fn record_children(tx: &Transaction<'_>, batch: &RecordBatch) -> Result<(), StoreError> {
+    if batch.children.is_empty() {
+        return Ok(());
+    }
+    let job_id = batch.job_id;
+    let ids: Vec<&str> = batch.children.iter().map(|c| c.task_id.as_str()).collect();
+    let streams: Vec<&str> = batch.children.iter().map(|c| c.stream.as_str()).collect();
+    let kinds: Vec<Value> = batch
+        .children
+        .iter()
+        .map(|c| serde_json::to_value(&c.kind).unwrap_or(Value::Null))
+        .collect();
+    let added = crate::cached::execute(tx,
+            "INSERT INTO sluice.tasks (task_id, job_id, parent_id, stream, kind, published_at)
+             SELECT t, $2, $3, s, k, now() FROM unnest($1::text[], $4::text[], $5::jsonb[]) AS u(t, s, k)
+             ON CONFLICT (task_id) DO NOTHING",
+            &[&ids, &job_id, &batch.task_id, &streams, &kinds],
+        )
+        .await
+        .context(|| format!("recording the children of task {}", batch.task_id))?;
+    crate::cached::execute(
+        tx,
+        "UPDATE sluice.jobs SET tasks_total = tasks_total + $2 WHERE id = $1",
+        &[&job_id, &(added as i64)],
+    )
+    .await
+    .context(|| "counting tasks".into())?;
+    Ok(())
+}
+
+/// Loads several `RecordBatch` parts in one transaction, with the effect of [`apply_batch`]
+/// on each of them in order, and one result per part in the order given.
+///
+/// What is shared: one claim statement for every part, one staging COPY and one upsert per
+/// destination (parts of the same job, table, columns and merge options without a replace
+/// scope; others are loaded one by one inside the transaction), one statement each for the
+/// parts' row counts, the tasks' progress and the jobs' row counts, and one commit. A part
+/// seen before — or twice in `batches` — and the parts of an ended or unknown job are
+/// skipped (`applied` false), as [`apply_batch`] would.
+///
+/// Nothing is committed when anything fails; the caller then applies the parts one at a
+/// time with [`apply_batch`], so that a part that cannot be loaded fails alone.
+///
+/// # Errors
+/// As [`apply_batch`]; [`StoreError::Regroup`] when a job of the group ended while its
+/// rows were loading (its parts must be dropped alone: apply the parts one at a time).
+pub async fn apply_batches(
+    pool: &Pool,
+    catalog: &Catalog,
+    batches: &[RecordBatch],
+) -> Result<Vec<BatchApplied>, StoreError> {
+    if let [batch] = batches {
+        return Ok(vec![apply_batch(pool, catalog, batch).await?]);
+    }
+    let mut results: Vec<BatchApplied> = batches.iter().map(|_| BatchApplied::default()).collect();
+    if batches.is_empty() {
+        return Ok(results);
+    }
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await.context(|| "begin".into())?;
+
+    // Claim in (task, part) order so that two loaders claiming overlapping groups take the
+    // part keys in the same order; a second copy of a part in the group is a redelivery.
+    let mut order: Vec<usize> = (0..batches.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&batches[a].task_id, batches[a].part, a).cmp(&(&batches[b].task_id, batches[b].part, b))
+    });
+    order.dedup_by(|later, first| {
+        batches[*later].task_id == batches[*first].task_id
+            && batches[*later].part == batches[*first].part
+    });
+    let task_ids: Vec<&str> = order.iter().map(|&i| batches[i].task_id.as_str()).collect();
+    let part_nos: Vec<i32> = order.iter().map(|&i| batches[i].part as i32).collect();
+    let job_ids: Vec<Uuid> = order.iter().map(|&i| batches[i].job_id).collect();
+    let tables: Vec<&str> = order.iter().map(|&i| batches[i].table.as_str()).collect();
+    // Parts of a job that has ended (or never existed) are not claimed, which is what
+    // apply_batch's rollback leaves too; a cancel racing this is caught under the job lock.
+    let claimed_rows = crate::cached::query(
+        &tx,
+        "INSERT INTO sluice.batches (task_id, part, job_id, table_name, rows)
+         SELECT u.t, u.p, u.j, u.n, 0
+           FROM unnest($1::text[], $2::int4[], $3::uuid[], $4::text[]) WITH ORDINALITY AS u(t, p, j, n, o)
+           JOIN sluice.jobs j ON j.id = u.j AND j.state NOT IN ('succeeded', 'failed', 'cancelled')
+          ORDER BY u.o
+         ON CONFLICT DO NOTHING RETURNING task_id, part",
+        &[&task_ids, &part_nos, &job_ids, &tables],
+    )
+    .await
+    .context(|| format!("claiming {} parts", order.len()))?;
+    let claimed_keys: std::collections::HashSet<(String, i32)> = claimed_rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+        .collect();
+    let mut claimed: Vec<usize> = order
+        .into_iter()
+        .filter(|&i| claimed_keys.contains(&(batches[i].task_id.clone(), batches[i].part as i32)))
+        .collect();
+    // From here on, delivery order: the later of two parts carrying a key wins.
+    claimed.sort_unstable();
+    if claimed.is_empty() {
+        return Ok(results);
+    }
+
+    // Rows, one upsert per destination where the parts allow it.
+    let mut rows: Vec<u64> = vec![0; batches.len()];
+    let mut rejects: Vec<Vec<RejectedRecord>> = vec![Vec::new(); batches.len()];
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    for &i in &claimed {
+        let b = &batches[i];
+        rejects[i].clone_from(&b.rejected);
+        if b.table.is_empty() {
+            continue;
+        }
+        let mergeable = b.merge.replace_scope.is_none() && b.merge.scope_keys.is_empty();
+        let unit = units.iter_mut().find(|u| {
+            let first = &batches[u[0]];
+            mergeable
+                && first.job_id == b.job_id
+                && first.table == b.table
+                && first.columns == b.columns
+                && first.merge == b.merge
+        });
+        match unit {
+            Some(u) => u.push(i),
+            None => units.push(vec![i]),
+        }
+    }
+    for unit in &units {
+        let first = &batches[unit[0]];
+        let parts: Vec<&[Vec<Value>]> = unit.iter().map(|&i| batches[i].rows.as_slice()).collect();
+        let loaded = load_parts(
+            &tx,
+            catalog,
+            first.job_id,
+            &first.table,
+            &first.columns,
+            &parts,
+            &first.merge,
+        )
+        .await?;
+        for (&i, outcome) in unit.iter().zip(loaded.parts) {
+            rows[i] = outcome.rows;
+            rejects[i].extend(outcome.rejected);
+        }
+    }
+
+    // The jobs' rows, in id order (two loaders lock shared jobs in the same order).
+    let mut jobs: Vec<Uuid> = claimed.iter().map(|&i| batches[i].job_id).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    let states =
+        futures::future::try_join_all(jobs.iter().map(|&job_id| lock_job(&tx, job_id))).await?;
+    if let Some((job_id, state)) = jobs
+        .iter()
+        .zip(&states)
+        .find(|(_, s)| s.as_deref().is_none_or(state::is_terminal))
+    {
+        return Err(StoreError::Regroup(format!(
+            "job {job_id} ended ({}) while a group of its parts was loading",
+            state.as_deref().unwrap_or("gone")
+        )));
+    }
+
+    for &i in &claimed {
+        let b = &batches[i];
+        results[i].rejected = insert_rejects(&*tx, b.job_id, Some(&b.task_id), &rejects[i]).await?;
+        record_children(&tx, b).await?;
+    }
+
+    // Progress per task (a task may have several parts in the group) and per job.
+    let mut tasks: Vec<TaskProgress<'_>> = Vec::new();
+    for &i in &claimed {
+        let b = &batches[i];
+        let final_part = b.task_complete.then_some(b.part as i32);
+        match tasks.iter_mut().find(|t| t.task_id == b.task_id) {
+            Some(t) => {
+                t.rows += rows[i] as i64;
+                t.cursor_max = t.cursor_max.max(b.cursor_max.as_deref());
+                t.final_part = t.final_part.or(final_part);
+            }
+            None => tasks.push(TaskProgress {
+                task_id: &b.task_id,
+                job_id: b.job_id,
+                stream: &b.stream,
+                rows: rows[i] as i64,
+                cursor_max: b.cursor_max.as_deref(),
+                final_part,
+            }),
+        }
+    }
+    tasks.sort_by(|a, b| a.task_id.cmp(b.task_id));
+    let job_rows: Vec<i64> = jobs
+        .iter()
+        .map(|j| {
+            tasks
+                .iter()
+                .filter(|t| t.job_id == *j)
+                .map(|t| t.rows)
+                .sum()
+        })
+        .collect();
+    let part_rows: Vec<i32> = claimed.iter().map(|&i| rows[i] as i32).collect();
+    let part_tasks: Vec<&str> = claimed
+        .iter()
+        .map(|&i| batches[i].task_id.as_str())
+        .collect();
+    let part_nos: Vec<i32> = claimed.iter().map(|&i| batches[i].part as i32).collect();
+    let t_ids: Vec<&str> = tasks.iter().map(|t| t.task_id).collect();
+    let t_jobs: Vec<Uuid> = tasks.iter().map(|t| t.job_id).collect();
+    let t_streams: Vec<&str> = tasks.iter().map(|t| t.stream).collect();
+    let t_rows: Vec<i64> = tasks.iter().map(|t| t.rows).collect();
+    let t_cursors: Vec<Option<&str>> = tasks.iter().map(|t| t.cursor_max).collect();
+    let t_finals: Vec<Option<i32>> = tasks.iter().map(|t| t.final_part).collect();
+    // Independent statements, pipelined on the connection.
+    let (_, progress, _) = futures::future::try_join3(
+        async {
+            crate::cached::execute(
+                &tx,
+                "UPDATE sluice.batches b SET rows = u.r
+                   FROM unnest($1::text[], $2::int4[], $3::int4[]) AS u(t, p, r)
+                  WHERE b.task_id = u.t AND b.part = u.p",
+                &[&part_tasks, &part_nos, &part_rows],
+            )
+            .await
+            .context(|| "recording the parts".into())
+        },
+        async {
+            crate::cached::query(&tx,
+                "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, rows_loaded, cursor_max, final_part, published_at)
+                 SELECT t, j, s, '{}'::jsonb, r, c, f, now()
+                   FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int8[], $5::text[], $6::int4[]) AS u(t, j, s, r, c, f)
+                  ORDER BY t
+                 ON CONFLICT (task_id) DO UPDATE
+                    SET rows_loaded = sluice.tasks.rows_loaded + EXCLUDED.rows_loaded,
+                        cursor_max = GREATEST(sluice.tasks.cursor_max, EXCLUDED.cursor_max),
+                        final_part = coalesce(sluice.tasks.final_part, EXCLUDED.final_part)
+                 RETURNING task_id, state, final_part",
+                &[&t_ids, &t_jobs, &t_streams, &t_rows, &t_cursors, &t_finals],
+            )
+            .await
+            .context(|| format!("updating {} tasks", t_ids.len()))
+        },
+        async {
+            crate::cached::execute(
+                &tx,
+                "UPDATE sluice.jobs j SET rows_loaded = rows_loaded + u.r, updated_at = now()
+                   FROM unnest($1::uuid[], $2::int8[]) AS u(id, r) WHERE j.id = u.id",
+                &[&jobs, &job_rows],
+            )
+            .await
+            .context(|| "counting rows".into())
+        },
+    )
+    .await?;
+
+    // A task whose every part is loaded is done, even if another copy of it was marked
+    // failed meanwhile (the data is all there).
+    let (done_ids, done_lasts): (Vec<String>, Vec<i32>) = progress
+        .iter()
+        .filter_map(|r| {
+            let state: String = r.get(1);
+            let last: Option<i32> = r.get(2);
+            match (state.as_str(), last) {
+                ("pending" | "failed", Some(last)) => Some((r.get::<_, String>(0), last)),
+                _ => None,
+            }
+        })
+        .unzip();
+    if !done_ids.is_empty() {
+        let done = crate::cached::query(
+            &tx,
+            "UPDATE sluice.tasks t SET state = 'done', error = NULL, finished_at = now()
+               FROM unnest($1::text[], $2::int4[]) AS u(task_id, last)
+              WHERE t.task_id = u.task_id
+                AND (SELECT count(*) FROM sluice.batches b WHERE b.task_id = u.task_id) = u.last + 1
+             RETURNING t.job_id",
+            &[&done_ids, &done_lasts],
+        )
+        .await
+        .context(|| "finishing tasks".into())?;
+        let mut finished_jobs: Vec<Uuid> = done.iter().map(|r| r.get(0)).collect();
+        finished_jobs.sort_unstable();
+        finished_jobs.dedup();
+        for job_id in finished_jobs {
+            if let Some(state) = finish_if_done(&tx, job_id).await?
+                && let Some(&last) = claimed.iter().rev().find(|&&i| batches[i].job_id == job_id)
+            {
+                results[last].job_finished = Some(state);
+            }
+        }
+    }
+    tx.commit().await.context(|| "commit".into())?;
+    for &i in &claimed {
+        results[i].applied = true;
+        results[i].rows = rows[i];
+    }
+    Ok(results)
+}
+
+/// One task's share of a group of parts.
+struct TaskProgress<'a> {
+    task_id: &'a str,
+    job_id: Uuid,
+    stream: &'a str,
+    rows: i64,
+    cursor_max: Option<&'a str>,
+    final_part: Option<i32>,
 }
 
 /// Marks the task done when parts `0..=last` are all recorded. Returns true when it did.

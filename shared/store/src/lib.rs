@@ -43,6 +43,10 @@ pub enum StoreError {
     /// A batch does not fit its table (unknown table or column, missing primary key).
     #[error("{0}")]
     Schema(String),
+    /// A group of parts cannot be applied together (a job ended while the group was
+    /// loading); nothing was committed: apply the parts one at a time.
+    #[error("{0}")]
+    Regroup(String),
 }
 
 impl StoreError {

@@ -190,8 +190,50 @@ pub async fn load_rows(
     rows: &[Vec<Value>],
     merge: &MergeSpec,
 ) -> Result<LoadOutcome, StoreError> {
+    let mut loaded = load_parts(tx, catalog, job_id, table, columns, &[rows], merge).await?;
+    let mut outcome = loaded.parts.pop().unwrap_or_default();
+    outcome.written = loaded.written;
+    outcome.deleted = loaded.deleted;
+    Ok(outcome)
+}
+
+/// What [`load_parts`] did.
+#[derive(Debug, Default)]
+pub struct PartsOutcome {
+    /// One entry per part, in the order given: its `rows` (rows that reached the COPY) and
+    /// its `rejected` records; `written` and `deleted` are 0 there (see below).
+    pub parts: Vec<LoadOutcome>,
+    /// Rows inserted or changed by the one upsert of all parts.
+    pub written: u64,
+    /// Rows deleted by the replace scope.
+    pub deleted: u64,
+}
+
+/// Upserts several parts of rows of the same shape into `table` with one staging COPY and
+/// one upsert, as if [`load_rows`] had been called on each part in order in the same
+/// transaction: within a part the last duplicate of a key wins; across parts, without a
+/// version column the later part wins, with one the row of the highest version wins (ties:
+/// the later part) — exactly what consecutive version-guarded upserts would leave.
+///
+/// A replace scope (`merge.replace_scope` or `merge.scope_keys`) needs one part: the scope
+/// of one part must not delete rows another part of the same call carries.
+///
+/// # Errors
+/// As [`load_rows`]; [`StoreError::Schema`] when several parts come with a replace scope.
+pub async fn load_parts(
+    tx: &Transaction<'_>,
+    catalog: &Catalog,
+    job_id: Uuid,
+    table: &str,
+    columns: &[String],
+    parts: &[&[Vec<Value>]],
+    merge: &MergeSpec,
+) -> Result<PartsOutcome, StoreError> {
     let info = catalog.table(&**tx, table).await?;
-    let mut outcome = LoadOutcome::default();
+    let mut loaded = PartsOutcome {
+        parts: parts.iter().map(|_| LoadOutcome::default()).collect(),
+        ..PartsOutcome::default()
+    };
 
     // Validate the batch's shape against the catalog.
     let mut cols: Vec<&Column> = Vec::with_capacity(columns.len());
@@ -250,12 +292,18 @@ pub async fn load_rows(
             "batch for {table} has scope keys but no replace scope"
         )));
     }
-    if rows.is_empty() && merge.scope_keys.is_empty() {
-        return Ok(outcome);
+    if parts.len() > 1 && !scope.is_empty() {
+        return Err(StoreError::Schema(format!(
+            "parts for {table} with a replace scope are loaded one at a time"
+        )));
+    }
+    if parts.iter().all(|rows| rows.is_empty()) && merge.scope_keys.is_empty() {
+        return Ok(loaded);
     }
 
     // Stage. The staging table has the batch's columns (types from the destination, no
-    // constraints) plus an ordinal so the last duplicate of a key wins.
+    // constraints) plus an ordinal — the part's index in the high 32 bits, the row's in
+    // the low ones — so the last duplicate of a key wins.
     let col_list: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
     let col_sql = col_list.join(", ");
     let stage = format!("\"_sluice_stage_{}_{}\"", info.oid, short_hash(&col_sql));
@@ -284,60 +332,63 @@ pub async fn load_rows(
     let mut cells: Vec<Cell> = Vec::with_capacity(cols.len() + 1);
     // Whether two rows may share a primary key (hash collisions only make this say yes,
     // which is safe): only then does the upsert need DISTINCT ON and its sort.
+    let total: usize = parts.iter().map(|rows| rows.len()).sum();
     let mut seen_keys: std::collections::HashSet<u64> =
-        std::collections::HashSet::with_capacity(rows.len());
+        std::collections::HashSet::with_capacity(total);
     let mut duplicates = false;
-    'rows: for (ord, row) in rows.iter().enumerate() {
-        cells.clear();
-        if row.len() != cols.len() {
-            outcome.rejected.push(reject(
-                table,
-                columns,
-                row,
-                format!("row has {} values for {} columns", row.len(), cols.len()),
-            ));
-            continue;
-        }
-        for (i, (value, col)) in row.iter().zip(&cols).enumerate() {
-            match to_cell(value, &col.ty) {
-                Ok(Cell::Null) if pk_positions.contains(&i) || version_position == Some(i) => {
-                    let what = if version_position == Some(i) {
-                        "version"
-                    } else {
-                        "primary-key"
-                    };
-                    outcome.rejected.push(reject(
-                        table,
-                        columns,
-                        row,
-                        format!("{what} column {} is null", col.name),
-                    ));
-                    continue 'rows;
-                }
-                Ok(cell) => cells.push(cell),
-                Err(e) => {
-                    outcome.rejected.push(reject(
-                        table,
-                        columns,
-                        row,
-                        format!("column {}: {e}", col.name),
-                    ));
-                    continue 'rows;
+    for (part, (rows, outcome)) in parts.iter().zip(loaded.parts.iter_mut()).enumerate() {
+        'rows: for (ord, row) in rows.iter().enumerate() {
+            cells.clear();
+            if row.len() != cols.len() {
+                outcome.rejected.push(reject(
+                    table,
+                    columns,
+                    row,
+                    format!("row has {} values for {} columns", row.len(), cols.len()),
+                ));
+                continue;
+            }
+            for (i, (value, col)) in row.iter().zip(&cols).enumerate() {
+                match to_cell(value, &col.ty) {
+                    Ok(Cell::Null) if pk_positions.contains(&i) || version_position == Some(i) => {
+                        let what = if version_position == Some(i) {
+                            "version"
+                        } else {
+                            "primary-key"
+                        };
+                        outcome.rejected.push(reject(
+                            table,
+                            columns,
+                            row,
+                            format!("{what} column {} is null", col.name),
+                        ));
+                        continue 'rows;
+                    }
+                    Ok(cell) => cells.push(cell),
+                    Err(e) => {
+                        outcome.rejected.push(reject(
+                            table,
+                            columns,
+                            row,
+                            format!("column {}: {e}", col.name),
+                        ));
+                        continue 'rows;
+                    }
                 }
             }
+            if !duplicates {
+                duplicates = !seen_keys.insert(key_hash(&pk_positions, row));
+            }
+            cells.push(Cell::I64(((part as i64) << 32) | ord as i64));
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            writer
+                .as_mut()
+                .write(&refs)
+                .await
+                .context(|| format!("writing COPY rows for {table}"))?;
+            outcome.rows += 1;
         }
-        if !duplicates {
-            duplicates = !seen_keys.insert(key_hash(&pk_positions, row));
-        }
-        cells.push(Cell::I64(ord as i64));
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        writer
-            .as_mut()
-            .write(&refs)
-            .await
-            .context(|| format!("writing COPY rows for {table}"))?;
-        outcome.rows += 1;
     }
     writer
         .finish()
@@ -352,7 +403,7 @@ pub async fn load_rows(
         .join(", ");
 
     if !scope.is_empty() {
-        outcome.deleted =
+        loaded.deleted =
             replace_scope(tx, &info, table, &stage, &scope, version.as_deref(), merge).await?;
     }
 
@@ -424,29 +475,36 @@ pub async fn load_rows(
         _ => String::new(),
     };
     // Rows go in primary-key order, so concurrent upserts of overlapping keys lock them in
-    // the same order; with duplicate keys in the batch, the last one wins.
-    let (distinct, order) = if duplicates {
-        (
-            format!("DISTINCT ON ({pk_sql}) "),
-            format!("{pk_sql}, _sluice_ord DESC"),
-        )
-    } else {
-        (String::new(), pk_sql.clone())
+    // the same order. With duplicate keys: within a part the last one wins; across parts,
+    // with a version column, the highest version (ties: the later part), which is what
+    // upserting the parts one after the other would have left.
+    let source = match (&version, duplicates, parts.len() > 1) {
+        (_, false, _) => format!("{stage} s"),
+        (Some(v), true, true) => format!(
+            "(SELECT DISTINCT ON ({pk_sql}) * FROM
+               (SELECT DISTINCT ON (_sluice_ord >> 32, {pk_sql}) * FROM {stage}
+                 ORDER BY _sluice_ord >> 32, {pk_sql}, _sluice_ord DESC) w
+              ORDER BY {pk_sql}, {v} DESC, _sluice_ord DESC) s",
+            v = quote_ident(v)
+        ),
+        _ => format!(
+            "(SELECT DISTINCT ON ({pk_sql}) * FROM {stage} ORDER BY {pk_sql}, _sluice_ord DESC) s"
+        ),
     };
     let sql = format!(
         "INSERT INTO {dest} AS t ({insert})
-         SELECT {distinct}{select} FROM {stage} s{newer_filter}
-          ORDER BY {order}
+         SELECT {select} FROM {source}{newer_filter}
+          ORDER BY {pk_sql}
          ON CONFLICT ({pk_sql}) {conflict}",
         dest = info.quoted,
         insert = insert_cols.join(", "),
         select = select_cols.join(", "),
     );
     let params: Vec<&(dyn ToSql + Sync)> = if has_job_col { vec![&job_id] } else { vec![] };
-    outcome.written = crate::cached::execute(tx, &sql, &params)
+    loaded.written = crate::cached::execute(tx, &sql, &params)
         .await
         .context(|| format!("upserting into {table}"))?;
-    Ok(outcome)
+    Ok(loaded)
 }
 
 /// Deletes the rows of the batch's parents that the batch no longer carries, unless they
