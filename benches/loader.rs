@@ -1,14 +1,18 @@
 //! Loader throughput next to raw binary COPY, in the same run, on the same rows.
 //!
-//! `cargo bench --bench loader [-- ROWS [BATCH [CONCURRENCY]]]` (defaults 200000, 1000, 4)
-//! against the Postgres at `SLUICE_TEST_DATABASE_URL` (default the local server). It creates
-//! a scratch database, a `klaviyo.events`-shaped destination table (primary key, index on
-//! (metric_id, datetime)), and an unindexed copy, then measures:
+//! `cargo bench --bench loader [-- ROWS [BATCH [CONCURRENCY [GROUP_PARTS [GROUP_BYTES]]]]]`
+//! (defaults 200000, 1000, 4, and the loader's defaults 8 and 4 MiB) against the Postgres at
+//! `SLUICE_TEST_DATABASE_URL` (default the local server). It creates a scratch database, a
+//! `klaviyo.events`-shaped destination table (primary key, index on (metric_id,
+//! datetime)), and an unindexed copy, then measures:
 //! 1. raw: one binary COPY of every row into the unindexed table;
-//! 2. loader, fresh inserts: the rows as `RecordBatch` parts of BATCH rows through
-//!    `ledger::apply_batch` (JSON → typed cells, COPY into staging, upsert, ledger writes),
-//!    CONCURRENCY parts at a time;
-//! 3. loader, updates: the same keys again with changed values.
+//! 2. loader, one part per transaction, fresh inserts: the rows as `RecordBatch` parts of
+//!    BATCH rows through `ledger::apply_batch` (JSON → typed cells, COPY into staging,
+//!    upsert, ledger writes), CONCURRENCY parts at a time;
+//! 3. the same, updates: the same keys again with changed values;
+//! 4. and 5. the same two through `ledger::apply_batches`, the parts handed in the groups
+//!    the loader forms with a backlog (as many parts as fit `GROUP_PARTS` and
+//!    `GROUP_BYTES` of messages), CONCURRENCY groups at a time, into the emptied table.
 //!
 //! It prints rows per second and each loader rate as a share of raw COPY.
 
@@ -17,7 +21,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use postgres_types::{ToSql, Type};
 use serde_json::{Value, json};
-use sluice_contracts::{MESSAGE_VERSION, MergeSpec, RecordBatch, Settings};
+use sluice_contracts::{MESSAGE_VERSION, MergeSpec, Message, RecordBatch, Settings};
 use sluice_store::cell::{Cell, to_cell};
 use sluice_store::ledger;
 use sluice_store::load::Catalog;
@@ -105,6 +109,8 @@ async fn main() -> anyhow::Result<()> {
     let rows = args.first().copied().unwrap_or(200_000);
     let batch = args.get(1).copied().unwrap_or(1000) as usize;
     let concurrency = args.get(2).copied().unwrap_or(4) as usize;
+    let group_parts = args.get(3).copied().unwrap_or(8).max(1) as usize;
+    let group_bytes = args.get(4).copied().unwrap_or(4 << 20) as usize;
 
     let base = std::env::var("SLUICE_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -170,70 +176,90 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(client);
 
-    // 2 and 3. Through the loader.
+    // 2 to 5. Through the loader, one part per transaction and then in groups.
     let catalog = Catalog::default();
-    let mut rates = Vec::new();
-    for (label, data) in [("fresh inserts", &fresh), ("updates", &updated)] {
-        let job_id = Uuid::new_v4();
+    for grouped in [false, true] {
         pool.get()
             .await?
-            .execute(
-                "INSERT INTO sluice.jobs (id, connector, stream, state) VALUES ($1, 'bench', 'events', 'running')",
-                &[&job_id],
-            )
+            .batch_execute("TRUNCATE bench.events")
             .await?;
-        let batches: Vec<RecordBatch> = data
-            .chunks(batch)
-            .enumerate()
-            .map(|(i, chunk)| RecordBatch {
-                v: MESSAGE_VERSION,
-                job_id,
-                task_id: format!("{job_id}-{i}"),
-                stream: "events".into(),
-                part: 0,
-                task_complete: true,
-                table: "bench.events".into(),
-                columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
-                rows: chunk.to_vec(),
-                merge: MergeSpec::default(),
-                children: Vec::new(),
-                cursor_max: None,
-                rejected: Vec::new(),
-            })
-            .collect();
-        // Task rows as the planner records them, so completion bookkeeping is real.
-        let ids: Vec<String> = batches.iter().map(|b| b.task_id.clone()).collect();
-        pool.get()
-            .await?
-            .execute(
-                "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, published_at)
-                 SELECT t, $2, 'events', '{}'::jsonb, now() FROM unnest($1::text[]) t",
-                &[&ids, &job_id],
-            )
-            .await?;
-        let started = Instant::now();
-        let results: Vec<_> = futures::stream::iter(batches.iter())
-            .map(|b| ledger::apply_batch(&pool, &catalog, b))
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        let elapsed = started.elapsed().as_secs_f64();
-        for r in results {
-            r?;
+        for (label, data) in [("fresh inserts", &fresh), ("updates", &updated)] {
+            let job_id = Uuid::new_v4();
+            pool.get()
+                .await?
+                .execute(
+                    "INSERT INTO sluice.jobs (id, connector, stream, state) VALUES ($1, 'bench', 'events', 'running')",
+                    &[&job_id],
+                )
+                .await?;
+            let batches: Vec<RecordBatch> = data
+                .chunks(batch)
+                .enumerate()
+                .map(|(i, chunk)| RecordBatch {
+                    v: MESSAGE_VERSION,
+                    job_id,
+                    task_id: format!("{job_id}-{i}"),
+                    stream: "events".into(),
+                    part: 0,
+                    task_complete: true,
+                    table: "bench.events".into(),
+                    columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+                    rows: chunk.to_vec(),
+                    merge: MergeSpec::default(),
+                    children: Vec::new(),
+                    cursor_max: None,
+                    rejected: Vec::new(),
+                })
+                .collect();
+            // The loader's grouping with a backlog: parts join a group while it holds fewer
+            // than GROUP_PARTS and less than GROUP_BYTES of messages.
+            let message_bytes = batches.first().map_or(1, |b| b.encode().len()).max(1);
+            let per_group = if grouped {
+                group_bytes.div_ceil(message_bytes).clamp(1, group_parts)
+            } else {
+                1
+            };
+            // Task rows as the planner records them, so completion bookkeeping is real.
+            let ids: Vec<String> = batches.iter().map(|b| b.task_id.clone()).collect();
+            pool.get()
+                .await?
+                .execute(
+                    "INSERT INTO sluice.tasks (task_id, job_id, stream, kind, published_at)
+                     SELECT t, $2, 'events', '{}'::jsonb, now() FROM unnest($1::text[]) t",
+                    &[&ids, &job_id],
+                )
+                .await?;
+            let started = Instant::now();
+            let results: Vec<_> = futures::stream::iter(batches.chunks(per_group))
+                .map(|group| ledger::apply_batches(&pool, &catalog, group))
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            let elapsed = started.elapsed().as_secs_f64();
+            for r in results {
+                assert!(r?.iter().all(|a| a.applied), "every part applied");
+            }
+            let state: String = pool
+                .get()
+                .await?
+                .query_one("SELECT state FROM sluice.jobs WHERE id = $1", &[&job_id])
+                .await?
+                .get(0);
+            assert_eq!(state, "succeeded", "every task completed");
+            let rate = rows as f64 / elapsed;
+            let how = if grouped {
+                format!(
+                    "{per_group} parts/tx ({} KiB messages)",
+                    message_bytes / 1024
+                )
+            } else {
+                "1 part/tx".to_string()
+            };
+            println!(
+                "loader, {how}, {label:<14} {rate:>10.0} rows/s  = {:.2} × raw COPY",
+                rate / raw
+            );
         }
-        let state: String = pool
-            .get()
-            .await?
-            .query_one("SELECT state FROM sluice.jobs WHERE id = $1", &[&job_id])
-            .await?
-            .get(0);
-        assert_eq!(state, "succeeded", "every task completed");
-        let rate = rows as f64 / elapsed;
-        rates.push((label, rate));
-        println!(
-            "loader, {label:<14}           {rate:>10.0} rows/s  = {:.2} × raw COPY",
-            rate / raw
-        );
     }
     let count: i64 = pool
         .get()
