@@ -111,9 +111,15 @@ async fn events_of_both_shapes_over_30_days_land_with_exactly_the_sandbox_ids() 
     let report = env.wait_job(job, WAIT).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
     assert_eq!(report.summary.rows_rejected, 0, "{:#?}", report.rejected);
+    let mut events = 0;
     for name in ["Placed Order", "Received Email"] {
-        assert_events_match(&env, &spec, &metric_id(&spec, name), spec.start, spec.end).await;
+        let metric = metric_id(&spec, name);
+        assert_events_match(&env, &spec, &metric, spec.start, spec.end).await;
+        events += event_ids(&spec, Some(&metric), spec.start, spec.end).len();
     }
+    // Split windows hand their last instant to their first child: each event is loaded by
+    // exactly one task.
+    assert_eq!(report.summary.rows_loaded, events as i64, "{report:#?}");
     // 2 metrics × 4 planned windows; dense windows split into children.
     assert!(
         report.summary.tasks_total > 8,

@@ -876,7 +876,11 @@ async fn fault_knobs() {
     .await;
     let t = Instant::now();
     assert_eq!(api(a, "/api/lists").await.status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
 
     set(FaultConfig {
         throttle_seconds: 2.0,

@@ -8,7 +8,8 @@
 //!   `events/<metric_id>`, the job's range split evenly into `split_into` windows. A window
 //!   pages `GET /api/events` sorted by `datetime`; after `dense_pages` pages with more to
 //!   come it stops and hands `[T, end)` (T = the last fetched event's `datetime`) to
-//!   `split_into` child windows ([`windows::split_rest`]).
+//!   `split_into` child windows ([`windows::split_rest`]); its own events at exactly T are
+//!   left to the first child, so every event is loaded by exactly one task.
 //! - `profiles`: the same on `GET /api/profiles` and `updated` (partition `None`, stream
 //!   `profiles`), rows versioned by `updated`.
 //! - `metrics`, `lists`, `segments`: one `Page {cursor: None}` task paging up to `dense_pages`
@@ -22,7 +23,7 @@
 //! `cursor_max` of time-window and collection tasks is the greatest `datetime`/`updated` of
 //! the task's records, clamped to now − `lag_seconds`, formatted `%Y-%m-%dT%H:%M:%S%.6fZ`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +105,17 @@ impl Collector {
             None => {
                 index.insert(key, rows.rows.len());
                 rows.rows.push(row);
+            }
+        }
+    }
+
+    /// Removes the rows of `table` whose key (first value) is one of `keys`.
+    fn remove(&mut self, table: &'static str, keys: &HashSet<String>) {
+        if let Some((rows, index)) = self.tables.get_mut(table) {
+            rows.rows.retain(|row| !keys.contains(&row[0].to_string()));
+            index.clear();
+            for (i, row) in rows.rows.iter().enumerate() {
+                index.insert(row[0].to_string(), i);
             }
         }
     }
@@ -499,6 +511,9 @@ impl KlaviyoConnector {
         let mut rel = Some(Client::relative(path, &query));
         let mut pages = 0u32;
         let mut may_split = true;
+        // The keys of the records at the latest time seen: a split re-reads that instant in
+        // its first child, so these leave this task's rows and every record loads once.
+        let mut at_latest: (Option<DateTime<Utc>>, HashSet<String>) = (None, HashSet::new());
         while let Some(r) = rel.take() {
             let page = client.get(tier, &r).await?;
             pages += 1;
@@ -511,11 +526,15 @@ impl KlaviyoConnector {
                 };
                 match converted {
                     Ok((table, row, t)) => {
-                        out.rows.add(table, row);
-                        out.see_time(t);
                         if t.is_some() {
+                            if at_latest.0 != t {
+                                at_latest = (t, HashSet::new());
+                            }
+                            at_latest.1.insert(row[0].to_string());
                             last = t;
                         }
+                        out.rows.add(table, row);
+                        out.see_time(t);
                     }
                     Err(e) => out.reject(
                         task,
@@ -549,6 +568,16 @@ impl KlaviyoConnector {
                             children = children.len(),
                             "dense klaviyo window; splitting the rest"
                         );
+                        if at_latest.0 == Some(t) {
+                            out.rows.remove(
+                                if events {
+                                    records::EVENTS
+                                } else {
+                                    records::PROFILES
+                                },
+                                &at_latest.1,
+                            );
+                        }
                         out.children = children
                             .into_iter()
                             .map(|(s, e)| PlannedTask {

@@ -42,8 +42,9 @@ pub fn split(start: DateTime<Utc>, end: DateTime<Utc>, n: u32) -> Vec<Window> {
 }
 
 /// The child windows of a task over `[start, end)` that fetched its pages up to the record
-/// at `t` and still had more: `[t, end)` split into `n`, so nothing after `t` is lost and
-/// only records at exactly `t` are read twice. `None` when the rest must be paged to the
+/// at `t` and still had more: `[t, end)` split into `n`, so nothing after `t` is lost; the
+/// records at exactly `t` are read again by the first child (the task leaves them out of
+/// its own rows, so each record is loaded once). `None` when the rest must be paged to the
 /// end instead: less than one second remains, or no progress was made within a window of at
 /// most one second. When the task made no progress (`t ≤ start`) the first second becomes
 /// its own child (paged to the end, however dense) and the rest is split.
