@@ -499,6 +499,117 @@ async fn bad_input_is_reported_by_file_and_line_and_the_rest_loads() {
     env.teardown().await.expect("teardown");
 }
 
+/// A click URL that no compression shortens: 12,000 bytes of hex digits from a hash chain.
+fn incompressible_url() -> String {
+    use std::fmt::Write as _;
+    let mut url = String::from("https://track.example.com/c?d=");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while url.len() < 12_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let _ = write!(url, "{x:016x}");
+    }
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_types_out_of_range_values_bad_timestamps_and_oversize_keys_are_rejected_row_by_row()
+{
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(1);
+    let members = read_zip(&sailthru_sample()).expect("sample");
+    let message_blast = String::from_utf8(
+        members
+            .iter()
+            .find(|(n, _)| n == "message_blast.20160401.json")
+            .expect("member")
+            .1
+            .clone(),
+    )
+    .expect("utf-8");
+    let url = incompressible_url();
+    let bad = [
+        // Lines 1–4 after the sample's: each has one bad value.
+        r#"{ "profile_id" : "p-wrong-type", "blast_id" : 6364286, "message_id" : 101, "message_revenue" : "lots" }"#.to_string(),
+        r#"{ "profile_id" : "p-out-of-range", "blast_id" : 6364286, "message_id" : 102, "message_revenue" : 99999999999999999999 }"#.to_string(),
+        r#"{ "profile_id" : "p-bad-time", "blast_id" : 6364286, "message_id" : 103, "send_time" : "2016-02-30T25:61:00.000" }"#.to_string(),
+        // The message itself is fine; its click's URL is too long for the table's key.
+        format!(
+            r#"{{ "profile_id" : "p-oversize", "blast_id" : 6364286, "message_id" : 104, "clicks" : [{{ "url" : "{url}", "ts" : {{ "$date" : 1459431709000 }} }}, {{ "url" : "http://ok.example.com/", "ts" : {{ "$date" : 1459431709000 }} }}] }}"#
+        ),
+    ];
+    let sample_lines = message_blast.trim_end().split('\n').count();
+    let member = format!("{}\n{}\n", message_blast.trim_end(), bad.join("\n"));
+    let archive = zip_archive(&[("message_blast.20160401.json", member.as_bytes())]).expect("zip");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad-values.zip");
+    std::fs::write(&path, &archive).expect("write");
+
+    let job = env
+        .sync_sailthru(path.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    assert_eq!(report.summary.rows_rejected, 4, "{:#?}", report.rejected);
+    // The sample's messages and the oversize-click message load; the three bad lines do not.
+    assert_eq!(
+        env.count("sailthru.message_blast").await.expect("count"),
+        sample_lines as i64 + 1
+    );
+    let ok_click = query_one_string(
+        &env,
+        "SELECT url FROM sailthru.message_blast_action WHERE profile_id = 'p-oversize'",
+    )
+    .await;
+    assert_eq!(ok_click, "http://ok.example.com/");
+
+    let client = env.pool.get().await.expect("connection");
+    let rows = client
+        .query(
+            "SELECT source, coalesce(table_name, ''), error, record::text FROM sluice.rejected_rows WHERE job_id = $1 ORDER BY source",
+            &[&job],
+        )
+        .await
+        .expect("rejected rows");
+    let rejected: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let find = |needle: &str| {
+        rejected
+            .iter()
+            .find(|r| r.3.contains(needle))
+            .unwrap_or_else(|| panic!("no rejected record holds {needle}: {rejected:#?}"))
+    };
+    let wrong = find("p-wrong-type");
+    assert!(wrong.2.contains("message_revenue"), "{wrong:?}");
+    assert!(
+        wrong.0.contains(&format!("line {}", sample_lines + 1)),
+        "{wrong:?}"
+    );
+    let range = find("p-out-of-range");
+    assert!(range.2.contains("message_revenue"), "{range:?}");
+    let time = find("p-bad-time");
+    assert!(time.2.contains("send_time"), "{time:?}");
+    let oversize = find(&url[..200]);
+    assert_eq!(oversize.1, "sailthru.message_blast_action", "{oversize:?}");
+    assert!(oversize.2.contains("url"), "{:?}", oversize.2);
+    drop(client);
+
+    // `jobs show` reports the count and the first rejects.
+    let show = env
+        .sluicectl(&["jobs", "show", &job.to_string()])
+        .await
+        .expect("show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("4 rejected"), "{text}");
+    assert!(text.contains("message_revenue"), "{text}");
+    env.teardown().await.expect("teardown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_job_on_a_running_stream_is_refused() {
     init_logging();

@@ -48,6 +48,24 @@ pub enum Cell<'a> {
     Uuid(uuid::Uuid),
 }
 
+impl Cell<'_> {
+    /// The bytes the value takes uncompressed in a table or index row (the varlena header
+    /// left out): the text's UTF-8 length for `Text` and `Json`, the fixed width otherwise,
+    /// 0 for NULL. Postgres may compress long values in an index entry; this does not.
+    pub fn stored_len(&self) -> usize {
+        match self {
+            Self::Null => 0,
+            Self::Bool(_) => 1,
+            Self::I16(_) => 2,
+            Self::I32(_) | Self::F32(_) | Self::Date(_) => 4,
+            Self::I64(_) | Self::F64(_) | Self::Timestamp(_) | Self::TimestampTz(_) => 8,
+            Self::Uuid(_) => 16,
+            Self::Text(t) => t.len(),
+            Self::Json(j) => j.len(),
+        }
+    }
+}
+
 /// True when the loader can write columns of this type.
 pub fn supported(ty: &Type) -> bool {
     [

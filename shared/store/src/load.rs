@@ -7,7 +7,8 @@
 //! ever produce an "unknown table/column" error.
 //!
 //! Guarantees of [`load_rows`]:
-//! - rows whose values do not fit their column are returned as rejects, the rest load;
+//! - rows whose values do not fit their column, or whose entry in one of the table's B-tree
+//!   indexes would exceed [`MAX_INDEX_ENTRY_BYTES`], are returned as rejects; the rest load;
 //! - duplicates of one primary key within a batch: the last one wins;
 //! - with a version column, an existing row is only replaced by a row whose version is
 //!   greater or equal; a row identical to the stored one is not rewritten at all, so loading
@@ -55,7 +56,18 @@ pub struct TableInfo {
     pub columns: Vec<Column>,
     /// Primary-key columns in key order.
     pub primary_key: Vec<String>,
+    /// The table's B-tree indexes on plain columns (the primary key's among them): index
+    /// name and column names, for the entry-size check of [`MAX_INDEX_ENTRY_BYTES`].
+    pub btree_indexes: Vec<(String, Vec<String>)>,
 }
+
+/// The most bytes the values of one row may take in one B-tree index entry. Postgres
+/// refuses an entry over 2,704 bytes (`index row size … exceeds btree version 4 maximum
+/// 2704`, SQLSTATE 54000) and that error would fail every row of the part; the loader
+/// rejects such a row alone instead. Counted uncompressed with 24 bytes of headroom for
+/// the entry's headers, so a long value Postgres could have compressed is rejected too:
+/// predictable beats lucky.
+pub const MAX_INDEX_ENTRY_BYTES: usize = 2_680;
 
 impl TableInfo {
     fn column(&self, name: &str) -> Option<&Column> {
@@ -155,11 +167,31 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
             "destination table {table} has no primary key; sluice only upserts"
         )));
     }
+    // Expression columns (attnum 0) are left out: their size is not the column's.
+    let btree_indexes: Vec<(String, Vec<String>)> = client
+        .query(
+            "SELECT ic.relname::text, array_agg(a.attname::text ORDER BY k.ord)
+               FROM pg_index i
+               JOIN pg_class ic ON ic.oid = i.indexrelid
+               JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
+              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid = $1
+              GROUP BY ic.relname
+              ORDER BY ic.relname",
+            &[&oid],
+        )
+        .await
+        .context(|| format!("reading the indexes of {table}"))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     Ok(TableInfo {
         quoted: format!("{}.{}", quote_ident(&schema), quote_ident(&name)),
         oid,
         columns,
         primary_key,
+        btree_indexes,
     })
 }
 
@@ -279,6 +311,26 @@ pub async fn load_parts(
     let version_position = version
         .as_ref()
         .and_then(|v| columns.iter().position(|c| c == v));
+    // Only indexes over a variable-length column of the batch can outgrow an entry.
+    let sized_indexes: Vec<(&str, Vec<usize>)> = info
+        .btree_indexes
+        .iter()
+        .map(|(name, index_columns)| {
+            let positions: Vec<usize> = index_columns
+                .iter()
+                .filter_map(|c| columns.iter().position(|b| b == c))
+                .collect();
+            (name.as_str(), positions)
+        })
+        .filter(|(_, positions)| {
+            positions.iter().any(|&i| {
+                matches!(
+                    cols[i].ty,
+                    Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::JSON | Type::JSONB
+                )
+            })
+        })
+        .collect();
     let scope: Vec<String> = merge.replace_scope.clone().unwrap_or_default();
     for s in &scope {
         if !columns.contains(s) {
@@ -374,6 +426,27 @@ pub async fn load_parts(
                         ));
                         continue 'rows;
                     }
+                }
+            }
+            for (index, positions) in &sized_indexes {
+                let size: usize = positions.iter().map(|&i| cells[i].stored_len()).sum();
+                if size > MAX_INDEX_ENTRY_BYTES {
+                    let (longest, len) = positions
+                        .iter()
+                        .map(|&i| (cols[i].name.as_str(), cells[i].stored_len()))
+                        .max_by_key(|(_, len)| *len)
+                        .unwrap_or_default();
+                    outcome.rejected.push(reject(
+                        table,
+                        columns,
+                        row,
+                        format!(
+                            "oversize value: the row's entry in index {index} takes {size} bytes \
+                             (column {longest} alone {len}); the loader accepts at most \
+                             {MAX_INDEX_ENTRY_BYTES} (Postgres B-tree entries hold 2704)"
+                        ),
+                    ));
+                    continue 'rows;
                 }
             }
             if !duplicates {
