@@ -74,11 +74,22 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// Creates the database (migrated) and declares the topology under a fresh prefix.
+    /// Creates the database (migrated) and declares the topology under a fresh prefix, with
+    /// a delivery limit of 4 (small, so the poison-task test reaches it quickly; crash tests
+    /// stay below it).
     ///
     /// # Errors
     /// Postgres or RabbitMQ unreachable.
     pub async fn new() -> anyhow::Result<Self> {
+        Self::with_delivery_limit(4).await
+    }
+
+    /// [`TestEnv::new`] with the work queues' `x-delivery-limit` set to `limit` (the
+    /// production default is 10).
+    ///
+    /// # Errors
+    /// Postgres or RabbitMQ unreachable.
+    pub async fn with_delivery_limit(limit: u16) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let base = base_database_url();
         let (head, _) = base
@@ -90,8 +101,10 @@ impl TestEnv {
                 format!("{head}/sluice_test_{id}"),
             ),
             ("SLUICE__DATABASE__POOL_SIZE".to_string(), "6".to_string()),
-            // Small, so the poison-task test reaches it quickly; crash tests stay below it.
-            ("SLUICE__AMQP__DELIVERY_LIMIT".to_string(), "4".to_string()),
+            (
+                "SLUICE__AMQP__DELIVERY_LIMIT".to_string(),
+                limit.to_string(),
+            ),
             ("SLUICE__AMQP__URL".to_string(), amqp_url()),
             ("SLUICE__AMQP__PREFIX".to_string(), format!("test_{id}")),
             (
@@ -511,6 +524,29 @@ impl TestEnv {
             )
             .await
             .with_context(|| format!("fingerprinting {table}"))?;
+        Ok(row.get(0))
+    }
+
+    /// Like [`TestEnv::fingerprint`] but over content only: the loader's own columns
+    /// (`_sluice_job_id`, `_sluice_loaded_at`) are left out, so two loads of the same source
+    /// by different jobs have the same content fingerprint exactly when they hold the same
+    /// rows with the same values.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn content_fingerprint(&self, table: &str) -> anyhow::Result<String> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT coalesce(md5(string_agg(h, '' ORDER BY h)), '') FROM \
+                     (SELECT md5((to_jsonb(t) - '_sluice_job_id' - '_sluice_loaded_at')::text) AS h \
+                      FROM {table} t) rows"
+                ),
+                &[],
+            )
+            .await
+            .with_context(|| format!("fingerprinting the content of {table}"))?;
         Ok(row.get(0))
     }
 
