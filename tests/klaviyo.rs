@@ -388,3 +388,91 @@ async fn throttling_and_injected_faults_are_absorbed() {
     );
     env.teardown().await.expect("teardown");
 }
+
+/// A fetcher that starts after `sluicectl jobs cancel` never heard the broadcast; the
+/// loader repeats it when the first part of the cancelled job reaches it, so the fetcher
+/// stops after a task or two instead of fetching the whole job for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fetcher_started_after_a_cancel_learns_it_from_the_loader() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    let spec = spec(21);
+    let sandbox = env
+        .start_klaviyo_sandbox(KlaviyoConfig {
+            faults: FaultConfig {
+                // Every request takes a while, so fetching all 30 tasks would take 9 s.
+                latency_ms: 300,
+                ..FaultConfig::default()
+            },
+            ..unlimited(spec.clone())
+        })
+        .await
+        .expect("sandbox");
+    env.settings.connectors.klaviyo.split_into = 30;
+    env.settings.fetcher.concurrency = 1;
+    env.start_planner();
+    env.start_loader();
+    let placed = metric_id(&spec, "Placed Order");
+    let job = env
+        .request_job(
+            "klaviyo",
+            "events",
+            json!({ "since": spec.start.to_rfc3339(), "until": spec.end.to_rfc3339(), "metrics": [placed] }),
+        )
+        .await
+        .expect("job");
+    let deadline = std::time::Instant::now() + WAIT;
+    while env.report(job).await.expect("report").summary.tasks_total < 30 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job was never planned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cancel = env
+        .sluicectl(&["jobs", "cancel", &job.to_string()])
+        .await
+        .expect("cancel");
+    assert!(cancel.status.success(), "{cancel:?}");
+    let http = reqwest::Client::new();
+    http.post(format!("{sandbox}/klaviyo/_admin/stats/reset"))
+        .send()
+        .await
+        .expect("reset stats");
+
+    env.start_fetcher();
+    // Wait until the fetcher has gone quiet: no new request for 2 s.
+    let requests = || async {
+        let stats: serde_json::Value = http
+            .get(format!("{sandbox}/klaviyo/_admin/stats"))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        stats["total"]["total"].as_u64().unwrap_or(0)
+    };
+    let mut seen = requests().await;
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetcher never went quiet"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = requests().await;
+        if now != seen {
+            (seen, quiet_since) = (now, std::time::Instant::now());
+        }
+    }
+    assert!(
+        (1..10).contains(&seen),
+        "the late fetcher made {seen} requests for a cancelled job of 30 tasks"
+    );
+    let report = env.report(job).await.expect("report");
+    assert_eq!(report.summary.state, "cancelled");
+    assert_eq!(report.summary.rows_loaded, 0, "{report:#?}");
+    assert_eq!(env.count("klaviyo.events").await.expect("count"), 0);
+    env.teardown().await.expect("teardown");
+}

@@ -25,7 +25,8 @@ use sluice_broker::{
     ATTEMPTS_HEADER, Broker, ERROR_HEADER, Grouping, Route, first_death, header_str,
 };
 use sluice_contracts::{
-    FetchTask, JobRequest, Message, Outcome, RecordBatch, Settings, TaskOutcome,
+    ControlAction, ControlMessage, FetchTask, JobRequest, MESSAGE_VERSION, Message, Outcome,
+    RecordBatch, Settings, TaskOutcome,
 };
 use sluice_service::health::Health;
 use sluice_service::{AdminServer, Backoff, metrics};
@@ -33,6 +34,7 @@ use sluice_store::load::Catalog;
 use sluice_store::{Pool, StoreError, ledger};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
+use uuid::Uuid;
 
 /// The `sluice-loader` program: loads the configuration, installs logging and runs until
 /// Ctrl-C or SIGTERM.
@@ -90,6 +92,7 @@ async fn session(
         catalog: catalog.clone(),
         health: health.clone(),
         shutdown: shutdown.clone(),
+        echoed: Echoed::default(),
     };
     let group_parts = settings.loader.group_parts.max(1);
     let load = broker
@@ -136,6 +139,27 @@ struct Ctx {
     catalog: Catalog,
     health: Arc<Health>,
     shutdown: CancellationToken,
+    echoed: Echoed,
+}
+
+/// How often at most the loader repeats the cancel of one job.
+const CANCEL_ECHO_INTERVAL: Duration = Duration::from_secs(10);
+
+/// When the loader last repeated each job's cancel.
+#[derive(Clone, Default)]
+struct Echoed(Arc<std::sync::Mutex<std::collections::HashMap<Uuid, Instant>>>);
+
+impl Echoed {
+    /// Whether `job`'s cancel is due to be repeated now (and if so, notes that it was).
+    fn due(&self, job: Uuid) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, at| at.elapsed() < CANCEL_ECHO_INTERVAL);
+        if map.contains_key(&job) {
+            return false;
+        }
+        map.insert(job, Instant::now());
+        true
+    }
 }
 
 /// Settles a delivery: ack on success, requeue after a pause when the database is away.
@@ -265,6 +289,7 @@ impl Ctx {
                         );
                     } else {
                         tracing::debug!("part skipped (seen before, or job ended)");
+                        self.echo_cancel(batch.job_id).await;
                     }
                     if let Some(state) = applied.job_finished {
                         info!(%state, "job finished");
@@ -282,6 +307,33 @@ impl Ctx {
                 warn!(error = %e, parts = batches.len(), "the group of parts cannot be loaded as a whole");
                 None
             }
+        }
+    }
+
+    /// A part of a cancelled job still reached the loader: some fetcher did not hear the
+    /// cancel (it started after `sluicectl jobs cancel` broadcast it, or was disconnected
+    /// then). Broadcasting it again, at most every [`CANCEL_ECHO_INTERVAL`] per job, stops
+    /// that fetcher from fetching the rest of the job's tasks for nothing.
+    async fn echo_cancel(&self, job_id: Uuid) {
+        if !self.echoed.due(job_id) {
+            return;
+        }
+        match ledger::job_state(&self.pool, job_id).await {
+            Ok(Some(state)) if state == ledger::state::CANCELLED => {
+                let message = ControlMessage {
+                    v: MESSAGE_VERSION,
+                    job_id,
+                    action: ControlAction::Cancel,
+                };
+                match self.broker.broadcast(&message).await {
+                    Ok(()) => {
+                        info!(%job_id, "a cancelled job's part arrived; cancel broadcast again")
+                    }
+                    Err(e) => warn!(%job_id, error = %e, "could not broadcast the cancel again"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(%job_id, error = %e, "could not read the job's state"),
         }
     }
 
@@ -341,6 +393,7 @@ impl Ctx {
                         tracing::debug!(rows = applied.rows, rejected = applied.rejected, "part loaded");
                     } else {
                         tracing::debug!("part skipped (seen before, or job ended)");
+                        self.echo_cancel(batch.job_id).await;
                     }
                     if let Some(state) = applied.job_finished {
                         info!(%state, "job finished");

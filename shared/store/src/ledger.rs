@@ -1040,6 +1040,20 @@ pub fn merge_bookmark(stored: Option<&Value>, cursor: &str, streams: &[(String, 
     json!({ "cursor": max(stored_cursor, cursor), "streams": merged })
 }
 
+/// The state of job `job_id` (`queued`, `running`, `succeeded`, `failed`, `cancelled`), or
+/// `None` for an unknown job.
+///
+/// # Errors
+/// Database errors.
+pub async fn job_state(pool: &Pool, job_id: Uuid) -> Result<Option<String>, StoreError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt("SELECT state FROM sluice.jobs WHERE id = $1", &[&job_id])
+        .await
+        .context(|| format!("reading the state of job {job_id}"))?
+        .map(|r| r.get(0)))
+}
+
 /// Result of [`cancel_job`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum CancelResult {
