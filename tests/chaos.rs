@@ -12,7 +12,7 @@
 //! cargo test --release --test chaos -- --ignored --nocapture
 //! ```
 //!
-//! - `SLUICE_CHAOS_RUNS` (default 10): how many runs; run `i` uses seed `SLUICE_CHAOS_SEED + i`.
+//! - `SLUICE_CHAOS_RUNS` (default 20): how many runs; run `i` uses seed `SLUICE_CHAOS_SEED + i`.
 //! - `SLUICE_CHAOS_SEED` (default 1): the first seed. An even seed loads a generated Sailthru
 //!   export, an odd one Klaviyo events; the seed fixes the kill schedule, so
 //!   `SLUICE_CHAOS_SEED=<seed> SLUICE_CHAOS_RUNS=1` replays one run.
@@ -49,7 +49,7 @@ enum Source {
 impl Source {
     /// Even seeds load Sailthru, odd ones Klaviyo.
     fn of(seed: u64) -> Self {
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             Self::Sailthru
         } else {
             Self::Klaviyo
@@ -104,7 +104,8 @@ impl Scenario {
                 _ => Service::Loader,
             };
             let at = if service == Service::Planner && rng.random_bool(0.5) {
-                At::Millis(rng.random_range(0..1_500))
+                // Planning takes a few hundred milliseconds: land in it or just after.
+                At::Millis(rng.random_range(0..600))
             } else {
                 At::Rows((total_rows as f64 * rng.random_range(0.02..0.95)) as i64)
             };
@@ -497,18 +498,19 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[ignore = "long randomized suite: cargo test --release --test chaos -- --ignored --nocapture"]
 async fn randomized_kills_and_api_faults_lose_and_duplicate_nothing() {
     init_logging();
-    let runs = env_u64("SLUICE_CHAOS_RUNS", 10);
+    let runs = env_u64("SLUICE_CHAOS_RUNS", 20);
     let first = env_u64("SLUICE_CHAOS_SEED", 1);
     let seeds: Vec<u64> = (first..first + runs).collect();
     let mut truths: BTreeMap<Source, Truth> = BTreeMap::new();
     let (mut passed, mut failed) = (0, Vec::new());
     for seed in seeds {
         let source = Source::of(seed);
-        if !truths.contains_key(&source) {
-            let truth = reference(source)
-                .await
-                .unwrap_or_else(|e| panic!("reference load of {source:?}: {e:#}"));
-            truths.insert(source, truth);
+        if let std::collections::btree_map::Entry::Vacant(slot) = truths.entry(source) {
+            slot.insert(
+                reference(source)
+                    .await
+                    .unwrap_or_else(|e| panic!("reference load of {source:?}: {e:#}")),
+            );
         }
         let (log, result) = run(seed, &truths[&source]).await;
         let verdict = match &result {
