@@ -14,7 +14,10 @@
 //!    the loader forms with a backlog (as many parts as fit `GROUP_PARTS` and
 //!    `GROUP_BYTES` of messages), CONCURRENCY groups at a time, into the emptied table.
 //!
-//! It prints rows per second and each loader rate as a share of raw COPY.
+//! It prints rows per second and each loader rate as a share of raw COPY, and for updates
+//! how many were HOT (heap-only: no new index entries), from `pg_stat_user_tables`.
+//! `SLUICE_BENCH_FILLFACTOR` sets the destination table's fillfactor (default
+//! [`DEFAULT_FILLFACTOR`]); the raw COPY tables keep Postgres' default of 100.
 
 use std::time::Instant;
 
@@ -39,17 +42,37 @@ const COLUMNS: [&str; 8] = [
     "event_properties",
 ];
 
-const DDL: &str = "
+/// The destination table's fillfactor unless `SLUICE_BENCH_FILLFACTOR` says otherwise.
+const DEFAULT_FILLFACTOR: u32 = 100;
+
+fn ddl(fillfactor: u32) -> String {
+    format!(
+        "
 CREATE SCHEMA bench;
 CREATE TABLE bench.events (
     id text PRIMARY KEY, metric_id text, profile_id text, datetime timestamptz, timestamp bigint,
     uuid text, value double precision, event_properties jsonb,
-    _sluice_job_id uuid NOT NULL, _sluice_loaded_at timestamptz NOT NULL DEFAULT now());
+    _sluice_job_id uuid NOT NULL, _sluice_loaded_at timestamptz NOT NULL DEFAULT now())
+    WITH (fillfactor = {fillfactor});
 CREATE INDEX ON bench.events (metric_id, datetime);
 CREATE TABLE bench.events_raw (
     id text, metric_id text, profile_id text, datetime timestamptz, timestamp bigint,
     uuid text, value double precision, event_properties jsonb);
-";
+"
+    )
+}
+
+/// Cumulative (updates, HOT updates) of `bench.events` from the statistics views.
+async fn update_counts(client: &tokio_postgres::Client) -> anyhow::Result<(i64, i64)> {
+    let row = client
+        .query_one(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+              WHERE schemaname = 'bench' AND relname = 'events'",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
 
 fn row(i: u64, generation: u64) -> Vec<Value> {
     let ts = 1_700_000_000 + i as i64 * 7;
@@ -128,7 +151,11 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let pool = sluice_store::connect(&settings.database).await?;
     sluice_store::migrate(&pool).await?;
-    pool.get().await?.batch_execute(DDL).await?;
+    let fillfactor: u32 = match std::env::var("SLUICE_BENCH_FILLFACTOR") {
+        Ok(v) => v.parse()?,
+        Err(_) => DEFAULT_FILLFACTOR,
+    };
+    pool.get().await?.batch_execute(&ddl(fillfactor)).await?;
 
     let fresh: Vec<Vec<Value>> = (0..rows).map(|i| row(i, 0)).collect();
     let updated: Vec<Vec<Value>> = (0..rows).map(|i| row(i, 1)).collect();
@@ -137,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()))
         .sum();
     println!(
-        "rows {rows}, batch {batch}, concurrency {concurrency}, ~{} bytes of JSON per row, Postgres {}",
+        "rows {rows}, batch {batch}, concurrency {concurrency}, destination fillfactor {fillfactor}, ~{} bytes of JSON per row, Postgres {}",
         bytes / rows.max(1) as usize,
         pool.get()
             .await?
@@ -229,6 +256,8 @@ async fn main() -> anyhow::Result<()> {
                     &[&ids, &job_id],
                 )
                 .await?;
+            let stats = pool.get().await?;
+            let before = update_counts(&stats).await?;
             let started = Instant::now();
             let results: Vec<_> = futures::stream::iter(batches.chunks(per_group))
                 .map(|group| ledger::apply_batches(&pool, &catalog, group))
@@ -255,8 +284,29 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 "1 part/tx".to_string()
             };
+            // Backends report their statistics shortly after going idle: wait (up to 15 s)
+            // until every update is counted, then report the HOT share.
+            let mut after = update_counts(&stats).await?;
+            if label == "updates" {
+                for _ in 0..30 {
+                    if after.0 - before.0 >= rows as i64 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    after = update_counts(&stats).await?;
+                }
+            }
+            let (updates, hot) = (after.0 - before.0, after.1 - before.1);
+            let hot_share = if updates > 0 {
+                format!(
+                    ", {hot}/{updates} HOT ({:.0} %)",
+                    100.0 * hot as f64 / updates as f64
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "loader, {how}, {label:<14} {rate:>10.0} rows/s  = {:.2} × raw COPY",
+                "loader, {how}, {label:<14} {rate:>10.0} rows/s  = {:.2} × raw COPY{hot_share}",
                 rate / raw
             );
         }
