@@ -268,13 +268,8 @@ async fn main() -> anyhow::Result<()> {
             for r in results {
                 assert!(r?.iter().all(|a| a.applied), "every part applied");
             }
-            let state: String = pool
-                .get()
-                .await?
-                .query_one("SELECT state FROM sluice.jobs WHERE id = $1", &[&job_id])
-                .await?
-                .get(0);
-            assert_eq!(state, "succeeded", "every task completed");
+            let state = ledger::job_state(&**pool.get().await?, job_id).await?;
+            assert_eq!(state.as_deref(), Some("succeeded"), "every task completed");
             let rate = rows as f64 / elapsed;
             let how = if grouped {
                 format!(

@@ -30,6 +30,7 @@ use sluice_contracts::{
 };
 use sluice_service::health::Health;
 use sluice_service::{AdminServer, Backoff, metrics};
+use sluice_store::ledger::BatchApplied;
 use sluice_store::load::Catalog;
 use sluice_store::{Pool, StoreError, ledger};
 use tokio_util::sync::CancellationToken;
@@ -277,23 +278,9 @@ impl Ctx {
                 let seconds = started.elapsed().as_secs_f64();
                 for (batch, applied) in batches.iter().zip(results) {
                     let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
-                    let _entered = span.enter();
-                    if applied.applied {
-                        metrics::counter!("sluice_loader_rows_total", "table" => batch.table.clone())
-                            .increment(applied.rows);
-                        tracing::debug!(
-                            rows = applied.rows,
-                            rejected = applied.rejected,
-                            group = batches.len(),
-                            "part loaded"
-                        );
-                    } else {
-                        tracing::debug!("part skipped (seen before, or job ended)");
-                        self.echo_cancel(batch.job_id).await;
-                    }
-                    if let Some(state) = applied.job_finished {
-                        info!(%state, "job finished");
-                    }
+                    self.note_applied(batch, &applied, batches.len())
+                        .instrument(span)
+                        .await;
                 }
                 metrics::histogram!("sluice_loader_batch_seconds").record(seconds);
                 Some(true)
@@ -310,6 +297,28 @@ impl Ctx {
         }
     }
 
+    /// Counts and logs a part the ledger has taken (`group`: parts in its transaction). A
+    /// part skipped because its job ended may belong to a cancelled job: see
+    /// [`Ctx::echo_cancel`].
+    async fn note_applied(&self, batch: &RecordBatch, applied: &BatchApplied, group: usize) {
+        if applied.applied {
+            metrics::counter!("sluice_loader_rows_total", "table" => batch.table.clone())
+                .increment(applied.rows);
+            tracing::debug!(
+                rows = applied.rows,
+                rejected = applied.rejected,
+                group,
+                "part loaded"
+            );
+        } else {
+            tracing::debug!("part skipped (seen before, or job ended)");
+            self.echo_cancel(batch.job_id).await;
+        }
+        if let Some(state) = &applied.job_finished {
+            info!(%state, "job finished");
+        }
+    }
+
     /// A part of a cancelled job still reached the loader: some fetcher did not hear the
     /// cancel (it started after `sluicectl jobs cancel` broadcast it, or was disconnected
     /// then). Broadcasting it again, at most every [`CANCEL_ECHO_INTERVAL`] per job, stops
@@ -318,7 +327,11 @@ impl Ctx {
         if !self.echoed.due(job_id) {
             return;
         }
-        match ledger::job_state(&self.pool, job_id).await {
+        let state = match self.pool.get().await {
+            Ok(client) => ledger::job_state(&**client, job_id).await,
+            Err(e) => Err(e.into()),
+        };
+        match state {
             Ok(Some(state)) if state == ledger::state::CANCELLED => {
                 let message = ControlMessage {
                     v: MESSAGE_VERSION,
@@ -381,23 +394,17 @@ impl Ctx {
         async {
             let started = Instant::now();
             let result = self
-                .with_retries("load", || ledger::apply_batch(&self.pool, &self.catalog, &batch))
+                .with_retries("load", || {
+                    ledger::apply_batch(&self.pool, &self.catalog, &batch)
+                })
                 .await;
             match result {
                 Ok(applied) => {
                     if applied.applied {
-                        metrics::counter!("sluice_loader_rows_total", "table" => batch.table.clone())
-                            .increment(applied.rows);
                         metrics::histogram!("sluice_loader_batch_seconds")
                             .record(started.elapsed().as_secs_f64());
-                        tracing::debug!(rows = applied.rows, rejected = applied.rejected, "part loaded");
-                    } else {
-                        tracing::debug!("part skipped (seen before, or job ended)");
-                        self.echo_cancel(batch.job_id).await;
                     }
-                    if let Some(state) = applied.job_finished {
-                        info!(%state, "job finished");
-                    }
+                    self.note_applied(&batch, &applied, 1).await;
                     true
                 }
                 Err(e) if e.is_transient() => {

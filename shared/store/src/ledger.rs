@@ -1045,8 +1045,10 @@ pub fn merge_bookmark(stored: Option<&Value>, cursor: &str, streams: &[(String, 
 ///
 /// # Errors
 /// Database errors.
-pub async fn job_state(pool: &Pool, job_id: Uuid) -> Result<Option<String>, StoreError> {
-    let client = pool.get().await?;
+pub async fn job_state(
+    client: &impl GenericClient,
+    job_id: Uuid,
+) -> Result<Option<String>, StoreError> {
     Ok(client
         .query_opt("SELECT state FROM sluice.jobs WHERE id = $1", &[&job_id])
         .await
