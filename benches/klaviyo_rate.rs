@@ -9,10 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
 use serde_json::json;
-use sluice_e2e::TestEnv;
-use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metrics};
+use sluice_e2e::{TestEnv, klaviyo_stats, utc};
+use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metric_id};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,22 +26,12 @@ async fn main() -> anyhow::Result<()> {
     let spec = KlaviyoDataSpec {
         seed: 5,
         profiles: 20_000,
-        start: Utc
-            .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
-            .single()
-            .expect("date"),
-        end: Utc
-            .with_ymd_and_hms(2024, 3, 1, 0, 0, 0)
-            .single()
-            .expect("date"),
+        start: utc(2024, 1, 1),
+        end: utc(2024, 3, 1),
         events_per_metric: events,
         ..KlaviyoDataSpec::default()
     };
-    let placed = metrics(&spec)
-        .into_iter()
-        .find(|(_, n)| n == "Placed Order")
-        .expect("metric")
-        .0;
+    let placed = metric_id(&spec, "Placed Order").expect("metric");
     let mut env = TestEnv::new().await?;
     let sandbox = env
         .start_klaviyo_sandbox(KlaviyoConfig {
@@ -74,12 +63,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let report = env.wait_job(job, Duration::from_secs(3600)).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let stats: serde_json::Value = http
-        .get(format!("{sandbox}/klaviyo/_admin/stats"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let stats = klaviyo_stats(&sandbox).await?;
     let tier = &stats["tiers"]["XL"];
     let ok = tier["ok"].as_f64().unwrap_or(0.0);
     let throttled = tier["throttled"].as_f64().unwrap_or(0.0);

@@ -10,10 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
 use serde_json::json;
-use sluice_e2e::TestEnv;
-use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metrics};
+use sluice_e2e::{TestEnv, utc};
+use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metric_id};
 
 struct Proc {
     name: String,
@@ -53,22 +52,12 @@ async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
     let spec = KlaviyoDataSpec {
         seed: 9,
         profiles: 50_000,
-        start: Utc
-            .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
-            .single()
-            .expect("date"),
-        end: Utc
-            .with_ymd_and_hms(2024, 4, 1, 0, 0, 0)
-            .single()
-            .expect("date"),
+        start: utc(2024, 1, 1),
+        end: utc(2024, 4, 1),
         events_per_metric: events,
         ..KlaviyoDataSpec::default()
     };
-    let placed = metrics(&spec)
-        .into_iter()
-        .find(|(_, n)| n == "Placed Order")
-        .expect("metric")
-        .0;
+    let placed = metric_id(&spec, "Placed Order").expect("metric");
     let mut env = TestEnv::new().await?;
     env.start_klaviyo_sandbox(KlaviyoConfig {
         data: spec.clone(),

@@ -58,6 +58,31 @@ fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// Midnight UTC of the given day.
+///
+/// # Panics
+/// For a day that does not exist.
+pub fn utc(year: i32, month: u32, day: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone as _;
+    chrono::Utc
+        .with_ymd_and_hms(year, month, day, 0, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+/// The Klaviyo sandbox's request counters (`GET /klaviyo/_admin/stats`, see
+/// `sluice_sandbox::klaviyo`) of the sandbox at `base`.
+///
+/// # Errors
+/// The sandbox is unreachable or answers with an error.
+pub async fn klaviyo_stats(base: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(reqwest::get(format!("{base}/klaviyo/_admin/stats"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 /// One test's isolated world.
 pub struct TestEnv {
     /// Unique id of this environment.
@@ -514,17 +539,7 @@ impl TestEnv {
     /// # Errors
     /// Database errors.
     pub async fn fingerprint(&self, table: &str) -> anyhow::Result<String> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM {table} t"
-                ),
-                &[],
-            )
-            .await
-            .with_context(|| format!("fingerprinting {table}"))?;
-        Ok(row.get(0))
+        self.fingerprint_of(table, "t::text").await
     }
 
     /// Like [`TestEnv::fingerprint`] but over content only: the loader's own columns
@@ -535,18 +550,27 @@ impl TestEnv {
     /// # Errors
     /// Database errors.
     pub async fn content_fingerprint(&self, table: &str) -> anyhow::Result<String> {
+        self.fingerprint_of(
+            table,
+            "(to_jsonb(t) - '_sluice_job_id' - '_sluice_loaded_at')::text",
+        )
+        .await
+    }
+
+    /// The md5 of the sorted md5s of `row_sql` (an SQL text expression over the row `t`) for
+    /// every row of `table`.
+    async fn fingerprint_of(&self, table: &str, row_sql: &str) -> anyhow::Result<String> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
                 &format!(
-                    "SELECT coalesce(md5(string_agg(h, '' ORDER BY h)), '') FROM \
-                     (SELECT md5((to_jsonb(t) - '_sluice_job_id' - '_sluice_loaded_at')::text) AS h \
-                      FROM {table} t) rows"
+                    "SELECT coalesce(md5(string_agg(h, '' ORDER BY h)), '') \
+                     FROM (SELECT md5({row_sql}) AS h FROM {table} t) rows"
                 ),
                 &[],
             )
             .await
-            .with_context(|| format!("fingerprinting the content of {table}"))?;
+            .with_context(|| format!("fingerprinting {table}"))?;
         Ok(row.get(0))
     }
 

@@ -24,12 +24,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use sluice_e2e::{SAILTHRU_TABLES, TestEnv, init_logging};
-use sluice_sandbox::klaviyo::{FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metrics};
+use sluice_e2e::{SAILTHRU_TABLES, TestEnv, init_logging, klaviyo_stats, utc};
+use sluice_sandbox::klaviyo::{FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metric_id};
 use uuid::Uuid;
 
 /// The generated Sailthru export every Sailthru run loads.
@@ -135,12 +135,6 @@ impl Scenario {
 /// What a fault-free load of a source leaves: content fingerprint and row count per table.
 type Truth = BTreeMap<String, (String, i64)>;
 
-fn utc(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
-        .single()
-        .expect("valid date")
-}
-
 fn klaviyo_spec() -> KlaviyoDataSpec {
     KlaviyoDataSpec {
         seed: 11,
@@ -236,10 +230,9 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
 }
 
 fn metric_ids(spec: &KlaviyoDataSpec) -> Vec<String> {
-    metrics(spec)
-        .into_iter()
-        .filter(|(_, name)| KLAVIYO_METRICS.contains(&name.as_str()))
-        .map(|(id, _)| id)
+    KLAVIYO_METRICS
+        .iter()
+        .map(|name| metric_id(spec, name).unwrap_or_else(|| panic!("no metric {name}")))
         .collect()
 }
 
@@ -468,10 +461,7 @@ async fn follow(
     }
     verify(p, job, truth).await?;
     if let Some(sandbox) = &p.sandbox {
-        let stats: serde_json::Value = reqwest::get(format!("{sandbox}/klaviyo/_admin/stats"))
-            .await?
-            .json()
-            .await?;
+        let stats = klaviyo_stats(sandbox).await?;
         log.push(format!(
             "sandbox: {} faults, {} slow, {} throttled of {} requests",
             stats["total"]["faults"],

@@ -4,12 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sluice_contracts::Mode;
-use sluice_e2e::{TestEnv, init_logging};
+use sluice_e2e::{TestEnv, init_logging, klaviyo_stats, utc};
 use sluice_sandbox::klaviyo::{
-    FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metrics, segment_member_ids, segments,
+    FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, segment_member_ids, segments,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -25,18 +25,9 @@ fn spec(seed: u64) -> KlaviyoDataSpec {
     }
 }
 
-fn utc(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
-        .single()
-        .expect("valid date")
-}
-
 fn metric_id(spec: &KlaviyoDataSpec, name: &str) -> String {
-    metrics(spec)
-        .into_iter()
-        .find(|(_, n)| n == name)
+    sluice_sandbox::klaviyo::metric_id(spec, name)
         .unwrap_or_else(|| panic!("the sandbox has a metric {name}"))
-        .0
 }
 
 async fn loaded_ids(env: &TestEnv, sql: &str, param: &str) -> BTreeSet<String> {
@@ -367,12 +358,7 @@ async fn throttling_and_injected_faults_are_absorbed() {
     let report = env.wait_job(job, WAIT).await.expect("job ends");
     assert_eq!(report.summary.state, "succeeded", "{report:#?}");
     assert_events_match(&env, &spec, &placed, spec.start, spec.end).await;
-    let stats: serde_json::Value = reqwest::get(format!("{sandbox}/klaviyo/_admin/stats"))
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = klaviyo_stats(&sandbox).await.expect("stats");
     let total = &stats["total"];
     assert!(
         total["faults"].as_u64().unwrap_or(0) > 0,
@@ -443,14 +429,7 @@ async fn a_fetcher_started_after_a_cancel_learns_it_from_the_loader() {
     env.start_fetcher();
     // Wait until the fetcher has gone quiet: no new request for 2 s.
     let requests = || async {
-        let stats: serde_json::Value = http
-            .get(format!("{sandbox}/klaviyo/_admin/stats"))
-            .send()
-            .await
-            .expect("stats")
-            .json()
-            .await
-            .expect("json");
+        let stats = klaviyo_stats(&sandbox).await.expect("stats");
         stats["total"]["total"].as_u64().unwrap_or(0)
     };
     let mut seen = requests().await;

@@ -253,6 +253,18 @@ pub fn metrics(spec: &KlaviyoDataSpec) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The id of the metric called `name` (e.g. `Placed Order`), `None` when the account has
+/// no such metric.
+///
+/// # Panics
+/// When `spec` is invalid.
+pub fn metric_id(spec: &KlaviyoDataSpec, name: &str) -> Option<String> {
+    metrics(spec)
+        .into_iter()
+        .find(|(_, n)| n == name)
+        .map(|(id, _)| id)
+}
+
 /// `(id, name)` of every list.
 ///
 /// # Panics
