@@ -1,5 +1,8 @@
 //! The upsert path: binary COPY into a staging table, then one
-//! `INSERT … SELECT DISTINCT ON (pk) … ON CONFLICT (pk) DO UPDATE` into the destination.
+//! `INSERT … SELECT DISTINCT ON (pk) … ON CONFLICT (pk) DO UPDATE` into the destination —
+//! or, while a table's batches bring only new keys (a backfill), one binary COPY straight
+//! into the destination inside a savepoint, which a stored key rolls back to the upsert
+//! (see [`DirectInserts`]). Both leave the same rows.
 //!
 //! Table shapes come from the Postgres catalog (columns, types, primary key), looked up by
 //! schema and name as data and cached per process; every identifier written into SQL comes
@@ -17,6 +20,7 @@
 //!   (and whose version is not newer) are deleted.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use deadpool_postgres::Transaction;
@@ -43,6 +47,8 @@ pub struct Column {
     pub name: String,
     /// Postgres type.
     pub ty: Type,
+    /// Whether the column has a default (`pg_attribute.atthasdef`).
+    pub has_default: bool,
 }
 
 /// A destination table as the catalog describes it.
@@ -59,6 +65,58 @@ pub struct TableInfo {
     /// The table's B-tree indexes on plain columns (the primary key's among them): index
     /// name and column names, for the entry-size check of [`MAX_INDEX_ENTRY_BYTES`].
     pub btree_indexes: Vec<(String, Vec<String>)>,
+    /// Whether loads into this table currently try a direct COPY first (see
+    /// [`DirectInserts`]); shared by every load into the table in this process.
+    pub direct: Arc<DirectInserts>,
+}
+
+/// When to try a batch as a plain binary COPY into the destination instead of staging and
+/// upserting it. A direct COPY does about a third less server work per row than the
+/// staging COPY plus `INSERT … ON CONFLICT` (docs/benchmarks.md), but only works when
+/// every key is new; a batch with an existing key fails it at that key, the COPY is rolled
+/// back to a savepoint and the batch is upserted. After such a conflict the next loads into
+/// the table skip the attempt — 4, then 8, … up to [`DirectInserts::MAX_BACKOFF`] loads
+/// after each further conflict — so a stream of updates pays for one failed attempt
+/// (usually refused at its first row) in 64 loads, and a backfill of new keys that follows
+/// finds its way back within 64 loads.
+#[derive(Debug, Default)]
+pub struct DirectInserts {
+    /// Loads still to skip.
+    skip: std::sync::atomic::AtomicU32,
+    /// The back-off set by the last conflict (0 after a success).
+    backoff: std::sync::atomic::AtomicU32,
+}
+
+impl DirectInserts {
+    /// The longest run of loads that skip the attempt after conflicts.
+    pub const MAX_BACKOFF: u32 = 64;
+
+    /// Whether this load should try a direct COPY (counts a skipped load).
+    pub fn should_try(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.skip
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    /// Whether loads currently skip the attempt after a conflict.
+    pub fn backing_off(&self) -> bool {
+        self.skip.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// A direct COPY went through: keep trying.
+    pub fn succeeded(&self) {
+        self.backoff.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A direct COPY failed: skip the next loads, twice as many as after the last failure.
+    pub fn conflicted(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let previous = self.backoff.load(Relaxed);
+        let next = (previous * 2).clamp(4, Self::MAX_BACKOFF);
+        self.backoff.store(next, Relaxed);
+        self.skip.store(next, Relaxed);
+    }
 }
 
 /// The most bytes the values of one row may take in one B-tree index entry. Postgres
@@ -135,7 +193,7 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
     }
     let columns = client
         .query(
-            "SELECT attname, atttypid FROM pg_attribute
+            "SELECT attname, atttypid, atthasdef FROM pg_attribute
               WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
@@ -146,7 +204,11 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
             let name: String = r.get(0);
             let oid: u32 = r.get(1);
             let ty = Type::from_oid(oid).unwrap_or(Type::UNKNOWN);
-            Column { name, ty }
+            Column {
+                name,
+                ty,
+                has_default: r.get(2),
+            }
         })
         .collect::<Vec<_>>();
     let primary_key: Vec<String> = client
@@ -192,6 +254,7 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
         columns,
         primary_key,
         btree_indexes,
+        direct: Arc::default(),
     })
 }
 
@@ -353,11 +416,37 @@ pub async fn load_parts(
         return Ok(loaded);
     }
 
+    let check = RowCheck {
+        table,
+        columns,
+        cols: &cols,
+        pk_positions: &pk_positions,
+        version_position,
+        sized_indexes: &sized_indexes,
+    };
+    let col_list: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+    let col_sql = col_list.join(", ");
+    // Whether two rows may share a primary key (hash collisions only make this say yes,
+    // which is safe): only then does the upsert need DISTINCT ON and its sort, and only
+    // without does a direct COPY stand a chance.
+    let duplicates = has_duplicate_keys(&pk_positions, parts);
+
+    // All keys new (a backfill): one COPY straight into the destination, if it works.
+    let loaded_at_filled = info.column(LOADED_AT_COLUMN).is_none_or(|c| c.has_default);
+    if scope.is_empty()
+        && !duplicates
+        && loaded_at_filled
+        && info.direct.should_try()
+        && let Some(parts) = insert_direct(tx, &info, &check, job_id, parts, &col_sql).await?
+    {
+        loaded.written = parts.iter().map(|p| p.rows).sum();
+        loaded.parts = parts;
+        return Ok(loaded);
+    }
+
     // Stage. The staging table has the batch's columns (types from the destination, no
     // constraints) plus an ordinal — the part's index in the high 32 bits, the row's in
     // the low ones — so the last duplicate of a key wins.
-    let col_list: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
-    let col_sql = col_list.join(", ");
     let stage = format!("\"_sluice_stage_{}_{}\"", info.oid, short_hash(&col_sql));
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS
@@ -381,88 +470,10 @@ pub async fn load_parts(
         .context(|| format!("starting COPY for {table}"))?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    let mut cells: Vec<Cell> = Vec::with_capacity(cols.len() + 1);
-    // Whether two rows may share a primary key (hash collisions only make this say yes,
-    // which is safe): only then does the upsert need DISTINCT ON and its sort.
-    let total: usize = parts.iter().map(|rows| rows.len()).sum();
-    let mut seen_keys: std::collections::HashSet<u64> =
-        std::collections::HashSet::with_capacity(total);
-    let mut duplicates = false;
-    for (part, (rows, outcome)) in parts.iter().zip(loaded.parts.iter_mut()).enumerate() {
-        'rows: for (ord, row) in rows.iter().enumerate() {
-            cells.clear();
-            if row.len() != cols.len() {
-                outcome.rejected.push(reject(
-                    table,
-                    columns,
-                    row,
-                    format!("row has {} values for {} columns", row.len(), cols.len()),
-                ));
-                continue;
-            }
-            for (i, (value, col)) in row.iter().zip(&cols).enumerate() {
-                match to_cell(value, &col.ty) {
-                    Ok(Cell::Null) if pk_positions.contains(&i) || version_position == Some(i) => {
-                        let what = if version_position == Some(i) {
-                            "version"
-                        } else {
-                            "primary-key"
-                        };
-                        outcome.rejected.push(reject(
-                            table,
-                            columns,
-                            row,
-                            format!("{what} column {} is null", col.name),
-                        ));
-                        continue 'rows;
-                    }
-                    Ok(cell) => cells.push(cell),
-                    Err(e) => {
-                        outcome.rejected.push(reject(
-                            table,
-                            columns,
-                            row,
-                            format!("column {}: {e}", col.name),
-                        ));
-                        continue 'rows;
-                    }
-                }
-            }
-            for (index, positions) in &sized_indexes {
-                let size: usize = positions.iter().map(|&i| cells[i].stored_len()).sum();
-                if size > MAX_INDEX_ENTRY_BYTES {
-                    let (longest, len) = positions
-                        .iter()
-                        .map(|&i| (cols[i].name.as_str(), cells[i].stored_len()))
-                        .max_by_key(|(_, len)| *len)
-                        .unwrap_or_default();
-                    outcome.rejected.push(reject(
-                        table,
-                        columns,
-                        row,
-                        format!(
-                            "oversize value: the row's entry in index {index} takes {size} bytes \
-                             (column {longest} alone {len}); the loader accepts at most \
-                             {MAX_INDEX_ENTRY_BYTES} (Postgres B-tree entries hold 2704)"
-                        ),
-                    ));
-                    continue 'rows;
-                }
-            }
-            if !duplicates {
-                duplicates = !seen_keys.insert(key_hash(&pk_positions, row));
-            }
-            cells.push(Cell::I64(((part as i64) << 32) | ord as i64));
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-            writer
-                .as_mut()
-                .write(&refs)
-                .await
-                .context(|| format!("writing COPY rows for {table}"))?;
-            outcome.rows += 1;
-        }
-    }
+    check
+        .write(writer.as_mut(), parts, &mut loaded.parts, Tail::Ordinal)
+        .await
+        .context(|| format!("writing COPY rows for {table}"))?;
     writer
         .finish()
         .await
@@ -673,6 +684,186 @@ async fn replace_scope(
         .context(|| format!("replacing rows of {table}"))
 }
 
+/// What follows a row's values in a COPY.
+#[derive(Clone, Copy)]
+enum Tail {
+    /// Into staging: the ordinal, part index in the high 32 bits and row index in the low.
+    Ordinal,
+    /// Into the destination: the job id for `_sluice_job_id`, when the table has it.
+    Job(Option<Uuid>),
+}
+
+/// The per-row checks and conversion of one batch shape.
+struct RowCheck<'a> {
+    table: &'a str,
+    columns: &'a [String],
+    cols: &'a [&'a Column],
+    pk_positions: &'a [usize],
+    version_position: Option<usize>,
+    /// B-tree indexes whose entry may outgrow [`MAX_INDEX_ENTRY_BYTES`]: name and the
+    /// batch positions of their columns.
+    sized_indexes: &'a [(&'a str, Vec<usize>)],
+}
+
+impl RowCheck<'_> {
+    /// `row` as typed cells in `cells`, or why it is refused.
+    fn cells<'r>(&self, row: &'r [Value], cells: &mut Vec<Cell<'r>>) -> Result<(), String> {
+        cells.clear();
+        if row.len() != self.cols.len() {
+            return Err(format!(
+                "row has {} values for {} columns",
+                row.len(),
+                self.cols.len()
+            ));
+        }
+        for (i, (value, col)) in row.iter().zip(self.cols).enumerate() {
+            match to_cell(value, &col.ty) {
+                Ok(Cell::Null)
+                    if self.pk_positions.contains(&i) || self.version_position == Some(i) =>
+                {
+                    let what = if self.version_position == Some(i) {
+                        "version"
+                    } else {
+                        "primary-key"
+                    };
+                    return Err(format!("{what} column {} is null", col.name));
+                }
+                Ok(cell) => cells.push(cell),
+                Err(e) => return Err(format!("column {}: {e}", col.name)),
+            }
+        }
+        for (index, positions) in self.sized_indexes {
+            let size: usize = positions.iter().map(|&i| cells[i].stored_len()).sum();
+            if size > MAX_INDEX_ENTRY_BYTES {
+                let (longest, len) = positions
+                    .iter()
+                    .map(|&i| (self.cols[i].name.as_str(), cells[i].stored_len()))
+                    .max_by_key(|(_, len)| *len)
+                    .unwrap_or_default();
+                return Err(format!(
+                    "oversize value: the row's entry in index {index} takes {size} bytes \
+                     (column {longest} alone {len}); the loader accepts at most \
+                     {MAX_INDEX_ENTRY_BYTES} (Postgres B-tree entries hold 2704)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every acceptable row of `parts` to `writer`, followed by `tail`; counts the
+    /// rows written and collects the refused ones per part in `outcomes` (reset first).
+    async fn write(
+        &self,
+        mut writer: Pin<&mut BinaryCopyInWriter>,
+        parts: &[&[Vec<Value>]],
+        outcomes: &mut [LoadOutcome],
+        tail: Tail,
+    ) -> Result<(), tokio_postgres::Error> {
+        let mut cells: Vec<Cell> = Vec::with_capacity(self.cols.len() + 1);
+        for (part, (rows, outcome)) in parts.iter().zip(outcomes.iter_mut()).enumerate() {
+            *outcome = LoadOutcome::default();
+            for (ord, row) in rows.iter().enumerate() {
+                if let Err(error) = self.cells(row, &mut cells) {
+                    outcome
+                        .rejected
+                        .push(reject(self.table, self.columns, row, error));
+                    continue;
+                }
+                match tail {
+                    Tail::Ordinal => cells.push(Cell::I64(((part as i64) << 32) | ord as i64)),
+                    Tail::Job(Some(job_id)) => cells.push(Cell::Uuid(job_id)),
+                    Tail::Job(None) => {}
+                }
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+                writer.as_mut().write(&refs).await?;
+                outcome.rows += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tries `parts` as one binary COPY straight into the destination, inside a savepoint
+/// (`_sluice_loaded_at` takes its default, the transaction's time, as in the upsert).
+/// Returns the parts' outcomes, or `None` when the COPY failed — typically a key that
+/// already exists (SQLSTATE 23505) — after rolling back to the savepoint: nothing of the
+/// attempt remains and the caller upserts instead.
+///
+/// # Errors
+/// Lost connections and failures to set or roll back the savepoint.
+async fn insert_direct(
+    tx: &Transaction<'_>,
+    info: &TableInfo,
+    check: &RowCheck<'_>,
+    job_id: Uuid,
+    parts: &[&[Vec<Value>]],
+    col_sql: &str,
+) -> Result<Option<Vec<LoadOutcome>>, StoreError> {
+    let table = check.table;
+    let with_job = info.column(JOB_ID_COLUMN).is_some();
+    let mut types: Vec<Type> = check.cols.iter().map(|c| c.ty.clone()).collect();
+    let mut columns = col_sql.to_string();
+    if with_job {
+        types.push(Type::UUID);
+        columns.push_str(", ");
+        columns.push_str(&quote_ident(JOB_ID_COLUMN));
+    }
+    let mut outcomes: Vec<LoadOutcome> = parts.iter().map(|_| LoadOutcome::default()).collect();
+    tx.batch_execute("SAVEPOINT sluice_direct_insert")
+        .await
+        .context(|| format!("setting a savepoint for {table}"))?;
+    let attempt = async {
+        let copy = tx
+            .prepare_cached(&format!(
+                "COPY {} ({columns}) FROM STDIN BINARY",
+                info.quoted
+            ))
+            .await?;
+        let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, &types);
+        pin_mut!(writer);
+        check
+            .write(
+                writer.as_mut(),
+                parts,
+                &mut outcomes,
+                Tail::Job(with_job.then_some(job_id)),
+            )
+            .await?;
+        writer.finish().await
+    }
+    .await;
+    match attempt {
+        Ok(_) => {
+            tx.batch_execute("RELEASE SAVEPOINT sluice_direct_insert")
+                .await
+                .context(|| format!("releasing the savepoint for {table}"))?;
+            info.direct.succeeded();
+            Ok(Some(outcomes))
+        }
+        Err(e) if e.as_db_error().is_some() => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT sluice_direct_insert")
+                .await
+                .context(|| format!("rolling back the direct COPY into {table}"))?;
+            tracing::debug!(table, error = %e, "direct COPY refused; upserting instead");
+            info.direct.conflicted();
+            Ok(None)
+        }
+        Err(e) => Err(e).context(|| format!("copying rows into {table}")),
+    }
+}
+
+/// Whether two rows of `parts` may share a primary key (by hash: a collision says yes).
+fn has_duplicate_keys(pk_positions: &[usize], parts: &[&[Vec<Value>]]) -> bool {
+    let total: usize = parts.iter().map(|rows| rows.len()).sum();
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::with_capacity(total);
+    parts
+        .iter()
+        .flat_map(|rows| rows.iter())
+        .filter(|row| pk_positions.iter().all(|&i| i < row.len()))
+        .any(|row| !seen.insert(key_hash(pk_positions, row)))
+}
+
 fn reject(table: &str, columns: &[String], row: &[Value], error: String) -> RejectedRecord {
     let record: serde_json::Map<String, Value> =
         columns.iter().cloned().zip(row.iter().cloned()).collect();
@@ -703,4 +894,45 @@ fn short_hash(s: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.hash(&mut h);
     format!("{:08x}", h.finish() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DirectInserts;
+
+    /// How many of the next `n` loads would try a direct COPY.
+    fn tries(direct: &DirectInserts, n: usize) -> usize {
+        (0..n).filter(|_| direct.should_try()).count()
+    }
+
+    #[test]
+    fn conflicts_back_off_twice_as_long_each_time_up_to_the_cap_and_a_success_resets() {
+        let direct = DirectInserts::default();
+        assert!(direct.should_try(), "a new table tries");
+        direct.conflicted();
+        assert!(direct.backing_off());
+        // Four loads skip, the fifth tries again.
+        assert_eq!(tries(&direct, 4), 0);
+        assert!(!direct.backing_off());
+        assert!(direct.should_try());
+        direct.conflicted();
+        assert_eq!(tries(&direct, 8), 0);
+        assert!(direct.should_try());
+        for _ in 0..10 {
+            direct.conflicted();
+        }
+        assert_eq!(
+            tries(&direct, DirectInserts::MAX_BACKOFF as usize),
+            0,
+            "capped at MAX_BACKOFF"
+        );
+        assert!(direct.should_try());
+        direct.succeeded();
+        direct.conflicted();
+        assert_eq!(
+            tries(&direct, 5),
+            1,
+            "after a success the back-off starts at 4 again"
+        );
+    }
 }
