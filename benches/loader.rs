@@ -1,7 +1,7 @@
 //! Loader throughput next to raw binary COPY, in the same run, on the same rows.
 //!
 //! `cargo bench --bench loader [-- ROWS [BATCH [CONCURRENCY [GROUP_PARTS [GROUP_BYTES]]]]]`
-//! (defaults 200000, 1000, 4, and the loader's defaults 8 and 4 MiB) against the Postgres at
+//! (defaults 200000, 1000, 4, and the loader's defaults 8 and 2 MiB) against the Postgres at
 //! `SLUICE_TEST_DATABASE_URL` (default the local server). It creates a scratch database, a
 //! destination table shaped and indexed as `klaviyo.events` (migration V4: primary key,
 //! indexes on (metric_id, datetime) and on profile_id), and an unindexed copy, then
@@ -203,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
     let batch = args.get(1).copied().unwrap_or(1000) as usize;
     let concurrency = args.get(2).copied().unwrap_or(4) as usize;
     let group_parts = args.get(3).copied().unwrap_or(8).max(1) as usize;
-    let group_bytes = args.get(4).copied().unwrap_or(4 << 20) as usize;
+    let group_bytes = args.get(4).copied().unwrap_or(2 << 20) as usize;
 
     let base = std::env::var("SLUICE_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());

@@ -86,7 +86,9 @@ pub struct LoaderSettings {
     /// group_parts`.
     pub group_parts: u16,
     /// A group takes no further part once its messages reach this many bytes (default
-    /// 4 MiB ≈ 13,000 rows of ~300 bytes): large parts are loaded alone, bounding memory.
+    /// 2 MiB ≈ 7,000 rows of ~300 bytes): large parts are loaded alone, bounding memory —
+    /// decoded rows take several times their message's size, and at 4 MiB a loader with
+    /// 10,000-event Klaviyo parts peaked at 256–291 MB (docs/benchmarks.md).
     pub group_bytes: u32,
 }
 
@@ -253,7 +255,7 @@ concurrency = 4
 admin_bind = "127.0.0.1:9103"
 concurrency = 4
 group_parts = 8
-group_bytes = 4194304
+group_bytes = 2097152
 
 [connectors.sailthru]
 page_size = 5000
