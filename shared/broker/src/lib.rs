@@ -847,25 +847,17 @@ where
     F: FnMut(lapin::message::Delivery) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    use futures::StreamExt;
-    let mut deliveries = Box::pin(consumer.take_until(shutdown.clone().cancelled_owned()));
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    let limit = limit.max(1);
-    let mut health = tokio::time::interval(Duration::from_secs(1));
-    let result = loop {
-        tokio::select! {
-            _ = health.tick() => if !broker.is_healthy() {
-                break Err(DriveError::Unhealthy);
-            },
-            next = deliveries.next(), if in_flight.len() < limit => match next {
-                Some(Ok(delivery)) => in_flight.push(handler(delivery)),
-                Some(Err(e)) => break Err(DriveError::Consumer(e)),
-                None if shutdown.is_cancelled() => break Ok(()),
-                None => break Err(DriveError::Closed),
-            },
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-        }
+    // Groups of one: drive_groups never looks past the delivery that freed the slot.
+    let single = Grouping {
+        max_deliveries: 1,
+        max_bytes: 0,
     };
-    while in_flight.next().await.is_some() {}
-    result
+    drive_groups(broker, consumer, limit, single, shutdown, |group| {
+        match group.into_iter().next() {
+            Some(delivery) => futures::future::Either::Left(handler(delivery)),
+            // drive_groups never hands over an empty group.
+            None => futures::future::Either::Right(std::future::ready(())),
+        }
+    })
+    .await
 }
