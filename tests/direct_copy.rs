@@ -156,4 +156,5 @@ async fn new_keys_are_copied_in_and_a_batch_with_stored_keys_falls_back_to_the_u
     assert_eq!(outcome.written, 1);
     let last = stored(&env).await.pop().expect("row 2000");
     assert_eq!((last.0, last.1.as_str(), last.2), (2000, "y", 2));
+    env.teardown().await.expect("teardown");
 }
