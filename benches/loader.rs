@@ -32,6 +32,7 @@ use futures::StreamExt;
 use postgres_types::{ToSql, Type};
 use serde_json::{Value, json};
 use sluice_contracts::{MESSAGE_VERSION, MergeSpec, Message, RecordBatch, Settings};
+use sluice_e2e::cpu_seconds;
 use sluice_store::cell::{Cell, to_cell};
 use sluice_store::ledger;
 use sluice_store::load::Catalog;
@@ -124,33 +125,19 @@ fn machine_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
-/// CPU jiffies (user + system) this process has used, from `/proc/self/stat`.
-fn own_jiffies() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // utime and stime are fields 14 and 15 of /proc/pid/stat; after the ")" (and the state
-    // letter, which does not parse) they are at 10 and 11.
-    fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0)
-}
-
 /// Where the CPU went during one measured phase: the machine's busy share of all its cores
 /// and this process's share (the rest is mostly Postgres).
 struct CpuShare {
     machine: (u64, u64),
-    own: u64,
+    /// This process's CPU seconds at the start.
+    own: f64,
 }
 
 impl CpuShare {
     fn start() -> Self {
         Self {
             machine: machine_jiffies(),
-            own: own_jiffies(),
+            own: cpu_seconds(std::process::id()),
         }
     }
 
@@ -161,7 +148,8 @@ impl CpuShare {
         format!(
             "CPU busy {:.0} % (this process {:.0} %)",
             100.0 * (busy - self.machine.0) as f64 / total,
-            100.0 * (own_jiffies() - self.own) as f64 / total
+            // Jiffies are 1/100 s, so CPU seconds × 100 are jiffies.
+            100.0 * 100.0 * (cpu_seconds(std::process::id()) - self.own) / total
         )
     }
 }

@@ -11,31 +11,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_e2e::{TestEnv, utc};
+use sluice_e2e::{TestEnv, cpu_seconds, utc};
 use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metric_id};
 
 struct Proc {
     name: String,
     pid: u32,
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based) of /proc/pid/stat; after the ")" split
-    // they are at 11 and 12. Clock ticks are 100 per second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {

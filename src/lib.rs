@@ -70,6 +70,28 @@ pub fn utc(year: i32, month: u32, day: u32) -> chrono::DateTime<chrono::Utc> {
         .expect("valid date")
 }
 
+/// CPU time (user + system, seconds) process `pid` has used, from `/proc/<pid>/stat`; 0
+/// when it cannot be read (the process is gone, or not Linux). Clock ticks are taken as
+/// Linux's 100 per second.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its ")". There the
+    // state is at 0, so utime and stime (fields 14 and 15) are at 11 and 12.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The Klaviyo sandbox's request counters (`GET /klaviyo/_admin/stats`, see
 /// `sluice_sandbox::klaviyo`) of the sandbox at `base`.
 ///
