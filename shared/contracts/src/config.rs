@@ -1,4 +1,4 @@
-//! Layered configuration (contract: `DESIGN.md`, "Configuration").
+//! Layered configuration (contract: `docs/architecture.md`, "Configuration").
 //!
 //! Layers, later wins: built-in defaults → the TOML file named by `SLUICE_CONFIG` (optional)
 //! → environment variables `SLUICE__SECTION__KEY` (for example `SLUICE__AMQP__URL`,
@@ -27,6 +27,10 @@ pub struct Settings {
     pub loader: LoaderSettings,
     /// Per-connector settings.
     pub connectors: ConnectorsSettings,
+    /// Named destinations (`SLUICE__DESTINATIONS__<NAME>__KIND`, `…__URL`, …). The name
+    /// `postgres` is always there: the ledger's own database, unless configured otherwise.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, DestinationSection>,
     /// Logging.
     pub log: LogSettings,
 }
@@ -112,6 +116,19 @@ pub enum EmailPolicy {
     Hash,
     /// Store NULL.
     Drop,
+}
+
+/// One `[destinations.<name>]` section as written: its `kind` (`postgres`, `redshift`)
+/// and the kind's own keys, which the destination module of that kind deserialises and
+/// documents (crate `sluice-destinations`). `Debug` prints the keys, never the values: a
+/// URL may hold a password.
+#[derive(Deserialize, Clone, Default)]
+pub struct DestinationSection(pub serde_json::Map<String, serde_json::Value>);
+
+impl std::fmt::Debug for DestinationSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// Sailthru connector settings.
@@ -438,5 +455,25 @@ mod tests {
         let s = Settings::load_from(None, env).unwrap();
         assert_eq!(s.amqp.url(), "amqp://u:hunter2@h/%2f");
         assert!(!format!("{s:?}").contains("hunter2"));
+
+        let env = vec![
+            (
+                "SLUICE__DESTINATIONS__RS__KIND".to_string(),
+                "redshift".to_string(),
+            ),
+            (
+                "SLUICE__DESTINATIONS__RS__URL".to_string(),
+                "postgres://u:hunter2@h/db".to_string(),
+            ),
+        ];
+        let s = Settings::load_from(None, env).unwrap();
+        let rs = &s.destinations["rs"].0;
+        assert_eq!(rs["kind"], "redshift");
+        assert_eq!(rs["url"], "postgres://u:hunter2@h/db");
+        let debug = format!("{s:?}");
+        assert!(
+            debug.contains("\"url\"") && !debug.contains("hunter2"),
+            "{debug}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! ([`messages`]), the layered configuration ([`config`]) and small vocabulary helpers
 //! ([`ids`], [`redact`]).
 //!
-//! Nothing here does I/O. Messages are the wire format documented in `DESIGN.md`
+//! Nothing here does I/O. Messages are the wire format documented in `docs/architecture.md`
 //! ("Messages"); every message carries `"v": 1` and a reader rejects any other version.
 
 pub mod config;

@@ -1,4 +1,4 @@
-//! The JSON messages that cross RabbitMQ (contract: `DESIGN.md`, "Messages").
+//! The JSON messages that cross RabbitMQ (contract: `docs/architecture.md`, "Messages").
 //!
 //! Every message carries `"v": 1`. Additions to the design's field lists (documented in the
 //! README) are optional on the wire so older producers stay readable:
@@ -112,6 +112,18 @@ pub struct JobRequest {
     pub mode: Mode,
     /// When the operator asked, UTC.
     pub requested_at: DateTime<Utc>,
+    /// The named destination the job's records are written to (a key of the
+    /// `destinations` settings); absent in requests from before destinations existed,
+    /// which means [`DEFAULT_DESTINATION`], the ledger's own Postgres database.
+    #[serde(default = "default_destination")]
+    pub destination: String,
+}
+
+/// The destination of jobs that name none: `postgres`, the ledger's own database.
+pub const DEFAULT_DESTINATION: &str = "postgres";
+
+fn default_destination() -> String {
+    DEFAULT_DESTINATION.to_string()
 }
 
 impl Message for JobRequest {

@@ -71,6 +71,14 @@ pub async fn ensure_database(settings: &DatabaseSettings) -> Result<(), StoreErr
 /// A malformed URL or a failure to create the database.
 pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     ensure_database(settings).await?;
+    pool(settings)
+}
+
+/// Builds a pool on an existing database without connecting (connections open lazily).
+///
+/// # Errors
+/// A malformed URL.
+pub fn pool(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     let mut config = parse(settings.url())?;
     // The loader's `CREATE TEMP TABLE IF NOT EXISTS` would otherwise log a NOTICE per batch.
     let options = match config.get_options() {

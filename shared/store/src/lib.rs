@@ -4,9 +4,10 @@
 //!   `migrations/` (embedded with refinery, applied under an advisory lock so services that
 //!   start together do not race);
 //! - [`ledger`]: the `sluice` schema — jobs, tasks, batches, locks, bookmarks, freshness and
-//!   rejected rows — as used by the planner, the loader and `sluicectl`;
-//! - [`load`]: the upsert path — binary COPY into a staging table, then
-//!   `INSERT … ON CONFLICT DO UPDATE` guarded by the version column;
+//!   rejected rows — as used by the planner, the loader and `sluicectl`; applying parts
+//!   (claim, write, settle) whatever the destination;
+//! - [`load`]: the Postgres upsert path — validate a batch's shape, binary COPY into a
+//!   staging table, then `INSERT … ON CONFLICT DO UPDATE` guarded by the version column;
 //! - [`cell`]: converting JSON values of a batch into typed Postgres values.
 //!
 //! The store knows SQL, never an outside API: it learns a destination table's columns,
@@ -43,6 +44,15 @@ pub enum StoreError {
     /// A batch does not fit its table (unknown table or column, missing primary key).
     #[error("{0}")]
     Schema(String),
+    /// A destination outside Postgres' driver failed (object storage, a remote API), or a
+    /// destination is configured wrongly; `transient` says whether a retry can help.
+    #[error("{message}")]
+    Destination {
+        /// What failed, naming the destination and the setting or object involved.
+        message: String,
+        /// Whether retrying later can succeed (a network error) or not (a bad setting).
+        transient: bool,
+    },
     /// A group of parts cannot be applied together (a job ended while the group was
     /// loading); nothing was committed: apply the parts one at a time.
     #[error("{0}")]
@@ -54,6 +64,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
+            StoreError::Destination { transient, .. } => *transient,
             StoreError::Postgres { source, .. } => {
                 if source.is_closed() {
                     return true;

@@ -49,11 +49,17 @@ pub struct Column {
     pub ty: Type,
     /// Whether the column has a default (`pg_attribute.atthasdef`).
     pub has_default: bool,
+    /// Whether the column is `NOT NULL` (`pg_attribute.attnotnull`).
+    pub not_null: bool,
 }
 
 /// A destination table as the catalog describes it.
 #[derive(Debug, Clone)]
 pub struct TableInfo {
+    /// Schema, as in the catalog.
+    pub schema: String,
+    /// Table name, as in the catalog.
+    pub name: String,
     /// Quoted, schema-qualified name, safe to splice into SQL.
     pub quoted: String,
     /// The table's oid (names the staging table).
@@ -128,7 +134,8 @@ impl DirectInserts {
 pub const MAX_INDEX_ENTRY_BYTES: usize = 2_680;
 
 impl TableInfo {
-    fn column(&self, name: &str) -> Option<&Column> {
+    /// The column called `name`, if the table has one.
+    pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
 }
@@ -140,6 +147,33 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The destination tables of the database `client` is connected to: every table
+    /// outside the system schemas and `sluice` that has the loader's column
+    /// `_sluice_loaded_at`, as `schema.table`, sorted.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn destination_tables(
+        client: &impl GenericClient,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(client
+            .query(
+                "SELECT n.nspname || '.' || c.relname FROM pg_class c
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'sluice'
+                    AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+                    AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                                 AND a.attname = $1 AND NOT a.attisdropped)
+                  ORDER BY 1",
+                &[&LOADED_AT_COLUMN],
+            )
+            .await
+            .context(|| "listing destination tables".into())?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     /// Looks up (and caches) `table` (`schema.name`).
     ///
     /// # Errors
@@ -193,7 +227,7 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
     }
     let columns = client
         .query(
-            "SELECT attname, atttypid, atthasdef FROM pg_attribute
+            "SELECT attname, atttypid, atthasdef, attnotnull FROM pg_attribute
               WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
@@ -208,6 +242,7 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
                 name,
                 ty,
                 has_default: r.get(2),
+                not_null: r.get(3),
             }
         })
         .collect::<Vec<_>>();
@@ -250,6 +285,8 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
         .collect();
     Ok(TableInfo {
         quoted: format!("{}.{}", quote_ident(&schema), quote_ident(&name)),
+        schema,
+        name,
         oid,
         columns,
         primary_key,
@@ -310,6 +347,10 @@ pub struct PartsOutcome {
 /// version column the later part wins, with one the row of the highest version wins (ties:
 /// the later part) — exactly what consecutive version-guarded upserts would leave.
 ///
+/// Three steps: [`Shape::validate`] the batch against the catalog, stage the rows (binary
+/// COPY into a temp table, or straight into the destination while its keys are all new),
+/// then write them (replace-scope deletes and the version-guarded upsert).
+///
 /// A replace scope (`merge.replace_scope` or `merge.scope_keys`) needs one part: the scope
 /// of one part must not delete rows another part of the same call carries.
 ///
@@ -325,138 +366,318 @@ pub async fn load_parts(
     merge: &MergeSpec,
 ) -> Result<PartsOutcome, StoreError> {
     let info = catalog.table(&**tx, table).await?;
+    let shape = Shape::validate(info, table, columns, merge, parts.len())?;
     let mut loaded = PartsOutcome {
         parts: parts.iter().map(|_| LoadOutcome::default()).collect(),
         ..PartsOutcome::default()
     };
-
-    // Validate the batch's shape against the catalog.
-    let mut cols: Vec<&Column> = Vec::with_capacity(columns.len());
-    for name in columns {
-        if name == JOB_ID_COLUMN || name == LOADED_AT_COLUMN {
-            return Err(StoreError::Schema(format!(
-                "column {name} of {table} is written by the loader, not by connectors"
-            )));
-        }
-        let col = info
-            .column(name)
-            .ok_or_else(|| StoreError::Schema(format!("table {table} has no column {name:?}")))?;
-        if !supported(&col.ty) {
-            return Err(StoreError::Schema(format!(
-                "column {name} of {table} has type {}, which the loader cannot write",
-                col.ty.name()
-            )));
-        }
-        cols.push(col);
-    }
-    let pk_positions: Vec<usize> = info
-        .primary_key
-        .iter()
-        .map(|pk| {
-            columns.iter().position(|c| c == pk).ok_or_else(|| {
-                StoreError::Schema(format!("batch for {table} lacks primary-key column {pk}"))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let version = match &merge.version_column {
-        Some(v) => Some(info.column(v).map(|c| c.name.clone()).ok_or_else(|| {
-            StoreError::Schema(format!("version column {v:?} is not a column of {table}"))
-        })?),
-        None => None,
-    };
-    if let Some(v) = &version
-        && !columns.contains(v)
-    {
-        return Err(StoreError::Schema(format!(
-            "batch for {table} lacks its version column {v}"
-        )));
-    }
-    let version_position = version
-        .as_ref()
-        .and_then(|v| columns.iter().position(|c| c == v));
-    // Only indexes over a variable-length column of the batch can outgrow an entry.
-    let sized_indexes: Vec<(&str, Vec<usize>)> = info
-        .btree_indexes
-        .iter()
-        .map(|(name, index_columns)| {
-            let positions: Vec<usize> = index_columns
-                .iter()
-                .filter_map(|c| columns.iter().position(|b| b == c))
-                .collect();
-            (name.as_str(), positions)
-        })
-        .filter(|(_, positions)| {
-            positions.iter().any(|&i| {
-                matches!(
-                    cols[i].ty,
-                    Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::JSON | Type::JSONB
-                )
-            })
-        })
-        .collect();
-    let scope: Vec<String> = merge.replace_scope.clone().unwrap_or_default();
-    for s in &scope {
-        if !columns.contains(s) {
-            return Err(StoreError::Schema(format!(
-                "batch for {table} lacks replace-scope column {s}"
-            )));
-        }
-    }
-    if !merge.scope_keys.is_empty() && scope.is_empty() {
-        return Err(StoreError::Schema(format!(
-            "batch for {table} has scope keys but no replace scope"
-        )));
-    }
-    if parts.len() > 1 && !scope.is_empty() {
-        return Err(StoreError::Schema(format!(
-            "parts for {table} with a replace scope are loaded one at a time"
-        )));
-    }
     if parts.iter().all(|rows| rows.is_empty()) && merge.scope_keys.is_empty() {
         return Ok(loaded);
     }
-
-    let check = RowCheck {
-        table,
-        columns,
-        cols: &cols,
-        pk_positions: &pk_positions,
-        version_position,
-        sized_indexes: &sized_indexes,
-    };
-    let col_list: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
-    let col_sql = col_list.join(", ");
     // Whether two rows may share a primary key (hash collisions only make this say yes,
     // which is safe): only then does the upsert need DISTINCT ON and its sort, and only
     // without does a direct COPY stand a chance.
-    let duplicates = has_duplicate_keys(&pk_positions, parts);
+    let duplicates = has_duplicate_keys(&shape.pk_positions, parts);
 
     // All keys new (a backfill): one COPY straight into the destination, if it works.
+    let info = &shape.info;
     let loaded_at_filled = info.column(LOADED_AT_COLUMN).is_none_or(|c| c.has_default);
-    if scope.is_empty()
+    if shape.scope.is_empty()
         && !duplicates
         && loaded_at_filled
         && info.direct.should_try()
-        && let Some(parts) = insert_direct(tx, &info, &check, job_id, parts, &col_sql).await?
+        && let Some(parts) = insert_direct(tx, &shape, job_id, parts).await?
     {
         loaded.written = parts.iter().map(|p| p.rows).sum();
         loaded.parts = parts;
         return Ok(loaded);
     }
 
-    // Stage. The staging table has the batch's columns (types from the destination, no
-    // constraints) plus an ordinal — the part's index in the high 32 bits, the row's in
-    // the low ones — so the last duplicate of a key wins.
-    let stage = format!("\"_sluice_stage_{}_{}\"", info.oid, short_hash(&col_sql));
+    let stage = stage(tx, &shape, parts, &mut loaded.parts).await?;
+    (loaded.written, loaded.deleted) = upsert(
+        tx,
+        catalog,
+        &shape,
+        &stage,
+        merge,
+        job_id,
+        duplicates,
+        parts.len(),
+    )
+    .await?;
+    Ok(loaded)
+}
+
+/// A batch's columns checked against its destination table: what every destination needs
+/// to turn the batch's JSON rows into typed values and to merge them by key.
+pub struct Shape<'a> {
+    /// The destination table (`schema.table`) as the batch names it.
+    pub table: &'a str,
+    /// The table as the catalog describes it.
+    pub info: Arc<TableInfo>,
+    /// The batch's column names, in row order.
+    pub columns: &'a [String],
+    /// The catalog's column for each of `columns`.
+    pub cols: Vec<Column>,
+    /// Positions in `columns` of the primary-key columns, in key order.
+    pub pk_positions: Vec<usize>,
+    /// The version column (`MergeSpec::version_column`), when the stream has one.
+    pub version: Option<String>,
+    /// Its position in `columns`.
+    pub version_position: Option<usize>,
+    /// The replace-scope columns (`MergeSpec::replace_scope`), empty without one.
+    pub scope: Vec<String>,
+    /// B-tree indexes whose entry may outgrow [`MAX_INDEX_ENTRY_BYTES`]: name and the
+    /// batch positions of their columns.
+    sized_indexes: Vec<(String, Vec<usize>)>,
+}
+
+impl<'a> Shape<'a> {
+    /// Checks `columns` and `merge` against `info`: every column exists and has a type the
+    /// loader can write, the primary key (and the version column, the replace scope) are
+    /// among them, the loader's own columns are not, and a replace scope comes with one
+    /// part only.
+    ///
+    /// # Errors
+    /// [`StoreError::Schema`] naming the table and what does not fit.
+    pub fn validate(
+        info: Arc<TableInfo>,
+        table: &'a str,
+        columns: &'a [String],
+        merge: &MergeSpec,
+        parts: usize,
+    ) -> Result<Self, StoreError> {
+        let mut cols: Vec<Column> = Vec::with_capacity(columns.len());
+        for name in columns {
+            if name == JOB_ID_COLUMN || name == LOADED_AT_COLUMN {
+                return Err(StoreError::Schema(format!(
+                    "column {name} of {table} is written by the loader, not by connectors"
+                )));
+            }
+            let col = info.column(name).ok_or_else(|| {
+                StoreError::Schema(format!("table {table} has no column {name:?}"))
+            })?;
+            if !supported(&col.ty) {
+                return Err(StoreError::Schema(format!(
+                    "column {name} of {table} has type {}, which the loader cannot write",
+                    col.ty.name()
+                )));
+            }
+            cols.push(col.clone());
+        }
+        let pk_positions: Vec<usize> = info
+            .primary_key
+            .iter()
+            .map(|pk| {
+                columns.iter().position(|c| c == pk).ok_or_else(|| {
+                    StoreError::Schema(format!("batch for {table} lacks primary-key column {pk}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let version = match &merge.version_column {
+            Some(v) => Some(info.column(v).map(|c| c.name.clone()).ok_or_else(|| {
+                StoreError::Schema(format!("version column {v:?} is not a column of {table}"))
+            })?),
+            None => None,
+        };
+        if let Some(v) = &version
+            && !columns.contains(v)
+        {
+            return Err(StoreError::Schema(format!(
+                "batch for {table} lacks its version column {v}"
+            )));
+        }
+        let version_position = version
+            .as_ref()
+            .and_then(|v| columns.iter().position(|c| c == v));
+        // Only indexes over a variable-length column of the batch can outgrow an entry.
+        let sized_indexes: Vec<(String, Vec<usize>)> = info
+            .btree_indexes
+            .iter()
+            .map(|(name, index_columns)| {
+                let positions: Vec<usize> = index_columns
+                    .iter()
+                    .filter_map(|c| columns.iter().position(|b| b == c))
+                    .collect();
+                (name.clone(), positions)
+            })
+            .filter(|(_, positions)| {
+                positions.iter().any(|&i| {
+                    matches!(
+                        cols[i].ty,
+                        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::JSON | Type::JSONB
+                    )
+                })
+            })
+            .collect();
+        let scope: Vec<String> = merge.replace_scope.clone().unwrap_or_default();
+        for s in &scope {
+            if !columns.contains(s) {
+                return Err(StoreError::Schema(format!(
+                    "batch for {table} lacks replace-scope column {s}"
+                )));
+            }
+        }
+        if !merge.scope_keys.is_empty() && scope.is_empty() {
+            return Err(StoreError::Schema(format!(
+                "batch for {table} has scope keys but no replace scope"
+            )));
+        }
+        if parts > 1 && !scope.is_empty() {
+            return Err(StoreError::Schema(format!(
+                "parts for {table} with a replace scope are loaded one at a time"
+            )));
+        }
+        Ok(Self {
+            table,
+            info,
+            columns,
+            cols,
+            pk_positions,
+            version,
+            version_position,
+            scope,
+            sized_indexes,
+        })
+    }
+
+    /// The same shape without the Postgres B-tree entry-size check, for destinations that
+    /// keep no B-tree indexes (Redshift).
+    pub fn without_index_limits(mut self) -> Self {
+        self.sized_indexes.clear();
+        self
+    }
+
+    /// The quoted, comma-separated column list of the batch.
+    pub fn column_list(&self) -> String {
+        self.cols
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The quoted, comma-separated primary-key columns.
+    pub fn key_list(&self) -> String {
+        self.info
+            .primary_key
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `row` as typed cells in `cells`, or why it is refused.
+    ///
+    /// # Errors
+    /// The reason, naming the column: a value of the wrong type or out of range, a null
+    /// key or version, an index entry over [`MAX_INDEX_ENTRY_BYTES`].
+    pub fn cells<'r>(&self, row: &'r [Value], cells: &mut Vec<Cell<'r>>) -> Result<(), String> {
+        cells.clear();
+        if row.len() != self.cols.len() {
+            return Err(format!(
+                "row has {} values for {} columns",
+                row.len(),
+                self.cols.len()
+            ));
+        }
+        for (i, (value, col)) in row.iter().zip(&self.cols).enumerate() {
+            match to_cell(value, &col.ty) {
+                Ok(Cell::Null)
+                    if self.pk_positions.contains(&i) || self.version_position == Some(i) =>
+                {
+                    let what = if self.version_position == Some(i) {
+                        "version"
+                    } else {
+                        "primary-key"
+                    };
+                    return Err(format!("{what} column {} is null", col.name));
+                }
+                Ok(cell) => cells.push(cell),
+                Err(e) => return Err(format!("column {}: {e}", col.name)),
+            }
+        }
+        for (index, positions) in &self.sized_indexes {
+            let size: usize = positions.iter().map(|&i| cells[i].stored_len()).sum();
+            if size > MAX_INDEX_ENTRY_BYTES {
+                let (longest, len) = positions
+                    .iter()
+                    .map(|&i| (self.cols[i].name.as_str(), cells[i].stored_len()))
+                    .max_by_key(|(_, len)| *len)
+                    .unwrap_or_default();
+                return Err(format!(
+                    "oversize value: the row's entry in index {index} takes {size} bytes \
+                     (column {longest} alone {len}); the loader accepts at most \
+                     {MAX_INDEX_ENTRY_BYTES} (Postgres B-tree entries hold 2704)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rejected-record entry for `row`, refused with `error`.
+    pub fn reject(&self, row: &[Value], error: String) -> RejectedRecord {
+        reject(self.table, self.columns, row, error)
+    }
+
+    /// Writes every acceptable row of `parts` to `writer`, followed by `tail`; counts the
+    /// rows written and collects the refused ones per part in `outcomes` (reset first).
+    async fn write(
+        &self,
+        mut writer: Pin<&mut BinaryCopyInWriter>,
+        parts: &[&[Vec<Value>]],
+        outcomes: &mut [LoadOutcome],
+        tail: Tail,
+    ) -> Result<(), tokio_postgres::Error> {
+        let mut cells: Vec<Cell> = Vec::with_capacity(self.cols.len() + 1);
+        for (part, (rows, outcome)) in parts.iter().zip(outcomes.iter_mut()).enumerate() {
+            *outcome = LoadOutcome::default();
+            for (ord, row) in rows.iter().enumerate() {
+                if let Err(error) = self.cells(row, &mut cells) {
+                    outcome.rejected.push(self.reject(row, error));
+                    continue;
+                }
+                match tail {
+                    Tail::Ordinal => cells.push(Cell::I64(((part as i64) << 32) | ord as i64)),
+                    Tail::Job(Some(job_id)) => cells.push(Cell::Uuid(job_id)),
+                    Tail::Job(None) => {}
+                }
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+                writer.as_mut().write(&refs).await?;
+                outcome.rows += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stages the acceptable rows of `parts` into a temp table: the batch's columns (types
+/// from the destination, no constraints) plus an ordinal — the part's index in the high 32
+/// bits, the row's in the low ones — so the last duplicate of a key wins. Returns the
+/// staging table's quoted name; refused rows go to `outcomes`.
+async fn stage(
+    tx: &Transaction<'_>,
+    shape: &Shape<'_>,
+    parts: &[&[Vec<Value>]],
+    outcomes: &mut [LoadOutcome],
+) -> Result<String, StoreError> {
+    let table = shape.table;
+    let col_sql = shape.column_list();
+    let stage = format!(
+        "\"_sluice_stage_{}_{}\"",
+        shape.info.oid,
+        short_hash(&col_sql)
+    );
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS
            SELECT {col_sql}, 0::bigint AS _sluice_ord FROM {} WITH NO DATA",
-        info.quoted
+        shape.info.quoted
     ))
     .await
     .context(|| format!("creating the staging table for {table}"))?;
 
-    let mut types: Vec<Type> = cols.iter().map(|c| c.ty.clone()).collect();
+    let mut types: Vec<Type> = shape.cols.iter().map(|c| c.ty.clone()).collect();
     types.push(Type::INT8);
     let copy = tx
         .prepare_cached(&format!(
@@ -470,27 +691,41 @@ pub async fn load_parts(
         .context(|| format!("starting COPY for {table}"))?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    check
-        .write(writer.as_mut(), parts, &mut loaded.parts, Tail::Ordinal)
+    shape
+        .write(writer.as_mut(), parts, outcomes, Tail::Ordinal)
         .await
         .context(|| format!("writing COPY rows for {table}"))?;
     writer
         .finish()
         .await
         .context(|| format!("finishing COPY for {table}"))?;
+    Ok(stage)
+}
 
-    let pk_sql = info
-        .primary_key
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+/// Writes the staged rows into the destination: the replace scope's deletes, then one
+/// `INSERT … SELECT … ON CONFLICT (pk) DO UPDATE` guarded by the version column that does
+/// not rewrite identical rows. Returns (rows inserted or changed, rows deleted).
+#[allow(clippy::too_many_arguments)]
+async fn upsert(
+    tx: &Transaction<'_>,
+    catalog: &Catalog,
+    shape: &Shape<'_>,
+    stage: &str,
+    merge: &MergeSpec,
+    job_id: Uuid,
+    duplicates: bool,
+    parts: usize,
+) -> Result<(u64, u64), StoreError> {
+    let (table, info, columns) = (shape.table, &shape.info, shape.columns);
+    let (version, scope) = (&shape.version, &shape.scope);
+    let pk_sql = shape.key_list();
+    let deleted = if scope.is_empty() {
+        0
+    } else {
+        replace_scope(tx, info, table, stage, scope, version.as_deref(), merge).await?
+    };
 
-    if !scope.is_empty() {
-        loaded.deleted =
-            replace_scope(tx, &info, table, &stage, &scope, version.as_deref(), merge).await?;
-    }
-
+    let col_list: Vec<String> = shape.cols.iter().map(|c| quote_ident(&c.name)).collect();
     let non_key: Vec<&String> = columns
         .iter()
         .filter(|c| !info.primary_key.contains(c))
@@ -529,7 +764,7 @@ pub async fn load_parts(
                 .collect::<Vec<_>>()
                 .join(", ")
         )];
-        if let Some(v) = &version {
+        if let Some(v) = version {
             guards.push(format!("t.{0} <= EXCLUDED.{0}", quote_ident(v)));
         }
         format!(
@@ -545,7 +780,7 @@ pub async fn load_parts(
         Some(parent) => catalog.table(&**tx, parent).await?.quoted.clone(),
         None => info.quoted.clone(),
     };
-    let newer_filter = match (&version, scope.is_empty()) {
+    let newer_filter = match (version, scope.is_empty()) {
         (Some(v), false) => format!(
             " WHERE NOT EXISTS (SELECT 1 FROM {dest} n WHERE {join} AND n.{v} > s.{v})",
             dest = guard_table,
@@ -562,7 +797,7 @@ pub async fn load_parts(
     // the same order. With duplicate keys: within a part the last one wins; across parts,
     // with a version column, the highest version (ties: the later part), which is what
     // upserting the parts one after the other would have left.
-    let source = match (&version, duplicates, parts.len() > 1) {
+    let source = match (version, duplicates, parts > 1) {
         (_, false, _) => format!("{stage} s"),
         (Some(v), true, true) => format!(
             "(SELECT DISTINCT ON ({pk_sql}) * FROM
@@ -585,10 +820,10 @@ pub async fn load_parts(
         select = select_cols.join(", "),
     );
     let params: Vec<&(dyn ToSql + Sync)> = if has_job_col { vec![&job_id] } else { vec![] };
-    loaded.written = crate::cached::execute(tx, &sql, &params)
+    let written = crate::cached::execute(tx, &sql, &params)
         .await
         .context(|| format!("upserting into {table}"))?;
-    Ok(loaded)
+    Ok((written, deleted))
 }
 
 /// Deletes the rows of the batch's parents that the batch no longer carries, unless they
@@ -693,97 +928,6 @@ enum Tail {
     Job(Option<Uuid>),
 }
 
-/// The per-row checks and conversion of one batch shape.
-struct RowCheck<'a> {
-    table: &'a str,
-    columns: &'a [String],
-    cols: &'a [&'a Column],
-    pk_positions: &'a [usize],
-    version_position: Option<usize>,
-    /// B-tree indexes whose entry may outgrow [`MAX_INDEX_ENTRY_BYTES`]: name and the
-    /// batch positions of their columns.
-    sized_indexes: &'a [(&'a str, Vec<usize>)],
-}
-
-impl RowCheck<'_> {
-    /// `row` as typed cells in `cells`, or why it is refused.
-    fn cells<'r>(&self, row: &'r [Value], cells: &mut Vec<Cell<'r>>) -> Result<(), String> {
-        cells.clear();
-        if row.len() != self.cols.len() {
-            return Err(format!(
-                "row has {} values for {} columns",
-                row.len(),
-                self.cols.len()
-            ));
-        }
-        for (i, (value, col)) in row.iter().zip(self.cols).enumerate() {
-            match to_cell(value, &col.ty) {
-                Ok(Cell::Null)
-                    if self.pk_positions.contains(&i) || self.version_position == Some(i) =>
-                {
-                    let what = if self.version_position == Some(i) {
-                        "version"
-                    } else {
-                        "primary-key"
-                    };
-                    return Err(format!("{what} column {} is null", col.name));
-                }
-                Ok(cell) => cells.push(cell),
-                Err(e) => return Err(format!("column {}: {e}", col.name)),
-            }
-        }
-        for (index, positions) in self.sized_indexes {
-            let size: usize = positions.iter().map(|&i| cells[i].stored_len()).sum();
-            if size > MAX_INDEX_ENTRY_BYTES {
-                let (longest, len) = positions
-                    .iter()
-                    .map(|&i| (self.cols[i].name.as_str(), cells[i].stored_len()))
-                    .max_by_key(|(_, len)| *len)
-                    .unwrap_or_default();
-                return Err(format!(
-                    "oversize value: the row's entry in index {index} takes {size} bytes \
-                     (column {longest} alone {len}); the loader accepts at most \
-                     {MAX_INDEX_ENTRY_BYTES} (Postgres B-tree entries hold 2704)"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes every acceptable row of `parts` to `writer`, followed by `tail`; counts the
-    /// rows written and collects the refused ones per part in `outcomes` (reset first).
-    async fn write(
-        &self,
-        mut writer: Pin<&mut BinaryCopyInWriter>,
-        parts: &[&[Vec<Value>]],
-        outcomes: &mut [LoadOutcome],
-        tail: Tail,
-    ) -> Result<(), tokio_postgres::Error> {
-        let mut cells: Vec<Cell> = Vec::with_capacity(self.cols.len() + 1);
-        for (part, (rows, outcome)) in parts.iter().zip(outcomes.iter_mut()).enumerate() {
-            *outcome = LoadOutcome::default();
-            for (ord, row) in rows.iter().enumerate() {
-                if let Err(error) = self.cells(row, &mut cells) {
-                    outcome
-                        .rejected
-                        .push(reject(self.table, self.columns, row, error));
-                    continue;
-                }
-                match tail {
-                    Tail::Ordinal => cells.push(Cell::I64(((part as i64) << 32) | ord as i64)),
-                    Tail::Job(Some(job_id)) => cells.push(Cell::Uuid(job_id)),
-                    Tail::Job(None) => {}
-                }
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-                writer.as_mut().write(&refs).await?;
-                outcome.rows += 1;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Tries `parts` as one binary COPY straight into the destination, inside a savepoint
 /// (`_sluice_loaded_at` takes its default, the transaction's time, as in the upsert).
 /// Returns the parts' outcomes, or `None` when the COPY failed — typically a key that
@@ -794,16 +938,14 @@ impl RowCheck<'_> {
 /// Lost connections and failures to set or roll back the savepoint.
 async fn insert_direct(
     tx: &Transaction<'_>,
-    info: &TableInfo,
-    check: &RowCheck<'_>,
+    shape: &Shape<'_>,
     job_id: Uuid,
     parts: &[&[Vec<Value>]],
-    col_sql: &str,
 ) -> Result<Option<Vec<LoadOutcome>>, StoreError> {
-    let table = check.table;
+    let (table, info) = (shape.table, &shape.info);
     let with_job = info.column(JOB_ID_COLUMN).is_some();
-    let mut types: Vec<Type> = check.cols.iter().map(|c| c.ty.clone()).collect();
-    let mut columns = col_sql.to_string();
+    let mut types: Vec<Type> = shape.cols.iter().map(|c| c.ty.clone()).collect();
+    let mut columns = shape.column_list();
     if with_job {
         types.push(Type::UUID);
         columns.push_str(", ");
@@ -822,7 +964,7 @@ async fn insert_direct(
             .await?;
         let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, &types);
         pin_mut!(writer);
-        check
+        shape
             .write(
                 writer.as_mut(),
                 parts,

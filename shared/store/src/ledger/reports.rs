@@ -1,0 +1,196 @@
+//! What `sluicectl jobs list` and `jobs show` print.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::JobState;
+use crate::{Context, StoreError};
+/// One line of `sluicectl jobs list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// Job id.
+    pub id: Uuid,
+    /// Connector.
+    pub connector: String,
+    /// Stream.
+    pub stream: String,
+    /// Account.
+    pub account: String,
+    /// Destination the job writes to (`sluice.jobs.destination`).
+    pub destination: String,
+    /// State.
+    pub state: JobState,
+    /// Tasks done (or failed/cancelled) so far.
+    pub tasks_done: i64,
+    /// Tasks known so far.
+    pub tasks_total: i64,
+    /// Rows loaded.
+    pub rows_loaded: i64,
+    /// Rejected records.
+    pub rows_rejected: i64,
+    /// When requested, UTC.
+    pub requested_at: DateTime<Utc>,
+    /// When ended, UTC.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+const SUMMARY_SQL: &str = "SELECT j.id, j.connector, j.stream, j.account, j.state, j.destination,
+        (SELECT count(*) FROM sluice.tasks t WHERE t.job_id = j.id AND t.state <> 'pending'),
+        (SELECT count(*) FROM sluice.tasks t WHERE t.job_id = j.id),
+        j.rows_loaded, j.rows_rejected, j.requested_at, j.finished_at, j.error
+   FROM sluice.jobs j";
+
+fn summary(r: &tokio_postgres::Row) -> JobSummary {
+    JobSummary {
+        id: r.get(0),
+        connector: r.get(1),
+        stream: r.get(2),
+        account: r.get(3),
+        state: r.get(4),
+        destination: r.get(5),
+        tasks_done: r.get(6),
+        tasks_total: r.get(7),
+        rows_loaded: r.get(8),
+        rows_rejected: r.get(9),
+        requested_at: r.get(10),
+        finished_at: r.get(11),
+        error: r.get(12),
+    }
+}
+
+/// The most recent jobs, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list_jobs(
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<JobSummary>, StoreError> {
+    let rows = client
+        .query(
+            &format!("{SUMMARY_SQL} ORDER BY j.requested_at DESC LIMIT $1"),
+            &[&limit],
+        )
+        .await
+        .context(|| "listing jobs".into())?;
+    Ok(rows.iter().map(summary).collect())
+}
+
+/// Everything `sluicectl jobs show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// The summary line.
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    /// Mode.
+    pub mode: String,
+    /// Resolved parameters.
+    pub params: Value,
+    /// Planner warnings (skipped input).
+    pub warnings: Value,
+    /// Tasks per state.
+    pub tasks: std::collections::BTreeMap<String, i64>,
+    /// Rows loaded per destination table.
+    pub rows_per_table: std::collections::BTreeMap<String, i64>,
+    /// Up to 20 rejected records: source and error.
+    pub rejected: Vec<RejectedSummary>,
+    /// Up to 20 failed tasks: id and error.
+    pub failed_tasks: Vec<(String, String)>,
+}
+
+/// A rejected record in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedSummary {
+    /// Where it came from.
+    pub source: String,
+    /// Destination table, if known.
+    pub table: Option<String>,
+    /// What was wrong.
+    pub error: String,
+}
+
+/// The report of one job, or `None`.
+///
+/// # Errors
+/// Database errors.
+pub async fn job_report(
+    client: &impl GenericClient,
+    job_id: Uuid,
+) -> Result<Option<JobReport>, StoreError> {
+    let Some(row) = client
+        .query_opt(&format!("{SUMMARY_SQL} WHERE j.id = $1"), &[&job_id])
+        .await
+        .context(|| format!("reading job {job_id}"))?
+    else {
+        return Ok(None);
+    };
+    let summary = summary(&row);
+    let extra = client
+        .query_one(
+            "SELECT mode, params, warnings FROM sluice.jobs WHERE id = $1",
+            &[&job_id],
+        )
+        .await
+        .context(|| "reading job".into())?;
+    let tasks = client
+        .query(
+            "SELECT state, count(*) FROM sluice.tasks WHERE job_id = $1 GROUP BY state",
+            &[&job_id],
+        )
+        .await
+        .context(|| "counting tasks".into())?
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    let rows_per_table = client
+        .query(
+            "SELECT table_name, sum(rows)::bigint FROM sluice.batches WHERE job_id = $1 AND table_name <> ''
+              GROUP BY table_name ORDER BY table_name",
+            &[&job_id],
+        )
+        .await
+        .context(|| "summing rows".into())?
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    let rejected = client
+        .query(
+            "SELECT source, table_name, error FROM sluice.rejected_rows WHERE job_id = $1 ORDER BY id LIMIT 20",
+            &[&job_id],
+        )
+        .await
+        .context(|| "reading rejects".into())?
+        .into_iter()
+        .map(|r| RejectedSummary {
+            source: r.get(0),
+            table: r.get(1),
+            error: r.get(2),
+        })
+        .collect();
+    let failed_tasks = client
+        .query(
+            "SELECT task_id, coalesce(error, '') FROM sluice.tasks WHERE job_id = $1 AND state = 'failed'
+              ORDER BY finished_at LIMIT 20",
+            &[&job_id],
+        )
+        .await
+        .context(|| "reading failed tasks".into())?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(Some(JobReport {
+        summary,
+        mode: extra.get(0),
+        params: extra.get(1),
+        warnings: extra.get(2),
+        tasks,
+        rows_per_table,
+        rejected,
+        failed_tasks,
+    }))
+}
