@@ -1,17 +1,19 @@
 //! The loader: the only writer of destination tables and the keeper of the ledger.
 //!
 //! It consumes the `load` queue (`RecordBatch` parts and `TaskOutcome`s) and the
-//! `parked.notify` queue (every message that reached the parking lot). Each part is loaded
-//! in one transaction by [`sluice_store::ledger::apply_batch`]: skip a part seen before, COPY
-//! into staging, upsert, store rejects, record children, finish the task and — when it was
-//! the last pending one — the job. The delivery is acked only after the commit.
+//! `parked.notify` queue (every message that reached the parking lot). Each part goes to
+//! its job's destination (`sluice.jobs.destination`, built from the `destinations`
+//! settings by `sluice_destinations`) through [`sluice_store::ledger::apply_batches`]:
+//! skip a part seen before, write its rows (in the ledger's transaction for the ledger's
+//! own database, else in the destination's, idempotently, first), store rejects, record
+//! children, finish the task and — when it was the last pending one — the job. The
+//! delivery is acked only after the ledger commits.
 //!
 //! Parts already received when a transaction slot frees up (`loader.group_parts`,
-//! `loader.group_bytes`) are applied together in one transaction by
-//! [`sluice_store::ledger::apply_batches`], with the same effect on each part and one
-//! commit for all; every delivery of the group is acked after that commit. When the group
-//! cannot be applied as a whole, its parts are applied one at a time, so a part that cannot
-//! be loaded is parked alone.
+//! `loader.group_bytes`) are applied together, per destination, with the same effect on
+//! each part and one commit for all; every delivery of the group is acked after that
+//! commit. When the group cannot be applied as a whole, its parts are applied one at a
+//! time, so a part that cannot be loaded is parked alone.
 //!
 //! Errors: a lost connection, deadlock or serialization failure is retried in place with
 //! backoff; a batch that cannot fit its table is parked and its task marked failed.
@@ -28,6 +30,7 @@ use sluice_contracts::{
     ControlAction, ControlMessage, FetchTask, JobRequest, MESSAGE_VERSION, Message, Outcome,
     RecordBatch, Settings, TaskOutcome,
 };
+use sluice_destinations::{Destination, Destinations};
 use sluice_service::health::Health;
 use sluice_service::{AdminServer, Backoff, metrics};
 use sluice_store::ledger::BatchApplied;
@@ -68,8 +71,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         return Ok(());
     };
     let catalog = Catalog::default();
+    // A destination that cannot be configured is an operator's mistake to fix before
+    // anything loads: refuse to start, naming the setting.
+    let destinations = Destinations::build(&settings, &pool, &catalog)?;
+    info!(destinations = ?destinations.names(), "destinations configured");
     sluice_service::supervise("loader", &health, &shutdown, || {
-        session(&settings, &pool, &catalog, &health, &shutdown)
+        session(&settings, &pool, &destinations, &health, &shutdown)
     })
     .await;
     Ok(())
@@ -78,7 +85,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 async fn session(
     settings: &Settings,
     pool: &Pool,
-    catalog: &Catalog,
+    destinations: &Destinations,
     health: &Arc<Health>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -90,7 +97,8 @@ async fn session(
     let ctx = Ctx {
         broker: broker.clone(),
         pool: pool.clone(),
-        catalog: catalog.clone(),
+        destinations: destinations.clone(),
+        job_destinations: JobDestinations::default(),
         health: health.clone(),
         shutdown: shutdown.clone(),
         echoed: Echoed::default(),
@@ -137,10 +145,43 @@ async fn session(
 struct Ctx {
     broker: Arc<Broker>,
     pool: Pool,
-    catalog: Catalog,
+    destinations: Destinations,
+    job_destinations: JobDestinations,
     health: Arc<Health>,
     shutdown: CancellationToken,
     echoed: Echoed,
+}
+
+/// The parts of one delivery group bound for one destination.
+struct DestinationGroup {
+    destination: Arc<dyn Destination>,
+    deliveries: Vec<Delivery>,
+    batches: Vec<RecordBatch>,
+}
+
+/// The destination of each job seen lately (`sluice.jobs.destination` never changes).
+#[derive(Clone, Default)]
+struct JobDestinations(Arc<std::sync::Mutex<std::collections::HashMap<Uuid, String>>>);
+
+impl JobDestinations {
+    /// Jobs remembered at most; past that the map starts over (a lookup is one query).
+    const MAX: usize = 10_000;
+
+    fn get(&self, job: Uuid) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job)
+            .cloned()
+    }
+
+    fn insert(&self, job: Uuid, destination: String) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(job, destination);
+    }
 }
 
 /// How often at most the loader repeats the cancel of one job.
@@ -235,8 +276,74 @@ impl Ctx {
                 }
             }
         }
+        // One group per destination: parts of different destinations share no transaction.
+        let mut groups: Vec<DestinationGroup> = Vec::new();
+        for (delivery, batch) in deliveries.into_iter().zip(batches) {
+            let destination = match self.destination_of(batch.job_id).await {
+                Ok(d) => d,
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, "database unavailable; the part will be redelivered");
+                    self.settle_after(&delivery, false).await;
+                    continue;
+                }
+                Err(e) => {
+                    let done = self.refuse_batch(&delivery, &batch, &e.to_string()).await;
+                    self.settle_after(&delivery, done).await;
+                    continue;
+                }
+            };
+            match groups
+                .iter_mut()
+                .find(|g| g.destination.name() == destination.name())
+            {
+                Some(group) => {
+                    group.deliveries.push(delivery);
+                    group.batches.push(batch);
+                }
+                None => groups.push(DestinationGroup {
+                    destination,
+                    deliveries: vec![delivery],
+                    batches: vec![batch],
+                }),
+            }
+        }
+        for group in groups {
+            self.load_into(&*group.destination, group.deliveries, group.batches)
+                .await;
+        }
+    }
+
+    /// The destination of `job` (cached). A job the ledger does not know is written to
+    /// the default destination, where the ledger skips its part like any part of an
+    /// unknown job.
+    ///
+    /// # Errors
+    /// Database errors; a destination this loader has no settings for (permanent).
+    async fn destination_of(&self, job: Uuid) -> Result<Arc<dyn Destination>, StoreError> {
+        let name = match self.job_destinations.get(job) {
+            Some(name) => name,
+            None => {
+                let client = self.pool.get().await?;
+                let name = ledger::job_destination(&**client, job)
+                    .await?
+                    .unwrap_or_else(|| sluice_destinations::DEFAULT_DESTINATION.to_string());
+                self.job_destinations.insert(job, name.clone());
+                name
+            }
+        };
+        self.destinations.get(&name)
+    }
+
+    /// Loads the parts of one destination: together when there are several, else (or when
+    /// the group cannot be applied as a whole) one at a time.
+    async fn load_into(
+        &self,
+        destination: &dyn Destination,
+        deliveries: Vec<Delivery>,
+        batches: Vec<RecordBatch>,
+    ) {
         if batches.len() > 1 {
-            match self.apply_group(&batches).await {
+            match self.apply_group(destination, &batches).await {
                 Some(done) => {
                     for delivery in &deliveries {
                         settle(delivery, done).await;
@@ -250,7 +357,7 @@ impl Ctx {
             }
         }
         for (delivery, batch) in deliveries.into_iter().zip(batches) {
-            let done = self.handle_batch(&delivery, batch).await;
+            let done = self.handle_batch(destination, &delivery, batch).await;
             self.settle_after(&delivery, done).await;
         }
     }
@@ -266,11 +373,15 @@ impl Ctx {
     /// Applies several parts in one transaction. `Some(true)`: committed (ack them all);
     /// `Some(false)`: the database is away and the service is stopping (requeue them);
     /// `None`: the group failed as a whole, nothing was committed — apply the parts alone.
-    async fn apply_group(&self, batches: &[RecordBatch]) -> Option<bool> {
+    async fn apply_group(
+        &self,
+        destination: &dyn Destination,
+        batches: &[RecordBatch],
+    ) -> Option<bool> {
         let started = Instant::now();
         let result = self
             .with_retries("load group", || {
-                ledger::apply_batches(&self.pool, &self.catalog, batches)
+                ledger::apply_batches(&self.pool, destination.write(), batches)
             })
             .await;
         match result {
@@ -332,7 +443,7 @@ impl Ctx {
             Err(e) => Err(e.into()),
         };
         match state {
-            Ok(Some(state)) if state == ledger::state::CANCELLED => {
+            Ok(Some(ledger::JobState::Cancelled)) => {
                 let message = ControlMessage {
                     v: MESSAGE_VERSION,
                     job_id,
@@ -389,15 +500,25 @@ impl Ctx {
         .await
     }
 
-    async fn handle_batch(&self, delivery: &Delivery, batch: RecordBatch) -> bool {
-        let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
+    async fn handle_batch(
+        &self,
+        destination: &dyn Destination,
+        delivery: &Delivery,
+        batch: RecordBatch,
+    ) -> bool {
+        let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table, destination = destination.name());
         async {
             let started = Instant::now();
             let result = self
                 .with_retries("load", || {
-                    ledger::apply_batch(&self.pool, &self.catalog, &batch)
+                    ledger::apply_batches(
+                        &self.pool,
+                        destination.write(),
+                        std::slice::from_ref(&batch),
+                    )
                 })
-                .await;
+                .await
+                .map(|mut r| r.pop().unwrap_or_default());
             match result {
                 Ok(applied) => {
                     if applied.applied {
@@ -411,32 +532,36 @@ impl Ctx {
                     warn!(error = %e, "database unavailable; the part will be redelivered");
                     false
                 }
-                Err(e) => {
-                    let error = format!("part {} for {}: {e}", batch.part, batch.table);
-                    error!(%error, "batch cannot be loaded; parking it and failing its task");
-                    let parked = self
-                        .broker
-                        .park(Route::Load, &delivery.data, RecordBatch::KIND, &error, 1)
-                        .await
-                        .is_ok();
-                    parked
-                        && self
-                            .with_retries("task outcome", || {
-                                ledger::apply_task_outcome(
-                                    &self.pool,
-                                    batch.job_id,
-                                    &batch.task_id,
-                                    Outcome::Failed,
-                                    &error,
-                                )
-                            })
-                            .await
-                            .is_ok()
-                }
+                Err(e) => self.refuse_batch(delivery, &batch, &e.to_string()).await,
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// A part that cannot be loaded (it does not fit its table, its destination is not
+    /// configured here): park it and fail its task, naming why.
+    async fn refuse_batch(&self, delivery: &Delivery, batch: &RecordBatch, why: &str) -> bool {
+        let error = format!("part {} for {}: {why}", batch.part, batch.table);
+        error!(%error, "batch cannot be loaded; parking it and failing its task");
+        let parked = self
+            .broker
+            .park(Route::Load, &delivery.data, RecordBatch::KIND, &error, 1)
+            .await
+            .is_ok();
+        parked
+            && self
+                .with_retries("task outcome", || {
+                    ledger::apply_task_outcome(
+                        &self.pool,
+                        batch.job_id,
+                        &batch.task_id,
+                        Outcome::Failed,
+                        &error,
+                    )
+                })
+                .await
+                .is_ok()
     }
 
     async fn park_load(&self, delivery: &Delivery, kind: &str, error: &str) -> bool {

@@ -123,10 +123,18 @@ async fn session(
             "sluice-planner",
         )
         .await?;
+    // The destinations this deployment knows, by name: a job naming another fails at once
+    // instead of parking its every part at the loader.
+    let destinations: Arc<Vec<String>> = Arc::new(
+        sluice_destinations::DestinationConfig::all(settings)?
+            .into_keys()
+            .collect(),
+    );
     let ctx = Ctx {
         broker: broker.clone(),
         pool: pool.clone(),
         registry: registry.clone(),
+        destinations,
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
@@ -145,6 +153,7 @@ struct Ctx {
     broker: Arc<Broker>,
     pool: Pool,
     registry: Registry,
+    destinations: Arc<Vec<String>>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 }
@@ -206,11 +215,11 @@ impl Ctx {
     /// failed with a message and returns `Ok`.
     async fn plan_job(&self, req: &JobRequest) -> anyhow::Result<()> {
         let state = ledger::insert_job(&**self.pool.get().await?, req).await?;
-        if ledger::state::is_terminal(&state) {
+        if state.is_terminal() {
             info!(%state, "job already ended; nothing to do");
             return Ok(());
         }
-        if state == ledger::state::RUNNING {
+        if state == ledger::JobState::Running {
             // Redelivered after planning committed: only the publishing may be missing.
             publish_outbox(&self.broker, &self.pool, Some(req.job_id)).await?;
             return Ok(());
@@ -226,6 +235,18 @@ impl Ctx {
             return Ok(());
         };
 
+        if !self.destinations.contains(&req.destination) {
+            let msg = format!(
+                "unknown destination {:?}: configure it with SLUICE__DESTINATIONS__{}__KIND (configured: {})",
+                req.destination,
+                req.destination.to_uppercase(),
+                self.destinations.join(", ")
+            );
+            ledger::fail_job(&self.pool, req.job_id, &msg).await?;
+            warn!(%msg, "job refused");
+            return Ok(());
+        }
+
         {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
@@ -234,14 +255,15 @@ impl Ctx {
                 &req.connector,
                 &req.account,
                 &req.stream,
+                &req.destination,
                 req.job_id,
             )
             .await?
             {
                 drop(tx);
                 let msg = format!(
-                    "stream {}/{}/{} already has a running job {holder}; wait for it to end or cancel it with `sluicectl jobs cancel {holder}`",
-                    req.connector, req.account, req.stream
+                    "stream {}/{}/{} into {} already has a running job {holder}; wait for it to end or cancel it with `sluicectl jobs cancel {holder}`",
+                    req.connector, req.account, req.stream, req.destination
                 );
                 ledger::fail_job(&self.pool, req.job_id, &msg).await?;
                 warn!(%msg, "job refused");
@@ -255,6 +277,7 @@ impl Ctx {
             &req.connector,
             &req.account,
             &req.stream,
+            &req.destination,
         )
         .await?;
         let spec = JobSpec {
@@ -306,8 +329,8 @@ impl Ctx {
         {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            match ledger::lock_job(&tx, req.job_id).await?.as_deref() {
-                Some(ledger::state::QUEUED) => {}
+            match ledger::lock_job(&tx, req.job_id).await? {
+                Some(ledger::JobState::Queued) => {}
                 other => {
                     info!(state = ?other, "job changed state while planning (cancelled?); dropping the plan");
                     return Ok(());

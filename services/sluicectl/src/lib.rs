@@ -22,7 +22,9 @@ use sluice_contracts::{
     ControlAction, ControlMessage, FetchTask, JobRequest, MESSAGE_VERSION, Message, Mode,
     RecordBatch, Settings,
 };
+use sluice_destinations::Destinations;
 use sluice_store::ledger::{self, CancelResult, JobReport};
+use sluice_store::load::Catalog;
 use sluice_store::{Pool, StoreError};
 use uuid::Uuid;
 
@@ -42,8 +44,14 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create the database if missing and apply pending migrations.
-    Migrate,
+    /// Create the database if missing and apply pending migrations; with --destination,
+    /// also create that destination's schemas, tables and views.
+    Migrate {
+        /// A destination of the `destinations` settings (e.g. `rs`); default: the ledger's
+        /// database only.
+        #[arg(long)]
+        destination: Option<String>,
+    },
     /// Start a sync job.
     #[command(subcommand)]
     Sync(SyncCommand),
@@ -57,6 +65,9 @@ pub enum Command {
     Tables {
         /// The schema, e.g. `sailthru`.
         schema: String,
+        /// The destination to count in (default `postgres`, the ledger's database).
+        #[arg(long, default_value = sluice_contracts::DEFAULT_DESTINATION)]
+        destination: String,
     },
     /// How fresh each stream is: latest source time and load time (`sluice.freshness`).
     Freshness,
@@ -68,6 +79,10 @@ pub struct SyncOptions {
     /// Credential set of the connector.
     #[arg(long, default_value = "default")]
     pub account: String,
+    /// Where the records go: a destination of the `destinations` settings
+    /// (`SLUICE__DESTINATIONS__<NAME>__KIND`); default `postgres`, the ledger's database.
+    #[arg(long, default_value = sluice_contracts::DEFAULT_DESTINATION)]
+    pub destination: String,
     /// Follow the job until it ends; exit non-zero unless it succeeded.
     #[arg(long)]
     pub wait: bool,
@@ -233,13 +248,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load()?;
     init_logging();
     match cli.command {
-        Command::Migrate => {
+        Command::Migrate { destination } => {
             let pool = sluice_store::connect(&settings.database).await?;
             let applied = sluice_store::migrate(&pool).await?;
             if applied.is_empty() {
                 println!("database is up to date");
             } else {
                 println!("applied migrations: {applied:?}");
+            }
+            if let Some(name) = destination {
+                let destination = destinations(&settings, &pool)?.get(&name)?;
+                for line in destination.migrate().await? {
+                    println!("{line}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -312,7 +333,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Jobs(cmd) => jobs(&settings, cmd).await,
-        Command::Tables { schema } => tables(&settings, &schema).await,
+        Command::Tables {
+            schema,
+            destination,
+        } => tables(&settings, &schema, &destination).await,
         Command::Freshness => freshness(&settings).await,
         Command::Dlq(cmd) => dlq(&settings, cmd).await,
     }
@@ -325,6 +349,11 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The configured destinations, over the ledger's pool.
+fn destinations(settings: &Settings, pool: &Pool) -> anyhow::Result<Destinations> {
+    Ok(Destinations::build(settings, pool, &Catalog::default())?)
 }
 
 async fn pool(settings: &Settings) -> anyhow::Result<Pool> {
@@ -342,6 +371,18 @@ async fn sync(
     mode: Mode,
     options: &SyncOptions,
 ) -> anyhow::Result<ExitCode> {
+    // An unknown destination fails here, before a job is recorded.
+    if !sluice_destinations::is_configured(settings, &options.destination)? {
+        anyhow::bail!(
+            "unknown destination {:?}: configure it with SLUICE__DESTINATIONS__{}__KIND (configured: {})",
+            options.destination,
+            options.destination.to_uppercase(),
+            sluice_destinations::DestinationConfig::all(settings)?
+                .into_keys()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let pool = pool(settings).await?;
     let broker = Broker::connect(&settings.amqp, "sluicectl").await?;
     let request = JobRequest {
@@ -353,6 +394,7 @@ async fn sync(
         params,
         mode,
         requested_at: Utc::now(),
+        destination: options.destination.clone(),
     };
     ledger::insert_job(&**pool.get().await?, &request).await?;
     broker
@@ -390,16 +432,16 @@ async fn wait_for(pool: &Pool, job_id: Uuid, options: &SyncOptions) -> anyhow::R
         let s = &report.summary;
         bar.set_length(s.tasks_total.max(0) as u64);
         bar.set_position(s.tasks_done.max(0) as u64);
-        bar.set_message(s.state.clone());
+        bar.set_message(s.state.to_string());
         bar.set_prefix(format!(
             "{} rows, {} rejected",
             s.rows_loaded, s.rows_rejected
         ));
         bar.tick();
-        if ledger::state::is_terminal(&s.state) {
+        if s.state.is_terminal() {
             break report;
         }
-        if s.state == ledger::state::QUEUED
+        if s.state == ledger::JobState::Queued
             && !warned_queued
             && waited.elapsed() > Duration::from_secs(30)
         {
@@ -418,9 +460,9 @@ async fn wait_for(pool: &Pool, job_id: Uuid, options: &SyncOptions) -> anyhow::R
     bar.finish_and_clear();
     print_report(&report);
     let s = &report.summary;
-    Ok(match s.state.as_str() {
-        ledger::state::SUCCEEDED if options.strict && s.rows_rejected > 0 => ExitCode::from(2),
-        ledger::state::SUCCEEDED => ExitCode::SUCCESS,
+    Ok(match s.state {
+        ledger::JobState::Succeeded if options.strict && s.rows_rejected > 0 => ExitCode::from(2),
+        ledger::JobState::Succeeded => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
 }
@@ -438,6 +480,7 @@ fn print_report(r: &JobReport) {
         "stream    {}/{}/{} ({})",
         s.connector, s.account, s.stream, r.mode
     );
+    println!("into      {}", s.destination);
     println!("state     {}", s.state);
     if let Some(e) = &s.error {
         println!("error     {e}");
@@ -497,15 +540,16 @@ async fn jobs(settings: &Settings, cmd: JobsCommand) -> anyhow::Result<ExitCode>
                 }
             } else {
                 println!(
-                    "{:<36}  {:<10}  {:<28}  {:>11}  {:>12}  {:>8}  requested",
-                    "id", "state", "stream", "tasks", "rows", "rejected"
+                    "{:<36}  {:<10}  {:<28}  {:<12}  {:>11}  {:>12}  {:>8}  requested",
+                    "id", "state", "stream", "destination", "tasks", "rows", "rejected"
                 );
                 for j in &jobs {
                     println!(
-                        "{:<36}  {:<10}  {:<28}  {:>11}  {:>12}  {:>8}  {}",
+                        "{:<36}  {:<10}  {:<28}  {:<12}  {:>11}  {:>12}  {:>8}  {}",
                         j.id,
-                        j.state,
+                        j.state.as_str(),
                         format!("{}/{}/{}", j.connector, j.account, j.stream),
+                        j.destination,
                         format!("{}/{}", j.tasks_done, j.tasks_total),
                         j.rows_loaded,
                         j.rows_rejected,
@@ -550,31 +594,24 @@ async fn jobs(settings: &Settings, cmd: JobsCommand) -> anyhow::Result<ExitCode>
     }
 }
 
-async fn tables(settings: &Settings, schema: &str) -> anyhow::Result<ExitCode> {
+async fn tables(settings: &Settings, schema: &str, destination: &str) -> anyhow::Result<ExitCode> {
     let pool = pool(settings).await?;
-    let client = pool.get().await?;
-    let names = client
-        .query(
-            "SELECT table_name, table_type FROM information_schema.tables
-              WHERE table_schema = $1 ORDER BY table_type, table_name",
-            &[&schema],
-        )
-        .await?;
-    if names.is_empty() {
-        eprintln!("schema {schema:?} has no tables (run `sluicectl migrate`?)");
+    let destination = destinations(settings, &pool)?.get(destination)?;
+    let tables = destination.table_counts(schema).await?;
+    if tables.is_empty() {
+        eprintln!(
+            "schema {schema:?} has no tables in destination {} (run `sluicectl migrate{}`?)",
+            destination.name(),
+            if destination.name() == sluice_contracts::DEFAULT_DESTINATION {
+                String::new()
+            } else {
+                format!(" --destination {}", destination.name())
+            }
+        );
         return Ok(ExitCode::from(1));
     }
-    for row in names {
-        let name: String = row.get(0);
-        let kind: String = row.get(1);
-        let sql = format!(
-            "SELECT count(*) FROM {}.{}",
-            sluice_store::quote_ident(schema),
-            sluice_store::quote_ident(&name)
-        );
-        let n: i64 = client.query_one(&sql, &[]).await?.get(0);
-        let kind = if kind == "VIEW" { "view" } else { "table" };
-        println!("{:<45} {kind:<5} {n:>12}", format!("{schema}.{name}"));
+    for t in tables {
+        println!("{:<45} {:<5} {:>12}", t.name, t.kind, t.rows);
     }
     Ok(ExitCode::SUCCESS)
 }
