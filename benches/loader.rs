@@ -347,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
             let cpu = CpuShare::start();
             let started = Instant::now();
             let results: Vec<_> = futures::stream::iter(batches.chunks(per_group))
-                .map(|group| ledger::apply_batches(&pool, &catalog, group))
+                .map(|group| ledger::apply_batches(&pool, ledger::Write::Ledger(&catalog), group))
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
@@ -357,7 +357,11 @@ async fn main() -> anyhow::Result<()> {
                 assert!(r?.iter().all(|a| a.applied), "every part applied");
             }
             let state = ledger::job_state(&**pool.get().await?, job_id).await?;
-            assert_eq!(state.as_deref(), Some("succeeded"), "every task completed");
+            assert_eq!(
+                state,
+                Some(ledger::JobState::Succeeded),
+                "every task completed"
+            );
             let rate = rows as f64 / elapsed;
             let how = if grouped {
                 format!(

@@ -10,6 +10,7 @@
 //! processes of the workspace's binaries ([`TestEnv::spawn`]) that can be SIGKILLed.
 
 pub mod poison;
+pub mod redshift;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -118,6 +119,9 @@ pub struct TestEnv {
     services: Vec<tokio::task::JoinHandle<()>>,
     children: Vec<(String, Child)>,
     extra_env: Vec<(String, String)>,
+    /// Destination databases of this environment ([`TestEnv::add_redshift_stand_in`]),
+    /// dropped at teardown.
+    extra_databases: Vec<String>,
 }
 
 impl TestEnv {
@@ -180,6 +184,7 @@ impl TestEnv {
             services: Vec::new(),
             children: Vec::new(),
             extra_env: Vec::new(),
+            extra_databases: Vec::new(),
         })
     }
 
@@ -267,6 +272,11 @@ impl TestEnv {
     /// The process id of a spawned process.
     pub fn pid(&self, index: usize) -> u32 {
         self.children[index].1.id()
+    }
+
+    /// How a spawned process ended, or `None` while it runs.
+    pub fn exit_status(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        self.children[index].1.try_wait().ok().flatten()
     }
 
     /// Whether a spawned process is still running.
@@ -455,7 +465,32 @@ impl TestEnv {
         params: serde_json::Value,
         mode: Mode,
     ) -> anyhow::Result<Uuid> {
+        self.request_job_into(
+            connector,
+            stream,
+            account,
+            params,
+            mode,
+            sluice_contracts::DEFAULT_DESTINATION,
+        )
+        .await
+    }
+
+    /// Records and publishes a job request into a named destination.
+    ///
+    /// # Errors
+    /// See [`TestEnv::request_job`].
+    pub async fn request_job_into(
+        &self,
+        connector: &str,
+        stream: &str,
+        account: &str,
+        params: serde_json::Value,
+        mode: Mode,
+        destination: &str,
+    ) -> anyhow::Result<Uuid> {
         let request = JobRequest {
+            destination: destination.into(),
             v: MESSAGE_VERSION,
             job_id: Uuid::new_v4(),
             connector: connector.into(),
@@ -512,7 +547,7 @@ impl TestEnv {
         let deadline = Instant::now() + timeout;
         loop {
             let report = self.report(job_id).await?;
-            if ledger::state::is_terminal(&report.summary.state) {
+            if report.summary.state.is_terminal() {
                 return Ok(report);
             }
             if Instant::now() > deadline {
@@ -582,20 +617,36 @@ impl TestEnv {
     /// The md5 of the sorted md5s of `row_sql` (an SQL text expression over the row `t`) for
     /// every row of `table`.
     async fn fingerprint_of(&self, table: &str, row_sql: &str) -> anyhow::Result<String> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT coalesce(md5(string_agg(h, '' ORDER BY h)), '') \
-                     FROM (SELECT md5({row_sql}) AS h FROM {table} t) rows"
-                ),
-                &[],
-            )
-            .await
-            .with_context(|| format!("fingerprinting {table}"))?;
-        Ok(row.get(0))
+        fingerprint_in(&self.pool, table, row_sql).await
     }
+}
 
+/// [`TestEnv::fingerprint`] of `table` in the database of `pool`: every column, the
+/// loader's own included.
+///
+/// # Errors
+/// Database errors.
+pub async fn full_fingerprint_in(pool: &Pool, table: &str) -> anyhow::Result<String> {
+    fingerprint_in(pool, table, "t::text").await
+}
+
+/// [`TestEnv::content_fingerprint`] of `table` in the database of `pool` (a destination
+/// database): the same rows with the same values give the same fingerprint, whatever
+/// the column types (a Redshift stand-in's `VARCHAR`, `CHAR(36)` and `SUPER` read as the
+/// Postgres tables' `text`, `uuid` and `jsonb` do).
+///
+/// # Errors
+/// Database errors.
+pub async fn content_fingerprint_in(pool: &Pool, table: &str) -> anyhow::Result<String> {
+    fingerprint_in(
+        pool,
+        table,
+        "(to_jsonb(t) - '_sluice_job_id' - '_sluice_loaded_at')::text",
+    )
+    .await
+}
+
+impl TestEnv {
     /// Stops in-process services, kills children, deletes the queues and exchanges and
     /// drops the database.
     ///
@@ -624,14 +675,31 @@ impl TestEnv {
         let base = base_database_url();
         let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
+        for database in std::iter::once(&name).chain(&self.extra_databases) {
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .await?;
+        }
         let _ = std::fs::remove_dir_all(
             std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id)),
         );
         Ok(())
     }
+}
+
+async fn fingerprint_in(pool: &Pool, table: &str, row_sql: &str) -> anyhow::Result<String> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT coalesce(md5(string_agg(h, '' ORDER BY h)), '') \
+                 FROM (SELECT md5({row_sql}) AS h FROM {table} t) rows"
+            ),
+            &[],
+        )
+        .await
+        .with_context(|| format!("fingerprinting {table}"))?;
+    Ok(row.get(0))
 }
 
 impl Drop for TestEnv {

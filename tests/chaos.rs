@@ -13,8 +13,11 @@
 //! ```
 //!
 //! - `SLUICE_CHAOS_RUNS` (default 20): how many runs; run `i` uses seed `SLUICE_CHAOS_SEED + i`.
-//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. An even seed loads a generated Sailthru
-//!   export, an odd one Klaviyo events; the seed fixes the kill schedule, so
+//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. An odd seed loads Klaviyo events; an
+//!   even one a generated Sailthru export — into Postgres, or for seeds `4k + 2` into a
+//!   Redshift stand-in, where the first loader also aborts right after its N-th write into
+//!   Redshift and before the ledger settles it (N drawn from the seed: the one crash point
+//!   of the outside-destination protocol). The seed fixes the schedule, so
 //!   `SLUICE_CHAOS_SEED=<seed> SLUICE_CHAOS_RUNS=1` replays one run.
 //!
 //! It prints one line per run (seed, source, the kills that happened, the result) and a last
@@ -28,7 +31,10 @@ use chrono::NaiveDate;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use sluice_e2e::{SAILTHRU_TABLES, TestEnv, init_logging, klaviyo_stats, utc};
+use sluice_e2e::redshift::count_in;
+use sluice_e2e::{
+    SAILTHRU_TABLES, TestEnv, content_fingerprint_in, init_logging, klaviyo_stats, utc,
+};
 use sluice_sandbox::klaviyo::{FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metric_id};
 use uuid::Uuid;
 
@@ -43,16 +49,26 @@ const DELIVERY_LIMIT: u16 = 10;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Source {
     Sailthru,
+    /// The Sailthru export into a Redshift stand-in.
+    SailthruRedshift,
     Klaviyo,
 }
 
 impl Source {
-    /// Even seeds load Sailthru, odd ones Klaviyo.
+    /// Odd seeds load Klaviyo; even ones Sailthru, into Redshift for seeds `4k + 2`.
     fn of(seed: u64) -> Self {
-        if seed.is_multiple_of(2) {
-            Self::Sailthru
-        } else {
-            Self::Klaviyo
+        match seed % 4 {
+            2 => Self::SailthruRedshift,
+            0 => Self::Sailthru,
+            _ => Self::Klaviyo,
+        }
+    }
+
+    /// The source whose fault-free Postgres load the runs must reproduce.
+    fn truth(self) -> Self {
+        match self {
+            Self::SailthruRedshift => Self::Sailthru,
+            other => other,
         }
     }
 }
@@ -90,6 +106,8 @@ struct Step {
 #[derive(Debug)]
 struct Scenario {
     steps: Vec<Step>,
+    /// Redshift runs: the first loader aborts after this many writes into Redshift.
+    crash_after_write: Option<u64>,
 }
 
 impl Scenario {
@@ -128,7 +146,12 @@ impl Scenario {
             At::Millis(ms) => (0, ms as i64),
             At::Rows(n) => (1, n),
         });
-        Self { steps }
+        let crash_after_write =
+            (source == Source::SailthruRedshift).then(|| rng.random_range(1..=40));
+        Self {
+            steps,
+            crash_after_write,
+        }
     }
 }
 
@@ -165,7 +188,7 @@ fn klaviyo_faults(seed: u64, throttle_seconds: f64) -> FaultConfig {
 
 fn tables(source: Source) -> Vec<String> {
     match source {
-        Source::Sailthru => SAILTHRU_TABLES
+        Source::Sailthru | Source::SailthruRedshift => SAILTHRU_TABLES
             .iter()
             .map(|t| format!("sailthru.{t}"))
             .collect(),
@@ -182,12 +205,18 @@ struct Prepared {
     expected: BTreeMap<String, i64>,
     sailthru_url: Option<String>,
     sandbox: Option<String>,
+    /// The Redshift stand-in's database, for Redshift runs.
+    redshift: Option<sluice_store::Pool>,
 }
 
 async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<Prepared> {
     let mut env = TestEnv::with_delivery_limit(DELIVERY_LIMIT).await?;
     match source {
-        Source::Sailthru => {
+        Source::Sailthru | Source::SailthruRedshift => {
+            let redshift = match source {
+                Source::SailthruRedshift => Some(env.add_redshift_stand_in("rs", &[]).await?),
+                _ => None,
+            };
             let date = NaiveDate::from_ymd_opt(2024, 1, 2).context("date")?;
             let (url, expected, total) = env
                 .generated_sailthru_export(SAILTHRU_SEED, SAILTHRU_MESSAGES, date)
@@ -202,6 +231,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                     .collect(),
                 sailthru_url: Some(url),
                 sandbox: None,
+                redshift,
             })
         }
         Source::Klaviyo => {
@@ -224,6 +254,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 expected: BTreeMap::from([("klaviyo.events".to_string(), total as i64)]),
                 sailthru_url: None,
                 sandbox: Some(sandbox),
+                redshift: None,
             })
         }
     }
@@ -259,6 +290,9 @@ fn spawn(env: &mut TestEnv, name: &str) -> anyhow::Result<usize> {
 
 async fn request(p: &Prepared) -> anyhow::Result<Uuid> {
     match (&p.sailthru_url, &p.sandbox) {
+        (Some(url), _) if p.redshift.is_some() => {
+            p.env.sync_sailthru_into(url, Some(1000), "rs").await
+        }
         (Some(url), _) => p.env.sync_sailthru(url, Some(1000)).await,
         _ => {
             let spec = klaviyo_spec();
@@ -282,7 +316,7 @@ async fn request(p: &Prepared) -> anyhow::Result<Uuid> {
 async fn reached(env: &TestEnv, job: Uuid, started: Instant, at: At) -> anyhow::Result<bool> {
     loop {
         let report = env.report(job).await?;
-        if sluice_store::ledger::state::is_terminal(&report.summary.state) {
+        if report.summary.state.is_terminal() {
             return Ok(false);
         }
         let due = match at {
@@ -315,13 +349,14 @@ async fn verify(p: &Prepared, job: Uuid, truth: &Truth) -> anyhow::Result<()> {
         report.rejected
     );
     for (table, rows) in &p.expected {
-        let count = p.env.count(table).await?;
+        let destination = p.redshift.as_ref().unwrap_or(&p.env.pool);
+        let count = count_in(destination, table).await?;
         ensure!(
             count == *rows,
             "{table}: {count} rows, the source holds {rows}"
         );
         let (fingerprint, _) = &truth[table];
-        let got = p.env.content_fingerprint(table).await?;
+        let got = content_fingerprint_in(destination, table).await?;
         ensure!(
             &got == fingerprint,
             "{table}: content differs from a fault-free load"
@@ -407,9 +442,38 @@ async fn follow(
 ) -> anyhow::Result<()> {
     let mut planner = spawn(&mut p.env, "planner")?;
     let mut fetchers = [spawn(&mut p.env, "fetcher")?, spawn(&mut p.env, "fetcher")?];
-    let mut loader = spawn(&mut p.env, "loader")?;
     let started = Instant::now();
-    let job = request(p).await?;
+    let (mut loader, job) = match scenario.crash_after_write {
+        Some(n) => {
+            let mut vars = service_env("loader");
+            let n = n.to_string();
+            vars.push(("SLUICE_CRASH_AFTER_DESTINATION_WRITE", &n));
+            let crashing = p.env.spawn("loader", &vars)?;
+            let job = request(p).await?;
+            // Wait for the abort at the crash point (or the job's end, with fewer writes).
+            loop {
+                if let Some(status) = p.env.exit_status(crashing) {
+                    let rows = p.env.report(job).await?.summary.rows_loaded;
+                    log.push(format!(
+                        "loader aborted after Redshift write {n}, before its settle ({status}) at {:.1}s/{rows} rows",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    break;
+                }
+                if p.env.report(job).await?.summary.state.is_terminal() {
+                    log.push(format!("job ended before Redshift write {n}"));
+                    break;
+                }
+                ensure!(
+                    started.elapsed() < JOB_TIMEOUT,
+                    "the loader never reached write {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (spawn(&mut p.env, "loader")?, job)
+        }
+        None => (spawn(&mut p.env, "loader")?, request(p).await?),
+    };
     for step in &scenario.steps {
         if !reached(&p.env, job, started, step.at).await? {
             log.push(format!("job ended before {:?}", step.at));
@@ -495,14 +559,15 @@ async fn randomized_kills_and_api_faults_lose_and_duplicate_nothing() {
     let (mut passed, mut failed) = (0, Vec::new());
     for seed in seeds {
         let source = Source::of(seed);
-        if let std::collections::btree_map::Entry::Vacant(slot) = truths.entry(source) {
+        let truth = source.truth();
+        if let std::collections::btree_map::Entry::Vacant(slot) = truths.entry(truth) {
             slot.insert(
-                reference(source)
+                reference(truth)
                     .await
-                    .unwrap_or_else(|e| panic!("reference load of {source:?}: {e:#}")),
+                    .unwrap_or_else(|e| panic!("reference load of {truth:?}: {e:#}")),
             );
         }
-        let (log, result) = run(seed, &truths[&source]).await;
+        let (log, result) = run(seed, &truths[&truth]).await;
         let verdict = match &result {
             Ok(()) => "passed".to_string(),
             Err(e) => format!("FAILED: {e:#}"),

@@ -217,7 +217,7 @@ async fn a_group_of_parts_leaves_what_one_at_a_time_leaves() {
         new_job(&env, "cancelled", &[]).await,
     );
     let group = parts("grp.grouped", job, cancelled);
-    let grouped = ledger::apply_batches(&env.pool, &catalog, &group)
+    let grouped = ledger::apply_batches(&env.pool, ledger::Write::Ledger(&catalog), &group)
         .await
         .expect("group");
 
@@ -229,9 +229,9 @@ async fn a_group_of_parts_leaves_what_one_at_a_time_leaves() {
     ];
     assert_eq!(rows(&env, "grp.single").await, expected);
     assert_eq!(rows(&env, "grp.grouped").await, expected);
-    let summary = |r: &[ledger::BatchApplied]| -> Vec<(bool, u64, u64, Option<String>)> {
+    let summary = |r: &[ledger::BatchApplied]| -> Vec<(bool, u64, u64, Option<ledger::JobState>)> {
         r.iter()
-            .map(|a| (a.applied, a.rows, a.rejected, a.job_finished.clone()))
+            .map(|a| (a.applied, a.rows, a.rejected, a.job_finished))
             .collect()
     };
     assert_eq!(
@@ -261,7 +261,7 @@ async fn a_group_of_parts_leaves_what_one_at_a_time_leaves() {
     assert_eq!(
         grouped
             .iter()
-            .filter_map(|a| a.job_finished.as_deref())
+            .filter_map(|a| a.job_finished.map(ledger::JobState::as_str))
             .collect::<Vec<_>>(),
         vec!["succeeded"]
     );
@@ -278,7 +278,7 @@ async fn a_group_of_parts_leaves_what_one_at_a_time_leaves() {
     );
 
     // The whole group delivered again: every part was seen before.
-    let again = ledger::apply_batches(&env.pool, &catalog, &group)
+    let again = ledger::apply_batches(&env.pool, ledger::Write::Ledger(&catalog), &group)
         .await
         .expect("group again");
     assert!(again.iter().all(|a| !a.applied), "{again:?}");
@@ -298,7 +298,7 @@ async fn a_group_of_parts_leaves_what_one_at_a_time_leaves() {
             vec![json!([11, "bad", 1])],
         ),
     ];
-    let err = ledger::apply_batches(&env.pool, &catalog, &bad_group)
+    let err = ledger::apply_batches(&env.pool, ledger::Write::Ledger(&catalog), &bad_group)
         .await
         .expect_err("check violation");
     assert!(!err.is_transient(), "{err}");

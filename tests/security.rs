@@ -150,6 +150,17 @@ async fn hostile_table_and_column_names_are_refused_without_touching_sql() {
     let env = TestEnv::new().await.expect("test environment");
     let catalog = Catalog::default();
     let job_id = uuid::Uuid::new_v4();
+    // A running job: parts of unknown jobs are skipped before their rows are looked at.
+    env.pool
+        .get()
+        .await
+        .expect("connection")
+        .execute(
+            "INSERT INTO sluice.jobs (id, connector, stream, state) VALUES ($1, 'sailthru', 'export', 'running')",
+            &[&job_id],
+        )
+        .await
+        .expect("job");
     let batch = |table: &str, columns: Vec<&str>| RecordBatch {
         v: MESSAGE_VERSION,
         job_id,
@@ -200,6 +211,12 @@ async fn hostile_table_and_column_names_are_refused_without_touching_sql() {
         env.count("sluice.jobs")
             .await
             .expect("the ledger is untouched"),
+        1
+    );
+    assert_eq!(
+        env.count("sluice.batches")
+            .await
+            .expect("no part was claimed"),
         0
     );
     env.teardown().await.expect("teardown");
