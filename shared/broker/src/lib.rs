@@ -1,4 +1,4 @@
-//! RabbitMQ for sluice: the topology of `DESIGN.md` ("RabbitMQ topology"), publishing that
+//! RabbitMQ for sluice: the topology of `docs/architecture.md` ("Queues"), publishing that
 //! waits for publisher confirms, consumers with manual acks and prefetch, the retry tiers
 //! and the parking lot.
 //!
