@@ -18,8 +18,22 @@
 //!   ground-truth functions ([`klaviyo::event_ids`], [`klaviyo::segment_member_ids`], …).
 //!   [`router`] and [`run`] serve it with [`klaviyo::KlaviyoConfig::default`];
 //!   [`router_with`] and [`run_with`] take a [`klaviyo::KlaviyoConfig`].
+//! - [`commercetools`]: an emulation of the commercetools HTTP API (`POST /oauth/token`,
+//!   `/{projectKey}/customers|orders|categories|products|product-projections|custom-objects`,
+//!   admin routes under `/commercetools/_admin/`) over a generated project (and optionally
+//!   the example project from `specs/commercetools/examples`), with OAuth2 client
+//!   credentials, paging limits, query predicates, expansion and fault knobs; plus the
+//!   ground truth ([`commercetools::Project`], [`commercetools::ids`]). [`router`],
+//!   [`router_with`], [`run`] and [`run_with`] serve it with
+//!   [`commercetools::CommercetoolsConfig::default`] (client `sluice-sandbox` /
+//!   `sluice-sandbox-secret`, project `sluice-sandbox`); [`router_with_commercetools`] and
+//!   [`run_with_commercetools`] take a [`commercetools::CommercetoolsConfig`].
+//! - [`faults`]: the fault-injection middleware shared by the emulators (one
+//!   runtime-updatable [`faults::FaultConfig`] per API, counters of what was injected).
 //! - `main.rs`: the `sluice-sandbox` binary (`serve`, `sailthru-export`).
 
+pub mod commercetools;
+pub mod faults;
 pub mod klaviyo;
 pub mod sailthru;
 mod server;
@@ -42,12 +56,38 @@ pub fn router(config: SandboxConfig) -> axum::Router {
     }
 }
 
-/// Builds every route, the Klaviyo emulation configured by `klaviyo`.
+/// Builds every route, the Klaviyo emulation configured by `klaviyo` (and the
+/// commercetools one with [`commercetools::CommercetoolsConfig::default`]).
 pub fn router_with(
     config: SandboxConfig,
     klaviyo: klaviyo::KlaviyoConfig,
 ) -> Result<axum::Router, klaviyo::InvalidSpec> {
-    Ok(server::router(config).merge(klaviyo::router(klaviyo)?))
+    let base = server::router(config).merge(klaviyo::router(klaviyo)?);
+    Ok(
+        match commercetools::router(commercetools::CommercetoolsConfig::default()) {
+            Ok(ct) => base.merge(ct),
+            Err(e) => {
+                // The default config is valid; this only guards against a future change.
+                tracing::error!(error = %e, "commercetools emulation disabled");
+                base
+            }
+        },
+    )
+}
+
+/// Builds every route, the Klaviyo emulation configured by `klaviyo` and the commercetools
+/// one by `commercetools`.
+pub fn router_with_commercetools(
+    config: SandboxConfig,
+    klaviyo: klaviyo::KlaviyoConfig,
+    commercetools: commercetools::CommercetoolsConfig,
+) -> anyhow::Result<axum::Router> {
+    Ok(server::router(config)
+        .merge(klaviyo::router(klaviyo).context("configuring the Klaviyo emulation")?)
+        .merge(
+            commercetools::router(commercetools)
+                .context("configuring the commercetools emulation")?,
+        ))
 }
 
 /// Sandbox settings.
@@ -82,6 +122,24 @@ pub async fn run_with(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_commercetools(
+        config,
+        klaviyo,
+        commercetools::CommercetoolsConfig::default(),
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`run_with`], with the commercetools emulation configured by `commercetools`.
+pub async fn run_with_commercetools(
+    config: SandboxConfig,
+    klaviyo: klaviyo::KlaviyoConfig,
+    commercetools: commercetools::CommercetoolsConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -89,7 +147,7 @@ pub async fn run_with(
         .await
         .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
     tracing::info!(%addr, cache_dir = %config.cache_dir.display(), "sandbox serving");
-    let app = router_with(config, klaviyo).context("configuring the Klaviyo emulation")?;
+    let app = router_with_commercetools(config, klaviyo, commercetools)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

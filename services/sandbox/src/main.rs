@@ -6,9 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use sluice_sandbox::commercetools::{
+    ApiClient, CommercetoolsConfig, CommercetoolsDataSpec, DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET, DEFAULT_EXAMPLES_PROJECT_KEY, DEFAULT_PROJECT_KEY,
+};
 use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, RateLimitScope};
 use sluice_sandbox::sailthru::{self, ExportSpec};
-use sluice_sandbox::{SandboxConfig, run_with};
+use sluice_sandbox::{SandboxConfig, run_with_commercetools};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -29,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the sandbox over HTTP (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write one generated Sailthru export archive and print its expected row counts as JSON.
     SailthruExport(ExportArgs),
 }
@@ -44,6 +48,80 @@ struct ServeArgs {
     cache_dir: Option<PathBuf>,
     #[command(flatten)]
     klaviyo: KlaviyoArgs,
+    #[command(flatten)]
+    commercetools: CommercetoolsArgs,
+}
+
+/// The commercetools emulation's settings (see `sluice_sandbox::commercetools`).
+#[derive(Args)]
+struct CommercetoolsArgs {
+    /// Key of the generated commercetools project.
+    #[arg(long, default_value = DEFAULT_PROJECT_KEY)]
+    commercetools_project_key: String,
+    /// Seed of the generated commercetools project.
+    #[arg(long, default_value_t = 1)]
+    commercetools_seed: u64,
+    /// Number of generated customers.
+    #[arg(long, default_value_t = 1_000)]
+    commercetools_customers: u64,
+    /// Number of generated orders.
+    #[arg(long, default_value_t = 5_000)]
+    commercetools_orders: u64,
+    /// Number of generated categories.
+    #[arg(long, default_value_t = 60)]
+    commercetools_categories: u32,
+    /// Number of generated products.
+    #[arg(long, default_value_t = 500)]
+    commercetools_products: u64,
+    /// API client id (HTTP Basic user of `POST /oauth/token`).
+    #[arg(long, default_value = DEFAULT_CLIENT_ID)]
+    commercetools_client_id: String,
+    /// API client secret.
+    #[arg(long, default_value = DEFAULT_CLIENT_SECRET)]
+    commercetools_client_secret: String,
+    /// Lifetime of issued tokens, seconds.
+    #[arg(long, default_value_t = 172_800)]
+    commercetools_token_lifetime: u64,
+    /// Folder of `*.example.json` files to serve as an extra project.
+    #[arg(long)]
+    commercetools_examples_dir: Option<PathBuf>,
+    /// Key of the example project.
+    #[arg(long, default_value = DEFAULT_EXAMPLES_PROJECT_KEY)]
+    commercetools_examples_project_key: String,
+    /// Fault knobs as JSON (`FaultConfig`), e.g. `{"error_503_share": 0.05}`.
+    #[arg(long)]
+    commercetools_faults: Option<String>,
+}
+
+impl CommercetoolsArgs {
+    fn config(self) -> anyhow::Result<CommercetoolsConfig> {
+        let faults = match self.commercetools_faults {
+            Some(j) => serde_json::from_str(&j).context("parsing --commercetools-faults")?,
+            None => Default::default(),
+        };
+        let config = CommercetoolsConfig {
+            project_key: self.commercetools_project_key,
+            data: CommercetoolsDataSpec {
+                seed: self.commercetools_seed,
+                customers: self.commercetools_customers,
+                orders: self.commercetools_orders,
+                categories: self.commercetools_categories,
+                products: self.commercetools_products,
+                ..CommercetoolsDataSpec::default()
+            },
+            clients: vec![ApiClient {
+                client_id: self.commercetools_client_id,
+                client_secret: self.commercetools_client_secret,
+                scopes: vec!["manage_project:{projectKey}".to_owned()],
+            }],
+            token_lifetime_seconds: self.commercetools_token_lifetime,
+            faults,
+            examples_dir: self.commercetools_examples_dir,
+            examples_project_key: self.commercetools_examples_project_key,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// The Klaviyo emulation's settings (see `sluice_sandbox::klaviyo`).
@@ -166,14 +244,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve(args).await,
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
+        Command::Serve(args) => serve(*args).await,
         Command::SailthruExport(args) => export(args).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let klaviyo = args.klaviyo.config()?;
+    let commercetools = args.commercetools.config()?;
     let cache_dir = args
         .cache_dir
         .unwrap_or_else(|| std::env::temp_dir().join("sluice-sandbox"));
@@ -182,9 +261,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding --bind {}", args.bind))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     println!("listening on http://{addr}");
+    println!(
+        "commercetools: project {:?}, client {:?} / secret {:?} (POST http://{addr}/oauth/token)",
+        commercetools.project_key,
+        commercetools
+            .clients
+            .first()
+            .map(|c| c.client_id.as_str())
+            .unwrap_or(""),
+        commercetools
+            .clients
+            .first()
+            .map(|c| c.client_secret.as_str())
+            .unwrap_or(""),
+    );
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    run_with(SandboxConfig { cache_dir }, klaviyo, listener, shutdown).await
+    run_with_commercetools(
+        SandboxConfig { cache_dir },
+        klaviyo,
+        commercetools,
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

@@ -837,6 +837,14 @@ async fn fault_knobs() {
     })
     .await;
     assert_eq!(api(a, "/api/lists").await.status, 503);
+    set(FaultConfig {
+        error_502_share: 1.0,
+        ..FaultConfig::default()
+    })
+    .await;
+    let r = api(a, "/api/lists").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(error_of(&r)["status"], 502);
 
     set(FaultConfig {
         latency_ms: 300,
@@ -913,7 +921,7 @@ async fn fault_knobs() {
         .await
         .unwrap()
         .json();
-    assert!(stats["total"]["faults"].as_u64().unwrap() >= 5 + bad);
+    assert!(stats["total"]["faults"].as_u64().unwrap() >= 6 + bad);
     assert_eq!(stats["slow"], 1);
     assert_eq!(stats["total"]["throttled"], 1);
 

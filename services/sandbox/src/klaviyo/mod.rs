@@ -67,11 +67,15 @@
 //!   (default now) sets the profile's `updated` → the profile resource.
 //!
 //! # Faults ([`FaultConfig`])
-//! Applied to `/api/` requests after authentication and rate limiting, decided per request
-//! from `hash(seed, request number)` (so a sequential client sees the same faults each run):
-//! latency (fixed + jitter), 500 or 503 error bodies, dropped connections (the response
-//! body fails before any byte, so hyper closes the connection), truncated bodies (the full
+//! The shared fault layer ([`crate::faults`]), applied to `/api/` requests after
+//! authentication and rate limiting (a forced throttle burst comes before the limiter),
+//! decided per request from `hash(seed, request number)` (so a sequential client sees the
+//! same faults each run): latency (fixed + jitter), slow responses, 500, 502 or 503 error
+//! bodies (in Klaviyo's error shape), dropped connections (the response body fails before
+//! any byte, so hyper closes the connection), truncated successful bodies (the full
 //! `Content-Length` is announced, half the body is sent, then the connection is closed).
+//! Injected faults count as `faults` of their tier and endpoint in the stats (a forced
+//! throttle as `throttled`).
 
 mod api;
 mod data;
@@ -82,6 +86,7 @@ use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::faults::FaultConfig;
 pub use api::router;
 pub use data::InvalidSpec;
 pub use limits::{RateLimitScope, Tier};
@@ -140,34 +145,6 @@ impl KlaviyoDataSpec {
     pub fn validate(&self) -> Result<(), InvalidSpec> {
         data::Dataset::new(self).map(|_| ())
     }
-}
-
-/// Injected faults. Shares are probabilities in `0..=1` per `/api/` request.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FaultConfig {
-    /// Seed of the per-request decisions.
-    pub seed: u64,
-    /// Share of 500 responses.
-    pub error_500_share: f64,
-    /// Share of 503 responses.
-    pub error_503_share: f64,
-    /// Latency added to every response, milliseconds.
-    pub latency_ms: u64,
-    /// Extra random latency, uniform in `0..=latency_jitter_ms` milliseconds.
-    pub latency_jitter_ms: u64,
-    /// Share of responses held back for [`slow_ms`](Self::slow_ms) before they are sent,
-    /// to push a client past its timeout.
-    pub slow_share: f64,
-    /// How long a slow response is held back, milliseconds.
-    pub slow_ms: u64,
-    /// Share of connections closed without a response.
-    pub drop_share: f64,
-    /// Share of responses cut after half the body (with the full `Content-Length`).
-    pub truncate_share: f64,
-    /// When > 0: every `/api/` request gets 429 for this many seconds from when the config
-    /// is applied (`Retry-After` = the seconds left, ≥ 1).
-    pub throttle_seconds: f64,
 }
 
 /// The Klaviyo emulation's settings.
@@ -341,4 +318,17 @@ pub fn profile(spec: &KlaviyoDataSpec, id: &str) -> Option<Value> {
         "id": id,
         "attributes": d.profile_attributes(i, d.profile_updated(i)),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fault_decisions_hash_like_before_the_move() {
+        // The shared fault layer must decide exactly as the Klaviyo module did, so seeded
+        // fault runs keep their faults.
+        for k in 0..1000u64 {
+            let (a, b, c) = (k.wrapping_mul(7919), k ^ 0x5A5A, k / 3);
+            assert_eq!(crate::faults::h3(k, a, b, c), super::data::h3(k, a, b, c));
+        }
+    }
 }

@@ -1,0 +1,236 @@
+//! `GET /api/events`: generated and appended events, filtered by metric, profile and time.
+
+use super::*;
+
+/// Event sort key: `(timestamp, metric, 0 generated | 1 appended, index | seq)`.
+pub(super) type EKey = (i64, i64, i64, i64);
+
+pub(super) enum EItem {
+    Gen { m: usize, idx: u64 },
+    App { m: usize, ts: i64, seq: u64 },
+}
+
+impl Ctx<'_> {
+    /// Appends one event resource to `out` (written directly: this is the hot path).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn write_event(
+        &self,
+        out: &mut String,
+        id: &str,
+        m: usize,
+        ts: i64,
+        uuid: &str,
+        profile: u64,
+        props: &Value,
+        fields: &[String],
+    ) {
+        use std::fmt::Write as _;
+        let b = &self.base_json;
+        let want = |f: &str| fields.is_empty() || fields.iter().any(|x| x == f);
+        let _ = write!(out, r#"{{"type":"event","id":"{id}","attributes":{{"#);
+        let mut first = true;
+        let mut sep = |out: &mut String| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+        };
+        if want("timestamp") {
+            sep(out);
+            let _ = write!(out, r#""timestamp":{ts}"#);
+        }
+        if want("event_properties") {
+            sep(out);
+            out.push_str(r#""event_properties":"#);
+            out.push_str(&serde_json::to_string(props).unwrap_or_else(|_| "{}".into()));
+        }
+        if want("datetime") {
+            sep(out);
+            let _ = write!(out, r#""datetime":"{}""#, fmt_time(ts));
+        }
+        if want("uuid") {
+            sep(out);
+            let _ = write!(out, r#""uuid":"{uuid}""#);
+        }
+        let pid = self.d.profile_id(profile);
+        let mid = &self.d.metrics[m].id;
+        let _ = write!(
+            out,
+            concat!(
+                r#"}},"relationships":{{"#,
+                r#""profile":{{"data":{{"type":"profile","id":"{pid}"}},"links":{{"self":"{b}/api/events/{id}/relationships/profile/","related":"{b}/api/events/{id}/profile/"}}}},"#,
+                r#""metric":{{"data":{{"type":"metric","id":"{mid}"}},"links":{{"self":"{b}/api/events/{id}/relationships/metric/","related":"{b}/api/events/{id}/metric/"}}}},"#,
+                r#""attributions":{{"links":{{"self":"{b}/api/events/{id}/relationships/attributions/","related":"{b}/api/events/{id}/attributions/"}}}}"#,
+                r#"}},"links":{{"self":"{b}/api/events/{id}/"}}}}"#
+            ),
+            pid = pid,
+            mid = mid,
+            b = b,
+            id = id
+        );
+    }
+
+    pub(super) fn events(&self) -> Result<Doc, ApiErr> {
+        let d = self.d;
+        let page = self.page(200, 1000)?;
+        let conds = self.filter(&page, EVENTS_ALLOWED)?;
+        let sort = self.sort_of(&page, &["datetime", "-datetime", "timestamp", "-timestamp"])?;
+        let desc = sort.is_some_and(|s| s.starts_with('-'));
+        let include = self.includes(&["attributions", "metric", "profile"])?;
+        let mut metrics: Vec<usize> = (0..d.metrics.len()).collect();
+        let mut profile: Option<u64> = None;
+        let mut nothing = false;
+        let mut b = Bounds::default();
+        for c in &conds {
+            let text = c.value.as_ref().and_then(Lit::text).unwrap_or("");
+            match c.field.as_str() {
+                "metric_id" => match d.metric_index(text) {
+                    Some(m) => metrics.retain(|&x| x == m),
+                    None => nothing = true,
+                },
+                "profile_id" => match d.profile_index(text) {
+                    Some(p) if profile.is_none_or(|q| q == p) => profile = Some(p),
+                    _ => nothing = true,
+                },
+                "datetime" => b.apply(c.op, datetime_value(c)?),
+                "timestamp" => {
+                    let x: f64 = text.parse().map_err(|_| {
+                        ApiErr::param(
+                            "filter",
+                            format!("'{text}' is not a valid number for the field 'timestamp'."),
+                        )
+                    })?;
+                    b.apply(c.op, x);
+                }
+                _ => {}
+            }
+        }
+        if nothing {
+            metrics.clear();
+        }
+        let cur: Option<EKey> = page.pos.as_ref().map(|p| {
+            let g = |i: usize| p.get(i).copied().unwrap_or(0);
+            (g(0), g(1), g(2), g(3))
+        });
+        let need = page.size as u64 + 1;
+        let mut items: Vec<(EKey, EItem)> = Vec::new();
+        let mut horizons: Vec<EKey> = Vec::new();
+        for &m in &metrics {
+            let mi = m as i64;
+            let mut ga = d.count_before(m, b.lo);
+            let mut gb = d.count_before(m, b.hi);
+            if let Some((kt, km, ks, ki)) = cur {
+                if !desc {
+                    let lo = if mi < km || (mi == km && ks == 1) {
+                        d.count_before(m, kt.saturating_add(1))
+                    } else if mi == km {
+                        (ki + 1).max(0) as u64
+                    } else {
+                        d.count_before(m, kt)
+                    };
+                    ga = ga.max(lo);
+                } else {
+                    let hi = if mi > km {
+                        d.count_before(m, kt)
+                    } else if mi == km && ks == 0 {
+                        ki.max(0) as u64
+                    } else {
+                        d.count_before(m, kt.saturating_add(1))
+                    };
+                    gb = gb.min(hi);
+                }
+            }
+            if ga < gb {
+                let take = if profile.is_some() {
+                    PROFILE_SCAN
+                } else {
+                    need
+                };
+                let (a, z) = if desc {
+                    (ga.max(gb.saturating_sub(take)), gb)
+                } else {
+                    (ga, gb.min(ga + take))
+                };
+                let times = d.times(m, a, z);
+                let truncated = if desc { a > ga } else { z < gb };
+                let key = |k: usize| (times[k], mi, 0, (a + k as u64) as i64);
+                if truncated && !times.is_empty() {
+                    horizons.push(key(if desc { 0 } else { times.len() - 1 }));
+                }
+                for k in 0..times.len() {
+                    let idx = a + k as u64;
+                    if profile.is_none_or(|p| d.event_profile(m, idx) == p) {
+                        items.push((key(k), EItem::Gen { m, idx }));
+                    }
+                }
+            }
+            if let Some(events) = self.ov.events.get(m) {
+                for (&(ts, seq), e) in events.range((b.lo, 0)..(b.hi, 0)) {
+                    let k = (ts, mi, 1, seq as i64);
+                    if after(&k, cur.as_ref(), desc) && profile.is_none_or(|p| e.profile == p) {
+                        items.push((k, EItem::App { m, ts, seq }));
+                    }
+                }
+            }
+        }
+        let (page_items, next) = paginate(items, &horizons, page.size, desc);
+        let fields = self.q.list("fields[event]");
+        let mut out = String::with_capacity(page_items.len() * 1_200 + 1_024);
+        out.push_str(r#"{"data":["#);
+        let mut inc_profiles = BTreeSet::new();
+        let mut inc_metrics = BTreeSet::new();
+        for ((ts, _, _, _), item) in page_items {
+            if !out.ends_with('[') {
+                out.push(',');
+            }
+            let (m, p) = match item {
+                EItem::Gen { m, idx } => {
+                    let id = d.event_id(m, idx);
+                    let p = d.event_profile(m, idx);
+                    let props = d.event_properties(m, idx, ts);
+                    let uuid = d.event_uuid(m, idx, ts);
+                    self.write_event(&mut out, &id, m, ts, &uuid, p, &props, &fields);
+                    (m, p)
+                }
+                EItem::App { m, ts, seq } => {
+                    let Some(e) = self.ov.events[m].get(&(ts, seq)) else {
+                        continue;
+                    };
+                    self.write_event(
+                        &mut out,
+                        &e.id,
+                        m,
+                        ts,
+                        &e.uuid,
+                        e.profile,
+                        &e.properties,
+                        &fields,
+                    );
+                    (m, e.profile)
+                }
+            };
+            inc_profiles.insert(p);
+            inc_metrics.insert(m);
+        }
+        let included = (!include.is_empty()).then(|| {
+            let mut inc = Vec::new();
+            if include.iter().any(|i| i == "metric") {
+                inc.extend(inc_metrics.iter().map(|&m| self.metric_json(m)));
+            }
+            if include.iter().any(|i| i == "profile") {
+                inc.extend(inc_profiles.iter().map(|&p| self.profile_json(p, None)));
+            }
+            inc
+        });
+        let next = next.map(|(a, b, c, e)| vec![a, b, c, e]);
+        let doc = self.collection(&page, Vec::new(), included, next);
+        out.push_str(r#"],"links":"#);
+        out.push_str(&doc["links"].to_string());
+        if let Some(inc) = doc.get("included") {
+            out.push_str(r#","included":"#);
+            out.push_str(&inc.to_string());
+        }
+        out.push('}');
+        Ok(Doc::Raw(out))
+    }
+}

@@ -1,0 +1,44 @@
+//! `GET /api/metrics` and `GET /api/metrics/{id}`.
+
+use super::*;
+
+impl Ctx<'_> {
+    pub(super) fn metric_json(&self, m: usize) -> Value {
+        let id = &self.d.metrics[m].id;
+        let attrs = match self.d.metric_attributes(m) {
+            Value::Object(o) => o,
+            _ => Map::new(),
+        };
+        json!({
+            "type": "metric",
+            "id": id,
+            "attributes": sparse(attrs, &self.q.list("fields[metric]")),
+            "relationships": {"flow-triggers": {"links": self.rel("metrics", id, "flow-triggers")}},
+            "links": {"self": format!("{}/api/metrics/{id}/", self.base)},
+        })
+    }
+
+    pub(super) fn metrics(&self) -> Result<Value, ApiErr> {
+        if self.q.get("page[size]").is_some() {
+            return Err(ApiErr::param(
+                "page[size]",
+                "'page[size]' is not a valid parameter for this endpoint (it pages by cursor only, 200 per page).",
+            ));
+        }
+        let page = self.page(METRICS_PAGE, METRICS_PAGE)?;
+        let conds = self.filter(&page, METRICS_ALLOWED)?;
+        let all: Vec<usize> = (0..self.d.metrics.len())
+            .filter(|&m| {
+                let (name, category) = self.d.metric_integration(m);
+                conds.iter().all(|c| {
+                    let v = text_value(c);
+                    match c.field.as_str() {
+                        "integration.name" => v.contains(&name),
+                        _ => v.contains(&category),
+                    }
+                })
+            })
+            .collect();
+        self.offset_page(&page, all, |m| self.metric_json(m))
+    }
+}

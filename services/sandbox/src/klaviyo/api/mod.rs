@@ -1,0 +1,983 @@
+//! The Klaviyo routes: authentication, revision and rate limits ([`gate`]), the shared fault
+//! layer ([`crate::faults`]), then the handlers: the request context, paging, filters and
+//! sparse fieldsets here, the resources in `events`, `profiles`, `metrics` and `groups`
+//! (lists and segments), the admin routes in `admin`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+mod admin;
+mod events;
+mod groups;
+mod metrics;
+mod profiles;
+
+use admin::*;
+
+use super::data::{Dataset, GroupGen, fmt_time, h3, mix64};
+use super::filter::{self, Allowed, Bounds, Cond, Lit, Op};
+use super::limits::{Limiter, Outcome, Stats, Tier};
+use super::{FaultConfig, InvalidSpec, KlaviyoConfig};
+use crate::faults::{self, FaultHook, FaultKind, Faults, Injected};
+
+/// Events scanned per request at most when filtering on `profile_id`.
+const PROFILE_SCAN: u64 = 50_000;
+/// Profiles scanned per request at most for list/segment membership.
+const MEMBER_SCAN: u64 = 200_000;
+/// Metrics per page (the endpoint has no `page[size]`).
+const METRICS_PAGE: usize = 200;
+const JSON_API: &str = "application/vnd.api+json";
+
+/// One event added through the admin route.
+struct Appended {
+    id: String,
+    uuid: String,
+    profile: u64,
+    properties: Value,
+}
+
+/// What was added or changed at run time, on top of the generated data.
+#[derive(Default)]
+struct Overlay {
+    /// Per metric: `(timestamp, seq) → event`.
+    events: Vec<BTreeMap<(i64, u64), Appended>>,
+    next_seq: u64,
+    /// Touched profiles: index → `updated` (epoch seconds).
+    touched: HashMap<u64, i64>,
+}
+
+/// The configuration in force and its compiled data.
+struct Live {
+    config: KlaviyoConfig,
+    data: Dataset,
+    overlay: Arc<RwLock<Overlay>>,
+}
+
+struct Shared {
+    live: RwLock<Arc<Live>>,
+    limiter: Limiter,
+    stats: Stats,
+    /// The shared fault layer's knobs and counters (`slow` of the stats).
+    faults: Arc<Faults>,
+}
+
+type St = State<Arc<Shared>>;
+
+impl Shared {
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Builds the Klaviyo routes (see the module docs) for `config`.
+pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
+    let data = Dataset::new(&config.data)?;
+    let overlay = Overlay {
+        events: (0..data.metrics.len()).map(|_| BTreeMap::new()).collect(),
+        ..Overlay::default()
+    };
+    let shared = Arc::new(Shared {
+        live: RwLock::new(Arc::new(Live {
+            config: config.clone(),
+            data,
+            overlay: Arc::new(RwLock::new(overlay)),
+        })),
+        limiter: Limiter::default(),
+        stats: Stats::default(),
+        faults: Faults::new(config.faults.clone(), fault_body),
+    });
+    // Each operation: the gate (outer), the shared fault layer, the handler.
+    let layered = |m: axum::routing::MethodRouter<Arc<Shared>>, ep: Ep| {
+        m.layer(axum::middleware::from_fn_with_state(
+            shared.faults.clone(),
+            faults::inject,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            (shared.clone(), ep),
+            gate,
+        ))
+    };
+    macro_rules! ep {
+        ($e:expr) => {
+            layered(
+                get(|st: St, h: HeaderMap, RawQuery(q): RawQuery| async move {
+                    serve(st, $e, None, h, q).await
+                }),
+                $e,
+            )
+        };
+    }
+    macro_rules! ep_id {
+        ($e:expr) => {
+            layered(
+                get(
+                    |st: St, Path(id): Path<String>, h: HeaderMap, RawQuery(q): RawQuery| async move {
+                        serve(st, $e, Some(id), h, q).await
+                    },
+                ),
+                $e,
+            )
+        };
+    }
+    let both = |r: Router<Arc<Shared>>, path: &str, m: axum::routing::MethodRouter<Arc<Shared>>| {
+        r.route(path, m.clone()).route(&format!("{path}/"), m)
+    };
+    let r = Router::new();
+    let r = both(r, "/api/metrics", ep!(Ep::Metrics));
+    let r = both(r, "/api/metrics/{id}", ep_id!(Ep::Metric));
+    let r = both(r, "/api/events", ep!(Ep::Events));
+    let r = both(r, "/api/profiles", ep!(Ep::Profiles));
+    let r = both(r, "/api/profiles/{id}", ep_id!(Ep::Profile));
+    let r = both(r, "/api/lists", ep!(Ep::Lists));
+    let r = both(r, "/api/lists/{id}", ep_id!(Ep::List));
+    let r = both(
+        r,
+        "/api/lists/{id}/relationships/profiles",
+        ep_id!(Ep::Members {
+            lists: true,
+            full: false
+        }),
+    );
+    let r = both(
+        r,
+        "/api/lists/{id}/profiles",
+        ep_id!(Ep::Members {
+            lists: true,
+            full: true
+        }),
+    );
+    let r = both(r, "/api/segments", ep!(Ep::Segments));
+    let r = both(r, "/api/segments/{id}", ep_id!(Ep::Segment));
+    let r = both(
+        r,
+        "/api/segments/{id}/relationships/profiles",
+        ep_id!(Ep::Members {
+            lists: false,
+            full: false
+        }),
+    );
+    let r = both(
+        r,
+        "/api/segments/{id}/profiles",
+        ep_id!(Ep::Members {
+            lists: false,
+            full: true
+        }),
+    );
+    Ok(r.route("/api/{*rest}", get(not_found_route))
+        .route("/klaviyo/_admin/stats", get(admin_stats))
+        .route("/klaviyo/_admin/stats/reset", post(admin_stats_reset))
+        .route(
+            "/klaviyo/_admin/faults",
+            get(admin_faults).post(admin_set_faults),
+        )
+        .route(
+            "/klaviyo/_admin/config",
+            get(admin_config).post(admin_set_config),
+        )
+        .route("/klaviyo/_admin/events", post(admin_events))
+        .route("/klaviyo/_admin/profiles/{id}/touch", post(admin_touch))
+        .with_state(shared))
+}
+
+/// The emulated operations.
+#[derive(Clone, Copy, Debug)]
+enum Ep {
+    Metrics,
+    Metric,
+    Events,
+    Profiles,
+    Profile,
+    Lists,
+    List,
+    Segments,
+    Segment,
+    Members { lists: bool, full: bool },
+}
+
+impl Ep {
+    /// Klaviyo's operation id.
+    fn name(self) -> &'static str {
+        match self {
+            Ep::Metrics => "get_metrics",
+            Ep::Metric => "get_metric",
+            Ep::Events => "get_events",
+            Ep::Profiles => "get_profiles",
+            Ep::Profile => "get_profile",
+            Ep::Lists => "get_lists",
+            Ep::List => "get_list",
+            Ep::Segments => "get_segments",
+            Ep::Segment => "get_segment",
+            Ep::Members {
+                lists: true,
+                full: false,
+            } => "get_profile_ids_for_list",
+            Ep::Members {
+                lists: true,
+                full: true,
+            } => "get_profiles_for_list",
+            Ep::Members {
+                lists: false,
+                full: false,
+            } => "get_profile_ids_for_segment",
+            Ep::Members {
+                lists: false,
+                full: true,
+            } => "get_profiles_for_segment",
+        }
+    }
+
+    /// The tier of `x-klaviyo-ratelimit`.
+    fn tier(self, predictive: bool) -> Tier {
+        match self {
+            Ep::Metrics | Ep::Metric => Tier::M,
+            Ep::Events => Tier::XL,
+            Ep::Profiles | Ep::Profile if predictive => Tier::M,
+            _ => Tier::L,
+        }
+    }
+}
+
+/// A JSON:API error.
+struct ApiErr {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    source: Option<(&'static str, String)>,
+}
+
+impl ApiErr {
+    fn param(parameter: &str, detail: impl Into<String>) -> Self {
+        ApiErr {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid",
+            title: "Invalid input.",
+            detail: detail.into(),
+            source: Some(("parameter", parameter.to_owned())),
+        }
+    }
+
+    fn not_found(detail: impl Into<String>) -> Self {
+        ApiErr {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            title: "Not found.",
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    fn body(&self) -> Value {
+        let id = format!(
+            "{:016x}",
+            mix64(ERROR_IDS.fetch_add(1, Ordering::Relaxed) ^ 0xE)
+        );
+        let mut e = json!({
+            "id": format!("{}-{}-{}-{}-{}", &id[..8], &id[8..12], &id[12..16], "8000", &id[..12]),
+            "status": self.status.as_u16(),
+            "code": self.code,
+            "title": self.title,
+            "detail": self.detail,
+        });
+        if let Some((k, v)) = &self.source {
+            e["source"] = json!({ *k: v });
+        } else {
+            e["source"] = json!({"pointer": "/data/"});
+        }
+        json!({"errors": [e]})
+    }
+
+    fn response(&self) -> Response {
+        json_response(self.status, &self.body())
+    }
+}
+
+static ERROR_IDS: AtomicU64 = AtomicU64::new(1);
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_API))],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found_route() -> Response {
+    ApiErr::not_found("This endpoint is not emulated by the sluice sandbox.").response()
+}
+
+fn valid_revision(r: &str) -> bool {
+    let date = r.split_once('.').map_or(r, |(d, _)| d);
+    date.len() == 10 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
+}
+
+/// The tier of a request to `ep` with query `q`.
+fn tier_of(ep: Ep, q: &Query) -> Tier {
+    let predictive = q
+        .get("additional-fields[profile]")
+        .is_some_and(|v| v.split(',').any(|x| x.trim() == "predictive_analytics"));
+    ep.tier(predictive)
+}
+
+/// A 429 in Klaviyo's shape with `Retry-After: wait`.
+fn throttled_response(wait: u64) -> Response {
+    let mut r = ApiErr {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "throttled",
+        title: "Request was throttled.",
+        detail: format!(
+            "Request was throttled. Expected available in {wait} second{}.",
+            if wait == 1 { "" } else { "s" }
+        ),
+        source: None,
+    }
+    .response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    r
+}
+
+/// Klaviyo's bodies of the faults injected by the shared fault layer.
+fn fault_body(status: StatusCode, retry_after: Option<u64>) -> Response {
+    let (code, title) = match status {
+        StatusCode::TOO_MANY_REQUESTS => return throttled_response(retry_after.unwrap_or(1)),
+        StatusCode::INTERNAL_SERVER_ERROR => ("error", "A server error occurred."),
+        StatusCode::BAD_GATEWAY => ("error", "Bad gateway."),
+        _ => ("service_unavailable", "Service unavailable."),
+    };
+    ApiErr {
+        status,
+        code,
+        title,
+        detail: "Injected by the sluice sandbox's fault knobs.".into(),
+        source: None,
+    }
+    .response()
+}
+
+/// The outer layer of every `/api/` route: authentication, revision, a forced throttle
+/// burst and rate limits, then (inside) the shared fault layer and the handler; records
+/// the outcome per tier and endpoint and adds the `RateLimit-*` headers.
+async fn gate(
+    State((sh, ep)): State<(Arc<Shared>, Ep)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let live = sh.live();
+    let q = Query::parse(request.uri().query().unwrap_or(""));
+    let tier = tier_of(ep, &q);
+    let record = |o| sh.stats.record(tier, ep.name(), o);
+    let headers = request.headers();
+
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("Klaviyo-API-Key "))
+        .map(str::trim);
+    let Some(key) = key.filter(|k| live.config.api_keys.iter().any(|a| a == k)) else {
+        record(Outcome::ClientError);
+        return ApiErr {
+            status: StatusCode::UNAUTHORIZED,
+            code: "not_authenticated",
+            title: "Authentication credentials were not provided.",
+            detail: "Missing or invalid private key.".into(),
+            source: None,
+        }
+        .response();
+    };
+    let key = key.to_owned();
+    match headers.get("revision").and_then(|v| v.to_str().ok()) {
+        Some(r) if valid_revision(r.trim()) => {}
+        other => {
+            record(Outcome::ClientError);
+            let detail = match other {
+                None => "Missing `revision` header. Use a revision like 2026-07-15.".to_owned(),
+                Some(r) => format!("Invalid revision header `{r}`: expected YYYY-MM-DD[.suffix]."),
+            };
+            return ApiErr {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid",
+                title: "Invalid input.",
+                detail,
+                source: Some(("header", "revision".into())),
+            }
+            .response();
+        }
+    }
+
+    // Faults are counted per tier and endpoint as they are injected (a slow response
+    // before its wait, as the client usually gives up first).
+    let hook_stats = sh.clone();
+    let hook = FaultHook(Arc::new(move |kind| {
+        let o = match kind {
+            FaultKind::Throttled => Outcome::Throttled,
+            _ => Outcome::Fault,
+        };
+        hook_stats.stats.record(tier, ep.name(), o);
+    }));
+    // A forced throttle burst comes before the limiter, so it uses up no budget.
+    if let Some(wait) = sh.faults.throttled(Some(&hook)) {
+        return throttled_response(wait);
+    }
+    let now = Instant::now();
+    let budget: &'static str = match live.config.rate_limit_scope {
+        super::RateLimitScope::Endpoint => ep.name(),
+        super::RateLimitScope::Tier => tier.name(),
+    };
+    let admitted = match live.config.rate_limit_scale {
+        Some(scale) => match sh.limiter.check(&key, budget, tier.scaled(scale), now) {
+            Ok(a) => Some(a),
+            Err(wait) => {
+                record(Outcome::Throttled);
+                return throttled_response(wait);
+            }
+        },
+        None => None,
+    };
+    request.extensions_mut().insert(hook);
+    let mut resp = next.run(request).await;
+    let injected = resp.extensions().get::<Injected>().map(|i| i.0);
+    match injected {
+        // Counted by the hook.
+        Some(FaultKind::Truncated) => {}
+        Some(_) => return resp,
+        None if resp.status().is_success() => record(Outcome::Ok),
+        None => {
+            record(Outcome::ClientError);
+            return resp;
+        }
+    }
+    if let Some(a) = admitted {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&a.limit) {
+            h.insert("ratelimit-limit", v);
+        }
+        h.insert("ratelimit-remaining", HeaderValue::from(a.remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(a.reset));
+    }
+    resp
+}
+
+/// The handler of every `/api/` route (behind [`gate`] and the fault layer).
+async fn serve(
+    State(sh): St,
+    ep: Ep,
+    id: Option<String>,
+    headers: HeaderMap,
+    query: Option<String>,
+) -> Response {
+    let live = sh.live();
+    let q = Query::parse(query.as_deref().unwrap_or(""));
+    let base = live.config.public_url.clone().unwrap_or_else(|| {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    });
+    let overlay = live.overlay.read().unwrap_or_else(|p| p.into_inner());
+    let base = base.trim_end_matches('/').to_owned();
+    let quoted = serde_json::to_string(&base).unwrap_or_default();
+    let cx = Ctx {
+        base_json: quoted[1..quoted.len().saturating_sub(1).max(1)].to_owned(),
+        d: &live.data,
+        ov: &overlay,
+        q,
+        base,
+        ep,
+        id: id.unwrap_or_default(),
+    };
+    let result = cx.handle();
+    drop(overlay);
+    let body = match result {
+        Ok(Doc::Json(v)) => serde_json::to_vec(&v).unwrap_or_default(),
+        Ok(Doc::Raw(s)) => s.into_bytes(),
+        Err(e) => return e.response(),
+    };
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_API));
+    resp
+}
+
+/// Decoded query parameters (the last of repeated names wins).
+struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    fn parse(raw: &str) -> Self {
+        Query {
+            pairs: url::form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn encode(&self, cursor: Option<&str>) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.pairs {
+            if k != "page[cursor]" {
+                s.append_pair(k, v);
+            }
+        }
+        if let Some(c) = cursor {
+            s.append_pair("page[cursor]", c);
+        }
+        s.finish()
+    }
+}
+
+/// A decoded `page[cursor]`.
+struct Page {
+    filter: String,
+    sort: Option<String>,
+    pos: Option<Vec<i64>>,
+    size: usize,
+}
+
+/// A response document: a JSON tree, or JSON text written directly.
+enum Doc {
+    Json(Value),
+    Raw(String),
+}
+
+struct Ctx<'a> {
+    /// `base`, escaped for use inside a JSON string.
+    base_json: String,
+    d: &'a Dataset,
+    ov: &'a Overlay,
+    q: Query,
+    base: String,
+    ep: Ep,
+    id: String,
+}
+
+/// Sorted `items` (by key, descending when `desc`) cut at the `horizons` (positions
+/// beyond which some stream was not looked at) into a page of `size` and the position to
+/// resume after.
+fn paginate<K: Ord + Copy, T>(
+    mut items: Vec<(K, T)>,
+    horizons: &[K],
+    size: usize,
+    desc: bool,
+) -> (Vec<(K, T)>, Option<K>) {
+    if desc {
+        items.sort_by_key(|x| std::cmp::Reverse(x.0));
+    } else {
+        items.sort_by_key(|x| x.0);
+    }
+    let horizon = if desc {
+        horizons.iter().max().copied()
+    } else {
+        horizons.iter().min().copied()
+    };
+    if let Some(h) = horizon {
+        items.retain(|(k, _)| if desc { *k >= h } else { *k <= h });
+    }
+    if items.len() > size {
+        items.truncate(size);
+        let next = items.last().map(|(k, _)| *k);
+        (items, next)
+    } else {
+        (items, horizon)
+    }
+}
+
+/// Whether `k` comes after the cursor position `c` in the page order.
+fn after<K: Ord>(k: &K, c: Option<&K>, desc: bool) -> bool {
+    match c {
+        None => true,
+        Some(c) if desc => k < c,
+        Some(c) => k > c,
+    }
+}
+
+const EVENTS_ALLOWED: Allowed = &[
+    ("metric_id", &[Op::Equals]),
+    ("profile_id", &[Op::Equals]),
+    ("profile", &[Op::Has]),
+    ("metric", &[Op::Has]),
+    (
+        "datetime",
+        &[
+            Op::GreaterOrEqual,
+            Op::GreaterThan,
+            Op::LessOrEqual,
+            Op::LessThan,
+        ],
+    ),
+    (
+        "timestamp",
+        &[
+            Op::GreaterOrEqual,
+            Op::GreaterThan,
+            Op::LessOrEqual,
+            Op::LessThan,
+        ],
+    ),
+];
+const CMP4: &[Op] = &[
+    Op::GreaterOrEqual,
+    Op::GreaterThan,
+    Op::LessOrEqual,
+    Op::LessThan,
+];
+const ANY_EQ: &[Op] = &[Op::Any, Op::Equals];
+const PROFILES_ALLOWED: Allowed = &[
+    ("id", ANY_EQ),
+    ("email", ANY_EQ),
+    ("phone_number", ANY_EQ),
+    ("external_id", ANY_EQ),
+    ("_kx", &[Op::Equals]),
+    ("created", &[Op::GreaterThan, Op::LessThan]),
+    ("updated", &[Op::GreaterThan, Op::LessThan]),
+    (
+        "subscriptions.email.marketing.list_suppressions.reason",
+        &[Op::Equals],
+    ),
+    (
+        "subscriptions.email.marketing.list_suppressions.timestamp",
+        CMP4,
+    ),
+    (
+        "subscriptions.email.marketing.list_suppressions.list_id",
+        &[Op::Equals],
+    ),
+    (
+        "subscriptions.email.marketing.suppression.reason",
+        &[Op::Equals],
+    ),
+    ("subscriptions.email.marketing.suppression.timestamp", CMP4),
+];
+const METRICS_ALLOWED: Allowed = &[
+    ("integration.name", &[Op::Equals]),
+    ("integration.category", &[Op::Equals]),
+];
+const LISTS_ALLOWED: Allowed = &[
+    ("name", ANY_EQ),
+    ("id", ANY_EQ),
+    ("created", &[Op::GreaterThan]),
+    ("updated", &[Op::GreaterThan]),
+];
+const SEGMENTS_ALLOWED: Allowed = &[
+    ("name", ANY_EQ),
+    ("id", ANY_EQ),
+    ("created", &[Op::GreaterThan]),
+    ("updated", &[Op::GreaterThan]),
+    ("is_active", ANY_EQ),
+    ("is_starred", &[Op::Equals]),
+];
+const LIST_MEMBERS_ALLOWED: Allowed = &[
+    ("email", ANY_EQ),
+    ("phone_number", ANY_EQ),
+    ("push_token", ANY_EQ),
+    ("_kx", &[Op::Equals]),
+    ("joined_group_at", CMP4),
+];
+const SEGMENT_MEMBERS_ALLOWED: Allowed = &[
+    ("profile_id", ANY_EQ),
+    ("email", ANY_EQ),
+    ("phone_number", ANY_EQ),
+    ("push_token", ANY_EQ),
+    ("_kx", &[Op::Equals]),
+    ("joined_group_at", CMP4),
+];
+
+fn not_emulated(field: &str) -> ApiErr {
+    ApiErr::param(
+        "filter",
+        format!(
+            "The filter field '{field}' is allowed by Klaviyo but not emulated by the sluice sandbox."
+        ),
+    )
+}
+
+fn datetime_value(c: &Cond) -> Result<f64, ApiErr> {
+    let text = c.value.as_ref().and_then(Lit::text).unwrap_or("");
+    filter::parse_datetime(text).ok_or_else(|| {
+        ApiErr::param(
+            "filter",
+            format!(
+                "'{text}' is not a valid datetime for the field '{}'.",
+                c.field
+            ),
+        )
+    })
+}
+
+fn text_value(c: &Cond) -> Vec<&str> {
+    c.value.as_ref().map(Lit::texts).unwrap_or_default()
+}
+
+/// Narrows an optional candidate set to `ids`.
+fn intersect(set: &mut Option<BTreeSet<u64>>, ids: impl IntoIterator<Item = u64>) {
+    let new: BTreeSet<u64> = ids.into_iter().collect();
+    *set = Some(match set.take() {
+        None => new,
+        Some(old) => old.intersection(&new).copied().collect(),
+    });
+}
+
+/// Keeps only `fields` (top-level names, or `a.b` for one sub-field) of `attrs`.
+fn sparse(attrs: Map<String, Value>, fields: &[String]) -> Map<String, Value> {
+    if fields.is_empty() {
+        return attrs;
+    }
+    let mut out = Map::new();
+    for f in fields {
+        match f.split_once('.') {
+            None => {
+                if let Some(v) = attrs.get(f) {
+                    out.insert(f.clone(), v.clone());
+                }
+            }
+            Some((top, sub)) => {
+                if let Some(v) = attrs.get(top).and_then(|o| o.get(sub)) {
+                    let entry = out
+                        .entry(top.to_owned())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(o) = entry.as_object_mut() {
+                        o.insert(sub.to_owned(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Ctx<'_> {
+    fn handle(&self) -> Result<Doc, ApiErr> {
+        if let Ep::Events = self.ep {
+            return self.events();
+        }
+        self.handle_json().map(Doc::Json)
+    }
+
+    fn handle_json(&self) -> Result<Value, ApiErr> {
+        match self.ep {
+            Ep::Metrics => self.metrics(),
+            Ep::Metric => {
+                let m = self
+                    .d
+                    .metric_index(&self.id)
+                    .ok_or_else(|| ApiErr::not_found(format!("Metric {} not found.", self.id)))?;
+                Ok(json!({"data": self.metric_json(m), "links": {"self": self.self_link()}}))
+            }
+            Ep::Events => Err(ApiErr::not_found("events")),
+            Ep::Profiles => self.profiles(),
+            Ep::Profile => {
+                let i = self
+                    .d
+                    .profile_index(&self.id)
+                    .ok_or_else(|| ApiErr::not_found(format!("Profile {} not found.", self.id)))?;
+                Ok(json!({"data": self.profile_json(i, None), "links": {"self": self.self_link()}}))
+            }
+            Ep::Lists => self.groups(true),
+            Ep::Segments => self.groups(false),
+            Ep::List | Ep::Segment => {
+                let lists = matches!(self.ep, Ep::List);
+                let g = self.d.group_index(lists, &self.id).ok_or_else(|| {
+                    ApiErr::not_found(format!(
+                        "{} {} not found.",
+                        if lists { "List" } else { "Segment" },
+                        self.id
+                    ))
+                })?;
+                Ok(json!({"data": self.group_json(lists, g), "links": {"self": self.self_link()}}))
+            }
+            Ep::Members { lists, full } => self.members(lists, full),
+        }
+    }
+
+    fn path(&self) -> String {
+        let rest = match self.ep {
+            Ep::Metrics => "metrics/".to_owned(),
+            Ep::Metric => format!("metrics/{}/", self.id),
+            Ep::Events => "events/".to_owned(),
+            Ep::Profiles => "profiles/".to_owned(),
+            Ep::Profile => format!("profiles/{}/", self.id),
+            Ep::Lists => "lists/".to_owned(),
+            Ep::List => format!("lists/{}/", self.id),
+            Ep::Segments => "segments/".to_owned(),
+            Ep::Segment => format!("segments/{}/", self.id),
+            Ep::Members { lists, full } => format!(
+                "{}/{}/{}",
+                if lists { "lists" } else { "segments" },
+                self.id,
+                if full {
+                    "profiles/"
+                } else {
+                    "relationships/profiles/"
+                }
+            ),
+        };
+        format!("{}/api/{rest}", self.base)
+    }
+
+    fn self_link(&self) -> String {
+        let q = self.q.encode(self.q.get("page[cursor]"));
+        if q.is_empty() {
+            self.path()
+        } else {
+            format!("{}?{q}", self.path())
+        }
+    }
+
+    /// `page[size]` (checked against `min 1`, `max`), the effective filter and sort, and
+    /// the cursor position.
+    fn page(&self, default: usize, max: usize) -> Result<Page, ApiErr> {
+        let size = match self.q.get("page[size]") {
+            None => default,
+            Some(s) => s
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiErr::param(
+                        "page[size]",
+                        format!("Page size must be an integer between 1 and {max}, got '{s}'."),
+                    )
+                })?,
+        };
+        let filter = self.q.get("filter").map(str::to_owned);
+        let sort = self.q.get("sort").map(str::to_owned);
+        let Some(raw) = self.q.get("page[cursor]") else {
+            return Ok(Page {
+                filter: filter.unwrap_or_default(),
+                sort,
+                pos: None,
+                size,
+            });
+        };
+        let bad = || ApiErr::param("page[cursor]", format!("Invalid page cursor '{raw}'."));
+        let c: Value = hex::decode(raw)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(bad)?;
+        let cf = c["f"].as_str().unwrap_or_default().to_owned();
+        let cs = c["s"].as_str().map(str::to_owned);
+        if filter.as_ref().is_some_and(|f| *f != cf)
+            || sort.as_ref().is_some_and(|s| Some(s) != cs.as_ref())
+        {
+            return Err(ApiErr::param(
+                "page[cursor]",
+                "The page cursor was made for another filter or sort.",
+            ));
+        }
+        let pos = c["p"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_i64).collect::<Vec<_>>())
+            .ok_or_else(bad)?;
+        Ok(Page {
+            filter: cf,
+            sort: cs,
+            pos: Some(pos),
+            size,
+        })
+    }
+
+    fn filter(&self, page: &Page, allowed: Allowed) -> Result<Vec<Cond>, ApiErr> {
+        if page.filter.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        filter::parse(&page.filter, allowed).map_err(|e| ApiErr::param("filter", e))
+    }
+
+    fn sort_of<'s>(&self, page: &'s Page, allowed: &[&str]) -> Result<Option<&'s str>, ApiErr> {
+        match page.sort.as_deref() {
+            None => Ok(None),
+            Some(s) if allowed.contains(&s) => Ok(Some(s)),
+            Some(s) => Err(ApiErr::param(
+                "sort",
+                format!(
+                    "'{s}' is not a valid sort for this endpoint. Allowed: {}",
+                    allowed.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// A collection document.
+    fn collection(
+        &self,
+        page: &Page,
+        data: Vec<Value>,
+        included: Option<Vec<Value>>,
+        next: Option<Vec<i64>>,
+    ) -> Value {
+        let next = next.map(|p| {
+            let c = json!({"p": p, "f": page.filter, "s": page.sort});
+            let cursor = hex::encode(serde_json::to_vec(&c).unwrap_or_default());
+            format!("{}?{}", self.path(), self.q.encode(Some(&cursor)))
+        });
+        let mut doc = json!({
+            "data": data,
+            "links": {"self": self.self_link(), "next": next, "prev": Value::Null},
+        });
+        if let Some(inc) = included {
+            doc["included"] = Value::Array(inc);
+        }
+        doc
+    }
+
+    fn includes(&self, allowed: &[&str]) -> Result<Vec<String>, ApiErr> {
+        let inc = self.q.list("include");
+        for i in &inc {
+            if !allowed.contains(&i.as_str()) {
+                return Err(ApiErr::param(
+                    "include",
+                    format!(
+                        "'{i}' is not a valid include for this endpoint. Allowed: {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(inc)
+    }
+
+    // ---- resources ----
+
+    fn rel(&self, kind: &str, id: &str, rel: &str) -> Value {
+        json!({
+            "self": format!("{}/api/{kind}/{id}/relationships/{rel}/", self.base),
+            "related": format!("{}/api/{kind}/{id}/{rel}/", self.base),
+        })
+    }
+}
