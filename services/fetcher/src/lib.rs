@@ -53,7 +53,7 @@ pub async fn main() -> anyhow::Result<()> {
 /// Only for unrecoverable start-up problems (the admin port cannot be bound).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let context = ConnectorContext::default();
-    let registry = Registry::from_settings_with(&settings, context.clone());
+    let registry = Registry::from_settings_with(&settings, context.clone())?;
     run_with(settings, registry, context, shutdown).await
 }
 

@@ -44,7 +44,9 @@ pub async fn main() -> anyhow::Result<()> {
 /// # Errors
 /// Only for unrecoverable start-up problems (the admin port cannot be bound).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let registry = Registry::from_settings(&settings);
+    // A connector whose settings cannot be read is an operator's mistake: refuse to start,
+    // naming the key.
+    let registry = Registry::from_settings(&settings)?;
     run_with(settings, registry, shutdown).await
 }
 

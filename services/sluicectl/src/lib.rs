@@ -8,14 +8,16 @@
 //! Exit codes: 0 success; 1 error or a job that failed or was cancelled; 2 with `--strict`
 //! when a job succeeded but rejected records.
 
+mod sync;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_broker::lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 use sluice_broker::{ATTEMPTS_HEADER, Broker, ERROR_HEADER, Headers, ORIGIN_HEADER, Route};
 use sluice_contracts::{
@@ -52,9 +54,11 @@ pub enum Command {
         #[arg(long)]
         destination: Option<String>,
     },
-    /// Start a sync job.
-    #[command(subcommand)]
-    Sync(SyncCommand),
+    /// Start a sync job (subcommands generated from the connectors' declarations).
+    #[command(skip)]
+    Sync(sync::SyncCommand),
+    /// List every connector, its streams, their parameters and tables.
+    Streams,
     /// Inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -73,108 +77,21 @@ pub enum Command {
     Freshness,
 }
 
-/// Options every sync takes.
-#[derive(Args, Debug, Clone)]
+/// Options every sync takes (`--account`, `--destination`, `--wait`, `--strict`,
+/// `--timeout`; see `sync.rs`).
+#[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// Credential set of the connector.
-    #[arg(long, default_value = "default")]
     pub account: String,
     /// Where the records go: a destination of the `destinations` settings
     /// (`SLUICE__DESTINATIONS__<NAME>__KIND`); default `postgres`, the ledger's database.
-    #[arg(long, default_value = sluice_contracts::DEFAULT_DESTINATION)]
     pub destination: String,
     /// Follow the job until it ends; exit non-zero unless it succeeded.
-    #[arg(long)]
     pub wait: bool,
     /// With --wait: exit 2 when the job succeeded but rejected records.
-    #[arg(long)]
     pub strict: bool,
     /// With --wait: give up waiting after this many seconds (the job keeps running).
-    #[arg(long)]
     pub timeout: Option<u64>,
-}
-
-/// Connectors that can be synced.
-#[derive(Subcommand, Debug)]
-pub enum SyncCommand {
-    /// Ingest a Sailthru data-exporter archive.
-    Sailthru {
-        /// The archive: a path, file://, http(s):// or s3:// URL.
-        #[arg(long)]
-        export: String,
-        /// Records per page task (default: connectors.sailthru.page_size).
-        #[arg(long)]
-        page_size: Option<u64>,
-        /// keep | hash | drop (default: connectors.sailthru.email_policy).
-        #[arg(long)]
-        email_policy: Option<String>,
-        /// Common options.
-        #[command(flatten)]
-        options: SyncOptions,
-    },
-    /// Extract a Klaviyo stream.
-    Klaviyo {
-        /// The stream.
-        stream: KlaviyoStream,
-        /// Start of the range, RFC 3339 UTC (events: `datetime`; profiles: `updated`).
-        #[arg(long)]
-        since: Option<String>,
-        /// End of the range (exclusive), RFC 3339 UTC; default now minus the lag.
-        #[arg(long)]
-        until: Option<String>,
-        /// Events of this metric only (name or id); repeat for several.
-        #[arg(long = "metric")]
-        metrics: Vec<String>,
-        /// The segment of `segment_members`.
-        #[arg(long, conflicts_with = "list")]
-        segment: Option<String>,
-        /// The list of `list_members`.
-        #[arg(long)]
-        list: Option<String>,
-        /// Continue from the stream's bookmark (minus the lookback).
-        #[arg(long)]
-        incremental: bool,
-        /// Events: also load each event's profile.
-        #[arg(long)]
-        include_profile: bool,
-        /// Common options.
-        #[command(flatten)]
-        options: SyncOptions,
-    },
-}
-
-/// Klaviyo streams.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-#[value(rename_all = "snake_case")]
-pub enum KlaviyoStream {
-    /// `/api/metrics`.
-    Metrics,
-    /// `/api/events`, split into time windows per metric.
-    Events,
-    /// `/api/profiles` (incremental on `updated`).
-    Profiles,
-    /// `/api/lists`.
-    Lists,
-    /// `/api/segments`.
-    Segments,
-    /// Members of one list (`--list`), with their profiles.
-    ListMembers,
-    /// Members of one segment (`--segment`), with their profiles.
-    SegmentMembers,
-}
-
-impl KlaviyoStream {
-    fn name(self) -> &'static str {
-        match self {
-            KlaviyoStream::Metrics => "metrics",
-            KlaviyoStream::Events => "events",
-            KlaviyoStream::Profiles => "profiles",
-            KlaviyoStream::Lists => "lists",
-            KlaviyoStream::Segments => "segments",
-            KlaviyoStream::ListMembers => "list_members",
-            KlaviyoStream::SegmentMembers => "segment_members",
-        }
-    }
 }
 
 /// Job commands.
@@ -230,7 +147,10 @@ pub enum DlqCommand {
 /// The `sluicectl` program: parses the command line, runs it, prints errors with their
 /// cause chain to stderr.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -238,6 +158,29 @@ pub async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Parses a command line: the derived commands, plus `sync`, whose subcommands come from
+/// the connectors' declarations.
+///
+/// # Errors
+/// clap's error (usage, `--help`, `--version` included), to print and exit with.
+pub fn parse_cli(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command()
+        .subcommand(sync::command())
+        .try_get_matches_from(args)?;
+    if let Some(("sync", sync_matches)) = matches.subcommand() {
+        let command = sync::from_matches(sync_matches).map_err(|e| {
+            Cli::command().error(clap::error::ErrorKind::InvalidSubcommand, e.to_string())
+        })?;
+        return Ok(Cli {
+            command: Command::Sync(command),
+        });
+    }
+    Cli::from_arg_matches(&matches)
 }
 
 /// Runs a command.
@@ -264,73 +207,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync(SyncCommand::Sailthru {
-            export,
-            page_size,
-            email_policy,
-            options,
-        }) => {
-            let mut params = json!({ "export": export });
-            if let Some(n) = page_size {
-                params["page_size"] = json!(n);
-            }
-            if let Some(p) = email_policy {
-                params["email_policy"] = json!(p);
-            }
-            sync(
+        Command::Sync(sync) => {
+            sync::check(&settings, &sync)?;
+            crate::sync_job(
                 &settings,
-                "sailthru",
-                "export",
-                params,
-                Mode::Full,
-                &options,
+                &sync.connector,
+                &sync.stream,
+                sync.params,
+                sync.mode,
+                &sync.options,
             )
             .await
         }
-        Command::Sync(SyncCommand::Klaviyo {
-            stream,
-            since,
-            until,
-            metrics,
-            segment,
-            list,
-            incremental,
-            include_profile,
-            options,
-        }) => {
-            let mut params = serde_json::Map::new();
-            if let Some(v) = since {
-                params.insert("since".into(), json!(v));
-            }
-            if let Some(v) = until {
-                params.insert("until".into(), json!(v));
-            }
-            if !metrics.is_empty() {
-                params.insert("metrics".into(), json!(metrics));
-            }
-            if let Some(v) = segment {
-                params.insert("segment".into(), json!(v));
-            }
-            if let Some(v) = list {
-                params.insert("list".into(), json!(v));
-            }
-            if include_profile {
-                params.insert("include_profile".into(), json!(true));
-            }
-            let mode = if incremental {
-                Mode::Incremental
-            } else {
-                Mode::Full
-            };
-            sync(
-                &settings,
-                "klaviyo",
-                stream.name(),
-                Value::Object(params),
-                mode,
-                &options,
-            )
-            .await
+        Command::Streams => {
+            sync::print_streams();
+            Ok(ExitCode::SUCCESS)
         }
         Command::Jobs(cmd) => jobs(&settings, cmd).await,
         Command::Tables {
@@ -363,7 +254,7 @@ async fn pool(settings: &Settings) -> anyhow::Result<Pool> {
 }
 
 /// Records and publishes a job request; with `--wait` follows it.
-async fn sync(
+async fn sync_job(
     settings: &Settings,
     connector: &str,
     stream: &str,

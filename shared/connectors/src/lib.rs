@@ -11,9 +11,14 @@
 //! they return name their destination table and columns; the table itself is created by a
 //! migration in `migrations/`.
 //!
-//! Layout: [`location`] opens export locations (path, `file://`, `http(s)://`, `s3://`)
-//! through `object_store`; [`sailthru`] reads Sailthru data-exporter archives; [`klaviyo`]
-//! extracts from Klaviyo's JSON:API (events, profiles, metrics, lists, segments, members).
+//! Layout: [`framework`] is what every connector declares and reads through the same code
+//! (its settings section with defaults, streams with typed parameters and tables, its own
+//! task payloads, row collection); [`location`] opens export locations (path, `file://`,
+//! `http(s)://`, `s3://`) through `object_store`; [`sailthru`] reads Sailthru
+//! data-exporter archives; [`klaviyo`] extracts from Klaviyo's JSON:API (events, profiles,
+//! metrics, lists, segments, members); [`commercetools`] reads a commercetools project
+//! (customers, orders, categories, products) by keyset over id ranges. [`CONNECTORS`] lists them: adding a connector adds
+//! its module, its migration, its sandbox module and one line there.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,9 +29,34 @@ use serde_json::Value;
 use sluice_contracts::{FetchTask, MergeSpec, Mode, RejectedRecord, Settings, TaskKind};
 use uuid::Uuid;
 
+pub mod commercetools;
+pub mod framework;
 pub mod klaviyo;
 pub mod location;
 pub mod sailthru;
+
+pub use framework::{ParamKind, ParamSpec, SettingsError, StreamSpec, TableSpec};
+
+/// Builds one connector from the settings (its own `[connectors.<name>]` section) and the
+/// process's [`ConnectorContext`].
+pub type Build = fn(&Settings, &ConnectorContext) -> Result<Arc<dyn Connector>, SettingsError>;
+
+/// Every connector of this build, one line each.
+pub const CONNECTORS: &[Build] = &[
+    sailthru::connector,
+    klaviyo::connector,
+    commercetools::connector,
+];
+
+/// A JSON value for an error message, cut at 80 characters.
+pub fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
 
 /// Process-wide facts connectors may adapt to, shared with the service that runs them.
 ///
@@ -149,6 +179,10 @@ pub trait Connector: Send + Sync {
     /// The connector's name in jobs and messages (`sailthru`).
     fn name(&self) -> &'static str;
 
+    /// The streams it offers, with their parameters and tables (what `sluicectl sync` and
+    /// `sluicectl streams` show).
+    fn streams(&self) -> Vec<StreamSpec>;
+
     /// Validates the job and splits it into tasks.
     ///
     /// # Errors
@@ -170,18 +204,29 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds every connector from the settings, with a default [`ConnectorContext`]
-    /// (one fetcher replica).
-    pub fn from_settings(settings: &Settings) -> Self {
+    /// Builds every connector of [`CONNECTORS`] from the settings, with a default
+    /// [`ConnectorContext`] (one fetcher replica).
+    ///
+    /// # Errors
+    /// A connector's settings section that cannot be read, naming the key.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
         Self::from_settings_with(settings, ConnectorContext::default())
     }
 
-    /// Builds every connector from the settings and a shared [`ConnectorContext`].
-    pub fn from_settings_with(settings: &Settings, ctx: ConnectorContext) -> Self {
+    /// Builds every connector of [`CONNECTORS`] from the settings and a shared
+    /// [`ConnectorContext`].
+    ///
+    /// # Errors
+    /// A connector's settings section that cannot be read, naming the key.
+    pub fn from_settings_with(
+        settings: &Settings,
+        ctx: ConnectorContext,
+    ) -> Result<Self, SettingsError> {
         let mut registry = Self::default();
-        registry.insert(Arc::new(sailthru::build(&settings.connectors.sailthru)));
-        registry.insert(Arc::new(klaviyo::build(&settings.connectors.klaviyo, &ctx)));
-        registry
+        for build in CONNECTORS {
+            registry.insert(build(settings, &ctx)?);
+        }
+        Ok(registry)
     }
 
     /// Adds or replaces a connector (tests use this to add fakes).
@@ -197,5 +242,10 @@ impl Registry {
     /// The known names, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.connectors.keys().copied().collect()
+    }
+
+    /// Every connector, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Connector>> {
+        self.connectors.values()
     }
 }

@@ -21,11 +21,24 @@ use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use secrecy::ExposeSecret;
-use sluice_contracts::config::S3Account;
+use secrecy::SecretString;
 use sluice_contracts::redact::redact_url;
 use url::Url;
 
 use crate::ConnectorError;
+
+/// Credentials for reading `s3://` export locations.
+#[derive(Debug, serde::Deserialize, Clone, Default)]
+pub struct S3Account {
+    /// AWS region, for example `us-east-1`.
+    pub region: Option<String>,
+    /// Access key id; when absent the usual AWS environment variables are used.
+    pub access_key_id: Option<SecretString>,
+    /// Secret access key.
+    pub secret_access_key: Option<SecretString>,
+    /// S3-compatible endpoint (MinIO, LocalStack), `http(s)://host:port`.
+    pub endpoint: Option<String>,
+}
 
 /// The kinds of location, as parsed from the operator's text.
 #[derive(Debug, Clone, PartialEq, Eq)]

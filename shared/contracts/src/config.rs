@@ -2,7 +2,9 @@
 //!
 //! Layers, later wins: built-in defaults → the TOML file named by `SLUICE_CONFIG` (optional)
 //! → environment variables `SLUICE__SECTION__KEY` (for example `SLUICE__AMQP__URL`,
-//! `SLUICE__DATABASE__URL`, `SLUICE__CONNECTORS__SAILTHRU__EMAIL_POLICY`).
+//! `SLUICE__DATABASE__URL`, `SLUICE__CONNECTORS__SAILTHRU__EMAIL_POLICY`). The sections
+//! `connectors.<name>` and `destinations.<name>` are kept raw ([`Section`]): the connector
+//! or destination of that name reads them, with its own defaults.
 //!
 //! Secrets (URLs with passwords, API keys) are [`SecretString`]s: their `Debug` prints
 //! `[REDACTED]`, and they are only exposed where a client is built.
@@ -25,12 +27,14 @@ pub struct Settings {
     pub fetcher: FetcherSettings,
     /// Loader settings.
     pub loader: LoaderSettings,
-    /// Per-connector settings.
-    pub connectors: ConnectorsSettings,
+    /// Per-connector settings (`SLUICE__CONNECTORS__<CONNECTOR>__…`): each section is read
+    /// by its connector, which owns its keys and their defaults (crate `sluice-connectors`).
+    #[serde(default)]
+    pub connectors: BTreeMap<String, Section>,
     /// Named destinations (`SLUICE__DESTINATIONS__<NAME>__KIND`, `…__URL`, …). The name
     /// `postgres` is always there: the ledger's own database, unless configured otherwise.
     #[serde(default)]
-    pub destinations: BTreeMap<String, DestinationSection>,
+    pub destinations: BTreeMap<String, Section>,
     /// Logging.
     pub log: LogSettings,
 }
@@ -96,144 +100,39 @@ pub struct LoaderSettings {
     pub group_bytes: u32,
 }
 
-/// Per-connector settings.
-#[derive(Debug, Deserialize, Clone)]
-pub struct ConnectorsSettings {
-    /// Sailthru export ingestion.
-    pub sailthru: SailthruSettings,
-    /// Klaviyo API extraction.
-    pub klaviyo: KlaviyoSettings,
-}
-
-/// What to do with personal e-mail addresses (Sailthru `profile.email`).
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EmailPolicy {
-    /// Store the address as exported.
-    Keep,
-    /// Store the lowercase hex SHA-256 of the trimmed, lower-cased address.
-    #[default]
-    Hash,
-    /// Store NULL.
-    Drop,
-}
-
-/// One `[destinations.<name>]` section as written: its `kind` (`postgres`, `redshift`)
-/// and the kind's own keys, which the destination module of that kind deserialises and
-/// documents (crate `sluice-destinations`). `Debug` prints the keys, never the values: a
-/// URL may hold a password.
+/// One settings section owned by a component other than this crate — a connector's
+/// (`[connectors.<name>]`) or a destination's (`[destinations.<name>]`) — as written, for
+/// that component to deserialise and document. `Debug` prints the keys, never the values:
+/// URLs and keys may be secrets.
 #[derive(Deserialize, Clone, Default)]
-pub struct DestinationSection(pub serde_json::Map<String, serde_json::Value>);
+pub struct Section(pub serde_json::Map<String, serde_json::Value>);
 
-impl std::fmt::Debug for DestinationSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+impl Section {
+    /// Sets the value at a dotted `path` (`accounts.default.api_key`), creating the objects
+    /// on the way (tests and tools use this instead of environment variables).
+    pub fn set(&mut self, path: &str, value: impl Into<serde_json::Value>) {
+        let mut map = &mut self.0;
+        let mut keys = path.split('.').peekable();
+        while let Some(key) = keys.next() {
+            if keys.peek().is_none() {
+                map.insert(key.to_string(), value.into());
+                return;
+            }
+            let entry = map
+                .entry(key.to_string())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if !entry.is_object() {
+                *entry = serde_json::Value::Object(serde_json::Map::new());
+            }
+            map = entry.as_object_mut().expect("made an object above");
+        }
     }
 }
 
-/// Sailthru connector settings.
-#[derive(Debug, Deserialize, Clone)]
-pub struct SailthruSettings {
-    /// Maximum records per page task (N), default 5000.
-    pub page_size: u64,
-    /// E-mail policy, default `hash`.
-    pub email_policy: EmailPolicy,
-    /// Named accounts; only needed for `s3://` exports (credentials and region).
-    #[serde(default)]
-    pub accounts: BTreeMap<String, S3Account>,
-}
-
-/// Credentials for reading `s3://` export locations.
-#[derive(Debug, Deserialize, Clone, Default)]
-pub struct S3Account {
-    /// AWS region, for example `us-east-1`.
-    pub region: Option<String>,
-    /// Access key id; when absent the usual AWS environment variables are used.
-    pub access_key_id: Option<SecretString>,
-    /// Secret access key.
-    pub secret_access_key: Option<SecretString>,
-    /// S3-compatible endpoint (MinIO, LocalStack), `http(s)://host:port`.
-    pub endpoint: Option<String>,
-}
-
-/// Klaviyo connector settings (`SLUICE__CONNECTORS__KLAVIYO__…`; see `docs/klaviyo.md`).
-#[derive(Debug, Deserialize, Clone)]
-pub struct KlaviyoSettings {
-    /// The `revision` header sent with every request (`YYYY-MM-DD`), default `2026-07-15`.
-    pub revision: String,
-    /// Seconds subtracted from a stored bookmark when an incremental job starts, so late
-    /// records just before the bookmark are read again (upserts make that harmless).
-    /// Default 3600.
-    pub lookback_seconds: u64,
-    /// Seconds behind now that jobs end by default (`until` = now − lag) and that cursors are
-    /// clamped to, so future-dated events never push a bookmark ahead. Default 300.
-    pub lag_seconds: u64,
-    /// Pages a time-window task fetches before splitting the rest of its window into child
-    /// tasks (and a collection task before handing the next page to a child). Default 10.
-    pub dense_pages: u32,
-    /// Into how many equal windows a job's range (per metric) and a dense task's remaining
-    /// window are split. Default 8.
-    pub split_into: u32,
-    /// Whole-request timeout in seconds (connect, send, read the body). Default 60.
-    pub request_timeout_seconds: u64,
-    /// How many 429 responses one request waits out in process (`Retry-After`) before the
-    /// task fails with a transient error. Default 3.
-    pub max_throttle_waits: u32,
-    /// Longest `Retry-After` (seconds) waited in process; a longer one fails the task with a
-    /// transient error at once. Default 60.
-    pub max_retry_after_seconds: u64,
-    /// Fraction of a tier's steady (per-minute) limit the fetchers aim at together, in
-    /// (0, 1]. Default 0.95.
-    pub steady_utilisation: f64,
-    /// Start of "all time" (RFC 3339) for jobs without `since`. Default 1970-01-01T00:00:00Z.
-    pub start_of_time: String,
-    /// Default page sizes per endpoint (`page[size]`); jobs may lower them with `page_size`.
-    pub page_sizes: KlaviyoPageSizes,
-    /// Rate limits per Klaviyo tier (`xs`, `s`, `m`, `l`, `xl`), per account.
-    pub rate_limits: BTreeMap<String, KlaviyoTierLimit>,
-    /// Named accounts (`default` unless a job names another).
-    #[serde(default)]
-    pub accounts: BTreeMap<String, KlaviyoAccount>,
-}
-
-/// Default `page[size]` per endpoint (the spec's maxima are the defaults).
-#[derive(Debug, Deserialize, Clone)]
-pub struct KlaviyoPageSizes {
-    /// `GET /api/events`, 1–1000, default 1000.
-    pub events: u32,
-    /// `GET /api/profiles`, 1–100, default 100.
-    pub profiles: u32,
-    /// `GET /api/lists` and `/api/segments`, 1–10, default 10.
-    pub lists: u32,
-    /// `GET /api/{lists,segments}/{id}/relationships/profiles`, 1–100, default 100.
-    pub members: u32,
-}
-
-/// One Klaviyo rate-limit tier: both windows hold at once, per account.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
-pub struct KlaviyoTierLimit {
-    /// Requests allowed in the 1-second burst window.
-    pub burst_per_second: f64,
-    /// Requests allowed in the 1-minute steady window.
-    pub steady_per_minute: f64,
-}
-
-/// One Klaviyo account's credentials.
-#[derive(Debug, Deserialize, Clone)]
-pub struct KlaviyoAccount {
-    /// Private API key (`SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__<ACCOUNT>__API_KEY`); never
-    /// logged. A job of an account without one fails at plan time.
-    pub api_key: Option<SecretString>,
-    /// API origin, default `https://a.klaviyo.com` (the sandbox's address in tests).
-    #[serde(default = "default_klaviyo_base_url")]
-    pub base_url: String,
-}
-
-/// The default Klaviyo API origin.
-pub const DEFAULT_KLAVIYO_BASE_URL: &str = "https://a.klaviyo.com";
-
-fn default_klaviyo_base_url() -> String {
-    DEFAULT_KLAVIYO_BASE_URL.to_string()
+impl std::fmt::Debug for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// Log settings.
@@ -273,48 +172,6 @@ admin_bind = "127.0.0.1:9103"
 concurrency = 4
 group_parts = 8
 group_bytes = 2097152
-
-[connectors.sailthru]
-page_size = 5000
-email_policy = "hash"
-
-[connectors.klaviyo]
-revision = "2026-07-15"
-lookback_seconds = 3600
-lag_seconds = 300
-dense_pages = 10
-split_into = 8
-request_timeout_seconds = 60
-max_throttle_waits = 3
-max_retry_after_seconds = 60
-steady_utilisation = 0.95
-start_of_time = "1970-01-01T00:00:00Z"
-
-[connectors.klaviyo.page_sizes]
-events = 1000
-profiles = 100
-lists = 10
-members = 100
-
-[connectors.klaviyo.rate_limits.xs]
-burst_per_second = 1
-steady_per_minute = 15
-
-[connectors.klaviyo.rate_limits.s]
-burst_per_second = 3
-steady_per_minute = 60
-
-[connectors.klaviyo.rate_limits.m]
-burst_per_second = 10
-steady_per_minute = 150
-
-[connectors.klaviyo.rate_limits.l]
-burst_per_second = 75
-steady_per_minute = 750
-
-[connectors.klaviyo.rate_limits.xl]
-burst_per_second = 350
-steady_per_minute = 3500
 
 [log]
 level = "info"
@@ -386,7 +243,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn environment_overrides_defaults() {
+    fn environment_overrides_defaults_and_connector_sections_stay_raw() {
         let env = vec![
             ("SLUICE__AMQP__PREFIX".to_string(), "t1".to_string()),
             (
@@ -394,59 +251,38 @@ mod tests {
                 "7".to_string(),
             ),
             (
-                "SLUICE__CONNECTORS__SAILTHRU__EMAIL_POLICY".to_string(),
-                "drop".to_string(),
+                "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY".to_string(),
+                "pk_secret_123".to_string(),
             ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let s = Settings::load_from(None, env).unwrap();
         assert_eq!(s.amqp.prefix, "t1");
-        assert_eq!(s.connectors.sailthru.page_size, 7);
-        assert_eq!(s.connectors.sailthru.email_policy, EmailPolicy::Drop);
         assert_eq!(s.database.pool_size, 8);
-    }
-
-    #[test]
-    fn klaviyo_accounts_from_the_environment() {
-        let env = vec![
-            (
-                "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY".to_string(),
-                "pk_secret_123".to_string(),
-            ),
-            (
-                "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__EU__BASE_URL".to_string(),
-                "http://127.0.0.1:9".to_string(),
-            ),
-            (
-                "SLUICE__CONNECTORS__KLAVIYO__RATE_LIMITS__XL__STEADY_PER_MINUTE".to_string(),
-                "3000".to_string(),
-            ),
-        ];
-        let s = Settings::load_from(None, env).unwrap();
-        let k = &s.connectors.klaviyo;
-        assert_eq!(k.revision, "2026-07-15");
-        assert_eq!(k.page_sizes.events, 1000);
-        let default = &k.accounts["default"];
-        assert_eq!(default.base_url, DEFAULT_KLAVIYO_BASE_URL);
+        assert_eq!(s.connectors["sailthru"].0["page_size"], 7);
         assert_eq!(
-            default.api_key.as_ref().unwrap().expose_secret(),
+            s.connectors["klaviyo"].0["accounts"]["default"]["api_key"],
             "pk_secret_123"
         );
-        assert!(k.accounts["eu"].api_key.is_none());
-        assert_eq!(k.accounts["eu"].base_url, "http://127.0.0.1:9");
-        assert_eq!(k.rate_limits["xl"].steady_per_minute, 3000.0);
-        assert_eq!(k.rate_limits["xl"].burst_per_second, 350.0);
         assert!(!format!("{s:?}").contains("pk_secret_123"));
+
+        let mut section = Section::default();
+        section.set("accounts.default.base_url", "http://127.0.0.1:9");
+        section.set("accounts.default.api_key", "k");
+        assert_eq!(
+            serde_json::Value::Object(section.0),
+            serde_json::json!({"accounts": {"default": {"base_url": "http://127.0.0.1:9", "api_key": "k"}}})
+        );
     }
 
     #[test]
     fn bad_values_name_the_key_and_debug_hides_secrets() {
         let env = vec![(
-            "SLUICE__CONNECTORS__SAILTHRU__EMAIL_POLICY".to_string(),
-            "encrypt".to_string(),
+            "SLUICE__DATABASE__POOL_SIZE".to_string(),
+            "many".to_string(),
         )];
         let err = Settings::load_from(None, env).unwrap_err().to_string();
-        assert!(err.contains("email_policy"), "{err}");
+        assert!(err.contains("pool_size"), "{err}");
 
         let env = vec![(
             "SLUICE__AMQP__URL".to_string(),

@@ -206,6 +206,10 @@ pub enum TaskKind {
     },
     /// One page: a cursor, an offset or a file member line range.
     Page(PageRef),
+    /// A payload of the connector's own (an id range and its keyset position, …), which only
+    /// that connector reads: new connectors need no new variant here. Serialised as
+    /// `{"type": "connector", …the payload's fields}`; the payload is a JSON object.
+    Connector(Value),
 }
 
 /// One unit of fetch work, on the `fetch` queue.

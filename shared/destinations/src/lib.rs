@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sluice_contracts::Settings;
-use sluice_contracts::config::DestinationSection;
+use sluice_contracts::config::Section;
 use sluice_store::ledger::Write;
 use sluice_store::load::Catalog;
 use sluice_store::{Pool, StoreError};
@@ -108,7 +108,7 @@ impl DestinationConfig {
         Ok(configs)
     }
 
-    fn parse(name: &str, section: &DestinationSection) -> Result<Self, StoreError> {
+    fn parse(name: &str, section: &Section) -> Result<Self, StoreError> {
         let env = format!("SLUICE__DESTINATIONS__{}", name.to_uppercase());
         if !section.0.contains_key("kind") {
             return Err(config_error(format!(

@@ -51,6 +51,8 @@ pub struct Column {
     pub has_default: bool,
     /// Whether the column is `NOT NULL` (`pg_attribute.attnotnull`).
     pub not_null: bool,
+    /// Whether Postgres computes it (`GENERATED ALWAYS AS … STORED`): never written.
+    pub generated: bool,
 }
 
 /// A destination table as the catalog describes it.
@@ -227,7 +229,7 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
     }
     let columns = client
         .query(
-            "SELECT attname, atttypid, atthasdef, attnotnull FROM pg_attribute
+            "SELECT attname, atttypid, atthasdef, attnotnull, attgenerated <> '' FROM pg_attribute
               WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
@@ -243,6 +245,7 @@ async fn describe_table(client: &impl GenericClient, table: &str) -> Result<Tabl
                 ty,
                 has_default: r.get(2),
                 not_null: r.get(3),
+                generated: r.get(4),
             }
         })
         .collect::<Vec<_>>();

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_contracts::config::KlaviyoTierLimit;
+use super::settings::KlaviyoTierLimit;
 use tokio::time::Instant;
 
 /// Klaviyo's rate-limit tiers (`x-klaviyo-ratelimit` of each operation in the spec).

@@ -27,20 +27,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use self::settings::KlaviyoSettings;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sluice_contracts::config::KlaviyoSettings;
 use sluice_contracts::{FetchTask, Mode, PageRef, RejectedRecord, TaskKind};
 
 use crate::{
-    Connector, ConnectorContext, ConnectorError, FetchOutput, JobSpec, Plan, PlannedTask, TableRows,
+    Connector, ConnectorContext, ConnectorError, FetchOutput, JobSpec, Plan, PlannedTask,
+    StreamSpec, TableRows,
 };
 
 pub mod client;
 pub mod limiter;
 pub mod params;
 pub mod records;
+pub mod settings;
 pub mod windows;
 
 #[cfg(test)]
@@ -71,6 +73,19 @@ pub fn build(settings: &KlaviyoSettings, ctx: &ConnectorContext) -> KlaviyoConne
         )),
         clients: Mutex::new(HashMap::new()),
     }
+}
+
+/// The registry's builder: the `[connectors.klaviyo]` section over [`settings::DEFAULTS`].
+///
+/// # Errors
+/// A setting that does not fit, naming the key.
+pub fn connector(
+    settings: &sluice_contracts::Settings,
+    ctx: &ConnectorContext,
+) -> Result<Arc<dyn Connector>, crate::SettingsError> {
+    let section: KlaviyoSettings =
+        crate::framework::settings_section(settings, "klaviyo", settings::DEFAULTS)?;
+    Ok(Arc::new(build(&section, ctx)))
 }
 
 /// The environment variable holding an account's API key.
@@ -783,6 +798,10 @@ fn to_value(params: &Params) -> Result<Value, ConnectorError> {
 impl Connector for KlaviyoConnector {
     fn name(&self) -> &'static str {
         "klaviyo"
+    }
+
+    fn streams(&self) -> Vec<StreamSpec> {
+        Stream::ALL.iter().map(|s| s.spec()).collect()
     }
 
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {

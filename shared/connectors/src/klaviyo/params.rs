@@ -1,13 +1,44 @@
 //! Job streams and parameters: validation of what an operator sent, and the resolved form
 //! that `Plan.params` (and so every task's `params`) carries.
 
+use super::settings::KlaviyoSettings;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sluice_contracts::config::KlaviyoSettings;
 
 use super::records::short;
-use crate::ConnectorError;
+use crate::{ConnectorError, ParamKind, ParamSpec, StreamSpec, TableSpec};
+
+/// A job's parameters as sent, typed; which of them a stream accepts is its
+/// [`Stream::spec`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Start of the range, RFC 3339.
+    pub since: Option<String>,
+    /// End of the range (exclusive), RFC 3339.
+    pub until: Option<String>,
+    /// Metric ids or names: one, or a list.
+    pub metrics: Option<OneOrMany>,
+    /// Events: load the included profiles too.
+    pub include_profile: Option<bool>,
+    /// The list of `list_members`.
+    pub list: Option<String>,
+    /// The segment of `segment_members`.
+    pub segment: Option<String>,
+    /// `page[size]`.
+    pub page_size: Option<u64>,
+}
+
+/// One string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
 
 /// The streams a Klaviyo job may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +64,116 @@ pub const STREAMS: &str =
     "metrics, events, profiles, lists, segments, list_members, segment_members";
 
 impl Stream {
+    /// Every stream, in the order `sluicectl streams` lists them.
+    pub const ALL: [Stream; 7] = [
+        Stream::Events,
+        Stream::Profiles,
+        Stream::Metrics,
+        Stream::Lists,
+        Stream::Segments,
+        Stream::ListMembers,
+        Stream::SegmentMembers,
+    ];
+
+    /// The stream's declaration: parameters (those of [`Stream::accepted`]) and tables.
+    pub fn spec(self) -> StreamSpec {
+        use super::records as r;
+        let since = ParamSpec::optional(
+            "since",
+            ParamKind::Instant,
+            "start of the range, RFC 3339 UTC (events: datetime; profiles: updated)",
+        );
+        let until = ParamSpec::optional(
+            "until",
+            ParamKind::Instant,
+            "end of the range (exclusive), RFC 3339 UTC; default now minus the lag",
+        );
+        let page_size = |max: u32| {
+            ParamSpec::optional(
+                "page_size",
+                ParamKind::Integer {
+                    min: 1,
+                    max: u64::from(max),
+                },
+                "page[size] of the endpoint (default: connectors.klaviyo.page_sizes)",
+            )
+        };
+        let (help, params, tables): (&'static str, Vec<ParamSpec>, Vec<&'static TableSpec>) =
+            match self {
+                Stream::Events => (
+                    "Events per metric and time window (GET /api/events)",
+                    vec![
+                        since,
+                        until,
+                        ParamSpec::optional(
+                            "metrics",
+                            ParamKind::List,
+                            "events of this metric only (name or id); repeat for several",
+                        )
+                        .flag("metric"),
+                        ParamSpec::optional(
+                            "include_profile",
+                            ParamKind::Flag,
+                            "also load each event's profile",
+                        ),
+                        page_size(1000),
+                    ],
+                    vec![&r::EVENTS_TABLE, &r::PROFILES_TABLE],
+                ),
+                Stream::Profiles => (
+                    "Profiles by updated window (GET /api/profiles)",
+                    vec![since, until, page_size(100)],
+                    vec![&r::PROFILES_TABLE],
+                ),
+                Stream::Metrics => (
+                    "Metrics (GET /api/metrics)",
+                    vec![],
+                    vec![&r::METRICS_TABLE],
+                ),
+                Stream::Lists => (
+                    "Lists (GET /api/lists)",
+                    vec![page_size(10)],
+                    vec![&r::LISTS_TABLE],
+                ),
+                Stream::Segments => (
+                    "Segments (GET /api/segments)",
+                    vec![page_size(10)],
+                    vec![&r::SEGMENTS_TABLE],
+                ),
+                Stream::ListMembers => (
+                    "Members of a list (GET /api/lists/{id}/relationships/profiles)",
+                    vec![
+                        ParamSpec::required(
+                            "list",
+                            ParamKind::Text,
+                            "the id of the list whose members to sync",
+                        ),
+                        page_size(100),
+                    ],
+                    vec![&r::LIST_MEMBERS_TABLE, &r::PROFILES_TABLE],
+                ),
+                Stream::SegmentMembers => (
+                    "Members of a segment (GET /api/segments/{id}/relationships/profiles)",
+                    vec![
+                        ParamSpec::required(
+                            "segment",
+                            ParamKind::Text,
+                            "the id of the segment whose members to sync",
+                        ),
+                        page_size(100),
+                    ],
+                    vec![&r::SEGMENT_MEMBERS_TABLE, &r::PROFILES_TABLE],
+                ),
+            };
+        StreamSpec {
+            name: self.name(),
+            help,
+            params,
+            incremental: matches!(self, Stream::Events | Stream::Profiles),
+            tables,
+        }
+    }
+
     /// The stream of a job name (`events`, …).
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
@@ -198,35 +339,16 @@ pub fn check(
     params: &Value,
     settings: &KlaviyoSettings,
 ) -> Result<RawParams, ConnectorError> {
-    let empty = Map::new();
-    let obj = match params {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        other => {
-            return Err(invalid(format!(
-                "klaviyo params must be an object, found {}",
-                short(other)
-            )));
-        }
-    };
-    let accepted = stream.accepted();
-    if let Some(unknown) = obj.keys().find(|k| !accepted.contains(&k.as_str())) {
-        return Err(invalid(format!(
-            "parameter '{unknown}' is not accepted by klaviyo stream {} (accepted: {})",
-            stream.name(),
-            if accepted.is_empty() {
-                "none".to_string()
-            } else {
-                accepted.join(", ")
-            }
-        )));
-    }
-    let present = |k: &str| obj.get(k).filter(|v| !v.is_null());
-    let since = present("since")
-        .map(|v| parse_instant("since", v))
+    let request: Request = crate::framework::parse_params("klaviyo", &stream.spec(), params)?;
+    let since = request
+        .since
+        .as_ref()
+        .map(|v| parse_instant("since", &Value::String(v.clone())))
         .transpose()?;
-    let until = present("until")
-        .map(|v| parse_instant("until", v))
+    let until = request
+        .until
+        .as_ref()
+        .map(|v| parse_instant("until", &Value::String(v.clone())))
         .transpose()?;
     if let (Some(s), Some(u)) = (since, until)
         && s >= u
@@ -235,21 +357,23 @@ pub fn check(
             "parameter 'since' ({s}) must be before 'until' ({u})"
         )));
     }
-    let metrics = match present("metrics") {
+    let metrics = match request.metrics {
         None => Vec::new(),
-        Some(Value::String(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
-        Some(Value::Array(items)) => {
+        Some(OneOrMany::One(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
+        Some(OneOrMany::One(_)) => {
+            return Err(invalid(
+                "parameter 'metrics' is empty: name metric ids or names, or leave it out for all metrics".into(),
+            ));
+        }
+        Some(OneOrMany::Many(items)) => {
             let mut out = Vec::new();
             for item in items {
-                match item {
-                    Value::String(s) if !s.trim().is_empty() => out.push(s.trim().to_string()),
-                    other => {
-                        return Err(invalid(format!(
-                            "parameter 'metrics' must list metric ids or names (strings), found {}",
-                            short(other)
-                        )));
-                    }
+                if item.trim().is_empty() {
+                    return Err(invalid(
+                        "parameter 'metrics' lists an empty metric id or name".into(),
+                    ));
                 }
+                out.push(item.trim().to_string());
             }
             if out.is_empty() {
                 return Err(invalid(
@@ -258,25 +382,9 @@ pub fn check(
             }
             out
         }
-        Some(other) => {
-            return Err(invalid(format!(
-                "parameter 'metrics' must be a list of metric ids or names, found {}",
-                short(other)
-            )));
-        }
     };
-    let include_profile = match present("include_profile") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(invalid(format!(
-                "parameter 'include_profile' must be true or false, found {}",
-                short(other)
-            )));
-        }
-    };
-    let list = id_param("list", obj.get("list"))?;
-    let segment = id_param("segment", obj.get("segment"))?;
+    let list = id_param("list", request.list.map(Value::String).as_ref())?;
+    let segment = id_param("segment", request.segment.map(Value::String).as_ref())?;
     if stream == Stream::ListMembers && list.is_none() {
         return Err(invalid(
             "missing parameter 'list': the id of the list whose members to sync".into(),
@@ -287,25 +395,21 @@ pub fn check(
             "missing parameter 'segment': the id of the segment whose members to sync".into(),
         ));
     }
-    let page_size = match (present("page_size"), stream.max_page_size()) {
-        (None, _) => stream.default_page_size(settings),
-        (Some(v), Some(max)) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= u64::from(max) => n as u32,
-            _ => {
-                return Err(invalid(format!(
-                    "parameter 'page_size' must be an integer from 1 to {max} for klaviyo stream {}, found {}",
-                    stream.name(),
-                    short(v)
-                )));
-            }
-        },
-        (Some(_), None) => stream.default_page_size(settings),
+    let page_size = match (request.page_size, stream.max_page_size()) {
+        (None, _) | (Some(_), None) => stream.default_page_size(settings),
+        (Some(n), Some(max)) if n >= 1 && n <= u64::from(max) => n as u32,
+        (Some(n), Some(max)) => {
+            return Err(invalid(format!(
+                "parameter 'page_size' must be an integer from 1 to {max} for klaviyo stream {}, found {n}",
+                stream.name(),
+            )));
+        }
     };
     Ok(RawParams {
         since,
         until,
         metrics,
-        include_profile,
+        include_profile: request.include_profile.unwrap_or(false),
         list,
         segment,
         page_size,

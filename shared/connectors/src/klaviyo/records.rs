@@ -6,12 +6,10 @@
 //! `extra` object (and relationships with data other than the typed ones into
 //! `extra.relationships`), so nothing is dropped.
 
+use super::windows;
+use crate::{TableRows, TableSpec};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
-use sluice_contracts::MergeSpec;
-
-use super::windows;
-use crate::TableRows;
 
 /// `klaviyo.metrics`: one row per metric.
 pub const METRICS: &str = "klaviyo.metrics";
@@ -28,74 +26,142 @@ pub const LIST_MEMBERS: &str = "klaviyo.list_members";
 /// `klaviyo.segment_members`: (segment_id, profile_id).
 pub const SEGMENT_MEMBERS: &str = "klaviyo.segment_members";
 
+/// `klaviyo.metrics`.
+pub static METRICS_TABLE: TableSpec = TableSpec {
+    name: METRICS,
+    columns: &["id", "name", "created", "updated", "integration", "extra"],
+    key: &["id"],
+    version: None,
+    replace_scope: None,
+};
+
+/// `klaviyo.events`.
+pub static EVENTS_TABLE: TableSpec = TableSpec {
+    name: EVENTS,
+    columns: &[
+        "id",
+        "metric_id",
+        "profile_id",
+        "datetime",
+        "timestamp",
+        "uuid",
+        "value",
+        "event_properties",
+        "extra",
+    ],
+    key: &["id"],
+    version: None,
+    replace_scope: None,
+};
+
+/// `klaviyo.profiles`, versioned by `updated`.
+pub static PROFILES_TABLE: TableSpec = TableSpec {
+    name: PROFILES,
+    columns: &[
+        "id",
+        "email",
+        "phone_number",
+        "external_id",
+        "first_name",
+        "last_name",
+        "organization",
+        "locale",
+        "title",
+        "image",
+        "created",
+        "updated",
+        "last_event_date",
+        "location",
+        "properties",
+        "extra",
+    ],
+    key: &["id"],
+    version: Some("updated"),
+    replace_scope: None,
+};
+
+/// `klaviyo.lists`.
+pub static LISTS_TABLE: TableSpec = TableSpec {
+    name: LISTS,
+    columns: &[
+        "id",
+        "name",
+        "created",
+        "updated",
+        "opt_in_process",
+        "extra",
+    ],
+    key: &["id"],
+    version: None,
+    replace_scope: None,
+};
+
+/// `klaviyo.segments`.
+pub static SEGMENTS_TABLE: TableSpec = TableSpec {
+    name: SEGMENTS,
+    columns: &[
+        "id",
+        "name",
+        "created",
+        "updated",
+        "is_active",
+        "is_processing",
+        "is_starred",
+        "definition",
+        "extra",
+    ],
+    key: &["id"],
+    version: None,
+    replace_scope: None,
+};
+
+/// `klaviyo.list_members`.
+pub static LIST_MEMBERS_TABLE: TableSpec = TableSpec {
+    name: LIST_MEMBERS,
+    columns: &["list_id", "profile_id"],
+    key: &["list_id", "profile_id"],
+    version: None,
+    replace_scope: None,
+};
+
+/// `klaviyo.segment_members`.
+pub static SEGMENT_MEMBERS_TABLE: TableSpec = TableSpec {
+    name: SEGMENT_MEMBERS,
+    columns: &["segment_id", "profile_id"],
+    key: &["segment_id", "profile_id"],
+    version: None,
+    replace_scope: None,
+};
+
+/// Every table of schema `klaviyo`.
+pub static TABLES: [&TableSpec; 7] = [
+    &METRICS_TABLE,
+    &EVENTS_TABLE,
+    &PROFILES_TABLE,
+    &LISTS_TABLE,
+    &SEGMENTS_TABLE,
+    &LIST_MEMBERS_TABLE,
+    &SEGMENT_MEMBERS_TABLE,
+];
+
+/// The spec of `table` (a name of [`TABLES`]).
+pub fn spec(table: &str) -> Option<&'static TableSpec> {
+    TABLES.iter().copied().find(|t| t.name == table)
+}
+
 /// The columns of a table, in row order.
 pub fn columns(table: &str) -> &'static [&'static str] {
-    match table {
-        METRICS => &["id", "name", "created", "updated", "integration", "extra"],
-        EVENTS => &[
-            "id",
-            "metric_id",
-            "profile_id",
-            "datetime",
-            "timestamp",
-            "uuid",
-            "value",
-            "event_properties",
-            "extra",
-        ],
-        PROFILES => &[
-            "id",
-            "email",
-            "phone_number",
-            "external_id",
-            "first_name",
-            "last_name",
-            "organization",
-            "locale",
-            "title",
-            "image",
-            "created",
-            "updated",
-            "last_event_date",
-            "location",
-            "properties",
-            "extra",
-        ],
-        LISTS => &[
-            "id",
-            "name",
-            "created",
-            "updated",
-            "opt_in_process",
-            "extra",
-        ],
-        SEGMENTS => &[
-            "id",
-            "name",
-            "created",
-            "updated",
-            "is_active",
-            "is_processing",
-            "is_starred",
-            "definition",
-            "extra",
-        ],
-        LIST_MEMBERS => &["list_id", "profile_id"],
-        SEGMENT_MEMBERS => &["segment_id", "profile_id"],
-        _ => &[],
-    }
+    spec(table).map_or(&[], |t| t.columns)
 }
 
 /// An empty [`TableRows`] for `table` with its columns and merge options (profiles are
 /// versioned by `updated`).
 pub fn table(table: &str) -> TableRows {
-    TableRows {
-        table: table.to_string(),
-        columns: columns(table).iter().map(|c| c.to_string()).collect(),
-        rows: Vec::new(),
-        merge: MergeSpec {
-            version_column: (table == PROFILES).then(|| "updated".to_string()),
-            ..MergeSpec::default()
+    match spec(table) {
+        Some(spec) => spec.rows().finish(),
+        None => TableRows {
+            table: table.to_string(),
+            ..TableRows::default()
         },
     }
 }

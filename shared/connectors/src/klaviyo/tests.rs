@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use super::settings::{KlaviyoAccount, KlaviyoSettings};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use sluice_contracts::config::{KlaviyoAccount, KlaviyoSettings};
 use sluice_contracts::{FetchTask, Mode, PageRef, Settings, TaskKind};
 use uuid::Uuid;
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
@@ -17,7 +17,12 @@ use super::*;
 const KEY: &str = "pk_test_SECRET123456";
 
 fn settings(base: &str) -> KlaviyoSettings {
-    let mut s = Settings::defaults().connectors.klaviyo;
+    let mut s: KlaviyoSettings = crate::framework::settings_section(
+        &Settings::defaults(),
+        "klaviyo",
+        super::settings::DEFAULTS,
+    )
+    .unwrap();
     s.accounts = BTreeMap::from([(
         "default".to_string(),
         KlaviyoAccount {

@@ -13,18 +13,22 @@
 use object_store::ObjectStoreExt as _;
 use std::collections::HashMap;
 
+use self::settings::{EmailPolicy, SailthruSettings};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_contracts::config::{EmailPolicy, SailthruSettings};
 use sluice_contracts::redact::redact_url;
 use sluice_contracts::{FetchTask, FileSlice, PageRef, RejectedRecord, TaskKind};
 
 use crate::location::{self, classify_error};
-use crate::{Connector, ConnectorError, FetchOutput, JobSpec, Plan, PlannedTask, TableRows};
+use crate::{
+    Connector, ConnectorError, FetchOutput, JobSpec, ParamKind, ParamSpec, Plan, PlannedTask,
+    StreamSpec, TableRows,
+};
 
 pub mod archive;
 pub mod records;
+pub mod settings;
 pub mod timestamps;
 
 use archive::{LocalCopy, MemberName, ScanError, SliceError};
@@ -45,6 +49,50 @@ pub struct ExportParams {
     pub email_policy: EmailPolicy,
 }
 
+/// A job's parameters as sent (`sluicectl sync sailthru --export … [--page-size N]
+/// [--email-policy keep|hash|drop]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// The export archive's location.
+    pub export: String,
+    /// Records per page task; default `connectors.sailthru.page_size`.
+    pub page_size: Option<u64>,
+    /// `profile.email` policy; default `connectors.sailthru.email_policy`.
+    pub email_policy: Option<EmailPolicy>,
+}
+
+/// The streams of the Sailthru connector: one, `export`, whose tasks carry the member
+/// tables as streams.
+pub fn streams() -> Vec<StreamSpec> {
+    vec![StreamSpec {
+        name: JOB_STREAM,
+        help: "Ingest a Sailthru data-exporter archive (every member: blast, message_blast, message_transactional, profile)",
+        params: vec![
+            ParamSpec::required(
+                "export",
+                ParamKind::Text,
+                "the location of the Sailthru export zip: a path, file://, http(s):// or s3:// URL",
+            ),
+            ParamSpec::optional(
+                "page_size",
+                ParamKind::Integer {
+                    min: 1,
+                    max: 10_000_000,
+                },
+                "records per page task (default: connectors.sailthru.page_size)",
+            ),
+            ParamSpec::optional(
+                "email_policy",
+                ParamKind::Choice(&["keep", "hash", "drop"]),
+                "what to store of profile.email (default: connectors.sailthru.email_policy)",
+            ),
+        ],
+        incremental: false,
+        tables: records::TABLES.to_vec(),
+    }]
+}
+
 /// The Sailthru export connector.
 pub struct SailthruConnector {
     settings: SailthruSettings,
@@ -57,6 +105,19 @@ pub fn build(settings: &SailthruSettings) -> SailthruConnector {
     }
 }
 
+/// The registry's builder: the `[connectors.sailthru]` section over [`settings::DEFAULTS`].
+///
+/// # Errors
+/// A setting that does not fit, naming the key.
+pub fn connector(
+    settings: &sluice_contracts::Settings,
+    _ctx: &crate::ConnectorContext,
+) -> Result<std::sync::Arc<dyn Connector>, crate::SettingsError> {
+    let section: SailthruSettings =
+        crate::framework::settings_section(settings, "sailthru", settings::DEFAULTS)?;
+    Ok(std::sync::Arc::new(build(&section)))
+}
+
 impl SailthruConnector {
     /// Validates a job's parameters and fills in the defaults from the settings.
     ///
@@ -65,74 +126,26 @@ impl SailthruConnector {
     /// a `page_size` that is not a positive integer, an unknown `email_policy`, unknown keys.
     pub fn resolve_params(&self, params: &Value) -> Result<ExportParams, ConnectorError> {
         let invalid = |m: String| ConnectorError::InvalidParams(m);
-        let empty = serde_json::Map::new();
-        let obj = match params {
-            Value::Null => &empty,
-            Value::Object(o) => o,
-            other => {
-                return Err(invalid(format!(
-                    "sailthru params must be an object like {{\"export\": \"<location>\"}}, found {}",
-                    timestamps::short(other)
-                )));
-            }
-        };
-        if let Some(unknown) = obj
-            .keys()
-            .find(|k| !["export", "page_size", "email_policy"].contains(&k.as_str()))
-        {
-            return Err(invalid(format!(
-                "unknown sailthru parameter '{unknown}' (known: export, page_size, email_policy)"
-            )));
-        }
-        let export = match obj.get("export") {
-            None | Some(Value::Null) => {
-                return Err(invalid(
-                    "missing parameter 'export': the location of the Sailthru export zip (path, file://, http(s)://, s3://)".into(),
-                ));
-            }
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                return Err(invalid(
-                    "parameter 'export' is empty: give the location of the Sailthru export zip"
-                        .into(),
-                ));
-            }
-            Some(Value::String(s)) => s.trim().to_string(),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "parameter 'export' must be a string, found {}",
-                    timestamps::short(other)
-                )));
-            }
-        };
-        location::parse_location(&export)?;
-        let page_size = match obj.get("page_size") {
-            None | Some(Value::Null) => self.settings.page_size,
-            Some(v) => match v.as_u64() {
-                Some(n) if n >= 1 => n,
-                _ => {
-                    return Err(invalid(format!(
-                        "parameter 'page_size' must be a positive integer, found {v}"
-                    )));
-                }
-            },
-        };
-        if page_size == 0 {
+        let stream = streams().remove(0);
+        let request: ExportRequest = crate::framework::parse_params("sailthru", &stream, params)?;
+        let export = request.export.trim().to_string();
+        if export.is_empty() {
             return Err(invalid(
-                "setting connectors.sailthru.page_size must be at least 1".into(),
+                "parameter 'export' is empty: give the location of the Sailthru export zip".into(),
             ));
         }
-        let email_policy = match obj.get("email_policy") {
-            None | Some(Value::Null) => self.settings.email_policy,
-            Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
-                invalid(format!(
-                    "parameter 'email_policy' must be one of keep, hash, drop; found {v}"
-                ))
-            })?,
-        };
+        location::parse_location(&export)?;
+        let page_size = request.page_size.unwrap_or(self.settings.page_size);
+        if page_size == 0 {
+            return Err(invalid(match request.page_size {
+                Some(_) => "parameter 'page_size' must be a positive integer, found 0".into(),
+                None => "setting connectors.sailthru.page_size must be at least 1".into(),
+            }));
+        }
         Ok(ExportParams {
             export,
             page_size,
-            email_policy,
+            email_policy: request.email_policy.unwrap_or(self.settings.email_policy),
         })
     }
 
@@ -195,6 +208,10 @@ impl SailthruConnector {
 impl Connector for SailthruConnector {
     fn name(&self) -> &'static str {
         "sailthru"
+    }
+
+    fn streams(&self) -> Vec<StreamSpec> {
+        streams()
     }
 
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {

@@ -16,55 +16,35 @@
 //! Every row ends with `export_date` (the member name's date), the loader's version column.
 //! Fields without a typed column go to the parent's `extra` object, never dropped.
 
+use super::settings::EmailPolicy;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use sluice_contracts::MergeSpec;
-use sluice_contracts::config::EmailPolicy;
 
 use super::timestamps::{self, short};
 
-/// A destination table: its schema-qualified name, columns (in row order), primary key and
-/// whether it mirrors a collection of its parent (`replace_scope = ["id"]`).
-#[derive(Debug, PartialEq, Eq)]
-pub struct TableSpec {
-    /// Schema-qualified name, `sailthru.message_blast`.
-    pub name: &'static str,
-    /// Column names in the order of each row's values; the last is always `export_date`.
-    pub columns: &'static [&'static str],
-    /// Primary-key columns (a subset of `columns`).
-    pub key: &'static [&'static str],
-    /// For child tables mirroring a profile collection: the parent columns that scope
-    /// replacement (`["id"]`).
-    pub replace_scope: Option<&'static [&'static str]>,
-}
+pub use crate::framework::TableSpec;
 
-impl TableSpec {
-    /// How the loader merges this table: version column `export_date`, plus the replace
-    /// scope of collection tables.
-    pub fn merge(&self) -> MergeSpec {
-        MergeSpec {
-            version_column: Some("export_date".to_string()),
-            replace_scope: self
-                .replace_scope
-                .map(|cols| cols.iter().map(|c| (*c).to_string()).collect()),
-            ..MergeSpec::default()
-        }
-    }
-
-    /// Positions of the primary-key columns within `columns`.
-    pub fn key_positions(&self) -> Vec<usize> {
-        self.key
-            .iter()
-            .filter_map(|k| self.columns.iter().position(|c| c == k))
-            .collect()
-    }
-}
+/// Every table of schema `sailthru`, in member order (what `sluicectl streams` lists and
+/// tests derive their table lists from).
+pub static TABLES: [&TableSpec; 10] = [
+    &BLAST,
+    &MESSAGE_BLAST,
+    &MESSAGE_BLAST_ACTION,
+    &MESSAGE_TRANSACTIONAL,
+    &MESSAGE_TRANSACTIONAL_ACTION,
+    &PROFILE,
+    &PROFILE_GEO,
+    &PROFILE_BROWSER,
+    &PROFILE_LISTS_SIGNUP,
+    &PROFILE_VARS,
+];
 
 /// `sailthru.blast`: one row per blast.
 pub static BLAST: TableSpec = TableSpec {
     name: "sailthru.blast",
     columns: &["id", "name", "day", "extra", "export_date"],
     key: &["id"],
+    version: Some("export_date"),
     replace_scope: None,
 };
 
@@ -83,6 +63,7 @@ pub static MESSAGE_BLAST: TableSpec = TableSpec {
         "export_date",
     ],
     key: &["blast_id", "profile_id"],
+    version: Some("export_date"),
     replace_scope: None,
 };
 
@@ -99,6 +80,7 @@ pub static MESSAGE_BLAST_ACTION: TableSpec = TableSpec {
         "export_date",
     ],
     key: &["blast_id", "profile_id", "action", "ts", "url"],
+    version: Some("export_date"),
     replace_scope: None,
 };
 
@@ -117,6 +99,7 @@ pub static MESSAGE_TRANSACTIONAL: TableSpec = TableSpec {
         "export_date",
     ],
     key: &["id"],
+    version: Some("export_date"),
     replace_scope: None,
 };
 
@@ -133,6 +116,7 @@ pub static MESSAGE_TRANSACTIONAL_ACTION: TableSpec = TableSpec {
         "export_date",
     ],
     key: &["message_id", "action", "ts", "url"],
+    version: Some("export_date"),
     replace_scope: None,
 };
 
@@ -160,6 +144,7 @@ pub static PROFILE: TableSpec = TableSpec {
         "export_date",
     ],
     key: &["id"],
+    version: Some("export_date"),
     replace_scope: None,
 };
 
@@ -168,6 +153,7 @@ pub static PROFILE_GEO: TableSpec = TableSpec {
     name: "sailthru.profile_geo",
     columns: &["id", "scope", "label", "count", "export_date"],
     key: &["id", "scope", "label"],
+    version: Some("export_date"),
     replace_scope: Some(&["id"]),
 };
 
@@ -176,6 +162,7 @@ pub static PROFILE_BROWSER: TableSpec = TableSpec {
     name: "sailthru.profile_browser",
     columns: &["id", "browser", "count", "export_date"],
     key: &["id", "browser"],
+    version: Some("export_date"),
     replace_scope: Some(&["id"]),
 };
 
@@ -184,6 +171,7 @@ pub static PROFILE_LISTS_SIGNUP: TableSpec = TableSpec {
     name: "sailthru.profile_lists_signup",
     columns: &["id", "list", "signup_time", "export_date"],
     key: &["id", "list"],
+    version: Some("export_date"),
     replace_scope: Some(&["id"]),
 };
 
@@ -192,6 +180,7 @@ pub static PROFILE_VARS: TableSpec = TableSpec {
     name: "sailthru.profile_vars",
     columns: &["id", "name", "value", "export_date"],
     key: &["id", "name"],
+    version: Some("export_date"),
     replace_scope: Some(&["id"]),
 };
 

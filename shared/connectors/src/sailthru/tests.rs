@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
+use super::settings::{EmailPolicy, SailthruSettings};
 use serde_json::{Value, json};
-use sluice_contracts::config::{EmailPolicy, SailthruSettings};
 use sluice_contracts::{Compression, FetchTask, FileSlice, Mode, PageRef, TaskKind};
 use uuid::Uuid;
 

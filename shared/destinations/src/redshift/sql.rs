@@ -112,7 +112,8 @@ const DIST_COLUMN: &str = "profile_id";
 /// Columns of types sluice does not write are left out (none of the migrations has any).
 pub fn create_table(info: &TableInfo, flavour: Flavour) -> String {
     let mut sql = format!("CREATE TABLE IF NOT EXISTS {} (\n", info.quoted);
-    for column in &info.columns {
+    // Generated columns (Postgres computes them) are left out: nothing writes them.
+    for column in info.columns.iter().filter(|c| !c.generated) {
         let Some(ty) = column_type(&column.ty) else {
             continue;
         };
@@ -148,7 +149,7 @@ pub fn create_table(info: &TableInfo, flavour: Flavour) -> String {
 /// `ALTER TABLE … ADD COLUMN` for a column a later migration added (Redshift adds one
 /// column per statement; the new column is nullable, as existing rows have no value).
 pub fn add_column(info: &TableInfo, column: &str) -> Option<String> {
-    let col = info.column(column)?;
+    let col = info.column(column).filter(|c| !c.generated)?;
     Some(format!(
         "ALTER TABLE {} ADD COLUMN {} {}",
         info.quoted,

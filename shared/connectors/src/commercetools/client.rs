@@ -1,0 +1,254 @@
+//! The HTTP side: an OAuth2 client-credentials token per account, cached and renewed before
+//! it expires, shared by every task of the process; paged queries with commercetools'
+//! errors mapped to [`ConnectorError`]s.
+//!
+//! - Token: `POST {auth_url}/oauth/token` with HTTP Basic (client id : secret) and
+//!   `grant_type=client_credentials` (`scope` when configured); renewed when less than a
+//!   tenth of its lifetime (at most 5 minutes) is left. A query answered 401 renews the
+//!   token once and is sent again; a second 401 is permanent, naming the account.
+//! - 502, 503, 504, timeouts, connection errors and undecodable bodies: retried in process
+//!   [`TRANSIENT_RETRIES`] times with backoff (0.25 s doubling), then transient.
+//! - Other 4xx: permanent, with commercetools' `errors[].code`/`message` and the path.
+//! - The secret and the token never appear in logs or errors.
+
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::settings::CommercetoolsAccount;
+use crate::ConnectorError;
+
+/// In-process retries of a transient failure of one request.
+pub const TRANSIENT_RETRIES: u32 = 3;
+
+/// `PagedQueryResponse`: the page's resources and how many came.
+#[derive(Debug)]
+pub struct Page {
+    /// `results`.
+    pub results: Vec<Value>,
+    /// `count`.
+    pub count: u64,
+}
+
+struct Token {
+    value: SecretString,
+    renew_at: Instant,
+}
+
+/// One account's client.
+pub struct Client {
+    http: reqwest::Client,
+    account_name: String,
+    account: CommercetoolsAccount,
+    token: Mutex<Option<Token>>,
+}
+
+fn transient(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Transient(anyhow::anyhow!("{e}"))
+}
+
+fn permanent(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Permanent(anyhow::anyhow!("{e}"))
+}
+
+/// commercetools' error body as one line: `code: message; …`.
+fn describe_errors(body: &str) -> String {
+    let Ok(value) = serde_json::from_str::<Value>(body) else {
+        return body.chars().take(200).collect();
+    };
+    let mut parts: Vec<String> = value["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["code"].as_str().unwrap_or("error"),
+                        e["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        parts.push(value["message"].as_str().unwrap_or_default().to_string());
+    }
+    parts.join("; ")
+}
+
+impl Client {
+    /// Builds the client of account `name`.
+    ///
+    /// # Errors
+    /// Permanent when the HTTP client cannot be built.
+    pub fn new(
+        name: &str,
+        account: CommercetoolsAccount,
+        timeout: Duration,
+    ) -> Result<Self, ConnectorError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(permanent)?;
+        Ok(Self {
+            http,
+            account_name: name.to_string(),
+            account,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// The account's project key.
+    pub fn project_key(&self) -> &str {
+        &self.account.project_key
+    }
+
+    /// A valid token: the cached one, or a new one when it is due for renewal (or `renew`).
+    async fn token(&self, renew: bool) -> Result<SecretString, ConnectorError> {
+        let mut cached = self.token.lock().await;
+        if !renew
+            && let Some(token) = cached.as_ref()
+            && Instant::now() < token.renew_at
+        {
+            return Ok(token.value.clone());
+        }
+        let url = format!(
+            "{}/oauth/token",
+            self.account.auth_url.trim_end_matches('/')
+        );
+        let mut form = vec![("grant_type", "client_credentials".to_string())];
+        if let Some(scopes) = &self.account.scopes {
+            form.push(("scope", scopes.clone()));
+        }
+        let response = self
+            .http
+            .post(&url)
+            .basic_auth(
+                &self.account.client_id,
+                Some(self.account.client_secret.expose_secret()),
+            )
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transient(format!("commercetools token request: {}", e.without_url())))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| transient(format!("commercetools token response: {}", e.without_url())))?;
+        if status.is_server_error() {
+            return Err(transient(format!(
+                "commercetools token request: HTTP {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(permanent(format!(
+                "commercetools refused the credentials of account {} (client {}): HTTP {status}: {}",
+                self.account_name,
+                self.account.client_id,
+                describe_errors(&body)
+            )));
+        }
+        let value: Value = serde_json::from_str(&body)
+            .map_err(|e| transient(format!("commercetools token response: {e}")))?;
+        let access = value["access_token"]
+            .as_str()
+            .ok_or_else(|| permanent("commercetools token response has no access_token"))?;
+        let lifetime = value["expires_in"].as_u64().unwrap_or(172_800);
+        let margin = (lifetime / 10).min(300);
+        let token = SecretString::from(access.to_string());
+        *cached = Some(Token {
+            value: token.clone(),
+            renew_at: Instant::now() + Duration::from_secs(lifetime.saturating_sub(margin)),
+        });
+        Ok(token)
+    }
+
+    /// `GET {api_url}/{projectKey}/{endpoint}?{query}`: one page of a query.
+    ///
+    /// # Errors
+    /// Transient for 5xx, timeouts and connection errors after the in-process retries;
+    /// permanent for other refusals (a second 401 names the account).
+    pub async fn query(
+        &self,
+        endpoint: &str,
+        query: &[(String, String)],
+    ) -> Result<Page, ConnectorError> {
+        let path = format!("/{}/{endpoint}", self.account.project_key);
+        let url = format!("{}{path}", self.account.api_url.trim_end_matches('/'));
+        let mut renewed = false;
+        let mut attempt = 0;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let token = self.token(false).await?;
+            let sent = self
+                .http
+                .get(&url)
+                .bearer_auth(token.expose_secret())
+                .query(query)
+                .send()
+                .await;
+            let failure = match sent {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.text().await {
+                        Ok(body) if status.is_success() => {
+                            match serde_json::from_str::<Value>(&body) {
+                                Ok(mut page) => {
+                                    let results = match page["results"].take() {
+                                        Value::Array(items) => items,
+                                        _ => {
+                                            return Err(permanent(format!(
+                                                "GET {path}: the answer has no results array"
+                                            )));
+                                        }
+                                    };
+                                    let count =
+                                        page["count"].as_u64().unwrap_or(results.len() as u64);
+                                    return Ok(Page { results, count });
+                                }
+                                Err(e) => format!("GET {path}: undecodable body: {e}"),
+                            }
+                        }
+                        Ok(_) if status == reqwest::StatusCode::UNAUTHORIZED && !renewed => {
+                            // Expired or revoked early: one new token, then the same request.
+                            renewed = true;
+                            self.token(true).await?;
+                            continue;
+                        }
+                        Ok(body) if status == reqwest::StatusCode::UNAUTHORIZED => {
+                            return Err(permanent(format!(
+                                "commercetools rejected a fresh token of account {} (project {}): {}",
+                                self.account_name,
+                                self.account.project_key,
+                                describe_errors(&body)
+                            )));
+                        }
+                        Ok(body) if status.is_server_error() => {
+                            format!("GET {path}: HTTP {status}: {}", describe_errors(&body))
+                        }
+                        Ok(body) => {
+                            return Err(permanent(format!(
+                                "GET {path}: HTTP {status}: {}",
+                                describe_errors(&body)
+                            )));
+                        }
+                        Err(e) => format!("GET {path}: reading the body: {}", e.without_url()),
+                    }
+                }
+                Err(e) => format!("GET {path}: {}", e.without_url()),
+            };
+            attempt += 1;
+            if attempt > TRANSIENT_RETRIES {
+                return Err(transient(format!("{failure} (after {attempt} attempts)")));
+            }
+            tracing::debug!(%failure, attempt, "commercetools request failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+}

@@ -1,0 +1,650 @@
+//! commercetools: customers, orders, categories and products (product projections) of a
+//! project, through its HTTP API (`../shared/specs/commercetools/openapi.yaml`).
+//!
+//! Work split: commercetools ids are random UUIDs, so the id space is cut into
+//! `split_into` even ranges at plan time, one task each. A range task pages by keyset —
+//! `sort=id asc`, `withTotal=false`, `where=id > "<last>"` (never by offset, so the API's
+//! 10,000-offset wall does not apply) — and after `dense_pages` pages hands the rest of its
+//! range to `split_into` child tasks, like Klaviyo's dense windows. Incremental jobs add
+//! `lastModifiedAt >= :since and lastModifiedAt < :until` from the stream's bookmark minus
+//! a lookback, ending `lag_seconds` before now. The OAuth token of an account is shared by
+//! every task of the process ([`client`]).
+//!
+//! Tables (`migrations/V6__commercetools.sql`, [`records`]): `customers` +
+//! `customer_addresses`, `orders` + `order_line_items`, `categories`, `products` +
+//! `product_variants`; child tables are replaced with their parent (`replace_scope`), every
+//! table is versioned by the resource's `version`.
+
+pub mod client;
+pub mod records;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_contracts::{FetchTask, MergeSpec, Mode, RejectedRecord, TaskKind};
+use uuid::Uuid;
+
+use self::client::Client;
+use self::settings::CommercetoolsSettings;
+use crate::framework::{parse_params, payload_kind, task_payload};
+use crate::{
+    Connector, ConnectorContext, ConnectorError, FetchOutput, JobSpec, ParamKind, ParamSpec, Plan,
+    PlannedTask, SettingsError, StreamSpec, TableRows, TableSpec,
+};
+
+/// The streams: (name, endpoint, help, tables).
+const STREAMS: [(&str, &str, &str, &[&TableSpec]); 4] = [
+    (
+        "customers",
+        "customers",
+        "Customers and their addresses (GET /{projectKey}/customers)",
+        &[&records::CUSTOMERS, &records::CUSTOMER_ADDRESSES],
+    ),
+    (
+        "orders",
+        "orders",
+        "Orders with line items and custom line items (GET /{projectKey}/orders)",
+        &[&records::ORDERS, &records::ORDER_LINE_ITEMS],
+    ),
+    (
+        "categories",
+        "categories",
+        "The category tree (GET /{projectKey}/categories)",
+        &[&records::CATEGORIES],
+    ),
+    (
+        "products",
+        "product-projections",
+        "Published products (current; --staged for the drafts) and their variants (GET /{projectKey}/product-projections)",
+        &[&records::PRODUCTS, &records::PRODUCT_VARIANTS],
+    ),
+];
+
+/// The streams the connector declares.
+pub fn streams() -> Vec<StreamSpec> {
+    STREAMS
+        .iter()
+        .map(|(name, _, help, tables)| {
+            let mut params = vec![
+                ParamSpec::optional(
+                    "since",
+                    ParamKind::Instant,
+                    "only resources modified at or after this time (lastModifiedAt), RFC 3339",
+                ),
+                ParamSpec::optional(
+                    "until",
+                    ParamKind::Instant,
+                    "only resources modified before this time (lastModifiedAt), RFC 3339",
+                ),
+            ];
+            if *name == "products" {
+                params.push(ParamSpec::optional(
+                    "staged",
+                    ParamKind::Flag,
+                    "the staged (draft) projections instead of the published current ones",
+                ));
+            }
+            StreamSpec {
+                name,
+                help,
+                params,
+                incremental: true,
+                tables: tables.to_vec(),
+            }
+        })
+        .collect()
+}
+
+/// A job's parameters as sent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Lower bound of `lastModifiedAt`, RFC 3339.
+    pub since: Option<String>,
+    /// Upper bound (exclusive) of `lastModifiedAt`, RFC 3339.
+    pub until: Option<String>,
+    /// Products: the staged projections.
+    pub staged: Option<bool>,
+}
+
+/// A job's parameters as resolved (every task carries them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// Lower bound of `lastModifiedAt` (inclusive), RFC 3339 UTC with milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Upper bound of `lastModifiedAt` (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Products: staged projections.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
+}
+
+/// One range task's payload: the ids `(after | from) ..< to` (absent bounds: the ends of
+/// the id space), resumed after `after` when set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// Inclusive lower bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Exclusive lower bound (the last id a parent task read); wins over `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Exclusive upper bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// The canonical UUIDs cutting `[low, high)` of the 128-bit id space into `n` even parts
+/// (`n − 1` inner boundaries). Canonical lowercase UUID strings sort as their numbers do,
+/// so the boundaries work as string bounds in `where`.
+pub fn boundaries(low: u128, high: u128, n: u32) -> Vec<String> {
+    let n = u128::from(n.max(1));
+    let width = (high - low) / n;
+    (1..n)
+        .map(|i| Uuid::from_u128(low + width * i).to_string())
+        .collect()
+}
+
+/// `n` ranges covering the whole id space.
+pub fn whole_space(n: u32) -> Vec<IdRange> {
+    let cuts = boundaries(0, u128::MAX, n);
+    ranges(None, None, &cuts, None)
+}
+
+fn ranges(
+    from: Option<String>,
+    after: Option<String>,
+    cuts: &[String],
+    to: Option<String>,
+) -> Vec<IdRange> {
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut lower = (from, after);
+    for cut in cuts {
+        out.push(IdRange {
+            from: lower.0.take(),
+            after: lower.1.take(),
+            to: Some(cut.clone()),
+        });
+        lower = (Some(cut.clone()), None);
+    }
+    out.push(IdRange {
+        from: lower.0,
+        after: lower.1,
+        to,
+    });
+    out
+}
+
+fn id_number(id: &str) -> Option<u128> {
+    Uuid::parse_str(id).ok().map(|u| u.as_u128())
+}
+
+/// The commercetools connector.
+pub struct CommercetoolsConnector {
+    settings: CommercetoolsSettings,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+}
+
+/// Builds the connector from its settings.
+pub fn build(settings: &CommercetoolsSettings) -> CommercetoolsConnector {
+    CommercetoolsConnector {
+        settings: settings.clone(),
+        clients: Mutex::new(HashMap::new()),
+    }
+}
+
+/// The registry's builder: the `[connectors.commercetools]` section over
+/// [`settings::DEFAULTS`].
+///
+/// # Errors
+/// A setting that does not fit, naming the key.
+pub fn connector(
+    settings: &sluice_contracts::Settings,
+    _ctx: &ConnectorContext,
+) -> Result<Arc<dyn Connector>, SettingsError> {
+    let section: CommercetoolsSettings =
+        crate::framework::settings_section(settings, "commercetools", settings::DEFAULTS)?;
+    if !(1..=500).contains(&section.page_size) {
+        return Err(SettingsError {
+            connector: "commercetools",
+            message: format!(
+                "page_size must be from 1 to 500 (the API's limit), found {}",
+                section.page_size
+            ),
+        });
+    }
+    Ok(Arc::new(build(&section)))
+}
+
+fn cursor(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn instant(name: &str, value: &str) -> Result<DateTime<Utc>, ConnectorError> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ConnectorError::InvalidParams(format!(
+                "parameter '{name}' must be an RFC 3339 time like 2024-01-01T00:00:00Z, found {value:?}: {e}"
+            ))
+        })
+}
+
+impl CommercetoolsConnector {
+    fn client(&self, account: &str) -> Result<Arc<Client>, ConnectorError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(account) {
+            return Ok(c.clone());
+        }
+        let settings = self.settings.accounts.get(account).cloned().ok_or_else(|| {
+            ConnectorError::InvalidParams(format!(
+                "no commercetools account {account:?}: set SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__{}__{{API_URL,AUTH_URL,PROJECT_KEY,CLIENT_ID,CLIENT_SECRET}}",
+                account.to_uppercase()
+            ))
+        })?;
+        let client = Arc::new(Client::new(
+            account,
+            settings,
+            Duration::from_secs(self.settings.request_timeout_seconds),
+        )?);
+        clients.insert(account.to_string(), client.clone());
+        Ok(client)
+    }
+
+    fn stream(name: &str) -> Result<(&'static str, &'static str), ConnectorError> {
+        STREAMS
+            .iter()
+            .find(|s| s.0 == name)
+            .map(|s| (s.0, s.1))
+            .ok_or_else(|| {
+                ConnectorError::InvalidParams(format!(
+                    "unknown commercetools stream '{name}' (known: customers, orders, categories, products)"
+                ))
+            })
+    }
+
+    /// The `where` predicates and variables of one page of `range` under `params`.
+    fn predicates(range: &IdRange, params: &Params) -> (Vec<String>, Vec<(String, String)>) {
+        let mut wheres = Vec::new();
+        let mut vars = Vec::new();
+        match (&range.after, &range.from) {
+            (Some(after), _) => wheres.push(format!("id > \"{after}\"")),
+            (None, Some(from)) => wheres.push(format!("id >= \"{from}\"")),
+            (None, None) => {}
+        }
+        if let Some(to) = &range.to {
+            wheres.push(format!("id < \"{to}\""));
+        }
+        if let Some(since) = &params.since {
+            wheres.push("lastModifiedAt >= :since".into());
+            vars.push(("var.since".to_string(), since.clone()));
+        }
+        if let Some(until) = &params.until {
+            wheres.push("lastModifiedAt < :until".into());
+            vars.push(("var.until".to_string(), until.clone()));
+        }
+        (wheres, vars)
+    }
+
+    async fn fetch_range(
+        &self,
+        task: &FetchTask,
+        range: IdRange,
+    ) -> Result<FetchOutput, ConnectorError> {
+        let (stream, endpoint) = Self::stream(&task.stream)?;
+        let params: Params = serde_json::from_value(task.params.clone()).map_err(|e| {
+            ConnectorError::Permanent(anyhow::anyhow!(
+                "task {}: unreadable params: {e}",
+                task.task_id
+            ))
+        })?;
+        let client = self.client(&task.account)?;
+        let mut output = FetchOutput::default();
+        let mut collected = Collected::new(stream);
+        let mut range = range;
+        let limit = self.settings.page_size;
+        for page in 0..self.settings.dense_pages.max(1) {
+            let (wheres, vars) = Self::predicates(&range, &params);
+            let mut query: Vec<(String, String)> = vec![
+                ("sort".into(), "id asc".into()),
+                ("limit".into(), limit.to_string()),
+                ("withTotal".into(), "false".into()),
+            ];
+            query.extend(wheres.into_iter().map(|w| ("where".to_string(), w)));
+            query.extend(vars);
+            if stream == "products" && params.staged {
+                query.push(("staged".into(), "true".into()));
+            }
+            let result = client.query(endpoint, &query).await?;
+            let last = result
+                .results
+                .last()
+                .and_then(|r| r["id"].as_str())
+                .map(str::to_string);
+            for resource in &result.results {
+                collected.add(resource, &self.settings.locale, &mut output.rejected);
+            }
+            let full = result.count >= u64::from(limit) && !result.results.is_empty();
+            let Some(last) = last.filter(|_| full) else {
+                break;
+            };
+            range.after = Some(last);
+            if page + 1 == self.settings.dense_pages.max(1) {
+                // Dense: hand the rest of the range to child tasks.
+                output.children = self.split_rest(stream, &range);
+            }
+        }
+        output.cursor_max = collected.cursor_max.clone();
+        output.tables = collected.finish();
+        Ok(output)
+    }
+
+    /// The rest of a dense range (after its last id) as child ranges.
+    fn split_rest(&self, stream: &str, range: &IdRange) -> Vec<PlannedTask> {
+        let low = range.after.as_deref().and_then(id_number);
+        let high = match range.to.as_deref() {
+            Some(to) => id_number(to),
+            None => Some(u128::MAX),
+        };
+        let children = match (low, high) {
+            (Some(low), Some(high)) if high > low + u128::from(self.settings.split_into) => {
+                let cuts = boundaries(low, high, self.settings.split_into);
+                ranges(None, range.after.clone(), &cuts, range.to.clone())
+            }
+            // Ids that are not UUIDs (or a tiny rest): continue as one child.
+            _ => vec![range.clone()],
+        };
+        children
+            .into_iter()
+            .map(|r| PlannedTask {
+                stream: stream.to_string(),
+                kind: payload_kind(&r),
+            })
+            .collect()
+    }
+}
+
+/// The rows of one task, per table.
+struct Collected {
+    stream: &'static str,
+    parents: crate::framework::Rows,
+    children: Option<crate::framework::Rows>,
+    parent_ids: Vec<Vec<Value>>,
+    cursor_max: Option<String>,
+}
+
+impl Collected {
+    fn new(stream: &'static str) -> Self {
+        let (parents, children) = match stream {
+            "customers" => (&records::CUSTOMERS, Some(&records::CUSTOMER_ADDRESSES)),
+            "orders" => (&records::ORDERS, Some(&records::ORDER_LINE_ITEMS)),
+            "products" => (&records::PRODUCTS, Some(&records::PRODUCT_VARIANTS)),
+            _ => (&records::CATEGORIES, None),
+        };
+        Self {
+            stream,
+            parents: parents.rows(),
+            children: children.map(|c| c.rows()),
+            parent_ids: Vec::new(),
+            cursor_max: None,
+        }
+    }
+
+    fn add(&mut self, resource: &Value, locale: &str, rejected: &mut Vec<RejectedRecord>) {
+        let converted = match self.stream {
+            "customers" => records::customer(resource),
+            "orders" => records::order(resource, locale),
+            "products" => records::product(resource, locale),
+            _ => records::category(resource, locale).map(|row| (row, Vec::new())),
+        };
+        match converted {
+            Ok((row, children)) => {
+                if let Some(t) = resource["lastModifiedAt"].as_str()
+                    && self.cursor_max.as_deref().is_none_or(|c| t > c)
+                {
+                    self.cursor_max = Some(t.to_string());
+                }
+                self.parent_ids.push(vec![row[0].clone()]);
+                self.parents.push(row);
+                if let Some(rows) = &mut self.children {
+                    for child in children {
+                        rows.push(child);
+                    }
+                }
+            }
+            Err(error) => {
+                let id = resource["id"].as_str().unwrap_or("?");
+                rejected.push(RejectedRecord {
+                    source: format!("commercetools {} {id}", self.stream),
+                    table: Some(self.parents.spec.name.to_string()),
+                    error,
+                    raw: records::raw(resource),
+                });
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<TableRows> {
+        let mut tables = vec![self.parents.finish()];
+        if let Some(children) = self.children
+            && !self.parent_ids.is_empty()
+        {
+            // Sent even without rows, naming every parent of the page: a collection that
+            // became empty is emptied too. No `scope_parent`: the child's scope column
+            // (`order_id`) is not the parent's key (`id`), so the stored child rows' own
+            // version guards against an older copy of the collection.
+            let mut rows = children.finish();
+            rows.merge = MergeSpec {
+                scope_keys: self.parent_ids,
+                ..rows.merge
+            };
+            tables.push(rows);
+        }
+        tables
+    }
+}
+
+#[async_trait]
+impl Connector for CommercetoolsConnector {
+    fn name(&self) -> &'static str {
+        "commercetools"
+    }
+
+    fn streams(&self) -> Vec<StreamSpec> {
+        streams()
+    }
+
+    async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {
+        let (stream, _) = Self::stream(&job.stream)?;
+        let spec = streams()
+            .into_iter()
+            .find(|s| s.name == stream)
+            .ok_or_else(|| ConnectorError::InvalidParams(format!("unknown stream {stream}")))?;
+        let request: Request = parse_params("commercetools", &spec, &job.params)?;
+        // The account must exist before anything is planned.
+        self.client(&job.account)?;
+        let mut warnings = Vec::new();
+        let mut since = request
+            .since
+            .as_deref()
+            .map(|s| instant("since", s))
+            .transpose()?;
+        let mut until = request
+            .until
+            .as_deref()
+            .map(|s| instant("until", s))
+            .transpose()?;
+        if job.mode == Mode::Incremental {
+            let bookmark = job
+                .bookmark
+                .as_ref()
+                .and_then(|b| b["cursor"].as_str())
+                .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+                .map(|t| t.with_timezone(&Utc));
+            match bookmark {
+                Some(b) => {
+                    let from = b - chrono::Duration::seconds(self.settings.lookback_seconds as i64);
+                    since = Some(since.map_or(from, |s| s.max(from)));
+                }
+                None => warnings.push(format!(
+                    "{stream}: no bookmark yet, so this incremental job reads everything"
+                )),
+            }
+            let clamp = Utc::now() - chrono::Duration::seconds(self.settings.lag_seconds as i64);
+            until = Some(until.map_or(clamp, |u| u.min(clamp)));
+        }
+        if let (Some(s), Some(u)) = (since, until)
+            && s >= u
+        {
+            return Err(ConnectorError::InvalidParams(format!(
+                "parameter 'since' ({}) must be before 'until' ({})",
+                cursor(s),
+                cursor(u)
+            )));
+        }
+        let params = Params {
+            since: since.map(cursor),
+            until: until.map(cursor),
+            staged: request.staged.unwrap_or(false),
+        };
+        let tasks = whole_space(self.settings.split_into)
+            .into_iter()
+            .map(|range| PlannedTask {
+                stream: stream.to_string(),
+                kind: payload_kind(&range),
+            })
+            .collect();
+        Ok(Plan {
+            tasks,
+            params: serde_json::to_value(&params)
+                .map_err(|e| ConnectorError::Permanent(e.into()))?,
+            warnings,
+            rejected: Vec::new(),
+        })
+    }
+
+    async fn fetch(&self, task: &FetchTask) -> Result<FetchOutput, ConnectorError> {
+        match &task.kind {
+            TaskKind::Connector(_) => {
+                let range: IdRange = task_payload(&task.kind)?;
+                self.fetch_range(task, range).await
+            }
+            other => Err(ConnectorError::Permanent(anyhow::anyhow!(
+                "commercetools tasks are id ranges, found {other:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_id_space_in_order_without_gaps() {
+        let ranges = whole_space(4);
+        assert_eq!(ranges.len(), 4);
+        assert_eq!(ranges[0].from, None);
+        assert_eq!(ranges[3].to, None);
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from, "{pair:?}");
+            assert!(pair[0].to < pair[1].to || pair[1].to.is_none());
+        }
+        // Boundaries are canonical UUIDs, so string order is numeric order.
+        assert_eq!(
+            ranges[1].from.as_deref(),
+            Some("3fffffff-ffff-ffff-ffff-ffffffffffff")
+        );
+    }
+
+    #[test]
+    fn a_dense_range_hands_its_rest_to_children_after_its_last_id() {
+        let c = build(
+            &crate::framework::settings_section(
+                &sluice_contracts::Settings::defaults(),
+                "commercetools",
+                settings::DEFAULTS,
+            )
+            .unwrap(),
+        );
+        let range = IdRange {
+            from: None,
+            after: Some("80000000-0000-0000-0000-000000000000".into()),
+            to: Some("c0000000-0000-0000-0000-000000000000".into()),
+        };
+        let children: Vec<IdRange> = c
+            .split_rest("orders", &range)
+            .iter()
+            .map(|t| task_payload(&t.kind).unwrap())
+            .collect();
+        assert_eq!(children.len(), 8);
+        assert_eq!(children[0].after, range.after);
+        assert_eq!(children[0].from, None);
+        assert_eq!(children[7].to, range.to);
+        for pair in children.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from);
+        }
+        let (wheres, _) = CommercetoolsConnector::predicates(&children[0], &Params::default());
+        assert_eq!(
+            wheres,
+            vec![
+                "id > \"80000000-0000-0000-0000-000000000000\"".to_string(),
+                format!("id < \"{}\"", children[0].to.as_deref().unwrap())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resource_that_cannot_be_mapped_is_rejected_naming_stream_and_id_and_the_rest_loads() {
+        let mut collected = Collected::new("orders");
+        let mut rejected = Vec::new();
+        let good = serde_json::json!({
+            "id": "o-1", "version": 3, "lastModifiedAt": "2024-01-02T00:00:00.000Z",
+            "lineItems": [{"id": "li-1", "quantity": 2, "variant": {"sku": "S"}}],
+            "totalPrice": {"centAmount": 1250, "fractionDigits": 2, "currencyCode": "EUR"}
+        });
+        collected.add(&good, "en", &mut rejected);
+        collected.add(&serde_json::json!({"version": 1}), "en", &mut rejected);
+        collected.add(
+            &serde_json::json!({"id": "o-2", "version": "three"}),
+            "en",
+            &mut rejected,
+        );
+        assert_eq!(rejected.len(), 2);
+        assert_eq!(rejected[0].error, "missing id");
+        assert_eq!(rejected[0].source, "commercetools orders ?");
+        assert_eq!(rejected[1].source, "commercetools orders o-2");
+        assert!(
+            rejected[1].error.contains("version"),
+            "{}",
+            rejected[1].error
+        );
+        assert_eq!(
+            collected.cursor_max.as_deref(),
+            Some("2024-01-02T00:00:00.000Z")
+        );
+        let tables = collected.finish();
+        assert_eq!(tables[0].table, "commercetools.orders");
+        assert_eq!(tables[0].rows.len(), 1);
+        assert_eq!(tables[0].rows[0][11], serde_json::json!(1250));
+        assert_eq!(tables[1].table, "commercetools.order_line_items");
+        assert_eq!(tables[1].rows.len(), 1);
+        assert_eq!(
+            tables[1].merge.scope_keys,
+            vec![vec![serde_json::json!("o-1")]]
+        );
+        assert_eq!(
+            tables[1].merge.replace_scope,
+            Some(vec!["order_id".to_string()])
+        );
+    }
+}
