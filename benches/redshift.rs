@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sluice_contracts::config::DestinationSection;
+use sluice_contracts::config::Section;
 use sluice_contracts::{MESSAGE_VERSION, MergeSpec, RecordBatch, Settings};
 use sluice_destinations::Destinations;
 use sluice_e2e::cpu_seconds;
@@ -74,14 +74,14 @@ fn arg(n: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn section(kind: &str, url: &str, extra: &[(&str, Value)]) -> DestinationSection {
+fn section(kind: &str, url: &str, extra: &[(&str, Value)]) -> Section {
     let mut map = serde_json::Map::new();
     map.insert("kind".into(), kind.into());
     map.insert("url".into(), url.into());
     for (k, v) in extra {
         map.insert((*k).into(), v.clone());
     }
-    DestinationSection(map)
+    Section(map)
 }
 
 #[tokio::main]

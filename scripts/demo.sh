@@ -2,7 +2,8 @@
 # The main job end to end: builds sluice, starts the sandbox, the planner, two fetchers and
 # the loader against the RabbitMQ and PostgreSQL at their default local addresses, ingests
 # the real Sailthru sample export and a generated one, extracts Klaviyo events and profiles
-# from the sandbox's emulation of Klaviyo's API, and prints what landed.
+# from the sandbox's emulation of Klaviyo's API and commercetools orders, customers,
+# categories and products from its emulation of commercetools' API, and prints what landed.
 #
 #   SLUICE_DEMO_MESSAGES   size of the generated export (message_blast records), default 200000
 #   SLUICE_DEMO_PROFILE    cargo profile: release (default) or debug
@@ -68,6 +69,14 @@ done
 export SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY=pk_sandbox
 export SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__BASE_URL="http://127.0.0.1:$sandbox_port"
 
+# … and commercetools' (OAuth client credentials of the sandbox's generated project).
+for key in API_URL AUTH_URL; do
+  export "SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__$key=http://127.0.0.1:$sandbox_port"
+done
+export SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__PROJECT_KEY=sluice-sandbox
+export SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__CLIENT_ID=sluice-sandbox
+export SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__CLIENT_SECRET=sluice-sandbox-secret
+
 say "migrating the database"
 "$bin/sluicectl" migrate
 
@@ -98,9 +107,15 @@ say "extracting Klaviyo from the sandbox's emulation: January's Placed Order and
   --since 2024-01-01T00:00:00Z --until 2024-02-01T00:00:00Z --wait
 "$bin/sluicectl" sync klaviyo profiles --wait
 
+say "extracting commercetools from the sandbox's emulation: orders, customers, categories, products"
+for stream in orders customers categories products; do
+  "$bin/sluicectl" sync commercetools "$stream" --wait
+done
+
 say "what landed"
 "$bin/sluicectl" tables sailthru
 "$bin/sluicectl" tables klaviyo
+"$bin/sluicectl" tables commercetools
 say "freshness"
 "$bin/sluicectl" freshness
 say "recent jobs"

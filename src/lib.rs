@@ -25,18 +25,30 @@ use sluice_store::ledger::{self, JobReport};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// The tables of schema `sailthru` (views excluded).
-pub const SAILTHRU_TABLES: [&str; 10] = [
-    "blast",
-    "message_blast",
-    "message_blast_action",
-    "message_transactional",
-    "message_transactional_action",
-    "profile",
-    "profile_geo",
-    "profile_browser",
-    "profile_lists_signup",
-    "profile_vars",
+/// The tables of schema `sailthru` (views excluded), without the schema, as the Sailthru
+/// connector declares them (`sluice_connectors::sailthru::records::TABLES`).
+pub fn sailthru_tables() -> Vec<&'static str> {
+    sluice_connectors::sailthru::records::TABLES
+        .iter()
+        .map(|t| t.name.trim_start_matches("sailthru."))
+        .collect()
+}
+
+/// The rows of each table and view of schema `sailthru` after loading
+/// [`sailthru_sample`], counted by hand from the archive.
+pub const SAILTHRU_SAMPLE_COUNTS: [(&str, i64); 12] = [
+    ("blast", 20),
+    ("message_blast", 20),
+    ("message_blast_action", 8),
+    ("message_blast_flat", 23),
+    ("message_transactional", 20),
+    ("message_transactional_action", 15),
+    ("message_transactional_flat", 28),
+    ("profile", 20),
+    ("profile_geo", 508),
+    ("profile_browser", 77),
+    ("profile_lists_signup", 851),
+    ("profile_vars", 1525),
 ];
 
 /// The repository root (where `tests/fixtures` lives).
@@ -229,13 +241,9 @@ impl TestEnv {
     ) -> anyhow::Result<String> {
         let url = self.spawn_sandbox(klaviyo).await?;
         let key = "pk_sandbox".to_string();
-        self.settings.connectors.klaviyo.accounts.insert(
-            "default".into(),
-            sluice_contracts::config::KlaviyoAccount {
-                api_key: Some(key.clone().into()),
-                base_url: url.clone(),
-            },
-        );
+        let section = self.connector_settings("klaviyo");
+        section.set("accounts.default.api_key", key.clone());
+        section.set("accounts.default.base_url", url.clone());
         self.extra_env.push((
             "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY".into(),
             key,
@@ -244,6 +252,60 @@ impl TestEnv {
             "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__BASE_URL".into(),
             url.clone(),
         ));
+        Ok(url)
+    }
+
+    /// The `[connectors.<name>]` section of this environment's in-process settings, to
+    /// set a connector's keys (`env.connector_settings("klaviyo").set("dense_pages", 2)`);
+    /// spawned processes get them only through environment variables.
+    pub fn connector_settings(&mut self, name: &str) -> &mut sluice_contracts::config::Section {
+        self.settings
+            .connectors
+            .entry(name.to_string())
+            .or_default()
+    }
+
+    /// Starts a sandbox whose commercetools emulation is configured by `commercetools` (the
+    /// Klaviyo one with its defaults) and points this environment's `default` commercetools
+    /// account at its generated project (client id and secret of the config's first
+    /// client), for in-process services and spawned ones. Call before starting services.
+    /// Returns the sandbox's base URL (both the auth and the API URL).
+    ///
+    /// # Errors
+    /// The port cannot be bound or the configuration is invalid.
+    pub async fn start_commercetools_sandbox(
+        &mut self,
+        commercetools: sluice_sandbox::commercetools::CommercetoolsConfig,
+    ) -> anyhow::Result<String> {
+        let client = commercetools
+            .clients
+            .first()
+            .cloned()
+            .context("the commercetools config has no client")?;
+        let project = commercetools.project_key.clone();
+        let url = self
+            .spawn_sandbox_with(
+                sluice_sandbox::klaviyo::KlaviyoConfig::default(),
+                commercetools,
+            )
+            .await?;
+        for (key, value) in [
+            ("api_url", url.clone()),
+            ("auth_url", url.clone()),
+            ("project_key", project),
+            ("client_id", client.client_id),
+            ("client_secret", client.client_secret),
+        ] {
+            self.connector_settings("commercetools")
+                .set(&format!("accounts.default.{key}"), value.clone());
+            self.extra_env.push((
+                format!(
+                    "SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__{}",
+                    key.to_uppercase()
+                ),
+                value,
+            ));
+        }
         Ok(url)
     }
 
@@ -261,7 +323,8 @@ impl TestEnv {
     pub fn start_planner_with_poison(&mut self) {
         let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
         self.services.push(tokio::spawn(async move {
-            let mut registry = sluice_connectors::Registry::from_settings(&settings);
+            let mut registry =
+                sluice_connectors::Registry::from_settings(&settings).expect("connector settings");
             registry.insert(std::sync::Arc::new(poison::PoisonConnector));
             if let Err(e) = sluice_planner::run_with(settings, registry, stop).await {
                 eprintln!("planner: {e:#}");
@@ -327,13 +390,35 @@ impl TestEnv {
         &mut self,
         klaviyo: sluice_sandbox::klaviyo::KlaviyoConfig,
     ) -> anyhow::Result<String> {
+        self.spawn_sandbox_with(
+            klaviyo,
+            sluice_sandbox::commercetools::CommercetoolsConfig::default(),
+        )
+        .await
+    }
+
+    /// Serves a sandbox with both emulations configured, stopped with this environment;
+    /// returns its base URL.
+    async fn spawn_sandbox_with(
+        &mut self,
+        klaviyo: sluice_sandbox::klaviyo::KlaviyoConfig,
+        commercetools: sluice_sandbox::commercetools::CommercetoolsConfig,
+    ) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let cache_dir = std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id));
         let stop = self.shutdown.clone();
         self.services.push(tokio::spawn(async move {
             let config = sluice_sandbox::SandboxConfig { cache_dir };
-            if let Err(e) = sluice_sandbox::run_with(config, klaviyo, listener, stop).await {
+            if let Err(e) = sluice_sandbox::run_with_commercetools(
+                config,
+                klaviyo,
+                commercetools,
+                listener,
+                stop,
+            )
+            .await
+            {
                 eprintln!("sandbox: {e:#}");
             }
         }));
@@ -343,7 +428,7 @@ impl TestEnv {
     /// Starts a sandbox serving a generated Sailthru export and fetches it once (so
     /// generation does not count against a job). Returns the export's URL, the exact rows
     /// expected per table (`sluice_sandbox::sailthru::expected_counts`) and their total over
-    /// [`SAILTHRU_TABLES`].
+    /// [`sailthru_tables`].
     ///
     /// # Errors
     /// The sandbox cannot start or serve the archive.
@@ -360,7 +445,7 @@ impl TestEnv {
             date,
         };
         let expected = sluice_sandbox::sailthru::expected_counts(&spec);
-        let total = SAILTHRU_TABLES.iter().map(|t| expected[*t]).sum();
+        let total = sailthru_tables().iter().map(|t| expected[*t]).sum();
         let url = format!(
             "{sandbox}/sailthru/exports/{seed}/{messages}/sailthru_export.{}.zip",
             date.format("%Y%m%d")

@@ -7,7 +7,8 @@
 use async_trait::async_trait;
 use serde_json::json;
 use sluice_connectors::{
-    Connector, ConnectorError, FetchOutput, JobSpec, Plan, PlannedTask, TableRows,
+    Connector, ConnectorError, FetchOutput, JobSpec, ParamKind, ParamSpec, Plan, PlannedTask,
+    StreamSpec, TableRows,
 };
 use sluice_contracts::{FetchTask, MergeSpec, PageRef, TaskKind};
 
@@ -18,6 +19,20 @@ pub struct PoisonConnector;
 impl Connector for PoisonConnector {
     fn name(&self) -> &'static str {
         "poison"
+    }
+
+    fn streams(&self) -> Vec<StreamSpec> {
+        vec![StreamSpec {
+            name: "poison",
+            help: "three one-row page tasks; the second crashes its fetcher while poison_file exists",
+            params: vec![ParamSpec::required(
+                "poison_file",
+                ParamKind::Text,
+                "the marker file whose existence makes the second task crash",
+            )],
+            incremental: false,
+            tables: Vec::new(),
+        }]
     }
 
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sluice_contracts::config::DestinationSection;
+use sluice_contracts::config::Section;
 use sluice_destinations::Destinations;
 use sluice_store::Pool;
 use sluice_store::load::Catalog;
@@ -164,7 +164,7 @@ impl TestEnv {
         }
         self.settings
             .destinations
-            .insert(name.to_string(), DestinationSection(section));
+            .insert(name.to_string(), Section(section));
         self.extra_databases.push(database.clone());
 
         let destinations = Destinations::build(&self.settings, &self.pool, &Catalog::default())?;

@@ -33,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use sluice_e2e::redshift::count_in;
 use sluice_e2e::{
-    SAILTHRU_TABLES, TestEnv, content_fingerprint_in, init_logging, klaviyo_stats, utc,
+    TestEnv, content_fingerprint_in, init_logging, klaviyo_stats, sailthru_tables, utc,
 };
 use sluice_sandbox::klaviyo::{FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metric_id};
 use uuid::Uuid;
@@ -188,7 +188,7 @@ fn klaviyo_faults(seed: u64, throttle_seconds: f64) -> FaultConfig {
 
 fn tables(source: Source) -> Vec<String> {
     match source {
-        Source::Sailthru | Source::SailthruRedshift => SAILTHRU_TABLES
+        Source::Sailthru | Source::SailthruRedshift => sailthru_tables()
             .iter()
             .map(|t| format!("sailthru.{t}"))
             .collect(),
@@ -226,7 +226,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 total: total as i64,
                 expected: expected
                     .into_iter()
-                    .filter(|(t, _)| SAILTHRU_TABLES.contains(&t.as_str()))
+                    .filter(|(t, _)| sailthru_tables().contains(&t.as_str()))
                     .map(|(t, n)| (format!("sailthru.{t}"), n as i64))
                     .collect(),
                 sailthru_url: Some(url),

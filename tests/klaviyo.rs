@@ -82,8 +82,8 @@ async fn events_of_both_shapes_over_30_days_land_with_exactly_the_sandbox_ids() 
         .await
         .expect("sandbox");
     // Small pages and an early split make the bursty metric split its dense windows.
-    env.settings.connectors.klaviyo.dense_pages = 2;
-    env.settings.connectors.klaviyo.split_into = 4;
+    env.connector_settings("klaviyo").set("dense_pages", 2);
+    env.connector_settings("klaviyo").set("split_into", 4);
     env.start_pipeline(2);
 
     let job = env
@@ -343,8 +343,10 @@ async fn throttling_and_injected_faults_are_absorbed() {
         .await
         .expect("sandbox");
     // The connector believes in Klaviyo's real limits: the sandbox's 429s must be absorbed.
-    env.settings.connectors.klaviyo.max_retry_after_seconds = 5;
-    env.settings.connectors.klaviyo.request_timeout_seconds = 1;
+    env.connector_settings("klaviyo")
+        .set("max_retry_after_seconds", 5);
+    env.connector_settings("klaviyo")
+        .set("request_timeout_seconds", 1);
     env.start_pipeline(2);
     let placed = metric_id(&spec, "Placed Order");
     let job = env
@@ -394,7 +396,7 @@ async fn a_fetcher_started_after_a_cancel_learns_it_from_the_loader() {
         })
         .await
         .expect("sandbox");
-    env.settings.connectors.klaviyo.split_into = 30;
+    env.connector_settings("klaviyo").set("split_into", 30);
     env.settings.fetcher.concurrency = 1;
     env.start_planner();
     env.start_loader();

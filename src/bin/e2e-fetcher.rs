@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = sluice_contracts::Settings::load()?;
     sluice_service::init_tracing(&settings.log);
     let context = sluice_connectors::ConnectorContext::default();
-    let mut registry = sluice_connectors::Registry::from_settings_with(&settings, context.clone());
+    let mut registry = sluice_connectors::Registry::from_settings_with(&settings, context.clone())?;
     registry.insert(Arc::new(sluice_e2e::poison::PoisonConnector));
     sluice_fetcher::run_with(
         settings,

@@ -1,0 +1,305 @@
+//! End to end: commercetools streams from the sandbox's emulation through planner → two
+//! fetchers → loader into Postgres, compared with the emulation's ground truth, and the
+//! real example responses of `../shared/specs/commercetools/examples` checked field by field.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_contracts::Mode;
+use sluice_e2e::{TestEnv, init_logging, repo_root};
+use sluice_sandbox::commercetools::{CommercetoolsConfig, CommercetoolsDataSpec, Resource, ids};
+
+const WAIT: Duration = Duration::from_secs(300);
+
+fn spec() -> CommercetoolsDataSpec {
+    CommercetoolsDataSpec {
+        seed: 7,
+        customers: 1_500,
+        // Past the API's 10,000-offset wall.
+        orders: 12_000,
+        categories: 40,
+        products: 300,
+        ..CommercetoolsDataSpec::default()
+    }
+}
+
+async fn loaded_ids(env: &TestEnv, table: &str) -> BTreeSet<String> {
+    env.pool
+        .get()
+        .await
+        .expect("connection")
+        .query(&format!("SELECT id FROM {table}"), &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn one_string(env: &TestEnv, sql: &str) -> String {
+    env.pool
+        .get()
+        .await
+        .expect("connection")
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+async fn sync(
+    env: &TestEnv,
+    stream: &str,
+    account: &str,
+    mode: Mode,
+) -> sluice_store::ledger::JobReport {
+    let job = env
+        .request_job_into(
+            "commercetools",
+            stream,
+            account,
+            json!({}),
+            mode,
+            "postgres",
+        )
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{stream}: {report:#?}");
+    assert_eq!(
+        report.summary.rows_rejected, 0,
+        "{stream}: {:#?}",
+        report.rejected
+    );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_stream_lands_with_exactly_the_emulators_ids_and_a_rerun_changes_nothing() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    let spec = spec();
+    let base = env
+        .start_commercetools_sandbox(CommercetoolsConfig {
+            data: spec.clone(),
+            ..CommercetoolsConfig::default()
+        })
+        .await
+        .expect("sandbox");
+    // Dense ranges split: 8 ranges of 1,500 orders, 2 pages each before splitting.
+    env.connector_settings("commercetools")
+        .set("dense_pages", 2);
+    // No lag: the incremental job below reads the orders touched just before it.
+    env.connector_settings("commercetools")
+        .set("lag_seconds", 0);
+    env.start_pipeline(2);
+
+    for (stream, table, resource) in [
+        ("orders", "commercetools.orders", Resource::Orders),
+        ("customers", "commercetools.customers", Resource::Customers),
+        (
+            "categories",
+            "commercetools.categories",
+            Resource::Categories,
+        ),
+        (
+            "products",
+            "commercetools.products",
+            Resource::ProductProjections,
+        ),
+    ] {
+        let report = sync(&env, stream, "default", Mode::Full).await;
+        let want: BTreeSet<String> = ids(&spec, resource).into_iter().collect();
+        assert!(!want.is_empty());
+        let got = loaded_ids(&env, table).await;
+        assert_eq!(got.len(), want.len(), "{table}");
+        assert!(got == want, "{table}: ids differ from the emulator's");
+        assert_eq!(report.rows_per_table[table], want.len() as i64, "{table}");
+        if stream == "orders" {
+            assert!(
+                report.summary.tasks_total > 8,
+                "dense ranges split into child tasks: {report:#?}"
+            );
+        }
+    }
+
+    // Content: the stored resources are the emulator's, byte for byte as JSON.
+    for (table, resource, strip) in [
+        ("commercetools.orders", Resource::Orders, None),
+        (
+            "commercetools.customers",
+            Resource::Customers,
+            Some("password"),
+        ),
+        ("commercetools.categories", Resource::Categories, None),
+        ("commercetools.products", Resource::ProductProjections, None),
+    ] {
+        for id in ids(&spec, resource).into_iter().step_by(997) {
+            let mut want = sluice_sandbox::commercetools::resource(&spec, resource, &id)
+                .expect("ground truth");
+            if let (Some(field), Some(map)) = (strip, want.as_object_mut()) {
+                map.remove(field);
+            }
+            let got: Value = env
+                .pool
+                .get()
+                .await
+                .expect("connection")
+                .query_one(
+                    &format!("SELECT resource FROM {table} WHERE id = $1"),
+                    &[&id],
+                )
+                .await
+                .expect("row")
+                .get(0);
+            assert_eq!(got, want, "{table} {id}");
+        }
+    }
+    // Child rows match their parents' collections.
+    let items: i64 = one_string(
+        &env,
+        "SELECT (sum(jsonb_array_length(resource->'lineItems') + coalesce(jsonb_array_length(resource->'customLineItems'), 0)))::text FROM commercetools.orders",
+    )
+    .await
+    .parse()
+    .expect("number");
+    assert_eq!(
+        env.count("commercetools.order_line_items")
+            .await
+            .expect("count"),
+        items
+    );
+    assert_eq!(
+        one_string(
+            &env,
+            "SELECT count(*)::text FROM commercetools.orders WHERE total IS DISTINCT FROM (resource->'totalPrice'->>'centAmount')::numeric / 10 ^ (resource->'totalPrice'->>'fractionDigits')::int"
+        )
+        .await,
+        "0"
+    );
+
+    // A second full run rewrites nothing.
+    let before = env
+        .fingerprint("commercetools.orders")
+        .await
+        .expect("fingerprint");
+    sync(&env, "orders", "default", Mode::Full).await;
+    assert_eq!(
+        env.fingerprint("commercetools.orders")
+            .await
+            .expect("fingerprint"),
+        before
+    );
+
+    // Incremental: touch 25 orders; the incremental job rewrites exactly those.
+    sync(&env, "orders", "default", Mode::Incremental).await;
+    let touched: Value = reqwest::Client::new()
+        .post(format!("{base}/commercetools/_admin/touch"))
+        .json(&json!({"resource": "orders", "count": 25}))
+        .send()
+        .await
+        .expect("touch")
+        .error_for_status()
+        .expect("touched")
+        .json()
+        .await
+        .expect("json");
+    let touched: BTreeSet<String> = touched["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(touched.len(), 25);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = sync(&env, "orders", "default", Mode::Incremental).await;
+    let rewritten: BTreeSet<String> = env
+        .pool
+        .get()
+        .await
+        .expect("connection")
+        .query(
+            "SELECT id FROM commercetools.orders WHERE _sluice_job_id = $1",
+            &[&report.summary.id],
+        )
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rewritten, touched,
+        "the incremental job rewrote other orders than the touched ones"
+    );
+    env.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_real_example_responses_load_field_by_field() {
+    init_logging();
+    let examples = repo_root().join("../shared/specs/commercetools/examples");
+    if !examples.is_dir() {
+        panic!("{} is missing (tests read ../shared)", examples.display());
+    }
+    let mut env = TestEnv::new().await.expect("test environment");
+    let config = CommercetoolsConfig {
+        examples_dir: Some(examples),
+        ..CommercetoolsConfig::default()
+    };
+    let examples_key = config.examples_project_key.clone();
+    let client = config.clients[0].clone();
+    let base = env
+        .start_commercetools_sandbox(config)
+        .await
+        .expect("sandbox");
+    for (key, value) in [
+        ("api_url", base.clone()),
+        ("auth_url", base.clone()),
+        ("project_key", examples_key),
+        ("client_id", client.client_id),
+        ("client_secret", client.client_secret),
+    ] {
+        env.connector_settings("commercetools")
+            .set(&format!("accounts.examples.{key}"), value);
+    }
+    env.start_pipeline(1);
+    for stream in ["customers", "orders", "categories", "products"] {
+        sync(&env, stream, "examples", Mode::Full).await;
+    }
+    for (sql, want) in [
+        (
+            "SELECT email || '|' || first_name || '|' || last_name || '|' || is_email_verified::text || '|' || version::text || '|' || to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS') || '|' || (resource ? 'password')::text
+               FROM commercetools.customers WHERE id = '3cdcdcc8-80c5-41bb-abb5-ac8772c9cc24'",
+            "johndoe@example.com|John|Doe|false|1|2022-09-19T14:34:35.843|false",
+        ),
+        (
+            "SELECT order_state || '|' || customer_id || '|' || total_cent_amount::text || '|' || total_currency || '|' || total::text
+               FROM commercetools.orders WHERE id = '92f5a867-bf19-47ab-982c-6720a03a3921'",
+            "Open|7297c742-d8b0-484b-aadc-1d0ba6769dc9|1000|EUR|10.0000000000000000",
+        ),
+        (
+            "SELECT kind || '|' || sku || '|' || name || '|' || quantity::text || '|' || total_cent_amount::text || '|' || currency
+               FROM commercetools.order_line_items WHERE order_id = '92f5a867-bf19-47ab-982c-6720a03a3921' AND line_item_id = '7297c742-d8b0-484b-aadc-1d0ba1869dc9'",
+            "line_item|some-sku-123|MyProduct|1|1000|EUR",
+        ),
+        (
+            "SELECT name || '|' || slug || '|' || order_hint || '|' || ancestor_ids::text
+               FROM commercetools.categories WHERE id = 'c2f93298-c967-44af-8c2a-d2220bf39eb2'",
+            "Hats|hats|0.1|[\"123456\"]",
+        ),
+        (
+            "SELECT name || '|' || product_type_id || '|' || published::text || '|' || version::text
+               FROM commercetools.products WHERE id = '080feded-4f74-4d31-9309-f7ef6b7f1279'",
+            "Some Products|1c095f1b-e638-4c7e-86c4-c58df873fca6|true|3",
+        ),
+        (
+            "SELECT string_agg(variant_id::text || ':' || is_master::text || ':' || (attributes->0->>'name'), ',' ORDER BY variant_id)
+               FROM commercetools.product_variants WHERE product_id = '080feded-4f74-4d31-9309-f7ef6b7f1279'",
+            "1:true:text1",
+        ),
+    ] {
+        assert_eq!(one_string(&env, sql).await, want, "{sql}");
+    }
+    env.teardown().await.expect("teardown");
+}
