@@ -147,7 +147,7 @@ impl Scenario {
             At::Rows(n) => (1, n),
         });
         let crash_after_write =
-            (source == Source::SailthruRedshift).then(|| rng.random_range(1..=40));
+            (source == Source::SailthruRedshift).then(|| rng.random_range(1..=12));
         Self {
             steps,
             crash_after_write,

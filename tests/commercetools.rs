@@ -303,3 +303,59 @@ async fn the_real_example_responses_load_field_by_field() {
     }
     env.teardown().await.expect("teardown");
 }
+
+/// 502s, 503s, dropped connections and truncated bodies from the API end with exactly the
+/// emulator's orders: failed requests are retried (in process, then through the retry
+/// tiers) and no page is lost or loaded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_faults_end_with_exact_rows() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    let spec = CommercetoolsDataSpec {
+        seed: 11,
+        customers: 200,
+        orders: 3_000,
+        categories: 10,
+        products: 50,
+        ..CommercetoolsDataSpec::default()
+    };
+    let base = env
+        .start_commercetools_sandbox(CommercetoolsConfig {
+            data: spec.clone(),
+            faults: sluice_sandbox::commercetools::FaultConfig {
+                seed: 3,
+                error_502_share: 0.06,
+                error_503_share: 0.06,
+                drop_share: 0.03,
+                truncate_share: 0.03,
+                ..sluice_sandbox::commercetools::FaultConfig::default()
+            },
+            ..CommercetoolsConfig::default()
+        })
+        .await
+        .expect("sandbox");
+    env.connector_settings("commercetools")
+        .set("page_size", 100);
+    env.start_pipeline(2);
+    let report = sync(&env, "orders", "default", Mode::Full).await;
+    let want: BTreeSet<String> = ids(&spec, Resource::Orders).into_iter().collect();
+    assert!(loaded_ids(&env, "commercetools.orders").await == want);
+    assert_eq!(
+        report.summary.rows_loaded as usize,
+        want.len() + {
+            // Every order's line items are loaded once too.
+            env.count("commercetools.order_line_items")
+                .await
+                .expect("count") as usize
+        }
+    );
+    let stats: Value = reqwest::get(format!("{base}/commercetools/_admin/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    let injected = stats["faults"]["total"].as_u64().unwrap_or_default();
+    assert!(injected > 0, "no fault was injected: {stats}");
+    env.teardown().await.expect("teardown");
+}
