@@ -1,8 +1,12 @@
-//! End to end: Klaviyo events from an unthrottled sandbox through planner, fetchers,
-//! RabbitMQ and loader into Postgres, with the services as real (release) processes.
+//! End to end: Klaviyo events (or commercetools orders) from an unthrottled sandbox through
+//! planner, fetchers, RabbitMQ and loader into Postgres, with the services as real
+//! (release) processes.
 //!
 //! `cargo bench --bench pipeline [-- EVENTS [FETCHER COUNTS…]]` (defaults: 1,000,000 events;
 //! runs with 1, 2 and 4 fetchers, then one run of 2 × EVENTS with 2 fetchers for growth).
+//! `cargo bench --bench pipeline -- commercetools [ORDERS [FETCHER COUNTS…]]` (defaults
+//! 100,000 orders, 1, 2 and 4 fetchers): a commercetools orders backfill instead, counting
+//! resources (orders and their line items) per second.
 //! For each run it prints events per second, each service's CPU seconds and peak RSS
 //! (`VmHWM`), and the deepest backlog seen on the fetch and load queues, which together
 //! name the bottleneck: the process that used the most CPU per second of wall time while
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_e2e::{TestEnv, cpu_seconds, utc};
+use sluice_sandbox::commercetools::{CommercetoolsConfig, CommercetoolsDataSpec};
 use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metric_id};
 
 struct Proc {
@@ -29,7 +34,14 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
+/// What a run loads.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    Klaviyo,
+    Commercetools,
+}
+
+async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64> {
     let spec = KlaviyoDataSpec {
         seed: 9,
         profiles: 50_000,
@@ -40,12 +52,31 @@ async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
     };
     let placed = metric_id(&spec, "Placed Order").expect("metric");
     let mut env = TestEnv::new().await?;
-    env.start_klaviyo_sandbox(KlaviyoConfig {
-        data: spec.clone(),
-        rate_limit_scale: None,
-        ..KlaviyoConfig::default()
-    })
-    .await?;
+    let commercetools = CommercetoolsDataSpec {
+        seed: 9,
+        customers: 10_000,
+        orders: events,
+        categories: 20,
+        products: 200,
+        ..CommercetoolsDataSpec::default()
+    };
+    match source {
+        Source::Klaviyo => {
+            env.start_klaviyo_sandbox(KlaviyoConfig {
+                data: spec.clone(),
+                rate_limit_scale: None,
+                ..KlaviyoConfig::default()
+            })
+            .await?;
+        }
+        Source::Commercetools => {
+            env.start_commercetools_sandbox(CommercetoolsConfig {
+                data: commercetools,
+                ..CommercetoolsConfig::default()
+            })
+            .await?;
+        }
+    }
     let mut procs = Vec::new();
     let mut spawned = Vec::new();
     spawned.push(("planner".to_string(), env.spawn("planner", &[])?));
@@ -81,18 +112,26 @@ async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
         }
     };
     let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_seconds(p.pid)).collect();
+    let bench_cpu = cpu_seconds(std::process::id());
     let started = Instant::now();
-    let job = env
-        .request_job(
-            "klaviyo",
-            "events",
-            json!({
-                "since": spec.start.to_rfc3339(),
-                "until": spec.end.to_rfc3339(),
-                "metrics": [placed],
-            }),
-        )
-        .await?;
+    let job = match source {
+        Source::Klaviyo => {
+            env.request_job(
+                "klaviyo",
+                "events",
+                json!({
+                    "since": spec.start.to_rfc3339(),
+                    "until": spec.end.to_rfc3339(),
+                    "metrics": [placed],
+                }),
+            )
+            .await?
+        }
+        Source::Commercetools => {
+            env.request_job("commercetools", "orders", json!({}))
+                .await?
+        }
+    };
     let (mut max_fetch, mut max_load) = (0u32, 0u32);
     let report = loop {
         let report = env.report(job).await?;
@@ -114,10 +153,24 @@ async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
     };
     let elapsed = started.elapsed().as_secs_f64();
     let rows = report.summary.rows_loaded as f64;
+    let what = match source {
+        Source::Klaviyo => "events",
+        Source::Commercetools => "orders",
+    };
+    let unit = match source {
+        Source::Klaviyo => "events/s",
+        Source::Commercetools => "resources/s (orders and line items)",
+    };
     println!(
-        "{fetchers} fetcher(s), {events} events generated: job {} in {elapsed:.1} s, {rows} rows, {:.0} events/s; deepest backlog: fetch {max_fetch}, load {max_load} messages",
+        "{fetchers} fetcher(s), {events} {what} generated: job {} in {elapsed:.1} s, {rows} rows, {:.0} {unit}; deepest backlog: fetch {max_fetch}, load {max_load} messages",
         report.summary.state,
         rows / elapsed
+    );
+    let sandbox = cpu_seconds(std::process::id()) - bench_cpu;
+    println!(
+        "  {:<10} CPU {sandbox:>6.1} s ({:>3.0} % of one core)  (the bench process)",
+        "sandbox",
+        100.0 * sandbox / elapsed
     );
     for (p, before) in procs.iter().zip(cpu_before) {
         let cpu = cpu_seconds(p.pid) - before;
@@ -135,11 +188,20 @@ async fn run(events: u64, fetchers: usize) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let source = if std::env::args().any(|a| a == "commercetools") {
+        Source::Commercetools
+    } else {
+        Source::Klaviyo
+    };
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let events = args.first().copied().unwrap_or(1_000_000);
+    let default_size = match source {
+        Source::Klaviyo => 1_000_000,
+        Source::Commercetools => 100_000,
+    };
+    let events = args.first().copied().unwrap_or(default_size);
     let counts: Vec<usize> = if args.len() > 1 {
         args[1..].iter().map(|&n| n as usize).collect()
     } else {
@@ -151,13 +213,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut two = None;
     for &n in &counts {
-        let t = run(events, n).await?;
+        let t = run(source, events, n).await?;
         if n == 2 {
             two = Some(t);
         }
     }
-    if let Some(t1) = two {
-        let t2 = run(events * 2, 2).await?;
+    if let Some(t1) = two.filter(|_| source == Source::Klaviyo) {
+        let t2 = run(source, events * 2, 2).await?;
         println!(
             "growth: {} events took {:.2} × the time of {events}",
             events * 2,

@@ -13,8 +13,10 @@
 //! ```
 //!
 //! - `SLUICE_CHAOS_RUNS` (default 20): how many runs; run `i` uses seed `SLUICE_CHAOS_SEED + i`.
-//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. An odd seed loads Klaviyo events; an
-//!   even one a generated Sailthru export — into Postgres, or for seeds `4k + 2` into a
+//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. A seed `4k + 1` loads Klaviyo events,
+//!   `4k + 3` the orders of a generated commercetools project (8,000 orders and their line
+//!   items, with 502s, 503s, dropped connections and truncated bodies); an even one a
+//!   generated Sailthru export — into Postgres, or for seeds `4k + 2` into a
 //!   Redshift stand-in, where the first loader also aborts right after its N-th write into
 //!   Redshift and before the ledger settles it (N drawn from the seed: the one crash point
 //!   of the outside-destination protocol). The seed fixes the schedule, so
@@ -35,6 +37,9 @@ use sluice_e2e::redshift::count_in;
 use sluice_e2e::{
     TestEnv, content_fingerprint_in, init_logging, klaviyo_stats, sailthru_tables, utc,
 };
+use sluice_sandbox::commercetools::{
+    CommercetoolsConfig, CommercetoolsDataSpec, DEFAULT_PROJECT_KEY, Project, Resource,
+};
 use sluice_sandbox::klaviyo::{FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metric_id};
 use uuid::Uuid;
 
@@ -52,15 +57,19 @@ enum Source {
     /// The Sailthru export into a Redshift stand-in.
     SailthruRedshift,
     Klaviyo,
+    /// The orders of a generated commercetools project, with API faults.
+    Commercetools,
 }
 
 impl Source {
-    /// Odd seeds load Klaviyo; even ones Sailthru, into Redshift for seeds `4k + 2`.
+    /// Seeds `4k + 1` load Klaviyo, `4k + 3` commercetools; even ones Sailthru, into
+    /// Redshift for seeds `4k + 2`.
     fn of(seed: u64) -> Self {
         match seed % 4 {
             2 => Self::SailthruRedshift,
             0 => Self::Sailthru,
-            _ => Self::Klaviyo,
+            1 => Self::Klaviyo,
+            _ => Self::Commercetools,
         }
     }
 
@@ -193,6 +202,10 @@ fn tables(source: Source) -> Vec<String> {
             .map(|t| format!("sailthru.{t}"))
             .collect(),
         Source::Klaviyo => vec!["klaviyo.events".to_string()],
+        Source::Commercetools => vec![
+            "commercetools.orders".to_string(),
+            "commercetools.order_line_items".to_string(),
+        ],
     }
 }
 
@@ -234,6 +247,44 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 redshift,
             })
         }
+        Source::Commercetools => {
+            let spec = commercetools_spec();
+            env.start_commercetools_sandbox(CommercetoolsConfig {
+                data: spec.clone(),
+                faults: if faults.is_some() {
+                    commercetools_faults(spec.seed)
+                } else {
+                    Default::default()
+                },
+                ..CommercetoolsConfig::default()
+            })
+            .await?;
+            // One generated project for the ground truth (not one per id).
+            let project = Project::generate(DEFAULT_PROJECT_KEY, &spec)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let orders = project.ids(Resource::Orders);
+            let items: i64 = orders
+                .iter()
+                .map(|id| {
+                    let order = project.get(Resource::Orders, id).unwrap_or_default();
+                    ["lineItems", "customLineItems"]
+                        .iter()
+                        .map(|f| order[*f].as_array().map_or(0, Vec::len) as i64)
+                        .sum::<i64>()
+                })
+                .sum();
+            Ok(Prepared {
+                env,
+                total: orders.len() as i64 + items,
+                expected: BTreeMap::from([
+                    ("commercetools.orders".to_string(), orders.len() as i64),
+                    ("commercetools.order_line_items".to_string(), items),
+                ]),
+                sailthru_url: None,
+                sandbox: None,
+                redshift: None,
+            })
+        }
         Source::Klaviyo => {
             let spec = klaviyo_spec();
             let sandbox = env
@@ -260,6 +311,30 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
     }
 }
 
+/// The generated commercetools project every commercetools run loads the orders of.
+fn commercetools_spec() -> CommercetoolsDataSpec {
+    CommercetoolsDataSpec {
+        seed: 5,
+        customers: 500,
+        orders: 8_000,
+        categories: 10,
+        products: 50,
+        ..CommercetoolsDataSpec::default()
+    }
+}
+
+/// 5 % 502s, 3 % 503s (`OverCapacity`), 2 % dropped connections, 2 % truncated bodies.
+fn commercetools_faults(seed: u64) -> sluice_sandbox::commercetools::FaultConfig {
+    sluice_sandbox::commercetools::FaultConfig {
+        seed,
+        error_502_share: 0.05,
+        error_503_share: 0.03,
+        drop_share: 0.02,
+        truncate_share: 0.02,
+        ..sluice_sandbox::commercetools::FaultConfig::default()
+    }
+}
+
 fn metric_ids(spec: &KlaviyoDataSpec) -> Vec<String> {
     KLAVIYO_METRICS
         .iter()
@@ -276,6 +351,9 @@ fn service_env(name: &str) -> Vec<(&'static str, &'static str)> {
         ("SLUICE__CONNECTORS__KLAVIYO__DENSE_PAGES", "2"),
         ("SLUICE__CONNECTORS__KLAVIYO__SPLIT_INTO", "4"),
     ];
+    // Small commercetools pages and an early split: many range tasks and child ranges.
+    vars.push(("SLUICE__CONNECTORS__COMMERCETOOLS__PAGE_SIZE", "200"));
+    vars.push(("SLUICE__CONNECTORS__COMMERCETOOLS__DENSE_PAGES", "2"));
     match name {
         "fetcher" => vars.push(("SLUICE__FETCHER__CONCURRENCY", "2")),
         "loader" => vars.push(("SLUICE__LOADER__CONCURRENCY", "2")),
@@ -289,6 +367,19 @@ fn spawn(env: &mut TestEnv, name: &str) -> anyhow::Result<usize> {
 }
 
 async fn request(p: &Prepared) -> anyhow::Result<Uuid> {
+    if p.expected.contains_key("commercetools.orders") {
+        return p
+            .env
+            .request_job_into(
+                "commercetools",
+                "orders",
+                "default",
+                json!({}),
+                sluice_contracts::Mode::Full,
+                "postgres",
+            )
+            .await;
+    }
     match (&p.sailthru_url, &p.sandbox) {
         (Some(url), _) if p.redshift.is_some() => {
             p.env.sync_sailthru_into(url, Some(1000), "rs").await
@@ -412,7 +503,8 @@ async fn reference(source: Source) -> anyhow::Result<Truth> {
 async fn run(seed: u64, truth: &Truth) -> (Vec<String>, anyhow::Result<()>) {
     let mut log = Vec::new();
     let source = Source::of(seed);
-    let faults = (source == Source::Klaviyo).then(|| klaviyo_faults(seed, 0.0));
+    let faults = matches!(source, Source::Klaviyo | Source::Commercetools)
+        .then(|| klaviyo_faults(seed, 0.0));
     let mut p = match prepare(source, faults.clone()).await {
         Ok(p) => p,
         Err(e) => return (log, Err(e)),
