@@ -999,7 +999,8 @@ async fn insert_direct(
 }
 
 /// Whether two rows of `parts` may share a primary key (by hash: a collision says yes).
-fn has_duplicate_keys(pk_positions: &[usize], parts: &[&[Vec<Value>]]) -> bool {
+/// Rows are counted whether or not they will be refused, which can only make it say yes.
+pub fn has_duplicate_keys(pk_positions: &[usize], parts: &[&[Vec<Value>]]) -> bool {
     let total: usize = parts.iter().map(|rows| rows.len()).sum();
     let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::with_capacity(total);
     parts

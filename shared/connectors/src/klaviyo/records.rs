@@ -311,15 +311,8 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
-/// A short rendering of a JSON value for messages.
-pub fn short(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 80 {
-        format!("{}…", text.chars().take(80).collect::<String>())
-    } else {
-        text
-    }
-}
+/// A JSON value for an error message, cut at 80 characters.
+pub use crate::short;
 
 /// A metric → its `klaviyo.metrics` row.
 ///

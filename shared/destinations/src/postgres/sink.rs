@@ -2,8 +2,8 @@
 
 use sluice_contracts::RecordBatch;
 use sluice_contracts::config::DatabaseSettings;
-use sluice_store::ledger::{PartWriter, Write};
-use sluice_store::load::{Catalog, LoadOutcome, load_parts};
+use sluice_store::ledger::{PartWriter, Write, load_units};
+use sluice_store::load::{Catalog, LoadOutcome};
 use sluice_store::{Pool, StoreError};
 
 use crate::{Destination, TableCount};
@@ -93,23 +93,7 @@ impl PartWriter for OtherPostgres {
                 context: format!("beginning a transaction in destination {}", self.name),
                 source,
             })?;
-        let mut written = Vec::with_capacity(units.len());
-        for unit in units {
-            let first = unit[0];
-            let parts: Vec<&[Vec<serde_json::Value>]> =
-                unit.iter().map(|b| b.rows.as_slice()).collect();
-            let loaded = load_parts(
-                &tx,
-                &self.catalog,
-                first.job_id,
-                &first.table,
-                &first.columns,
-                &parts,
-                &first.merge,
-            )
-            .await?;
-            written.push(loaded.parts);
-        }
+        let written = load_units(&tx, &self.catalog, units).await?;
         tx.commit().await.map_err(|source| StoreError::Postgres {
             context: format!("committing in destination {}", self.name),
             source,

@@ -8,7 +8,7 @@ use sluice_contracts::RecordBatch;
 use sluice_store::StoreError;
 use sluice_store::cell::Cell;
 use sluice_store::ledger::PartWriter;
-use sluice_store::load::{LoadOutcome, Shape};
+use sluice_store::load::{LoadOutcome, Shape, has_duplicate_keys};
 
 use super::sql::{self, Flavour};
 use super::{Redshift, staging::S3Staging};
@@ -97,8 +97,8 @@ impl Redshift {
         let total: usize = unit.iter().map(|b| b.rows.len()).sum();
         let stage_on_s3 = self.staging.is_some() && total as u64 >= self.config.stage_rows;
         let mut cells: Vec<Cell> = Vec::with_capacity(shape.cols.len());
-        let mut keys = std::collections::HashSet::with_capacity(total);
-        let mut duplicates = false;
+        let rows: Vec<&[Vec<Value>]> = unit.iter().map(|b| b.rows.as_slice()).collect();
+        let duplicates = has_duplicate_keys(&shape.pk_positions, &rows);
         let mut row_sql = String::new();
         for (p, batch) in unit.iter().enumerate() {
             for (r, row) in batch.rows.iter().enumerate() {
@@ -120,12 +120,7 @@ impl Redshift {
                     inserts.push(&row_sql)
                 });
                 match accepted {
-                    Ok(()) => {
-                        outcomes[p].rows += 1;
-                        let key: Vec<&Value> =
-                            shape.pk_positions.iter().map(|&i| &row[i]).collect();
-                        duplicates |= !keys.insert(serde_json::to_string(&key).unwrap_or_default());
-                    }
+                    Ok(()) => outcomes[p].rows += 1,
                     Err(error) => outcomes[p].rejected.push(shape.reject(row, error)),
                 }
             }

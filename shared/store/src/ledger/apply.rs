@@ -164,32 +164,13 @@ pub async fn apply_batches(
         rejects[i].clone_from(&batches[i].rejected);
     }
     let units = units(batches, &claimed);
+    let parts: Vec<Vec<&RecordBatch>> = units
+        .iter()
+        .map(|unit| unit.iter().map(|&i| &batches[i]).collect())
+        .collect();
     let written: Vec<Vec<LoadOutcome>> = match write {
-        Write::Ledger(catalog) => {
-            let mut written = Vec::with_capacity(units.len());
-            for unit in &units {
-                let first = &batches[unit[0]];
-                let parts: Vec<&[Vec<Value>]> =
-                    unit.iter().map(|&i| batches[i].rows.as_slice()).collect();
-                let loaded = load_parts(
-                    &tx,
-                    catalog,
-                    first.job_id,
-                    &first.table,
-                    &first.columns,
-                    &parts,
-                    &first.merge,
-                )
-                .await?;
-                written.push(loaded.parts);
-            }
-            written
-        }
+        Write::Ledger(catalog) => load_units(&tx, catalog, &parts).await?,
         Write::External(writer) => {
-            let parts: Vec<Vec<&RecordBatch>> = units
-                .iter()
-                .map(|unit| unit.iter().map(|&i| &batches[i]).collect())
-                .collect();
             if parts.is_empty() {
                 Vec::new()
             } else {
@@ -376,6 +357,35 @@ struct TaskProgress<'a> {
     rows: i64,
     cursor_max: Option<&'a str>,
     final_part: Option<i32>,
+}
+
+/// Upserts `units` (see [`PartWriter::write`]) into tables of `tx`'s database with one
+/// [`load_parts`] per unit; the rows of each part and its refused rows, per unit.
+///
+/// # Errors
+/// As [`load_parts`].
+pub async fn load_units(
+    tx: &Transaction<'_>,
+    catalog: &Catalog,
+    units: &[Vec<&RecordBatch>],
+) -> Result<Vec<Vec<LoadOutcome>>, StoreError> {
+    let mut written = Vec::with_capacity(units.len());
+    for unit in units {
+        let first = unit[0];
+        let rows: Vec<&[Vec<Value>]> = unit.iter().map(|b| b.rows.as_slice()).collect();
+        let loaded = load_parts(
+            tx,
+            catalog,
+            first.job_id,
+            &first.table,
+            &first.columns,
+            &rows,
+            &first.merge,
+        )
+        .await?;
+        written.push(loaded.parts);
+    }
+    Ok(written)
 }
 
 /// Claims the parts of `batches` not seen before whose job is still active, in (task,
