@@ -1,9 +1,11 @@
 //! The fetcher: stateless workers that run `FetchTask`s through their connector.
 //!
 //! For each task: drop it if its job was cancelled (learned at once from the control
-//! fanout); run the connector; publish one `RecordBatch` part per destination table to
-//! `load` (the last part carries `task_complete`, the rejects, the children and the cursor),
-//! then the child tasks to `fetch`, each publish confirmed; only then ack the task. A crash
+//! fanout); run the connector, publishing the parts it emits page by page as it goes, then
+//! one `RecordBatch` part per destination table of what it returns to `load` (the last part
+//! carries `task_complete`, the rejects, the children and the cursor; a part over
+//! `fetcher.max_part_bytes` is split), then the child tasks to `fetch`, each publish
+//! confirmed; only then ack the task. A crash
 //! anywhere before the ack makes RabbitMQ deliver the task again, and the loader skips parts
 //! it already has, so the effect is exactly once.
 //!
@@ -19,7 +21,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{Broker, Headers, RetryTier, Route};
-use sluice_connectors::{ConnectorContext, ConnectorError, FetchOutput, Registry};
+use sluice_connectors::{ConnectorContext, ConnectorError, Emit, FetchOutput, Registry, TableRows};
 use sluice_contracts::{
     ControlAction, ControlMessage, FetchTask, MESSAGE_VERSION, Message, Outcome, RecordBatch,
     Settings, TaskOutcome, ids,
@@ -168,6 +170,7 @@ async fn session(
         broker: broker.clone(),
         registry: registry.clone(),
         cancelled: cancelled.clone(),
+        max_part_bytes: settings.fetcher.max_part_bytes as usize,
     };
     let limit = usize::from(settings.fetcher.concurrency);
     let result = sluice_broker::drive(&broker, consumer, limit, shutdown, |d| {
@@ -185,6 +188,8 @@ struct Ctx {
     broker: Arc<Broker>,
     registry: Registry,
     cancelled: Cancelled,
+    /// `fetcher.max_part_bytes`.
+    max_part_bytes: usize,
 }
 
 /// What to do with a delivery after handling it.
@@ -246,8 +251,14 @@ impl Ctx {
             return self.fail(&task, body, &error).await;
         };
         let started = Instant::now();
+        let mut emitted = PartPublisher {
+            broker: &self.broker,
+            task: &task,
+            next_part: 0,
+            max_bytes: self.max_part_bytes,
+        };
         let result = tokio::select! {
-            r = connector.fetch(&task) => r,
+            r = connector.fetch_paged(&task, &mut emitted) => r,
             _ = self.cancelled.wait_for(task.job_id) => {
                 info!("job cancelled while fetching: task dropped");
                 metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "cancelled").increment(1);
@@ -256,8 +267,9 @@ impl Ctx {
         };
         metrics::histogram!("sluice_fetcher_task_seconds", "connector" => task.connector.clone())
             .record(started.elapsed().as_secs_f64());
+        let first_part = emitted.next_part;
         match result {
-            Ok(output) => match self.ship(&task, output).await {
+            Ok(output) => match self.ship(&task, output, first_part).await {
                 Ok(parts) => {
                     info!(
                         parts,
@@ -334,8 +346,14 @@ impl Ctx {
         }
     }
 
-    /// Publishes the output as batch parts, then the children. Returns the number of parts.
-    async fn ship(&self, task: &FetchTask, output: FetchOutput) -> anyhow::Result<usize> {
+    /// Publishes the output as batch parts numbered from `first_part` (the parts emitted
+    /// while fetching come before), then the children. Returns the number of parts.
+    async fn ship(
+        &self,
+        task: &FetchTask,
+        output: FetchOutput,
+        first_part: u32,
+    ) -> anyhow::Result<usize> {
         let children: Vec<FetchTask> = output
             .children
             .into_iter()
@@ -352,89 +370,190 @@ impl Ctx {
                 params: task.params.clone(),
             })
             .collect();
-        let batches = to_batches(
+        let mut next_part = first_part;
+        let tail = Tail {
+            rejected: output.rejected,
+            children: children.clone(),
+            cursor_max: output.cursor_max,
+        };
+        let bodies = encode_parts(
             task,
             output.tables,
-            output.rejected,
-            children.clone(),
-            output.cursor_max,
+            &mut next_part,
+            Some(tail),
+            self.max_part_bytes,
         );
-        let parts = batches.len();
         let headers = Headers::default().traced(task.job_id);
-        for batch in &batches {
-            self.broker
-                .publish(Route::Load, batch, headers.clone())
-                .await?;
+        for body in &bodies {
+            publish_part(&self.broker, body, headers.clone()).await?;
         }
         for child in &children {
             self.broker
                 .publish(Route::Fetch, child, headers.clone())
                 .await?;
         }
-        Ok(parts)
+        Ok(next_part as usize)
     }
 }
 
-/// Turns a task's output into `RecordBatch` parts: one per table, numbered from 0; the last
-/// part carries `task_complete`, the rejects, the children and the cursor. An output without
-/// rows still yields one (empty) part, so the loader learns that the task is done.
-pub fn to_batches(
-    task: &FetchTask,
-    tables: Vec<sluice_connectors::TableRows>,
-    rejected: Vec<sluice_contracts::RejectedRecord>,
-    children: Vec<FetchTask>,
-    cursor_max: Option<String>,
-) -> Vec<RecordBatch> {
-    let mut batches: Vec<RecordBatch> = tables
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| RecordBatch {
-            v: MESSAGE_VERSION,
-            job_id: task.job_id,
-            task_id: task.task_id.clone(),
-            stream: task.stream.clone(),
-            part: i as u32,
-            task_complete: false,
-            table: t.table,
-            columns: t.columns,
-            rows: t.rows,
-            merge: t.merge,
-            children: Vec::new(),
-            cursor_max: None,
-            rejected: Vec::new(),
-        })
-        .collect();
-    if batches.is_empty() {
-        batches.push(RecordBatch {
-            v: MESSAGE_VERSION,
-            job_id: task.job_id,
-            task_id: task.task_id.clone(),
-            stream: task.stream.clone(),
-            part: 0,
-            task_complete: false,
-            table: String::new(),
-            columns: Vec::new(),
-            rows: Vec::new(),
-            merge: Default::default(),
-            children: Vec::new(),
-            cursor_max: None,
-            rejected: Vec::new(),
-        });
+/// Publishes one encoded `RecordBatch` to `load`, confirmed.
+async fn publish_part(broker: &Broker, body: &[u8], headers: Headers) -> anyhow::Result<()> {
+    broker
+        .publish_raw(
+            &broker.topology().exchange(),
+            Route::Load.key(),
+            body,
+            RecordBatch::KIND,
+            headers,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Publishes the parts a connector emits while its task runs, numbered from 0.
+struct PartPublisher<'a> {
+    broker: &'a Broker,
+    task: &'a FetchTask,
+    /// The number of the next part.
+    next_part: u32,
+    max_bytes: usize,
+}
+
+#[async_trait::async_trait]
+impl Emit for PartPublisher<'_> {
+    async fn emit(&mut self, tables: Vec<TableRows>) -> Result<(), ConnectorError> {
+        let tables: Vec<TableRows> = tables.into_iter().filter(|t| !t.is_void()).collect();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let bodies = encode_parts(self.task, tables, &mut self.next_part, None, self.max_bytes);
+        let headers = Headers::default().traced(self.task.job_id);
+        for body in &bodies {
+            publish_part(self.broker, body, headers.clone())
+                .await
+                .map_err(ConnectorError::Transient)?;
+        }
+        Ok(())
     }
-    let last = batches.last_mut().expect("at least one part");
-    last.task_complete = true;
-    last.rejected = rejected;
-    last.children = children;
-    last.cursor_max = cursor_max;
-    batches
+}
+
+/// What the last part of a task carries besides its rows.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// Records the task could not read.
+    pub rejected: Vec<sluice_contracts::RejectedRecord>,
+    /// The task's children (already given their ids).
+    pub children: Vec<FetchTask>,
+    /// The greatest cursor value among the task's records.
+    pub cursor_max: Option<String>,
+}
+
+/// Encodes `tables` as `RecordBatch` parts of `task` numbered from `*next_part` (left one
+/// past the last): one part per table, unless a table's part encodes to more than
+/// `max_bytes` — then its rows are split ([`TableRows::split`]: between parents for
+/// replace-scope tables) until every part fits or holds a single row or parent. This
+/// bounds what a loader holds: its prefetch (`concurrency × group_parts` deliveries)
+/// times `max_bytes`.
+///
+/// With `tail` this is the task's end: the last part carries `task_complete`, the rejects,
+/// the children and the cursor; an end without rows is one empty part, so the loader
+/// learns that the task is done.
+pub fn encode_parts(
+    task: &FetchTask,
+    tables: Vec<TableRows>,
+    next_part: &mut u32,
+    mut tail: Option<Tail>,
+    max_bytes: usize,
+) -> Vec<Vec<u8>> {
+    let mut queue: std::collections::VecDeque<TableRows> = tables.into();
+    if tail.is_some() && queue.is_empty() {
+        queue.push_back(TableRows::default());
+    }
+    let mut bodies = Vec::new();
+    while let Some(table) = queue.pop_front() {
+        let last = queue.is_empty();
+        let end = if last { tail.take() } else { None };
+        let complete = end.is_some();
+        let end = end.unwrap_or_default();
+        let batch = RecordBatch {
+            v: MESSAGE_VERSION,
+            job_id: task.job_id,
+            task_id: task.task_id.clone(),
+            stream: task.stream.clone(),
+            part: *next_part,
+            task_complete: complete,
+            table: table.table,
+            columns: table.columns,
+            rows: table.rows,
+            merge: table.merge,
+            children: end.children,
+            cursor_max: end.cursor_max,
+            rejected: end.rejected,
+        };
+        let body = batch.encode();
+        if body.len() > max_bytes && batch.rows.len() > 1 {
+            let RecordBatch {
+                table,
+                columns,
+                rows,
+                merge,
+                children,
+                cursor_max,
+                rejected,
+                ..
+            } = batch;
+            let whole = TableRows {
+                table,
+                columns,
+                rows,
+                merge,
+            };
+            let pieces = whole.split(body.len().div_ceil(max_bytes.max(1)).max(2));
+            if pieces.len() > 1 {
+                if complete {
+                    tail = Some(Tail {
+                        rejected,
+                        children,
+                        cursor_max,
+                    });
+                }
+                for piece in pieces.into_iter().rev() {
+                    queue.push_front(piece);
+                }
+                continue;
+            }
+            // One parent's rows cannot be split: send them as one part.
+            let mut whole = pieces.into_iter().next().unwrap_or_default();
+            let batch = RecordBatch {
+                v: MESSAGE_VERSION,
+                job_id: task.job_id,
+                task_id: task.task_id.clone(),
+                stream: task.stream.clone(),
+                part: *next_part,
+                task_complete: complete,
+                table: std::mem::take(&mut whole.table),
+                columns: whole.columns,
+                rows: whole.rows,
+                merge: whole.merge,
+                children,
+                cursor_max,
+                rejected,
+            };
+            bodies.push(batch.encode());
+        } else {
+            bodies.push(body);
+        }
+        *next_part += 1;
+    }
+    bodies
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use sluice_connectors::TableRows;
-    use sluice_contracts::{PageRef, RejectedRecord, TaskKind};
+    use serde_json::json;
+    use sluice_contracts::{MergeSpec, PageRef, RejectedRecord, TaskKind};
 
     fn task() -> FetchTask {
         FetchTask {
@@ -448,6 +567,21 @@ mod tests {
             attempt: 1,
             params: serde_json::Value::Null,
         }
+    }
+
+    fn decode(bodies: &[Vec<u8>]) -> Vec<RecordBatch> {
+        bodies
+            .iter()
+            .map(|b| RecordBatch::decode(b).unwrap())
+            .collect()
+    }
+
+    fn end(rejected: Vec<RejectedRecord>, cursor: Option<&str>) -> Option<Tail> {
+        Some(Tail {
+            rejected,
+            children: vec![],
+            cursor_max: cursor.map(str::to_string),
+        })
     }
 
     #[test]
@@ -468,8 +602,15 @@ mod tests {
             error: "bad".into(),
             raw: serde_json::Value::Null,
         }];
-        let parts = to_batches(&task(), tables, rejected, vec![], Some("2016-04-01".into()));
-        assert_eq!(parts.len(), 2);
+        let mut next = 0;
+        let parts = decode(&encode_parts(
+            &task(),
+            tables,
+            &mut next,
+            end(rejected, Some("2016-04-01")),
+            1 << 20,
+        ));
+        assert_eq!((parts.len(), next), (2, 2));
         assert_eq!((parts[0].part, parts[0].task_complete), (0, false));
         assert_eq!((parts[1].part, parts[1].task_complete), (1, true));
         assert!(parts[0].rejected.is_empty());
@@ -479,8 +620,127 @@ mod tests {
 
     #[test]
     fn empty_output_still_completes_the_task() {
-        let parts = to_batches(&task(), vec![], vec![], vec![], None);
+        let mut next = 3;
+        let parts = decode(&encode_parts(
+            &task(),
+            vec![],
+            &mut next,
+            end(vec![], None),
+            1 << 20,
+        ));
         assert_eq!(parts.len(), 1);
         assert!(parts[0].task_complete && parts[0].table.is_empty());
+        assert_eq!((parts[0].part, next), (3, 4));
+        // Emitted pages without an end add nothing when they have no rows.
+        assert!(encode_parts(&task(), vec![], &mut next, None, 1 << 20).is_empty());
+    }
+
+    /// 40 parents with 0–4 children each (ids `p<i>`), rows of ~200 bytes.
+    fn children_of_parents() -> TableRows {
+        let mut rows = Vec::new();
+        let mut scope_keys = Vec::new();
+        for p in 0..40 {
+            scope_keys.push(vec![json!(format!("p{p}"))]);
+            for c in 0..(p % 5) {
+                rows.push(vec![
+                    json!(format!("p{p}")),
+                    json!(c),
+                    json!("x".repeat(200)),
+                ]);
+            }
+        }
+        TableRows {
+            table: "s.children".into(),
+            columns: vec!["parent".into(), "n".into(), "text".into()],
+            rows,
+            merge: MergeSpec {
+                replace_scope: Some(vec!["parent".into()]),
+                scope_keys,
+                ..MergeSpec::default()
+            },
+        }
+    }
+
+    #[test]
+    fn oversize_parts_split_between_parents_and_keep_every_row_and_parent() {
+        let table = children_of_parents();
+        let rows = table.rows.clone();
+        let mut next = 0;
+        let parts = decode(&encode_parts(
+            &task(),
+            vec![table],
+            &mut next,
+            end(vec![], Some("c")),
+            4_000,
+        ));
+        assert!(parts.len() > 5, "{} parts", parts.len());
+        assert_eq!(next as usize, parts.len());
+        let mut seen_parents = std::collections::BTreeSet::new();
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(part.part as usize, i);
+            assert_eq!(part.task_complete, i + 1 == parts.len());
+            assert!(
+                part.encode().len() <= 4_000 || part.merge.scope_keys.len() == 1,
+                "part {i} is {} bytes",
+                part.encode().len()
+            );
+            // Every parent with rows in the part is named by it, and no other part names it.
+            let named: std::collections::BTreeSet<String> = part
+                .merge
+                .scope_keys
+                .iter()
+                .map(|k| k[0].as_str().unwrap().to_string())
+                .collect();
+            for row in &part.rows {
+                assert!(
+                    named.contains(row[0].as_str().unwrap()),
+                    "part {i}: {row:?}"
+                );
+            }
+            for parent in named {
+                assert!(seen_parents.insert(parent.clone()), "{parent} named twice");
+            }
+        }
+        // All 40 parents are named, the 8 without children included, and no row is lost
+        // or reordered.
+        assert_eq!(seen_parents.len(), 40);
+        let back: Vec<Vec<serde_json::Value>> = parts.iter().flat_map(|p| p.rows.clone()).collect();
+        assert_eq!(back, rows);
+        assert_eq!(parts.last().unwrap().cursor_max.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn rows_of_one_parent_are_never_split() {
+        let mut table = children_of_parents();
+        table.rows.retain(|r| r[0] == json!("p4"));
+        table.merge.scope_keys = vec![vec![json!("p4")]];
+        let mut next = 0;
+        let parts = decode(&encode_parts(&task(), vec![table], &mut next, None, 100));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].rows.len(), 4);
+    }
+
+    #[test]
+    fn plain_tables_split_by_rows_when_over_the_limit() {
+        let table = TableRows {
+            table: "s.plain".into(),
+            columns: vec!["id".into()],
+            rows: (0..1000).map(|i| vec![json!(i)]).collect(),
+            merge: MergeSpec::default(),
+        };
+        let mut next = 7;
+        let parts = decode(&encode_parts(&task(), vec![table], &mut next, None, 1_000));
+        assert!(parts.len() >= 4, "{}", parts.len());
+        assert_eq!(parts[0].part, 7);
+        assert!(
+            parts
+                .iter()
+                .all(|p| !p.task_complete && p.encode().len() <= 1_000)
+        );
+        let ids: Vec<i64> = parts
+            .iter()
+            .flat_map(|p| p.rows.iter().map(|r| r[0].as_i64().unwrap()))
+            .collect();
+        assert_eq!(ids, (0..1000).collect::<Vec<_>>());
     }
 }

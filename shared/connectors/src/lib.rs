@@ -139,6 +139,158 @@ pub struct TableRows {
     pub merge: MergeSpec,
 }
 
+impl TableRows {
+    /// Whether this says nothing to the loader: no row, and no parent whose collection it
+    /// replaces (a child table naming parents in `scope_keys` empties their collections
+    /// even without rows).
+    pub fn is_void(&self) -> bool {
+        self.rows.is_empty() && self.merge.scope_keys.is_empty()
+    }
+
+    /// Splits the rows into at most `pieces` batches of about equal row counts, in row
+    /// order, each with this table's columns and merge. A table with a `replace_scope`
+    /// is split between parents only — every piece holds all rows of each parent it
+    /// carries and names exactly those parents in `scope_keys` (parents named in
+    /// `scope_keys` without a row go with the first piece) — so each piece is a whole
+    /// replacement of its parents' collections, as the loader requires.
+    pub fn split(self, pieces: usize) -> Vec<TableRows> {
+        let pieces = pieces.clamp(1, self.rows.len().max(1));
+        if pieces == 1 {
+            return vec![self];
+        }
+        let TableRows {
+            table,
+            columns,
+            rows,
+            merge,
+        } = self;
+        let total = rows.len();
+        // Groups of row indices that must stay together, in order of first appearance.
+        let groups: Vec<Vec<usize>> = match &merge.replace_scope {
+            None => (0..total).map(|i| vec![i]).collect(),
+            Some(scope) => {
+                let positions: Vec<usize> = scope
+                    .iter()
+                    .filter_map(|c| columns.iter().position(|k| k == c))
+                    .collect();
+                let mut index: std::collections::HashMap<Vec<&Value>, usize> =
+                    std::collections::HashMap::new();
+                let mut groups: Vec<Vec<usize>> = Vec::new();
+                for (i, row) in rows.iter().enumerate() {
+                    let key: Vec<&Value> = positions.iter().map(|&p| &row[p]).collect();
+                    let g = *index.entry(key).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[g].push(i);
+                }
+                groups
+            }
+        };
+        let scope_positions: Vec<usize> = merge
+            .replace_scope
+            .iter()
+            .flatten()
+            .filter_map(|c| columns.iter().position(|k| k == c))
+            .collect();
+        let per_piece = total.div_ceil(pieces);
+        let mut slots: Vec<Option<Vec<Value>>> = rows.into_iter().map(Some).collect();
+        let mut out: Vec<TableRows> = Vec::new();
+        let mut current: Vec<Vec<Value>> = Vec::new();
+        let mut current_keys: Vec<Vec<Value>> = Vec::new();
+        let mut named: std::collections::HashSet<Vec<Value>> = std::collections::HashSet::new();
+        let finish = |rows: Vec<Vec<Value>>, keys: Vec<Vec<Value>>| TableRows {
+            table: table.clone(),
+            columns: columns.clone(),
+            rows,
+            merge: MergeSpec {
+                scope_keys: if merge.scope_keys.is_empty() {
+                    Vec::new()
+                } else {
+                    keys
+                },
+                ..merge.clone()
+            },
+        };
+        for group in groups {
+            if !current.is_empty() && current.len() + group.len() > per_piece {
+                out.push(finish(
+                    std::mem::take(&mut current),
+                    std::mem::take(&mut current_keys),
+                ));
+            }
+            for (n, i) in group.into_iter().enumerate() {
+                let row = slots[i].take().unwrap_or_default();
+                if n == 0 && !scope_positions.is_empty() {
+                    let key: Vec<Value> = scope_positions.iter().map(|&p| row[p].clone()).collect();
+                    named.insert(key.clone());
+                    current_keys.push(key);
+                }
+                current.push(row);
+            }
+        }
+        out.push(finish(current, current_keys));
+        // Parents whose collection is empty have no row: the first piece speaks for them.
+        if let Some(first) = out.first_mut()
+            && !merge.scope_keys.is_empty()
+        {
+            first.merge.scope_keys.extend(
+                merge
+                    .scope_keys
+                    .iter()
+                    .filter(|k| !named.contains(*k))
+                    .cloned(),
+            );
+        }
+        out
+    }
+}
+
+/// Where a connector hands over rows while a task runs — a page at a time — so that a
+/// task of many pages holds one page in memory, not all of them, and the loader starts
+/// on the first page while the rest is fetched. Each call's tables are published as parts
+/// of the running task before it returns; what [`Connector::fetch_paged`] finally returns
+/// follows them (its last part carries the rejects, the children and the cursor).
+#[async_trait]
+pub trait Emit: Send {
+    /// Publishes `tables` (those that are [`TableRows::is_void`] are skipped) as parts of
+    /// the running task.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Transient`] when the parts could not be published: the task is
+    /// retried from its start, and the loader skips the parts it already has.
+    async fn emit(&mut self, tables: Vec<TableRows>) -> Result<(), ConnectorError>;
+}
+
+/// An [`Emit`] that keeps what it is handed: [`Connector::fetch`] of a paged connector
+/// and tests read a whole task's rows through it.
+#[derive(Debug, Default)]
+pub struct Collect(pub Vec<TableRows>);
+
+#[async_trait]
+impl Emit for Collect {
+    async fn emit(&mut self, tables: Vec<TableRows>) -> Result<(), ConnectorError> {
+        self.0.extend(tables.into_iter().filter(|t| !t.is_void()));
+        Ok(())
+    }
+}
+
+/// Runs [`Connector::fetch_paged`] with a [`Collect`] and returns the whole output, the
+/// emitted tables first: a paged connector's `fetch`.
+///
+/// # Errors
+/// The connector's.
+pub async fn fetch_all<C: Connector + ?Sized>(
+    connector: &C,
+    task: &FetchTask,
+) -> Result<FetchOutput, ConnectorError> {
+    let mut collect = Collect::default();
+    let mut output = connector.fetch_paged(task, &mut collect).await?;
+    collect.0.append(&mut output.tables);
+    output.tables = collect.0;
+    Ok(output)
+}
+
 /// What one task produced.
 #[derive(Debug, Clone, Default)]
 pub struct FetchOutput {
@@ -195,6 +347,23 @@ pub trait Connector: Send + Sync {
     /// # Errors
     /// Transient errors are retried through the retry tiers; permanent ones park the task.
     async fn fetch(&self, task: &FetchTask) -> Result<FetchOutput, ConnectorError>;
+
+    /// Runs one task, handing rows to `emit` as they arrive (a connector whose tasks read
+    /// many pages overrides this, so a task holds one page in memory); the returned
+    /// output's tables, rejects, children and cursor follow the emitted parts. The default
+    /// runs [`Connector::fetch`] and emits nothing.
+    ///
+    /// # Errors
+    /// As [`Connector::fetch`]; an error after some parts were emitted retries or parks the
+    /// whole task (a retry emits the same parts again and the loader skips them).
+    async fn fetch_paged(
+        &self,
+        task: &FetchTask,
+        emit: &mut dyn Emit,
+    ) -> Result<FetchOutput, ConnectorError> {
+        let _ = emit;
+        self.fetch(task).await
+    }
 }
 
 /// The connectors this build knows, by name.

@@ -79,6 +79,11 @@ pub struct FetcherSettings {
     /// a Klaviyo events task holds up to `dense_pages × page[size]` events (~50 MB), so
     /// memory is about 50 MB per slot.
     pub concurrency: u16,
+    /// Largest encoded `RecordBatch` part in bytes (default 4 MiB): a table's rows that
+    /// encode to more are sent as several parts (split between parents for replace-scope
+    /// tables). A loader holds at most its prefetch (`concurrency × group_parts`) times
+    /// this many bytes of undecoded parts.
+    pub max_part_bytes: u32,
 }
 
 /// Loader settings.
@@ -166,6 +171,7 @@ prefetch = 4
 [fetcher]
 admin_bind = "127.0.0.1:9102"
 concurrency = 4
+max_part_bytes = 4194304
 
 [loader]
 admin_bind = "127.0.0.1:9103"

@@ -34,8 +34,8 @@ use self::client::Client;
 use self::settings::CommercetoolsSettings;
 use crate::framework::{parse_params, payload_kind, task_payload};
 use crate::{
-    Connector, ConnectorContext, ConnectorError, FetchOutput, JobSpec, ParamKind, ParamSpec, Plan,
-    PlannedTask, SettingsError, StreamSpec, TableRows, TableSpec,
+    Connector, ConnectorContext, ConnectorError, Emit, FetchOutput, JobSpec, ParamKind, ParamSpec,
+    Plan, PlannedTask, SettingsError, StreamSpec, TableRows, TableSpec,
 };
 
 /// The streams: (name, endpoint, help, tables).
@@ -294,10 +294,13 @@ impl CommercetoolsConnector {
         (wheres, vars)
     }
 
+    /// Reads up to `dense_pages` pages of the range, emitting each page's rows as soon as
+    /// it is read (a task holds one page, not all of them).
     async fn fetch_range(
         &self,
         task: &FetchTask,
         range: IdRange,
+        emit: &mut dyn Emit,
     ) -> Result<FetchOutput, ConnectorError> {
         let (stream, endpoint) = Self::stream(&task.stream)?;
         let params: Params = serde_json::from_value(task.params.clone()).map_err(|e| {
@@ -332,6 +335,7 @@ impl CommercetoolsConnector {
             for resource in &result.results {
                 collected.add(resource, &self.settings.locale, &mut output.rejected);
             }
+            emit.emit(collected.take()).await?;
             let full = result.count >= u64::from(limit) && !result.results.is_empty();
             let Some(last) = last.filter(|_| full) else {
                 break;
@@ -430,6 +434,13 @@ impl Collected {
                 });
             }
         }
+    }
+
+    /// The rows collected so far, leaving the collector empty (the cursor is kept).
+    fn take(&mut self) -> Vec<TableRows> {
+        let mut taken = std::mem::replace(self, Collected::new(self.stream));
+        self.cursor_max = taken.cursor_max.take();
+        taken.finish()
     }
 
     fn finish(self) -> Vec<TableRows> {
@@ -532,10 +543,18 @@ impl Connector for CommercetoolsConnector {
     }
 
     async fn fetch(&self, task: &FetchTask) -> Result<FetchOutput, ConnectorError> {
+        crate::fetch_all(self, task).await
+    }
+
+    async fn fetch_paged(
+        &self,
+        task: &FetchTask,
+        emit: &mut dyn Emit,
+    ) -> Result<FetchOutput, ConnectorError> {
         match &task.kind {
             TaskKind::Connector(_) => {
                 let range: IdRange = task_payload(&task.kind)?;
-                self.fetch_range(task, range).await
+                self.fetch_range(task, range, emit).await
             }
             other => Err(ConnectorError::Permanent(anyhow::anyhow!(
                 "commercetools tasks are id ranges, found {other:?}"
