@@ -9,7 +9,10 @@
 //!   (`#[serde(deny_unknown_fields)]`), with errors naming the parameter;
 //! - [`task_payload`] / [`payload_kind`]: a connector's own task payload in
 //!   `TaskKind::Connector`;
-//! - [`TableSpec`], [`Rows`]: a destination table's shape and a collector of its rows.
+//! - [`TableSpec`]: a destination table's shape; [`Collector`]: the rows of a task, record
+//!   by record, with the rules every connector shares (a later copy of a record replaces
+//!   the earlier one; collections name their parents); [`Rows`]: one table's rows as they
+//!   come, for a connector that needs none of that.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -307,6 +310,207 @@ impl Rows {
     }
 }
 
+/// The rows of a task (or of one page of it), collected record by record: the one row
+/// collector of every connector.
+///
+/// A *record* is one row of a table plus the rows it brings to other tables (a message's
+/// actions, an order's line items, a profile's vars). The rules, which every connector
+/// shares:
+/// - a record whose table and primary key were collected before replaces the earlier one,
+///   with everything it brought: within one task the later copy is the newer;
+/// - rows a record brings that share a primary key collapse to the last one;
+/// - a *collection* — a table with `replace_scope` — belongs to the collector's first
+///   table: its part names, in `scope_keys`, the primary key of every record of that
+///   table (the collection's scope columns hold their parent's key, in order), so a
+///   collection that became empty is emptied too; [`Collector::scope_version`] and
+///   [`Collector::scope_parent`] add the version guard of the parent;
+/// - [`Collector::finish`] gives one [`TableRows`] per table, in the order the tables were
+///   given, leaving out tables that say nothing ([`TableRows::is_void`]).
+#[derive(Debug)]
+pub struct Collector {
+    tables: Vec<&'static TableSpec>,
+    records: Vec<Option<Record>>,
+    /// (table index, primary key) → index into `records`.
+    by_key: std::collections::HashMap<(usize, Vec<Value>), usize>,
+    scope_version: Option<Value>,
+    scope_parent: bool,
+    live: usize,
+}
+
+#[derive(Debug)]
+struct Record {
+    table: usize,
+    row: Vec<Value>,
+    brought: Vec<(usize, Vec<Value>)>,
+}
+
+impl Collector {
+    /// A collector of rows of `tables` (the first is the parent of any collection among
+    /// the others).
+    pub fn new(tables: &[&'static TableSpec]) -> Self {
+        debug_assert!(
+            tables.first().is_none_or(|t| t.replace_scope.is_none()),
+            "a collector's first table is the parent of its collections"
+        );
+        Self {
+            tables: tables.to_vec(),
+            records: Vec::new(),
+            by_key: std::collections::HashMap::new(),
+            scope_version: None,
+            scope_parent: false,
+            live: 0,
+        }
+    }
+
+    /// Collection parts carry `version` as their parents' version (`MergeSpec::scope_version`).
+    pub fn scope_version(mut self, version: Value) -> Self {
+        self.scope_version = Some(version);
+        self
+    }
+
+    /// Collection parts name the first table as `MergeSpec::scope_parent`, whose stored
+    /// version guards their rows (its key columns must carry the collections' scope names).
+    pub fn scope_parent(mut self) -> Self {
+        self.scope_parent = true;
+        self
+    }
+
+    fn index(&self, table: &TableSpec) -> usize {
+        self.tables
+            .iter()
+            .position(|t| std::ptr::eq(*t, table) || t.name == table.name)
+            .unwrap_or_else(|| panic!("{} is not a table of this collector", table.name))
+    }
+
+    fn key(spec: &TableSpec, row: &[Value]) -> Vec<Value> {
+        spec.key
+            .iter()
+            .filter_map(|k| spec.columns.iter().position(|c| c == k))
+            .map(|i| row.get(i).cloned().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Adds a record: `row` of `table` (values in its column order) and the rows it brings
+    /// to other tables of the collector.
+    ///
+    /// # Panics
+    /// When a table is not one of the collector's (a connector bug, not bad input).
+    pub fn add(
+        &mut self,
+        table: &'static TableSpec,
+        row: Vec<Value>,
+        brought: Vec<(&'static TableSpec, Vec<Value>)>,
+    ) {
+        debug_assert_eq!(row.len(), table.columns.len(), "{}", table.name);
+        let t = self.index(table);
+        let brought = brought
+            .into_iter()
+            .map(|(spec, row)| {
+                debug_assert_eq!(row.len(), spec.columns.len(), "{}", spec.name);
+                (self.index(spec), row)
+            })
+            .collect();
+        let key = Self::key(table, &row);
+        let at = self.records.len();
+        self.records.push(Some(Record {
+            table: t,
+            row,
+            brought,
+        }));
+        self.live += 1;
+        if let Some(old) = self.by_key.insert((t, key), at) {
+            self.records[old] = None;
+            self.live -= 1;
+        }
+    }
+
+    /// Adds a row of `table` that brings nothing else.
+    pub fn add_row(&mut self, table: &'static TableSpec, row: Vec<Value>) {
+        self.add(table, row, Vec::new());
+    }
+
+    /// Drops the records of `table` whose row `drop` returns true for, with what they
+    /// brought.
+    pub fn remove(&mut self, table: &'static TableSpec, mut drop: impl FnMut(&[Value]) -> bool) {
+        let t = self.index(table);
+        for slot in &mut self.records {
+            if slot.as_ref().is_some_and(|r| r.table == t && drop(&r.row)) {
+                *slot = None;
+                self.live -= 1;
+            }
+        }
+        let records = &self.records;
+        self.by_key.retain(|_, at| records[*at].is_some());
+    }
+
+    /// Records collected (replaced copies not counted).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no record was collected.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The rows collected so far, leaving the collector empty (for emitting page by page).
+    pub fn take(&mut self) -> Vec<TableRows> {
+        let empty = Collector {
+            tables: self.tables.clone(),
+            records: Vec::new(),
+            by_key: std::collections::HashMap::new(),
+            scope_version: self.scope_version.clone(),
+            scope_parent: self.scope_parent,
+            live: 0,
+        };
+        std::mem::replace(self, empty).finish()
+    }
+
+    /// One [`TableRows`] per table, in the collector's order (see the type's rules).
+    pub fn finish(self) -> Vec<TableRows> {
+        let mut rows: Vec<Vec<Vec<Value>>> = vec![Vec::new(); self.tables.len()];
+        let mut parents: Vec<Vec<Value>> = Vec::new();
+        // Rows brought by records: (table, key) → position in `rows[table]`.
+        let mut seen: std::collections::HashMap<(usize, Vec<Value>), usize> =
+            std::collections::HashMap::new();
+        for record in self.records.into_iter().flatten() {
+            if record.table == 0 {
+                parents.push(Self::key(self.tables[0], &record.row));
+            }
+            rows[record.table].push(record.row);
+            for (t, row) in record.brought {
+                let key = Self::key(self.tables[t], &row);
+                match seen.get(&(t, key.clone())) {
+                    Some(&at) => rows[t][at] = row,
+                    None => {
+                        seen.insert((t, key), rows[t].len());
+                        rows[t].push(row);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (t, spec) in self.tables.iter().enumerate() {
+            let mut merge = spec.merge();
+            if t > 0 && spec.replace_scope.is_some() {
+                merge.scope_keys = parents.clone();
+                merge.scope_version = self.scope_version.clone();
+                merge.scope_parent = self.scope_parent.then(|| self.tables[0].name.to_string());
+            }
+            let table = TableRows {
+                table: spec.name.to_string(),
+                columns: spec.columns.iter().map(|c| (*c).to_string()).collect(),
+                rows: std::mem::take(&mut rows[t]),
+                merge,
+            };
+            if !table.is_void() {
+                out.push(table);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -323,6 +527,106 @@ mod tests {
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .unwrap()
+    }
+
+    static PARENT: TableSpec = TableSpec {
+        name: "t.parent",
+        columns: &["id", "v"],
+        key: &["id"],
+        version: Some("v"),
+        replace_scope: None,
+    };
+    static KIDS: TableSpec = TableSpec {
+        name: "t.kids",
+        columns: &["parent_id", "n", "v"],
+        key: &["parent_id", "n"],
+        version: Some("v"),
+        replace_scope: Some(&["parent_id"]),
+    };
+    static EXTRA: TableSpec = TableSpec {
+        name: "t.extra",
+        columns: &["id", "x"],
+        key: &["id"],
+        version: None,
+        replace_scope: None,
+    };
+
+    fn kid(parent: &str, n: i64, v: i64) -> (&'static TableSpec, Vec<Value>) {
+        (&KIDS, vec![json!(parent), json!(n), json!(v)])
+    }
+
+    #[test]
+    fn a_later_copy_of_a_record_replaces_it_with_what_it_brought() {
+        let mut c = Collector::new(&[&PARENT, &KIDS, &EXTRA]);
+        c.add(
+            &PARENT,
+            vec![json!("a"), json!(1)],
+            vec![kid("a", 1, 1), kid("a", 2, 1)],
+        );
+        c.add(&PARENT, vec![json!("b"), json!(1)], vec![]);
+        // The newer copy of `a` has one kid left: kid 2 must go with the old copy.
+        c.add(&PARENT, vec![json!("a"), json!(2)], vec![kid("a", 1, 2)]);
+        c.add_row(&EXTRA, vec![json!("a"), json!("x")]);
+        assert_eq!(c.len(), 3);
+        let tables = c.finish();
+        let names: Vec<&str> = tables.iter().map(|t| t.table.as_str()).collect();
+        assert_eq!(names, ["t.parent", "t.kids", "t.extra"]);
+        assert_eq!(
+            tables[0].rows,
+            vec![vec![json!("b"), json!(1)], vec![json!("a"), json!(2)]]
+        );
+        assert_eq!(tables[1].rows, vec![vec![json!("a"), json!(1), json!(2)]]);
+        // Both parents are named, `b` with its empty collection.
+        assert_eq!(
+            tables[1].merge.scope_keys,
+            vec![vec![json!("b")], vec![json!("a")]]
+        );
+        assert_eq!(
+            tables[1].merge.replace_scope,
+            Some(vec!["parent_id".into()])
+        );
+        assert!(tables[2].merge.scope_keys.is_empty());
+    }
+
+    #[test]
+    fn brought_rows_with_one_key_collapse_to_the_last_and_scope_options_apply() {
+        let mut c = Collector::new(&[&PARENT, &KIDS])
+            .scope_version(json!("2024-01-01"))
+            .scope_parent();
+        c.add(
+            &PARENT,
+            vec![json!("a"), json!(1)],
+            vec![kid("a", 1, 1), kid("a", 1, 5)],
+        );
+        let tables = c.take();
+        assert_eq!(tables[1].rows, vec![vec![json!("a"), json!(1), json!(5)]]);
+        assert_eq!(tables[1].merge.scope_version, Some(json!("2024-01-01")));
+        assert_eq!(tables[1].merge.scope_parent.as_deref(), Some("t.parent"));
+        // `take` leaves an empty collector with the same options.
+        assert!(c.is_empty());
+        c.add(&PARENT, vec![json!("c"), json!(1)], vec![]);
+        let again = c.finish();
+        assert_eq!(again.len(), 2, "the empty collection of c is still sent");
+        assert_eq!(again[1].merge.scope_parent.as_deref(), Some("t.parent"));
+    }
+
+    #[test]
+    fn removed_records_leave_with_what_they_brought_and_void_tables_are_left_out() {
+        let mut c = Collector::new(&[&PARENT, &KIDS, &EXTRA]);
+        c.add(&PARENT, vec![json!("a"), json!(1)], vec![kid("a", 1, 1)]);
+        c.add(&PARENT, vec![json!("b"), json!(1)], vec![kid("b", 1, 1)]);
+        c.remove(&PARENT, |row| row[0] == json!("a"));
+        assert_eq!(c.len(), 1);
+        // A removed key can be added again.
+        c.add(&PARENT, vec![json!("a"), json!(3)], vec![]);
+        let tables = c.finish();
+        assert_eq!(tables.len(), 2, "no extra rows: no extra part");
+        assert_eq!(
+            tables[0].rows,
+            vec![vec![json!("b"), json!(1)], vec![json!("a"), json!(3)]]
+        );
+        assert_eq!(tables[1].rows, vec![vec![json!("b"), json!(1), json!(1)]]);
+        assert!(Collector::new(&[&PARENT, &KIDS]).finish().is_empty());
     }
 
     #[test]

@@ -23,11 +23,12 @@
 //! `cursor_max` of time-window and collection tasks is the greatest `datetime`/`updated` of
 //! the task's records, clamped to now − `lag_seconds`, formatted `%Y-%m-%dT%H:%M:%S%.6fZ`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use self::settings::KlaviyoSettings;
+use crate::framework::Collector;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -35,7 +36,7 @@ use sluice_contracts::{FetchTask, Mode, PageRef, RejectedRecord, TaskKind};
 
 use crate::{
     Connector, ConnectorContext, ConnectorError, FetchOutput, JobSpec, Plan, PlannedTask,
-    StreamSpec, TableRows,
+    StreamSpec,
 };
 
 pub mod client;
@@ -96,57 +97,9 @@ pub fn api_key_variable(account: &str) -> String {
     )
 }
 
-/// Rows collected by one task, one [`TableRows`] per table; a later copy of a key in the
-/// same task replaces the earlier one.
-#[derive(Default)]
-struct Collector {
-    tables: BTreeMap<&'static str, (TableRows, HashMap<String, usize>)>,
-}
-
-impl Collector {
-    fn add(&mut self, table: &'static str, row: Vec<Value>) {
-        let (rows, index) = self
-            .tables
-            .entry(table)
-            .or_insert_with(|| (records::table(table), HashMap::new()));
-        let key = match table {
-            records::LIST_MEMBERS | records::SEGMENT_MEMBERS => {
-                format!("{}\u{1f}{}", row[0], row[1])
-            }
-            _ => row[0].to_string(),
-        };
-        match index.get(&key) {
-            Some(&i) => rows.rows[i] = row,
-            None => {
-                index.insert(key, rows.rows.len());
-                rows.rows.push(row);
-            }
-        }
-    }
-
-    /// Removes the rows of `table` whose key (first value) is one of `keys`.
-    fn remove(&mut self, table: &'static str, keys: &HashSet<String>) {
-        if let Some((rows, index)) = self.tables.get_mut(table) {
-            rows.rows.retain(|row| !keys.contains(&row[0].to_string()));
-            index.clear();
-            for (i, row) in rows.rows.iter().enumerate() {
-                index.insert(row[0].to_string(), i);
-            }
-        }
-    }
-
-    /// The tables with rows (a task without rows ships no table part at all).
-    fn finish(self) -> Vec<TableRows> {
-        self.tables
-            .into_values()
-            .map(|(t, _)| t)
-            .filter(|t| !t.rows.is_empty())
-            .collect()
-    }
-}
-
 /// What a task produced besides rows.
 struct Outcome {
+    /// Every Klaviyo table; a later copy of a key in the same task replaces the earlier one.
     rows: Collector,
     rejected: Vec<RejectedRecord>,
     children: Vec<PlannedTask>,
@@ -156,10 +109,27 @@ struct Outcome {
 impl Outcome {
     fn new() -> Self {
         Self {
-            rows: Collector::default(),
+            rows: Collector::new(&records::TABLES),
             rejected: Vec::new(),
             children: Vec::new(),
             max_time: None,
+        }
+    }
+
+    /// Adds a row of `table` (one of the `records` table names).
+    fn add(&mut self, table: &str, row: Vec<Value>) {
+        let spec = records::spec(table);
+        debug_assert!(spec.is_some(), "{table} is not a Klaviyo table");
+        if let Some(spec) = spec {
+            self.rows.add_row(spec, row);
+        }
+    }
+
+    /// Drops the rows of `table` whose key (first value, as JSON text) is one of `keys`.
+    fn remove(&mut self, table: &str, keys: &HashSet<String>) {
+        if let Some(spec) = records::spec(table) {
+            self.rows
+                .remove(spec, |row| keys.contains(&row[0].to_string()));
         }
     }
 
@@ -548,7 +518,7 @@ impl KlaviyoConnector {
                             at_latest.1.insert(row[0].to_string());
                             last = t;
                         }
-                        out.rows.add(table, row);
+                        out.add(table, row);
                         out.see_time(t);
                     }
                     Err(e) => out.reject(
@@ -584,7 +554,7 @@ impl KlaviyoConnector {
                             "dense klaviyo window; splitting the rest"
                         );
                         if at_latest.0 == Some(t) {
-                            out.rows.remove(
+                            out.remove(
                                 if events {
                                     records::EVENTS
                                 } else {
@@ -626,7 +596,7 @@ impl KlaviyoConnector {
                 continue;
             }
             match records::profile(inc) {
-                Ok((row, _)) => out.rows.add(records::PROFILES, row),
+                Ok((row, _)) => out.add(records::PROFILES, row),
                 Err(e) => out.reject(task, page_no, records::PROFILES, e, inc),
             }
         }
@@ -658,7 +628,7 @@ impl KlaviyoConnector {
                 pages += 1;
                 for item in &page.data {
                     match records::profile(item) {
-                        Ok((row, _)) => out.rows.add(records::PROFILES, row),
+                        Ok((row, _)) => out.add(records::PROFILES, row),
                         Err(e) => out.reject(task, pages, records::PROFILES, e, item),
                     }
                 }
@@ -760,7 +730,7 @@ impl KlaviyoConnector {
                         if matches!(stream, Stream::Metrics | Stream::Lists | Stream::Segments) {
                             out.see_time(records::updated_of(&row));
                         }
-                        out.rows.add(table, row);
+                        out.add(table, row);
                     }
                     Err(e) => out.reject(task, pages, table, e, item),
                 }

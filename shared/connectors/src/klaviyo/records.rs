@@ -7,7 +7,7 @@
 //! `extra.relationships`), so nothing is dropped.
 
 use super::windows;
-use crate::{TableRows, TableSpec};
+use crate::TableSpec;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -152,18 +152,6 @@ pub fn spec(table: &str) -> Option<&'static TableSpec> {
 /// The columns of a table, in row order.
 pub fn columns(table: &str) -> &'static [&'static str] {
     spec(table).map_or(&[], |t| t.columns)
-}
-
-/// An empty [`TableRows`] for `table` with its columns and merge options (profiles are
-/// versioned by `updated`).
-pub fn table(table: &str) -> TableRows {
-    match spec(table) {
-        Some(spec) => spec.rows().finish(),
-        None => TableRows {
-            table: table.to_string(),
-            ..TableRows::default()
-        },
-    }
 }
 
 /// One JSON:API resource, checked for a string `id` and an object `attributes`.

@@ -11,7 +11,6 @@
 //! field. Each task's `cursor_max` is the export date (`YYYY-MM-DD`).
 
 use object_store::ObjectStoreExt as _;
-use std::collections::HashMap;
 
 use self::settings::{EmailPolicy, SailthruSettings};
 use async_trait::async_trait;
@@ -20,10 +19,11 @@ use serde_json::Value;
 use sluice_contracts::redact::redact_url;
 use sluice_contracts::{FetchTask, FileSlice, PageRef, RejectedRecord, TaskKind};
 
+use crate::framework::Collector;
 use crate::location::{self, classify_error};
 use crate::{
     Connector, ConnectorError, FetchOutput, JobSpec, ParamKind, ParamSpec, Plan, PlannedTask,
-    StreamSpec, TableRows,
+    StreamSpec,
 };
 
 pub mod archive;
@@ -32,7 +32,7 @@ pub mod settings;
 pub mod timestamps;
 
 use archive::{LocalCopy, MemberName, ScanError, SliceError};
-use records::{Context, Member, RecordRows, TableSpec};
+use records::{Context, Member, RecordRows};
 
 /// The only stream a Sailthru job may name; its tasks carry the member tables as streams.
 pub const JOB_STREAM: &str = "export";
@@ -337,7 +337,7 @@ impl Connector for SailthruConnector {
                 ConnectorError::InvalidParams(m) => ConnectorError::Permanent(anyhow::anyhow!(m)),
                 other => other,
             })?;
-        let mut batch = Batch::new(member);
+        let mut batch = collector(member, &date);
         let mut rejected = Vec::new();
         let mut lines = 0u64;
         archive::read_lines(reader, slice, |line, bytes| {
@@ -355,7 +355,7 @@ impl Connector for SailthruConnector {
                     raw: Value::String(redact_raw_line(member, ctx.email_policy, bytes)),
                 }),
                 Ok(value) => match records::convert(member, &value, &ctx) {
-                    Ok(rows) => batch.add(rows),
+                    Ok(rows) => collect(&mut batch, rows),
                     Err(e) => rejected.push(RejectedRecord {
                         source,
                         table,
@@ -377,7 +377,7 @@ impl Connector for SailthruConnector {
                 }
             }
         })?;
-        let tables = batch.finish(&date);
+        let tables = batch.finish();
         tracing::info!(
             member = %slice.member,
             first_line = slice.first_line,
@@ -395,90 +395,22 @@ impl Connector for SailthruConnector {
     }
 }
 
-/// The rows of one task, one record per parent key (a later duplicate of a record in the
-/// same slice replaces the earlier one, collections included).
-struct Batch {
-    member: Member,
-    records: Vec<Option<RecordRows>>,
-    by_key: HashMap<String, usize>,
+/// The rows of one slice: a record's rows arrive together, the parent first. A later
+/// duplicate of a record in the same slice replaces the earlier one, collections included;
+/// a collection (`replace_scope`) names every profile of the slice with the export date as
+/// its version and `sailthru.profile` as the guarding parent, so a collection that became
+/// empty is emptied too and an older export loaded late cannot bring members back.
+fn collector(member: Member, export_date: &str) -> Collector {
+    Collector::new(member.tables())
+        .scope_version(Value::String(export_date.to_string()))
+        .scope_parent()
 }
 
-impl Batch {
-    fn new(member: Member) -> Self {
-        Self {
-            member,
-            records: Vec::new(),
-            by_key: HashMap::new(),
-        }
-    }
-
-    fn key_of(spec: &TableSpec, row: &[Value]) -> String {
-        let key: Vec<&Value> = spec.key_positions().into_iter().map(|i| &row[i]).collect();
-        serde_json::to_string(&key).unwrap_or_default()
-    }
-
-    fn add(&mut self, rows: RecordRows) {
-        let Some((spec, parent)) = rows.first() else {
-            return;
-        };
-        let key = Self::key_of(spec, parent);
-        if let Some(old) = self.by_key.insert(key, self.records.len()) {
-            self.records[old] = None;
-        }
-        self.records.push(Some(rows));
-    }
-
-    /// One [`TableRows`] per destination table that has rows, parent first; rows with the
-    /// same primary key collapse to the last one. A child table that mirrors a collection
-    /// (`replace_scope`) is sent even without rows, naming every parent of the slice in
-    /// `scope_keys` with the export date as `scope_version` and the parent table as
-    /// `scope_parent`, so a collection that became empty is emptied too.
-    fn finish(self, export_date: &str) -> Vec<TableRows> {
-        let mut out = Vec::new();
-        let parent_spec = self.member.tables().first().copied();
-        for spec in self.member.tables() {
-            let mut rows: Vec<Vec<Value>> = Vec::new();
-            let mut seen: HashMap<String, usize> = HashMap::new();
-            for (table, row) in self.records.iter().flatten().flatten() {
-                if table.name != spec.name {
-                    continue;
-                }
-                let key = Self::key_of(spec, row);
-                match seen.get(&key) {
-                    Some(&at) => rows[at] = row.clone(),
-                    None => {
-                        seen.insert(key, rows.len());
-                        rows.push(row.clone());
-                    }
-                }
-            }
-            let mut merge = spec.merge();
-            if let (Some(scope), Some(parent)) = (&merge.replace_scope, parent_spec) {
-                let positions: Vec<usize> = scope
-                    .iter()
-                    .filter_map(|c| parent.columns.iter().position(|p| p == c))
-                    .collect();
-                merge.scope_keys = self
-                    .records
-                    .iter()
-                    .flatten()
-                    .filter_map(|record| record.first())
-                    .map(|(_, row)| positions.iter().map(|&i| row[i].clone()).collect())
-                    .collect();
-                merge.scope_version = Some(Value::String(export_date.to_string()));
-                merge.scope_parent = Some(parent.name.to_string());
-            }
-            if rows.is_empty() && merge.scope_keys.is_empty() {
-                continue;
-            }
-            out.push(TableRows {
-                table: spec.name.to_string(),
-                columns: spec.columns.iter().map(|c| (*c).to_string()).collect(),
-                rows,
-                merge,
-            });
-        }
-        out
+/// Adds one converted record (its parent row first) to `rows`.
+fn collect(rows: &mut Collector, record: RecordRows) {
+    let mut record = record.into_iter();
+    if let Some((spec, row)) = record.next() {
+        rows.add(spec, row, record.collect());
     }
 }
 
