@@ -359,3 +359,102 @@ async fn api_faults_end_with_exact_rows() {
     assert!(injected > 0, "no fault was injected: {stats}");
     env.teardown().await.expect("teardown");
 }
+
+/// Patches what the emulator serves for one order (a JSON merge patch).
+async fn patch_order(base: &str, id: &str, patch: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/commercetools/_admin/patch"))
+        .json(&json!({"resource": "orders", "id": id, "patch": patch}))
+        .send()
+        .await
+        .expect("patch");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unmappable_resources_are_rejected_naming_stream_and_id_and_the_rest_loads() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    let spec = CommercetoolsDataSpec {
+        seed: 13,
+        customers: 50,
+        orders: 1_000,
+        categories: 5,
+        products: 20,
+        ..CommercetoolsDataSpec::default()
+    };
+    let base = env
+        .start_commercetools_sandbox(CommercetoolsConfig {
+            data: spec.clone(),
+            ..CommercetoolsConfig::default()
+        })
+        .await
+        .expect("sandbox");
+    // One range paged by 100 in id order, so the test knows which order ends a page.
+    env.connector_settings("commercetools")
+        .set("page_size", 100);
+    env.connector_settings("commercetools").set("split_into", 1);
+    let mut sorted = ids(&spec, Resource::Orders);
+    sorted.sort();
+    // The last order of the first full page comes without an id: the pager must go on
+    // after it, not end the range there.
+    patch_order(&base, &sorted[99], json!({"id": null})).await;
+    patch_order(&base, &sorted[250], json!({"version": "three"})).await;
+    patch_order(&base, &sorted[420], json!({"lastModifiedAt": 5})).await;
+    env.start_pipeline(2);
+    let job = env
+        .request_job_into(
+            "commercetools",
+            "orders",
+            "default",
+            json!({}),
+            Mode::Full,
+            "postgres",
+        )
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+
+    // Exactly the three are missing, and each is rejected once, naming stream and id.
+    let mut want: BTreeSet<String> = sorted.iter().cloned().collect();
+    for i in [99, 250, 420] {
+        want.remove(&sorted[i]);
+    }
+    assert!(loaded_ids(&env, "commercetools.orders").await == want);
+    assert_eq!(report.summary.rows_rejected, 3, "{:#?}", report.rejected);
+    let mut rejected: Vec<(String, String)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.source.clone(), r.error.clone()))
+        .collect();
+    rejected.sort();
+    let mut expected = vec![
+        (
+            format!("commercetools orders {}", sorted[250]),
+            format!("resource {}: version is not an integer", sorted[250]),
+        ),
+        (
+            format!("commercetools orders {}", sorted[420]),
+            format!(
+                "resource {}: lastModifiedAt is not a string: 5",
+                sorted[420]
+            ),
+        ),
+        (
+            format!("commercetools orders without an id, after {}", sorted[98]),
+            "missing id".to_string(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(rejected, expected);
+    // The stored raw record is the resource as served (without its id).
+    let raw = one_string(
+        &env,
+        "SELECT record::text FROM sluice.rejected_rows WHERE error = 'missing id'",
+    )
+    .await;
+    let raw: Value = serde_json::from_str(&raw).expect("raw json");
+    assert!(raw.get("id").is_none() && raw["version"].is_i64(), "{raw}");
+    env.teardown().await.expect("teardown");
+}

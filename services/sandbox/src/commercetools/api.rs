@@ -95,6 +95,7 @@ pub fn router(config: CommercetoolsConfig) -> Result<Router, InvalidConfig> {
             get(admin_faults).post(admin_set_faults),
         )
         .route("/commercetools/_admin/touch", post(admin_touch))
+        .route("/commercetools/_admin/patch", post(admin_patch))
         .route("/commercetools/_admin/tokens/expire", post(admin_expire))
         .route("/commercetools/_admin/config", get(admin_config))
         .with_state(shared))
@@ -996,6 +997,30 @@ async fn admin_touch(State(sh): St, body: Bytes) -> Response {
         .filter_map(|id| p.get_staged(req.resource, id, true))
         .collect();
     admin_json(StatusCode::OK, json!({"ids": ids, "resources": resources}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRequest {
+    resource: Resource,
+    id: String,
+    patch: serde_json::Map<String, Value>,
+    project: Option<String>,
+}
+
+async fn admin_patch(State(sh): St, body: Bytes) -> Response {
+    let req: PatchRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return admin_error(format!("bad patch request: {e}")),
+    };
+    let key = req.project.unwrap_or_else(|| sh.config.project_key.clone());
+    let Some(p) = sh.projects.get(&key) else {
+        return admin_error(format!("no project {key:?}"));
+    };
+    match write(p).patch(req.resource, &req.id, req.patch) {
+        Some(resource) => admin_json(StatusCode::OK, json!({"resource": resource})),
+        None => admin_error(format!("no {:?} with id {:?}", req.resource, req.id)),
+    }
 }
 
 async fn admin_expire(State(sh): St) -> Response {

@@ -79,6 +79,9 @@
 //! - `POST /commercetools/_admin/touch` `{resource, count, at?, project?}`: bumps
 //!   `version` and `lastModifiedAt` (to `at`, default now, and at least 1 ms later than
 //!   before) of `count` resources chosen as [`Project::touch`] does → `{ids, resources}`.
+//! - `POST /commercetools/_admin/patch` `{resource, id, patch, project?}`: a JSON merge
+//!   patch over what the resource is served as from now on ([`Project::patch`]; a fault
+//!   knob: the real API never serves a resource without `id`) → `{resource}`.
 //! - `POST /commercetools/_admin/tokens/expire`: every issued token expires now →
 //!   `{expired}`.
 //! - `GET /commercetools/_admin/config`: the [`CommercetoolsConfig`].

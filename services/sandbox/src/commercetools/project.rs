@@ -335,6 +335,8 @@ pub struct Project {
     /// Custom objects by `(container, key)`.
     custom: BTreeMap<(String, String), Value>,
     custom_seq: u64,
+    /// JSON merge patches over served bodies, by `(slot, index)` (see [`Project::patch`]).
+    patches: BTreeMap<(usize, u32), serde_json::Map<String, Value>>,
 }
 
 fn slot(r: Resource) -> usize {
@@ -386,6 +388,7 @@ impl Project {
             rounds: [0; 5],
             custom: BTreeMap::new(),
             custom_seq: 0,
+            patches: BTreeMap::new(),
         })
     }
 
@@ -450,6 +453,7 @@ impl Project {
             rounds: [0; 5],
             custom,
             custom_seq: 0,
+            patches: BTreeMap::new(),
         })
     }
 
@@ -540,8 +544,40 @@ impl Project {
         Some(self.body(r, i, staged))
     }
 
+    /// Applies a JSON merge patch (RFC 7386: a `null` member removes the field) to what
+    /// `r` number `id` is served as, from now on (its version and time stay as they are).
+    /// The real API never serves such a resource: this is a fault knob, for tests of what a
+    /// client does with a resource it cannot map (no `id`, a `version` that is text).
+    /// Returns the patched body, `None` for an unknown id.
+    pub fn patch(
+        &mut self,
+        r: Resource,
+        id: &str,
+        patch: serde_json::Map<String, Value>,
+    ) -> Option<Value> {
+        let i = self.col(r).index_of(id)?;
+        self.patches.entry((slot(r), i)).or_default().extend(patch);
+        Some(self.body(r, i, false))
+    }
+
     /// The body of `r` at index `i` as listed.
     pub(crate) fn body(&self, r: Resource, i: u32, staged: bool) -> Value {
+        let mut body = self.unpatched_body(r, i, staged);
+        if let Some(patch) = self.patches.get(&(slot(r), i))
+            && let Value::Object(fields) = &mut body
+        {
+            for (k, v) in patch {
+                if v.is_null() {
+                    fields.remove(k);
+                } else {
+                    fields.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        body
+    }
+
+    fn unpatched_body(&self, r: Resource, i: u32, staged: bool) -> Value {
         let c = self.col(r);
         let Some(g) = self.g() else {
             return c.stored_body(i);

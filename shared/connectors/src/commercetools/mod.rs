@@ -27,12 +27,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_contracts::{FetchTask, MergeSpec, Mode, RejectedRecord, TaskKind};
+use sluice_contracts::{FetchTask, Mode, RejectedRecord, TaskKind};
 use uuid::Uuid;
 
 use self::client::Client;
 use self::settings::CommercetoolsSettings;
-use crate::framework::{parse_params, payload_kind, task_payload};
+use crate::framework::{Collector, parse_params, payload_kind, task_payload};
 use crate::{
     Connector, ConnectorContext, ConnectorError, Emit, FetchOutput, JobSpec, ParamKind, ParamSpec,
     Plan, PlannedTask, SettingsError, StreamSpec, TableRows, TableSpec,
@@ -327,19 +327,44 @@ impl CommercetoolsConnector {
                 query.push(("staged".into(), "true".into()));
             }
             let result = client.query(endpoint, &query).await?;
-            let last = result
+            let full = result.count >= u64::from(limit) && !result.results.is_empty();
+            // The next page starts after the last resource with an id. One served without
+            // an id (the API never does; a proxy or a bug might) is rejected where it
+            // stands — unless it ends a full page: then it is left for the next page, which
+            // reads it again, so it is rejected once and nothing after it is skipped.
+            let with_id = result
                 .results
-                .last()
-                .and_then(|r| r["id"].as_str())
-                .map(str::to_string);
-            for resource in &result.results {
-                collected.add(resource, &self.settings.locale, &mut output.rejected);
+                .iter()
+                .rposition(|r| r["id"].as_str().is_some_and(|id| !id.is_empty()));
+            let read = if full {
+                with_id.map_or(0, |i| i + 1)
+            } else {
+                result.results.len()
+            };
+            let mut before = range.after.clone();
+            for resource in &result.results[..read] {
+                collected.add(
+                    resource,
+                    &self.settings.locale,
+                    before.as_deref(),
+                    &mut output.rejected,
+                );
+                if let Some(id) = resource["id"].as_str() {
+                    before = Some(id.to_string());
+                }
             }
             emit.emit(collected.take()).await?;
-            let full = result.count >= u64::from(limit) && !result.results.is_empty();
-            let Some(last) = last.filter(|_| full) else {
+            if !full {
                 break;
+            }
+            let Some(last) = with_id.and_then(|i| result.results[i]["id"].as_str()) else {
+                return Err(ConnectorError::Permanent(anyhow::anyhow!(
+                    "a full page of {limit} {stream} after {} has no resource with an id: \
+                     cannot page further in this range",
+                    range.after.as_deref().or(range.from.as_deref()).unwrap_or("the start")
+                )));
             };
+            let last = last.to_string();
             range.after = Some(last);
             if page + 1 == self.settings.dense_pages.max(1) {
                 // Dense: hand the rest of the range to child tasks.
@@ -347,7 +372,7 @@ impl CommercetoolsConnector {
             }
         }
         output.cursor_max = collected.cursor_max.clone();
-        output.tables = collected.finish();
+        output.tables = collected.take();
         Ok(output)
     }
 
@@ -376,33 +401,48 @@ impl CommercetoolsConnector {
     }
 }
 
-/// The rows of one task, per table.
+/// The rows of one task: the stream's resources and their child rows.
 struct Collected {
     stream: &'static str,
-    parents: crate::framework::Rows,
-    children: Option<crate::framework::Rows>,
-    parent_ids: Vec<Vec<Value>>,
+    parent: &'static TableSpec,
+    child: Option<&'static TableSpec>,
+    rows: Collector,
     cursor_max: Option<String>,
 }
 
 impl Collected {
     fn new(stream: &'static str) -> Self {
-        let (parents, children) = match stream {
+        let (parent, child) = match stream {
             "customers" => (&records::CUSTOMERS, Some(&records::CUSTOMER_ADDRESSES)),
             "orders" => (&records::ORDERS, Some(&records::ORDER_LINE_ITEMS)),
             "products" => (&records::PRODUCTS, Some(&records::PRODUCT_VARIANTS)),
             _ => (&records::CATEGORIES, None),
         };
+        // No `scope_parent`: the child's scope column (`order_id`) is not the parent's key
+        // column (`id`), so the stored child rows' own version guards against an older
+        // copy of the collection.
+        let rows = match child {
+            Some(child) => Collector::new(&[parent, child]),
+            None => Collector::new(&[parent]),
+        };
         Self {
             stream,
-            parents: parents.rows(),
-            children: children.map(|c| c.rows()),
-            parent_ids: Vec::new(),
+            parent,
+            child,
+            rows,
             cursor_max: None,
         }
     }
 
-    fn add(&mut self, resource: &Value, locale: &str, rejected: &mut Vec<RejectedRecord>) {
+    /// Adds one resource, or rejects it naming the stream and its id — or, for a resource
+    /// without an id, the id of the resource before it (`before`).
+    fn add(
+        &mut self,
+        resource: &Value,
+        locale: &str,
+        before: Option<&str>,
+        rejected: &mut Vec<RejectedRecord>,
+    ) {
         let converted = match self.stream {
             "customers" => records::customer(resource),
             "orders" => records::order(resource, locale),
@@ -416,19 +456,24 @@ impl Collected {
                 {
                     self.cursor_max = Some(t.to_string());
                 }
-                self.parent_ids.push(vec![row[0].clone()]);
-                self.parents.push(row);
-                if let Some(rows) = &mut self.children {
-                    for child in children {
-                        rows.push(child);
-                    }
-                }
+                let brought = match self.child {
+                    Some(child) => children.into_iter().map(|r| (child, r)).collect(),
+                    None => Vec::new(),
+                };
+                self.rows.add(self.parent, row, brought);
             }
             Err(error) => {
-                let id = resource["id"].as_str().unwrap_or("?");
+                let source = match resource["id"].as_str() {
+                    Some(id) => format!("commercetools {} {id}", self.stream),
+                    None => format!(
+                        "commercetools {} without an id, after {}",
+                        self.stream,
+                        before.unwrap_or("the start of its range")
+                    ),
+                };
                 rejected.push(RejectedRecord {
-                    source: format!("commercetools {} {id}", self.stream),
-                    table: Some(self.parents.spec.name.to_string()),
+                    source,
+                    table: Some(self.parent.name.to_string()),
                     error,
                     raw: records::raw(resource),
                 });
@@ -436,30 +481,10 @@ impl Collected {
         }
     }
 
-    /// The rows collected so far, leaving the collector empty (the cursor is kept).
+    /// The rows collected so far (a child table naming every parent, so a collection
+    /// that became empty is emptied too), leaving the collector empty.
     fn take(&mut self) -> Vec<TableRows> {
-        let mut taken = std::mem::replace(self, Collected::new(self.stream));
-        self.cursor_max = taken.cursor_max.take();
-        taken.finish()
-    }
-
-    fn finish(self) -> Vec<TableRows> {
-        let mut tables = vec![self.parents.finish()];
-        if let Some(children) = self.children
-            && !self.parent_ids.is_empty()
-        {
-            // Sent even without rows, naming every parent of the page: a collection that
-            // became empty is emptied too. No `scope_parent`: the child's scope column
-            // (`order_id`) is not the parent's key (`id`), so the stored child rows' own
-            // version guards against an older copy of the collection.
-            let mut rows = children.finish();
-            rows.merge = MergeSpec {
-                scope_keys: self.parent_ids,
-                ..rows.merge
-            };
-            tables.push(rows);
-        }
-        tables
+        self.rows.take()
     }
 }
 
@@ -631,16 +656,25 @@ mod tests {
             "lineItems": [{"id": "li-1", "quantity": 2, "variant": {"sku": "S"}}],
             "totalPrice": {"centAmount": 1250, "fractionDigits": 2, "currencyCode": "EUR"}
         });
-        collected.add(&good, "en", &mut rejected);
-        collected.add(&serde_json::json!({"version": 1}), "en", &mut rejected);
+        collected.add(&good, "en", None, &mut rejected);
+        collected.add(
+            &serde_json::json!({"version": 1}),
+            "en",
+            Some("o-1"),
+            &mut rejected,
+        );
         collected.add(
             &serde_json::json!({"id": "o-2", "version": "three"}),
             "en",
+            Some("o-1"),
             &mut rejected,
         );
         assert_eq!(rejected.len(), 2);
         assert_eq!(rejected[0].error, "missing id");
-        assert_eq!(rejected[0].source, "commercetools orders ?");
+        assert_eq!(
+            rejected[0].source,
+            "commercetools orders without an id, after o-1"
+        );
         assert_eq!(rejected[1].source, "commercetools orders o-2");
         assert!(
             rejected[1].error.contains("version"),
@@ -651,7 +685,7 @@ mod tests {
             collected.cursor_max.as_deref(),
             Some("2024-01-02T00:00:00.000Z")
         );
-        let tables = collected.finish();
+        let tables = collected.take();
         assert_eq!(tables[0].table, "commercetools.orders");
         assert_eq!(tables[0].rows.len(), 1);
         assert_eq!(tables[0].rows[0][11], serde_json::json!(1250));
