@@ -39,6 +39,16 @@ impl Tier {
         }
     }
 
+    /// The tier of `[burst per second, steady per minute]` (the spec's
+    /// `x-klaviyo-ratelimit`); limits of no tier take the tier of their burst rate.
+    pub fn of([burst, steady]: [u32; 2]) -> Tier {
+        let all = [Tier::XS, Tier::S, Tier::M, Tier::L, Tier::XL];
+        all.into_iter()
+            .find(|t| t.limits() == (burst, steady))
+            .or_else(|| all.into_iter().rev().find(|t| t.limits().0 <= burst))
+            .unwrap_or(Tier::XS)
+    }
+
     /// `XS` … `XL`.
     pub fn name(self) -> &'static str {
         match self {
