@@ -647,6 +647,17 @@ impl Dataset {
         h3(self.event_key, m as u64, idx, 1) % self.spec.profiles
     }
 
+    /// The id (32 hex digits) of the attribution of generated event `idx` of metric `m`:
+    /// a quarter of the events of metrics other than the email ones (`… Email`) have one.
+    pub(crate) fn event_attribution(&self, m: usize, idx: u64) -> Option<String> {
+        if self.metrics[m].name.contains("Email") {
+            return None;
+        }
+        let r = h3(self.event_key, m as u64, idx, 3);
+        r.is_multiple_of(4)
+            .then(|| format!("{:016x}{:016x}", mix64(r), mix64(r ^ 0xA77)))
+    }
+
     /// A v1-looking uuid of an event.
     pub(crate) fn event_uuid(&self, m: usize, idx: u64, ts: i64) -> String {
         let r = h3(self.event_key, m as u64, idx, 2);

@@ -265,27 +265,49 @@ pub(crate) fn parse(filter: &str, allowed: Allowed) -> Result<Vec<Cond>, String>
     Ok(out)
 }
 
-/// A date-time literal as fractional epoch seconds (RFC 3339, or zone-less = UTC, or a
-/// date = its midnight UTC). A `+` decoded as a space is put back.
+/// A date-time literal as fractional epoch seconds, in every form Klaviyo's filters take:
+/// `2024-01-01T00:00:00Z`, with an offset `+00:00`, `+0000` or `+00`, fractional seconds
+/// (`…00.123456+0000`), minutes only (`…T00:00Z`), `t`/`z` in lower case, a space instead of
+/// the `T`, no zone (UTC), or a date alone (its midnight UTC). Quotes are the filter
+/// parser's ([`Lit::Str`]). A `+` of an offset decoded as a space (an unencoded `+` in a
+/// query) is put back.
 pub(crate) fn parse_datetime(text: &str) -> Option<f64> {
-    let text = text.trim().replace(' ', "+");
-    if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
-        return Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9);
-    }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(&text, fmt) {
-            let t = t.and_utc();
-            return Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9);
+    let mut t = text.trim().to_owned();
+    if t.len() > 10 && t.is_char_boundary(10) && t.is_char_boundary(11) {
+        let (date, rest) = t.split_at(10);
+        let rest = rest
+            .strip_prefix([' ', 't', 'T'])
+            .map(|r| r.replace(' ', "+"))?;
+        t = format!("{date}T{rest}");
+        if t.ends_with('z') {
+            t.pop();
+            t.push('Z');
         }
     }
-    NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+    let secs = |t: DateTime<chrono::FixedOffset>| {
+        t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9
+    };
+    if let Ok(x) = DateTime::parse_from_rfc3339(&t) {
+        return Some(secs(x));
+    }
+    let zoned = t
+        .strip_suffix('Z')
+        .map_or_else(|| t.clone(), |x| format!("{x}+00:00"));
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z"] {
+        if let Ok(x) = DateTime::parse_from_str(&zoned, fmt) {
+            return Some(secs(x));
+        }
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(x) = NaiveDateTime::parse_from_str(&t, fmt) {
+            let x = x.and_utc();
+            return Some(x.timestamp() as f64 + f64::from(x.timestamp_subsec_nanos()) / 1e9);
+        }
+    }
+    NaiveDate::parse_from_str(&t, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp() as f64)
+        .map(|x| x.and_utc().timestamp() as f64)
 }
 
 /// Whole-second bounds `[lo, hi)` of values satisfying the comparisons on one field.
@@ -360,5 +382,45 @@ mod tests {
             Some(1_704_067_200.0)
         );
         assert_eq!(parse_datetime("2024-01-01"), Some(1_704_067_200.0));
+    }
+
+    #[test]
+    fn datetimes_in_every_form_klaviyo_takes() {
+        let midnight = Some(1_704_067_200.0);
+        for text in [
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00z",
+            "2024-01-01t00:00:00Z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:00+00:00",
+            "2024-01-01T00:00:00+0000",
+            "2024-01-01T00:00:00-0000",
+            "2024-01-01T00:00:00+00",
+            "2024-01-01T00:00:00 0000",
+            "2024-01-01T00:00:00.000Z",
+            "2024-01-01T00:00:00.000000+0000",
+            "2024-01-01T00:00Z",
+            "2024-01-01T00:00+0000",
+            "2024-01-01T01:30:00+0130",
+            "2023-12-31T19:00:00-0500",
+            "2023-12-31T19:00:00-05:00",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00",
+            "2024-01-01",
+        ] {
+            assert_eq!(parse_datetime(text), midnight, "{text}");
+        }
+        assert_eq!(
+            parse_datetime("2024-01-01T00:00:00.25+0000"),
+            Some(1_704_067_200.25)
+        );
+        for bad in [
+            "2024-01-01T25:00:00Z",
+            "2024-01-01X00:00:00Z",
+            "yesterday",
+            "2024-01-01T00:00:00+0000Z",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
     }
 }

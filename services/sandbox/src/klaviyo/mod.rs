@@ -1,5 +1,7 @@
 //! An emulation of Klaviyo's JSON:API (revision 2026-07-15, after
 //! `specs/klaviyo/{events,profiles,metrics,lists,segments}.json`) over a generated account.
+//! What the spec files say per operation (query parameters and their enums, `page[size]`,
+//! rate-limit tiers) is derived into `operations.json` and checked against them (`spec.rs`).
 //!
 //! # Routes (mounted at the sandbox root, so clients use the sandbox URL as base)
 //!
@@ -9,46 +11,60 @@
 //! | `GET /api/metrics/{id}` | M | |
 //! | `GET /api/events` (see below) | XL | 200 / 1000 |
 //! | `GET /api/profiles` (filter `id`, `email`, `phone_number`, `external_id` any/equals; `created`, `updated` greater-than/less-than; sort `id`, `created`, `updated`, each also `-`) | L (M with `additional-fields[profile]=predictive_analytics`) | 20 / 100 |
-//! | `GET /api/profiles/{id}` | L | |
+//! | `GET /api/profiles/{id}` | L (XS with `include=lists` or `segments`) | |
 //! | `GET /api/lists`, `GET /api/segments` (filter `id`, `name` any/equals; `created`, `updated` greater-than; segments also `is_active`, `is_starred`; sort `created`, `id`, `name`, `updated`, also `-`) | L | 10 / 10 |
-//! | `GET /api/lists/{id}`, `GET /api/segments/{id}` | L | |
+//! | `GET /api/lists/{id}`, `GET /api/segments/{id}` | L (XS with `additional-fields[…]=profile_count`) | |
 //! | `GET /api/{lists,segments}/{id}/relationships/profiles` (`{type, id}` only) | L | 20 / 100 |
-//! | `GET /api/{lists,segments}/{id}/profiles` (full profiles plus `joined_group_at`) | L | 20 / 100 |
+//! | `GET /api/{lists,segments}/{id}/profiles` (full profiles plus `joined_group_at`) | L (lists: M with `additional-fields[profile]=predictive_analytics`) | 20 / 100 |
 //!
 //! Membership routes filter on `email`, `phone_number` (any/equals), segments also on
 //! `profile_id`, and `joined_group_at` comparisons; sort `joined_group_at` / `-joined_group_at`.
 //!
 //! `GET /api/events`: filter `equals(metric_id,…)`, `equals(profile_id,…)`,
-//! `has(profile)`, `has(metric)`, `datetime` (RFC 3339) and `timestamp` (epoch seconds) with
+//! `has(profile)`, `has(metric)`, `datetime` and `timestamp` (epoch seconds) with
 //! `greater-or-equal`/`greater-than`/`less-or-equal`/`less-than`, combined with `and(…)` or
 //! commas; `sort` `datetime`, `-datetime`, `timestamp`, `-timestamp` (default ascending; ties
-//! in a stable internal order); `include=profile,metric` (an `included` array).
-//! A `profile_id` filter scans at most 50 000 events per request, so its pages may be short
-//! (even empty) while `links.next` is set.
+//! in a stable internal order). Pages are full (a `profile_id` filter scans on until the page
+//! is). Before revision 2026-01-15 `page[size]` is ignored: 200 per page.
 //!
-//! Sparse fieldsets `fields[event|metric|profile|list|segment]=a,b` are applied to
-//! `attributes` (dotted names keep one sub-field, e.g. `location.city`). Filters on fields the
-//! spec allows but the sandbox does not model (`_kx`, `push_token`, `subscriptions.*`) and
-//! sorts on `email`/`subscriptions.*` are answered with 400 saying so.
+//! Filter datetimes (every endpoint and field) take `Z`, `±HH:MM`, `±HHMM` or `±HH` offsets,
+//! fractional seconds, minutes only, no zone (UTC) or a date alone, quoted or not.
+//!
+//! Every query parameter must be one of the operation's in the spec, and every value of
+//! `include`, `fields[…]`, `additional-fields[…]` and `sort` one of its enum there (else 400
+//! naming the parameter; so `sort` and `page[size]` on `/api/metrics` are refused). What
+//! they ask for is served: sparse fieldsets on `attributes` of the resources and of the
+//! included ones (dotted names keep one sub-field, e.g. `location.city`); `include=profile`,
+//! `metric` and `attributions` on events (a quarter of the events of non-email metrics are
+//! attributed: `relationships.attributions.data` and an `attribution` resource);
+//! `include=lists`, `segments` on a profile (its memberships);
+//! `additional-fields[profile]=subscriptions|predictive_analytics`;
+//! `additional-fields[list|segment]=profile_count`. Includes of what is not modelled (tags,
+//! flow triggers, push tokens, conversations) give empty relationships and `included`.
+//! Filters on fields the spec allows but the sandbox does not model (`_kx`, `push_token`,
+//! `subscriptions.*`) and sorts on `email`/`subscriptions.*` are answered with 400 saying so.
 //!
 //! Every `/api/` request needs `Authorization: Klaviyo-API-Key <key>` (a key of
-//! [`KlaviyoConfig::api_keys`]; else 401 `not_authenticated`) and `revision: YYYY-MM-DD[.suffix]`
-//! (else 400). Errors are `{"errors": [{id, status, code, title, detail, source}]}`;
-//! `filter`/`sort`/`page[size]`/`page[cursor]`/`fields[…]`/`include` problems name the field or
-//! operator and carry `source.parameter`.
+//! [`KlaviyoConfig::api_keys`]; else 401 `not_authenticated`) and `revision`: a revision
+//! Klaviyo published, optionally with `.pre` (else 400). Errors are
+//! `{"errors": [{id, status, code, title, detail, source}]}`; parameter problems name the
+//! field or operator and carry `source.parameter`.
 //!
 //! Paging: `links.self`, `links.next` (absolute URL with the query and an opaque
-//! `page[cursor]`: hex of JSON holding the last position, the filter and the sort; null on
-//! the last page) and `links.prev` (always null). A cursor used with a different `filter` or
-//! `sort` is a 400.
+//! `page[cursor]`: hex of JSON holding the position, the filter and the sort; null on the
+//! last page) and `links.prev` (the page before; null on the first page). `page[cursor]` may
+//! also be a whole `links.next` URL or the text after `page%5Bcursor%5D` in it (`=` included),
+//! as Klaviyo's SDKs pass it. A cursor used with a different `filter` or `sort` is a 400.
 //!
 //! # Rate limits
-//! Per account (API key) and endpoint (or tier, [`RateLimitScope`]), sliding 1 s burst and
-//! 60 s steady windows (see [`Tier`]), scaled by [`KlaviyoConfig::rate_limit_scale`] (`None` =
-//! unlimited, then no `RateLimit-*` headers). Successes carry `RateLimit-Limit`
-//! (`"<tighter limit>, <burst>;w=1, <steady>;w=60"`), `RateLimit-Remaining` and
-//! `RateLimit-Reset` (seconds) of the tighter window (fewer requests left); 429s carry
-//! `Retry-After` (whole seconds ≥ 1) and an error with `code: "throttled"`.
+//! Per account (API key) and endpoint (or tier, [`RateLimitScope`]), a 1 s burst and a 60 s
+//! steady window (see [`Tier`]), fixed windows (one opens at the first request after the
+//! last closed, and frees its whole budget when it closes), scaled by
+//! [`KlaviyoConfig::rate_limit_scale`] (`None` = unlimited, then no `RateLimit-*` headers);
+//! the shared layer [`crate::ratelimit`]. Successes carry `RateLimit-Limit`
+//! (`"<steady>, <burst>;w=1, <steady>;w=60"`), `RateLimit-Remaining` and `RateLimit-Reset`
+//! (seconds) of the steady window, as Klaviyo documents; 429s carry `Retry-After` (whole
+//! seconds ≥ 1, until every full window has room) and an error with `code: "throttled"`.
 //!
 //! # Admin routes (no auth)
 //! - `GET /klaviyo/_admin/stats`: counters per tier and endpoint
@@ -81,6 +97,7 @@ mod api;
 mod data;
 mod filter;
 mod limits;
+mod spec;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
@@ -156,7 +173,9 @@ pub struct KlaviyoConfig {
     /// Accepted private API keys, each its own account for rate limiting.
     /// Default `["pk_sandbox"]`.
     pub api_keys: Vec<String>,
-    /// Multiplies every rate limit (1.0 = Klaviyo's); `None` (JSON null) = unlimited.
+    /// Multiplies every rate limit (1.0 = Klaviyo's, > 0); `None` (JSON null, or the text
+    /// `unlimited` when read) = unlimited.
+    #[serde(deserialize_with = "rate_limit_scale")]
     pub rate_limit_scale: Option<f64>,
     /// What a rate-limit budget is shared by.
     pub rate_limit_scope: RateLimitScope,
@@ -177,6 +196,35 @@ impl Default for KlaviyoConfig {
             faults: FaultConfig::default(),
             public_url: None,
         }
+    }
+}
+
+impl crate::EmulatorConfig for KlaviyoConfig {
+    const NAME: &'static str = "klaviyo";
+
+    fn router(self) -> anyhow::Result<axum::Router> {
+        Ok(api::router(self)?)
+    }
+}
+
+/// A positive finite number, `null`, or `"unlimited"`/`"none"` (= `null`).
+fn rate_limit_scale<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scale {
+        Number(f64),
+        Text(String),
+    }
+    match Option::<Scale>::deserialize(d)? {
+        None => Ok(None),
+        Some(Scale::Number(x)) if x > 0.0 && x.is_finite() => Ok(Some(x)),
+        Some(Scale::Text(t)) if t == "unlimited" || t == "none" => Ok(None),
+        Some(Scale::Number(x)) => Err(serde::de::Error::custom(format!(
+            "rate_limit_scale must be a positive number or `unlimited`, not {x}"
+        ))),
+        Some(Scale::Text(t)) => Err(serde::de::Error::custom(format!(
+            "rate_limit_scale must be a positive number or `unlimited`, not {t:?}"
+        ))),
     }
 }
 

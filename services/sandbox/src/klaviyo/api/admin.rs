@@ -202,6 +202,7 @@ pub(super) async fn admin_touch(State(sh): St, Path(id): Path<String>, body: Byt
         base: String::new(),
         ep: Ep::Profile,
         id,
+        revision: String::new(),
     };
     admin_json(StatusCode::OK, json!({"data": cx.profile_json(i, None)}))
 }

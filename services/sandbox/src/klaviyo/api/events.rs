@@ -5,27 +5,48 @@ use super::*;
 /// Event sort key: `(timestamp, metric, 0 generated | 1 appended, index | seq)`.
 pub(super) type EKey = (i64, i64, i64, i64);
 
+/// One event to write.
+pub(super) struct Written<'a> {
+    pub id: &'a str,
+    /// Metric index.
+    pub m: usize,
+    /// Epoch seconds.
+    pub ts: i64,
+    pub uuid: &'a str,
+    /// Profile index.
+    pub profile: u64,
+    pub props: &'a Value,
+    /// Its attribution's id, if it has one (and they were asked for).
+    pub attribution: Option<&'a str>,
+    /// Whether `include=attributions` was asked for.
+    pub attributions: bool,
+}
+
 pub(super) enum EItem {
     Gen { m: usize, idx: u64 },
     App { m: usize, ts: i64, seq: u64 },
 }
 
 impl Ctx<'_> {
+    /// An attribution resource (`include=attributions`): `id`, attributing event `event`.
+    pub(super) fn attribution_json(&self, id: &str, event: &str) -> Value {
+        json!({
+            "type": "attribution",
+            "id": id,
+            "relationships": {
+                "event": {
+                    "data": {"type": "event", "id": event},
+                    "links": self.rel("attributions", id, "event"),
+                },
+            },
+        })
+    }
+
     /// Appends one event resource to `out` (written directly: this is the hot path).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn write_event(
-        &self,
-        out: &mut String,
-        id: &str,
-        m: usize,
-        ts: i64,
-        uuid: &str,
-        profile: u64,
-        props: &Value,
-        fields: &[String],
-    ) {
+    pub(super) fn write_event(&self, out: &mut String, e: &Written<'_>, fields: &[String]) {
         use std::fmt::Write as _;
         let b = &self.base_json;
+        let (id, ts) = (e.id, e.ts);
         let want = |f: &str| fields.is_empty() || fields.iter().any(|x| x == f);
         let _ = write!(out, r#"{{"type":"event","id":"{id}","attributes":{{"#);
         let mut first = true;
@@ -42,7 +63,7 @@ impl Ctx<'_> {
         if want("event_properties") {
             sep(out);
             out.push_str(r#""event_properties":"#);
-            out.push_str(&serde_json::to_string(props).unwrap_or_else(|_| "{}".into()));
+            out.push_str(&serde_json::to_string(e.props).unwrap_or_else(|_| "{}".into()));
         }
         if want("datetime") {
             sep(out);
@@ -50,23 +71,33 @@ impl Ctx<'_> {
         }
         if want("uuid") {
             sep(out);
-            let _ = write!(out, r#""uuid":"{uuid}""#);
+            let _ = write!(out, r#""uuid":"{}""#, e.uuid);
         }
-        let pid = self.d.profile_id(profile);
-        let mid = &self.d.metrics[m].id;
+        let pid = self.d.profile_id(e.profile);
+        let mid = &self.d.metrics[e.m].id;
+        // With `include=attributions` the relationship lists them (none: `[]`).
+        let attribution_data = if e.attributions {
+            match e.attribution {
+                Some(a) => format!(r#""data":[{{"type":"attribution","id":"{a}"}}],"#),
+                None => r#""data":[],"#.to_owned(),
+            }
+        } else {
+            String::new()
+        };
         let _ = write!(
             out,
             concat!(
                 r#"}},"relationships":{{"#,
                 r#""profile":{{"data":{{"type":"profile","id":"{pid}"}},"links":{{"self":"{b}/api/events/{id}/relationships/profile/","related":"{b}/api/events/{id}/profile/"}}}},"#,
                 r#""metric":{{"data":{{"type":"metric","id":"{mid}"}},"links":{{"self":"{b}/api/events/{id}/relationships/metric/","related":"{b}/api/events/{id}/metric/"}}}},"#,
-                r#""attributions":{{"links":{{"self":"{b}/api/events/{id}/relationships/attributions/","related":"{b}/api/events/{id}/attributions/"}}}}"#,
+                r#""attributions":{{{ad}"links":{{"self":"{b}/api/events/{id}/relationships/attributions/","related":"{b}/api/events/{id}/attributions/"}}}}"#,
                 r#"}},"links":{{"self":"{b}/api/events/{id}/"}}}}"#
             ),
             pid = pid,
             mid = mid,
             b = b,
-            id = id
+            id = id,
+            ad = attribution_data,
         );
     }
 
@@ -75,8 +106,8 @@ impl Ctx<'_> {
         let page = self.page(200, 1000)?;
         let conds = self.filter(&page, EVENTS_ALLOWED)?;
         let sort = self.sort_of(&page, &["datetime", "-datetime", "timestamp", "-timestamp"])?;
-        let desc = sort.is_some_and(|s| s.starts_with('-'));
-        let include = self.includes(&["attributions", "metric", "profile"])?;
+        // A backward (`links.prev`) page is read in the other direction, then reversed.
+        let desc = sort.is_some_and(|s| s.starts_with('-')) != page.back;
         let mut metrics: Vec<usize> = (0..d.metrics.len()).collect();
         let mut profile: Option<u64> = None;
         let mut nothing = false;
@@ -141,27 +172,43 @@ impl Ctx<'_> {
                 }
             }
             if ga < gb {
-                let take = if profile.is_some() {
-                    PROFILE_SCAN
-                } else {
-                    need
+                // A profile's events are scattered: scan chunk after chunk until the page
+                // can be filled (or the range ends), so pages are full like Klaviyo's.
+                let (chunk, wanted) = match profile {
+                    Some(_) => (PROFILE_SCAN, need),
+                    None => (need, 0),
                 };
-                let (a, z) = if desc {
-                    (ga.max(gb.saturating_sub(take)), gb)
+                let mut found = 0u64;
+                let (mut a, mut z) = if desc {
+                    (ga.max(gb.saturating_sub(chunk)), gb)
                 } else {
-                    (ga, gb.min(ga + take))
+                    (ga, gb.min(ga + chunk))
                 };
-                let times = d.times(m, a, z);
-                let truncated = if desc { a > ga } else { z < gb };
-                let key = |k: usize| (times[k], mi, 0, (a + k as u64) as i64);
-                if truncated && !times.is_empty() {
-                    horizons.push(key(if desc { 0 } else { times.len() - 1 }));
-                }
-                for k in 0..times.len() {
-                    let idx = a + k as u64;
-                    if profile.is_none_or(|p| d.event_profile(m, idx) == p) {
-                        items.push((key(k), EItem::Gen { m, idx }));
+                loop {
+                    let times = d.times(m, a, z);
+                    let key = |k: usize| (times[k], mi, 0, (a + k as u64) as i64);
+                    for k in 0..times.len() {
+                        let idx = a + k as u64;
+                        if profile.is_none_or(|p| d.event_profile(m, idx) == p) {
+                            items.push((key(k), EItem::Gen { m, idx }));
+                            found += 1;
+                        }
                     }
+                    let more = if desc { a > ga } else { z < gb };
+                    if !more {
+                        break;
+                    }
+                    if found >= wanted {
+                        if !times.is_empty() {
+                            horizons.push(key(if desc { 0 } else { times.len() - 1 }));
+                        }
+                        break;
+                    }
+                    (a, z) = if desc {
+                        (ga.max(a.saturating_sub(chunk)), a)
+                    } else {
+                        (z, gb.min(z + chunk))
+                    };
                 }
             }
             if let Some(events) = self.ov.events.get(m) {
@@ -173,12 +220,24 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (page_items, next) = paginate(items, &horizons, page.size, desc);
+        let (mut page_items, more) = paginate(items, &horizons, page.size, desc);
+        if page.back {
+            page_items.reverse();
+        }
+        let key = |k: &EKey| vec![k.0, k.1, k.2, k.3];
+        let links = Self::keyset_links(
+            &page,
+            page_items.first().map(|x| key(&x.0)),
+            page_items.last().map(|x| key(&x.0)),
+            more.as_ref().map(key),
+        );
         let fields = self.q.list("fields[event]");
+        let attributions = self.including("attributions");
         let mut out = String::with_capacity(page_items.len() * 1_200 + 1_024);
         out.push_str(r#"{"data":["#);
         let mut inc_profiles = BTreeSet::new();
         let mut inc_metrics = BTreeSet::new();
+        let mut inc_attributions = Vec::new();
         for ((ts, _, _, _), item) in page_items {
             if !out.ends_with('[') {
                 out.push(',');
@@ -189,29 +248,45 @@ impl Ctx<'_> {
                     let p = d.event_profile(m, idx);
                     let props = d.event_properties(m, idx, ts);
                     let uuid = d.event_uuid(m, idx, ts);
-                    self.write_event(&mut out, &id, m, ts, &uuid, p, &props, &fields);
+                    let attribution = attributions.then(|| d.event_attribution(m, idx)).flatten();
+                    let e = Written {
+                        id: &id,
+                        m,
+                        ts,
+                        uuid: &uuid,
+                        profile: p,
+                        props: &props,
+                        attribution: attribution.as_deref(),
+                        attributions,
+                    };
+                    self.write_event(&mut out, &e, &fields);
+                    if let Some(a) = attribution {
+                        inc_attributions.push(self.attribution_json(&a, &id));
+                    }
                     (m, p)
                 }
                 EItem::App { m, ts, seq } => {
                     let Some(e) = self.ov.events[m].get(&(ts, seq)) else {
                         continue;
                     };
-                    self.write_event(
-                        &mut out,
-                        &e.id,
+                    let w = Written {
+                        id: &e.id,
                         m,
                         ts,
-                        &e.uuid,
-                        e.profile,
-                        &e.properties,
-                        &fields,
-                    );
+                        uuid: &e.uuid,
+                        profile: e.profile,
+                        props: &e.properties,
+                        attribution: None,
+                        attributions,
+                    };
+                    self.write_event(&mut out, &w, &fields);
                     (m, e.profile)
                 }
             };
             inc_profiles.insert(p);
             inc_metrics.insert(m);
         }
+        let include = self.includes();
         let included = (!include.is_empty()).then(|| {
             let mut inc = Vec::new();
             if include.iter().any(|i| i == "metric") {
@@ -220,10 +295,10 @@ impl Ctx<'_> {
             if include.iter().any(|i| i == "profile") {
                 inc.extend(inc_profiles.iter().map(|&p| self.profile_json(p, None)));
             }
+            inc.extend(inc_attributions);
             inc
         });
-        let next = next.map(|(a, b, c, e)| vec![a, b, c, e]);
-        let doc = self.collection(&page, Vec::new(), included, next);
+        let doc = self.collection(&page, Vec::new(), included, links);
         out.push_str(r#"],"links":"#);
         out.push_str(&doc["links"].to_string());
         if let Some(inc) = doc.get("included") {

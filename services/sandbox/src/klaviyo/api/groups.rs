@@ -33,24 +33,40 @@ impl Ctx<'_> {
             attrs.insert("is_processing".into(), json!(false));
             attrs.insert("is_starred".into(), json!(gr.starred));
         }
-        let fields = self.q.list(if lists {
-            "fields[list]"
+        let (fields, additional) = if lists {
+            ("fields[list]", "additional-fields[list]")
         } else {
-            "fields[segment]"
+            ("fields[segment]", "additional-fields[segment]")
+        };
+        if self.q.list(additional).iter().any(|a| a == "profile_count") {
+            let count = (0..self.d.spec.profiles)
+                .filter(|&i| self.d.is_member(gr, i))
+                .count();
+            attrs.insert("profile_count".into(), json!(count));
+        }
+        let mut rels = json!({
+            "profiles": {"links": self.rel(kind, &gr.id, "profiles")},
+            "tags": {"links": self.rel(kind, &gr.id, "tags")},
+            "flow-triggers": {"links": self.rel(kind, &gr.id, "flow-triggers")},
         });
+        let own = matches!(self.ep, Ep::Lists | Ep::List | Ep::Segments | Ep::Segment);
+        for name in ["tags", "flow-triggers"] {
+            if own && self.including(name) {
+                // Tags and flows are not modelled: none.
+                rels[name]["data"] = json!([]);
+            }
+        }
         json!({
             "type": if lists { "list" } else { "segment" },
             "id": gr.id,
-            "attributes": sparse(attrs, &fields),
-            "relationships": {
-                "profiles": {"links": self.rel(kind, &gr.id, "profiles")},
-                "tags": {"links": self.rel(kind, &gr.id, "tags")},
-                "flow-triggers": {"links": self.rel(kind, &gr.id, "flow-triggers")},
-            },
+            "attributes": sparse(attrs, &self.q.list(fields)),
+            "relationships": rels,
             "links": {"self": format!("{}/api/{kind}/{}/", self.base, gr.id)},
         })
     }
 
+    /// A page of `all` by offset (`links.prev` to the page before, when there is one); with
+    /// an `include` (of resources the sandbox does not model) an empty `included`.
     pub(super) fn offset_page(
         &self,
         page: &Page,
@@ -71,8 +87,12 @@ impl Ctx<'_> {
             .iter()
             .map(|&x| render(x))
             .collect();
-        let next = (to < all.len()).then(|| vec![to as i64]);
-        Ok(self.collection(page, data, None, next))
+        let links = PageLinks {
+            next: (to < all.len()).then(|| vec![to as i64]),
+            prev: (from > 0).then(|| (vec![from.saturating_sub(page.size) as i64], false)),
+        };
+        let included = (!self.includes().is_empty()).then(Vec::new);
+        Ok(self.collection(page, data, included, links))
     }
 
     pub(super) fn groups(&self, lists: bool) -> Result<Value, ApiErr> {
@@ -154,7 +174,8 @@ impl Ctx<'_> {
             },
         )?;
         let sort = self.sort_of(&page, &["joined_group_at", "-joined_group_at"])?;
-        let desc = sort.is_some_and(|s| s.starts_with('-'));
+        // A backward (`links.prev`) page is read in the other direction, then reversed.
+        let desc = sort.is_some_and(|s| s.starts_with('-')) != page.back;
         let mut set = None;
         let mut jb = Bounds::default();
         for c in &conds {
@@ -211,7 +232,16 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (page_items, next) = paginate(items, &horizons, page.size, desc);
+        let (mut page_items, more) = paginate(items, &horizons, page.size, desc);
+        if page.back {
+            page_items.reverse();
+        }
+        let links = Self::keyset_links(
+            &page,
+            page_items.first().map(|x| vec![x.0]),
+            page_items.last().map(|x| vec![x.0]),
+            more.map(|k| vec![k]),
+        );
         let data = page_items
             .into_iter()
             .map(|(_, i)| {
@@ -222,6 +252,6 @@ impl Ctx<'_> {
                 }
             })
             .collect();
-        Ok(self.collection(&page, data, None, next.map(|k| vec![k])))
+        Ok(self.collection(&page, data, None, links))
     }
 }

@@ -9,22 +9,24 @@ impl Ctx<'_> {
             Value::Object(o) => o,
             _ => Map::new(),
         };
+        let mut rels =
+            json!({"flow-triggers": {"links": self.rel("metrics", id, "flow-triggers")}});
+        if matches!(self.ep, Ep::Metrics | Ep::Metric) && self.including("flow-triggers") {
+            // Flows are not modelled: no metric triggers one.
+            rels["flow-triggers"]["data"] = json!([]);
+        }
         json!({
             "type": "metric",
             "id": id,
             "attributes": sparse(attrs, &self.q.list("fields[metric]")),
-            "relationships": {"flow-triggers": {"links": self.rel("metrics", id, "flow-triggers")}},
+            "relationships": rels,
             "links": {"self": format!("{}/api/metrics/{id}/", self.base)},
         })
     }
 
     pub(super) fn metrics(&self) -> Result<Value, ApiErr> {
-        if self.q.get("page[size]").is_some() {
-            return Err(ApiErr::param(
-                "page[size]",
-                "'page[size]' is not a valid parameter for this endpoint (it pages by cursor only, 200 per page).",
-            ));
-        }
+        // `page[size]` and `sort` are not parameters of this endpoint: refused by
+        // `check_params`.
         let page = self.page(METRICS_PAGE, METRICS_PAGE)?;
         let conds = self.filter(&page, METRICS_ALLOWED)?;
         let all: Vec<usize> = (0..self.d.metrics.len())

@@ -1,12 +1,14 @@
-//! The Klaviyo routes: authentication, revision and rate limits ([`gate`]), the shared fault
-//! layer ([`crate::faults`]), then the handlers: the request context, paging, filters and
-//! sparse fieldsets here, the resources in `events`, `profiles`, `metrics` and `groups`
-//! (lists and segments), the admin routes in `admin`.
+//! The Klaviyo routes: each operation behind the layers (outer to inner) [`record`]
+//! (statistics), the shared [`auth`](crate::auth) layer with Klaviyo's key check,
+//! [`check_revision`], the shared fault layer's throttle burst, the shared
+//! [`ratelimit`](crate::ratelimit) layer with Klaviyo's tiers, and the shared fault layer;
+//! then the handlers: the request context, paging, filters and sparse fieldsets here, the
+//! resources in `events`, `profiles`, `metrics` and `groups` (lists and segments), the admin
+//! routes in `admin`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -27,11 +29,14 @@ use admin::*;
 
 use super::data::{Dataset, GroupGen, fmt_time, h3, mix64};
 use super::filter::{self, Allowed, Bounds, Cond, Lit, Op};
-use super::limits::{Limiter, Outcome, Stats, Tier};
+use super::limits::{Outcome, Stats, Tier};
+use super::spec;
 use super::{FaultConfig, InvalidSpec, KlaviyoConfig};
+use crate::auth::{self, Auth, Principal};
 use crate::faults::{self, FaultHook, FaultKind, Faults, Injected};
+use crate::ratelimit::{self, Budget, Limiter, RateLimit, Reported, Windowing};
 
-/// Events scanned per request at most when filtering on `profile_id`.
+/// Events scanned at a time when filtering on `profile_id` (until the page is full).
 const PROFILE_SCAN: u64 = 50_000;
 /// Profiles scanned per request at most for list/segment membership.
 const MEMBER_SCAN: u64 = 200_000;
@@ -66,7 +71,8 @@ struct Live {
 
 struct Shared {
     live: RwLock<Arc<Live>>,
-    limiter: Limiter,
+    /// The shared rate-limit windows (reset when the config is replaced).
+    limiter: Arc<Limiter>,
     stats: Stats,
     /// The shared fault layer's knobs and counters (`slow` of the stats).
     faults: Arc<Faults>,
@@ -93,19 +99,37 @@ pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
             data,
             overlay: Arc::new(RwLock::new(overlay)),
         })),
-        limiter: Limiter::default(),
+        // Klaviyo's windows are fixed and its headers describe the steady window.
+        limiter: Arc::new(Limiter::new(Windowing::Fixed, Reported::Longest)),
         stats: Stats::default(),
         faults: Faults::new(config.faults.clone(), fault_body),
     });
-    // Each operation: the gate (outer), the shared fault layer, the handler.
+    let auth = klaviyo_auth(&shared);
+    let limits = klaviyo_limits(&shared);
+    // Each operation, outer to inner: statistics, the key check, the revision, a forced
+    // throttle burst (before the limiter, so it uses up no budget), Klaviyo's rate limits,
+    // the other faults, the handler.
     let layered = |m: axum::routing::MethodRouter<Arc<Shared>>, ep: Ep| {
         m.layer(axum::middleware::from_fn_with_state(
             shared.faults.clone(),
             faults::inject,
         ))
         .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            ratelimit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.faults.clone(),
+            faults::throttle,
+        ))
+        .layer(axum::middleware::from_fn(check_revision))
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             (shared.clone(), ep),
-            gate,
+            record,
         ))
     };
     macro_rules! ep {
@@ -237,17 +261,25 @@ impl Ep {
             } => "get_profiles_for_segment",
         }
     }
-
-    /// The tier of `x-klaviyo-ratelimit`.
-    fn tier(self, predictive: bool) -> Tier {
-        match self {
-            Ep::Metrics | Ep::Metric => Tier::M,
-            Ep::Events => Tier::XL,
-            Ep::Profiles | Ep::Profile if predictive => Tier::M,
-            _ => Tier::L,
-        }
-    }
 }
+
+/// Every emulated operation's id ([`Ep::name`]), each in the spec table.
+#[cfg(test)]
+pub(super) const OPERATION_IDS: &[&str] = &[
+    "get_metrics",
+    "get_metric",
+    "get_events",
+    "get_profiles",
+    "get_profile",
+    "get_lists",
+    "get_list",
+    "get_segments",
+    "get_segment",
+    "get_profile_ids_for_list",
+    "get_profiles_for_list",
+    "get_profile_ids_for_segment",
+    "get_profiles_for_segment",
+];
 
 /// A JSON:API error.
 struct ApiErr {
@@ -320,17 +352,18 @@ async fn not_found_route() -> Response {
     ApiErr::not_found("This endpoint is not emulated by the sluice sandbox.").response()
 }
 
-fn valid_revision(r: &str) -> bool {
-    let date = r.split_once('.').map_or(r, |(d, _)| d);
-    date.len() == 10 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
-}
-
-/// The tier of a request to `ep` with query `q`.
+/// The tier of a request to `ep` with query `q`: the operation's `x-klaviyo-ratelimit`, or
+/// the stricter tier its description gives for a parameter value the request uses
+/// (`additional-fields[profile]=predictive_analytics`, `include=lists`, …).
 fn tier_of(ep: Ep, q: &Query) -> Tier {
-    let predictive = q
-        .get("additional-fields[profile]")
-        .is_some_and(|v| v.split(',').any(|x| x.trim() == "predictive_analytics"));
-    ep.tier(predictive)
+    let op = spec::operation(ep.name());
+    let mut limits = op.limits;
+    for (param, value, burst, steady) in &op.limits_when {
+        if q.list(param).iter().any(|v| v == value) && *burst < limits[0] {
+            limits = [*burst, *steady];
+        }
+    }
+    Tier::of(limits)
 }
 
 /// A 429 in Klaviyo's shape with `Retry-After: wait`.
@@ -369,56 +402,23 @@ fn fault_body(status: StatusCode, retry_after: Option<u64>) -> Response {
     .response()
 }
 
-/// The outer layer of every `/api/` route: authentication, revision, a forced throttle
-/// burst and rate limits, then (inside) the shared fault layer and the handler; records
-/// the outcome per tier and endpoint and adds the `RateLimit-*` headers.
-async fn gate(
+/// The operation and tier of a request, put into its extensions by [`record`].
+#[derive(Clone, Copy)]
+struct Operation {
+    ep: Ep,
+    tier: Tier,
+}
+
+/// The outer layer of every `/api/` route: records each request's outcome per tier and
+/// endpoint (injected faults as they happen, through a [`FaultHook`]; the rest from the
+/// response: 2xx ok, 429 throttled, other client errors).
+async fn record(
     State((sh, ep)): State<(Arc<Shared>, Ep)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let live = sh.live();
     let q = Query::parse(request.uri().query().unwrap_or(""));
     let tier = tier_of(ep, &q);
-    let record = |o| sh.stats.record(tier, ep.name(), o);
-    let headers = request.headers();
-
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("Klaviyo-API-Key "))
-        .map(str::trim);
-    let Some(key) = key.filter(|k| live.config.api_keys.iter().any(|a| a == k)) else {
-        record(Outcome::ClientError);
-        return ApiErr {
-            status: StatusCode::UNAUTHORIZED,
-            code: "not_authenticated",
-            title: "Authentication credentials were not provided.",
-            detail: "Missing or invalid private key.".into(),
-            source: None,
-        }
-        .response();
-    };
-    let key = key.to_owned();
-    match headers.get("revision").and_then(|v| v.to_str().ok()) {
-        Some(r) if valid_revision(r.trim()) => {}
-        other => {
-            record(Outcome::ClientError);
-            let detail = match other {
-                None => "Missing `revision` header. Use a revision like 2026-07-15.".to_owned(),
-                Some(r) => format!("Invalid revision header `{r}`: expected YYYY-MM-DD[.suffix]."),
-            };
-            return ApiErr {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid",
-                title: "Invalid input.",
-                detail,
-                source: Some(("header", "revision".into())),
-            }
-            .response();
-        }
-    }
-
     // Faults are counted per tier and endpoint as they are injected (a slow response
     // before its wait, as the client usually gives up first).
     let hook_stats = sh.clone();
@@ -429,47 +429,102 @@ async fn gate(
         };
         hook_stats.stats.record(tier, ep.name(), o);
     }));
-    // A forced throttle burst comes before the limiter, so it uses up no budget.
-    if let Some(wait) = sh.faults.throttled(Some(&hook)) {
-        return throttled_response(wait);
-    }
-    let now = Instant::now();
-    let budget: &'static str = match live.config.rate_limit_scope {
-        super::RateLimitScope::Endpoint => ep.name(),
-        super::RateLimitScope::Tier => tier.name(),
-    };
-    let admitted = match live.config.rate_limit_scale {
-        Some(scale) => match sh.limiter.check(&key, budget, tier.scaled(scale), now) {
-            Ok(a) => Some(a),
-            Err(wait) => {
-                record(Outcome::Throttled);
-                return throttled_response(wait);
-            }
-        },
-        None => None,
-    };
     request.extensions_mut().insert(hook);
-    let mut resp = next.run(request).await;
-    let injected = resp.extensions().get::<Injected>().map(|i| i.0);
-    match injected {
+    request.extensions_mut().insert(Operation { ep, tier });
+    let resp = next.run(request).await;
+    let outcome = match resp.extensions().get::<Injected>() {
         // Counted by the hook.
-        Some(FaultKind::Truncated) => {}
-        Some(_) => return resp,
-        None if resp.status().is_success() => record(Outcome::Ok),
-        None => {
-            record(Outcome::ClientError);
-            return resp;
-        }
-    }
-    if let Some(a) = admitted {
-        let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&a.limit) {
-            h.insert("ratelimit-limit", v);
-        }
-        h.insert("ratelimit-remaining", HeaderValue::from(a.remaining));
-        h.insert("ratelimit-reset", HeaderValue::from(a.reset));
+        Some(_) => None,
+        None if resp.status().is_success() => Some(Outcome::Ok),
+        None if resp.status() == StatusCode::TOO_MANY_REQUESTS => Some(Outcome::Throttled),
+        None => Some(Outcome::ClientError),
+    };
+    if let Some(o) = outcome {
+        sh.stats.record(tier, ep.name(), o);
     }
     resp
+}
+
+/// Klaviyo's key check: `Authorization: Klaviyo-API-Key <key>` with a key of
+/// [`KlaviyoConfig::api_keys`] (the principal), else 401 `not_authenticated`.
+fn klaviyo_auth(shared: &Arc<Shared>) -> Auth {
+    let sh = shared.clone();
+    Auth::new(move |request| {
+        let key = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("Klaviyo-API-Key "))
+            .map(str::trim);
+        match key.filter(|k| sh.live().config.api_keys.iter().any(|a| a == k)) {
+            Some(k) => Ok(Principal(k.to_owned())),
+            None => Err(Box::new(
+                ApiErr {
+                    status: StatusCode::UNAUTHORIZED,
+                    code: "not_authenticated",
+                    title: "Authentication credentials were not provided.",
+                    detail: "Missing or invalid private key.".into(),
+                    source: None,
+                }
+                .response(),
+            )),
+        }
+    })
+}
+
+/// Klaviyo's rate limits: the tier of the request's operation ([`Operation`]), scaled by
+/// [`KlaviyoConfig::rate_limit_scale`] (`None`: unlimited), one budget per account and
+/// endpoint or tier ([`KlaviyoConfig::rate_limit_scope`]).
+fn klaviyo_limits(shared: &Arc<Shared>) -> RateLimit {
+    let sh = shared.clone();
+    RateLimit::new(
+        shared.limiter.clone(),
+        move |request| {
+            let op = request.extensions().get::<Operation>()?;
+            let account = request.extensions().get::<Principal>()?;
+            let live = sh.live();
+            let scale = live.config.rate_limit_scale?;
+            let budget = match live.config.rate_limit_scope {
+                super::RateLimitScope::Endpoint => op.ep.name(),
+                super::RateLimitScope::Tier => op.tier.name(),
+            };
+            Some(Budget {
+                key: format!("{}/{budget}", account.0),
+                windows: op.tier.windows(scale),
+            })
+        },
+        throttled_response,
+    )
+}
+
+/// The `revision` header: a revision Klaviyo published ([`spec::REVISIONS`], also with
+/// `.pre`), else 400.
+async fn check_revision(request: Request, next: Next) -> Response {
+    match request
+        .headers()
+        .get("revision")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(r) if spec::published(r.trim()) => next.run(request).await,
+        other => {
+            let detail = match other {
+                None => "Missing `revision` header. Use a revision like 2026-07-15.".to_owned(),
+                Some(r) => format!(
+                    "Invalid revision header `{r}`: not a published revision (YYYY-MM-DD, e.g. {}, \
+                     optionally with `.pre`).",
+                    spec::REVISIONS.join(", ")
+                ),
+            };
+            ApiErr {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid",
+                title: "Invalid input.",
+                detail,
+                source: Some(("header", "revision".into())),
+            }
+            .response()
+        }
+    }
 }
 
 /// The handler of every `/api/` route (behind [`gate`] and the fault layer).
@@ -500,6 +555,12 @@ async fn serve(
         base,
         ep,
         id: id.unwrap_or_default(),
+        revision: headers
+            .get("revision")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(spec::EVENTS_PAGE_SIZE_SINCE)
+            .trim()
+            .to_owned(),
     };
     let result = cx.handle();
     drop(overlay);
@@ -567,6 +628,37 @@ struct Page {
     sort: Option<String>,
     pos: Option<Vec<i64>>,
     size: usize,
+    /// A `links.prev` cursor: the items just before `pos` (in page order), not after it.
+    back: bool,
+}
+
+/// Where a collection page's links lead: cursor positions (see [`Page`]).
+#[derive(Default)]
+struct PageLinks {
+    /// The items after this position.
+    next: Option<Vec<i64>>,
+    /// The position and whether the items are those before it (`true`, keyset pages) or
+    /// from it on (`false`, offset pages).
+    prev: Option<(Vec<i64>, bool)>,
+}
+
+/// The cursor of a `page[cursor]` value: the value itself, or what Klaviyo's SDKs hand back
+/// as the cursor: the whole `links.next` URL, or the text after `page%5Bcursor%5D` in it
+/// (leading `=` and any later parameters included).
+fn cursor_token(given: &str) -> String {
+    let mut c = given.trim();
+    for marker in ["page%5Bcursor%5D", "page%5bcursor%5d", "page[cursor]"] {
+        if let Some(i) = c.find(marker) {
+            c = &c[i + marker.len()..];
+            break;
+        }
+    }
+    let c = c.strip_prefix('=').unwrap_or(c);
+    let c = c.split('&').next().unwrap_or_default();
+    url::form_urlencoded::parse(format!("c={c}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// A response document: a JSON tree, or JSON text written directly.
@@ -584,6 +676,8 @@ struct Ctx<'a> {
     base: String,
     ep: Ep,
     id: String,
+    /// The request's `revision` header (a published one: checked by [`check_revision`]).
+    revision: String,
 }
 
 /// Sorted `items` (by key, descending when `desc`) cut at the `horizons` (positions
@@ -782,6 +876,7 @@ fn sparse(attrs: Map<String, Value>, fields: &[String]) -> Map<String, Value> {
 
 impl Ctx<'_> {
     fn handle(&self) -> Result<Doc, ApiErr> {
+        self.check_params()?;
         if let Ep::Events = self.ep {
             return self.events();
         }
@@ -796,17 +891,11 @@ impl Ctx<'_> {
                     .d
                     .metric_index(&self.id)
                     .ok_or_else(|| ApiErr::not_found(format!("Metric {} not found.", self.id)))?;
-                Ok(json!({"data": self.metric_json(m), "links": {"self": self.self_link()}}))
+                Ok(self.single(self.metric_json(m)))
             }
             Ep::Events => Err(ApiErr::not_found("events")),
             Ep::Profiles => self.profiles(),
-            Ep::Profile => {
-                let i = self
-                    .d
-                    .profile_index(&self.id)
-                    .ok_or_else(|| ApiErr::not_found(format!("Profile {} not found.", self.id)))?;
-                Ok(json!({"data": self.profile_json(i, None), "links": {"self": self.self_link()}}))
-            }
+            Ep::Profile => self.profile(),
             Ep::Lists => self.groups(true),
             Ep::Segments => self.groups(false),
             Ep::List | Ep::Segment => {
@@ -818,7 +907,7 @@ impl Ctx<'_> {
                         self.id
                     ))
                 })?;
-                Ok(json!({"data": self.group_json(lists, g), "links": {"self": self.self_link()}}))
+                Ok(self.single(self.group_json(lists, g)))
             }
             Ep::Members { lists, full } => self.members(lists, full),
         }
@@ -858,10 +947,61 @@ impl Ctx<'_> {
         }
     }
 
+    /// Every query parameter is one of the operation's in the spec, and each value of an
+    /// enumerated one (`include`, `fields[…]`, `additional-fields[…]`, `sort`) one of its
+    /// enum; else 400 naming the parameter. `page[size]` on `GET /api/events` before
+    /// revision [`spec::EVENTS_PAGE_SIZE_SINCE`] is ignored, as Klaviyo does.
+    fn check_params(&self) -> Result<(), ApiErr> {
+        let op = spec::operation(self.ep.name());
+        for (k, v) in &self.q.pairs {
+            let Some(allowed) = op.params.get(k) else {
+                if k == "page[size]" && self.events_page_size_ignored() {
+                    continue;
+                }
+                let mut names: Vec<&str> = op.params.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(ApiErr::param(
+                    k,
+                    format!(
+                        "'{k}' is not a valid query parameter for {}. Allowed: {}",
+                        op.path,
+                        names.join(", ")
+                    ),
+                ));
+            };
+            let Some(values) = allowed else { continue };
+            let items: Vec<&str> = if k == "sort" {
+                vec![v.trim()]
+            } else {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            };
+            if let Some(bad) = items.iter().find(|x| !values.iter().any(|a| a == *x)) {
+                return Err(ApiErr::param(
+                    k,
+                    format!(
+                        "'{bad}' is not a valid value of '{k}' for this endpoint. Allowed: {}",
+                        values.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this is `GET /api/events` at a revision before it took `page[size]`.
+    fn events_page_size_ignored(&self) -> bool {
+        let date = self.revision.split('.').next().unwrap_or_default();
+        matches!(self.ep, Ep::Events) && date < spec::EVENTS_PAGE_SIZE_SINCE
+    }
+
     /// `page[size]` (checked against `min 1`, `max`), the effective filter and sort, and
-    /// the cursor position.
+    /// the cursor position and direction.
     fn page(&self, default: usize, max: usize) -> Result<Page, ApiErr> {
         let size = match self.q.get("page[size]") {
+            _ if self.events_page_size_ignored() => default,
             None => default,
             Some(s) => s
                 .trim()
@@ -877,16 +1017,17 @@ impl Ctx<'_> {
         };
         let filter = self.q.get("filter").map(str::to_owned);
         let sort = self.q.get("sort").map(str::to_owned);
-        let Some(raw) = self.q.get("page[cursor]") else {
+        let Some(given) = self.q.get("page[cursor]") else {
             return Ok(Page {
                 filter: filter.unwrap_or_default(),
                 sort,
                 pos: None,
                 size,
+                back: false,
             });
         };
-        let bad = || ApiErr::param("page[cursor]", format!("Invalid page cursor '{raw}'."));
-        let c: Value = hex::decode(raw)
+        let bad = || ApiErr::param("page[cursor]", format!("Invalid page cursor '{given}'."));
+        let c: Value = hex::decode(cursor_token(given))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(bad)?;
@@ -909,7 +1050,30 @@ impl Ctx<'_> {
             sort: cs,
             pos: Some(pos),
             size,
+            back: c["b"].as_bool().unwrap_or(false),
         })
+    }
+
+    /// The links of a keyset page: `first` and `last` are the page's keys (in page order,
+    /// after reversing a backward page), `more` what [`paginate`] returned (where to go on
+    /// in the direction the page was read).
+    fn keyset_links(
+        page: &Page,
+        first: Option<Vec<i64>>,
+        last: Option<Vec<i64>>,
+        more: Option<Vec<i64>>,
+    ) -> PageLinks {
+        if page.back {
+            PageLinks {
+                next: last,
+                prev: more.map(|p| (p, true)),
+            }
+        } else {
+            PageLinks {
+                next: more,
+                prev: page.pos.as_ref().and(first).map(|p| (p, true)),
+            }
+        }
     }
 
     fn filter(&self, page: &Page, allowed: Allowed) -> Result<Vec<Cond>, ApiErr> {
@@ -933,22 +1097,29 @@ impl Ctx<'_> {
         }
     }
 
+    /// A `page[cursor]` link of this request's query.
+    fn cursor_link(&self, page: &Page, pos: &[i64], back: bool) -> String {
+        let mut c = json!({"p": pos, "f": page.filter, "s": page.sort});
+        if back {
+            c["b"] = json!(true);
+        }
+        let cursor = hex::encode(serde_json::to_vec(&c).unwrap_or_default());
+        format!("{}?{}", self.path(), self.q.encode(Some(&cursor)))
+    }
+
     /// A collection document.
     fn collection(
         &self,
         page: &Page,
         data: Vec<Value>,
         included: Option<Vec<Value>>,
-        next: Option<Vec<i64>>,
+        links: PageLinks,
     ) -> Value {
-        let next = next.map(|p| {
-            let c = json!({"p": p, "f": page.filter, "s": page.sort});
-            let cursor = hex::encode(serde_json::to_vec(&c).unwrap_or_default());
-            format!("{}?{}", self.path(), self.q.encode(Some(&cursor)))
-        });
+        let next = links.next.map(|p| self.cursor_link(page, &p, false));
+        let prev = links.prev.map(|(p, back)| self.cursor_link(page, &p, back));
         let mut doc = json!({
             "data": data,
-            "links": {"self": self.self_link(), "next": next, "prev": Value::Null},
+            "links": {"self": self.self_link(), "next": next, "prev": prev},
         });
         if let Some(inc) = included {
             doc["included"] = Value::Array(inc);
@@ -956,20 +1127,24 @@ impl Ctx<'_> {
         doc
     }
 
-    fn includes(&self, allowed: &[&str]) -> Result<Vec<String>, ApiErr> {
-        let inc = self.q.list("include");
-        for i in &inc {
-            if !allowed.contains(&i.as_str()) {
-                return Err(ApiErr::param(
-                    "include",
-                    format!(
-                        "'{i}' is not a valid include for this endpoint. Allowed: {}",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
+    /// A single-resource document; with an `include` (all of whose resources, flows and
+    /// tags, the sandbox does not model) an empty `included`.
+    fn single(&self, data: Value) -> Value {
+        let mut doc = json!({"data": data, "links": {"self": self.self_link()}});
+        if !self.includes().is_empty() {
+            doc["included"] = json!([]);
         }
-        Ok(inc)
+        doc
+    }
+
+    /// The `include` values (checked against the spec by [`Ctx::check_params`]).
+    fn includes(&self) -> Vec<String> {
+        self.q.list("include")
+    }
+
+    /// Whether `include` names `what`.
+    fn including(&self, what: &str) -> bool {
+        self.includes().iter().any(|i| i == what)
     }
 
     // ---- resources ----

@@ -49,16 +49,72 @@ impl Ctx<'_> {
                 }),
             );
         }
+        let mut rels = json!({
+            "lists": {"links": self.rel("profiles", &id, "lists")},
+            "segments": {"links": self.rel("profiles", &id, "segments")},
+        });
+        // Included relationships list their resources (`include` is checked against the
+        // endpoint's enum, so only the profile endpoints get here with one).
+        for (name, lists) in [("lists", true), ("segments", false)] {
+            if self.including(name) {
+                let kind = if lists { "list" } else { "segment" };
+                rels[name]["data"] = self
+                    .memberships(lists, i)
+                    .into_iter()
+                    .map(|g| json!({"type": kind, "id": self.group(lists, g).id}))
+                    .collect();
+            }
+        }
+        // Not modelled: a profile has no push tokens or conversations.
+        for name in ["push-tokens", "conversations"] {
+            if self.including(name) {
+                rels[name] = json!({"data": [], "links": self.rel("profiles", &id, name)});
+            }
+        }
         json!({
             "type": "profile",
             "id": id,
             "attributes": sparse(attrs, &self.q.list("fields[profile]")),
-            "relationships": {
-                "lists": {"links": self.rel("profiles", &id, "lists")},
-                "segments": {"links": self.rel("profiles", &id, "segments")},
-            },
+            "relationships": rels,
             "links": {"self": format!("{}/api/profiles/{id}/", self.base)},
         })
+    }
+
+    /// Indexes of the lists (`lists`) or segments profile `i` belongs to.
+    pub(super) fn memberships(&self, lists: bool, i: u64) -> Vec<usize> {
+        let n = if lists {
+            self.d.lists.len()
+        } else {
+            self.d.segments.len()
+        };
+        (0..n)
+            .filter(|&g| self.d.is_member(self.group(lists, g), i))
+            .collect()
+    }
+
+    /// `GET /api/profiles/{id}`: the profile and, with `include=lists`/`segments`, its lists
+    /// and segments.
+    pub(super) fn profile(&self) -> Result<Value, ApiErr> {
+        let i = self
+            .d
+            .profile_index(&self.id)
+            .ok_or_else(|| ApiErr::not_found(format!("Profile {} not found.", self.id)))?;
+        let mut doc =
+            json!({"data": self.profile_json(i, None), "links": {"self": self.self_link()}});
+        if !self.includes().is_empty() {
+            let mut inc = Vec::new();
+            for (name, lists) in [("lists", true), ("segments", false)] {
+                if self.including(name) {
+                    inc.extend(
+                        self.memberships(lists, i)
+                            .into_iter()
+                            .map(|g| self.group_json(lists, g)),
+                    );
+                }
+            }
+            doc["included"] = Value::Array(inc);
+        }
+        Ok(doc)
     }
 
     /// Resolves identity conditions (`id`/`profile_id`, `email`, `phone_number`,
@@ -102,7 +158,8 @@ impl Ctx<'_> {
                 &["created", "-created", "id", "-id", "updated", "-updated"],
             )?,
         };
-        let desc = sort.is_some_and(|s| s.starts_with('-'));
+        // A backward (`links.prev`) page is read in the other direction, then reversed.
+        let desc = sort.is_some_and(|s| s.starts_with('-')) != page.back;
         let by_updated = sort.is_some_and(|s| s.ends_with("updated"));
         let mut set: Option<BTreeSet<u64>> = None;
         let (mut cb, mut ub) = (Bounds::default(), Bounds::default());
@@ -195,11 +252,23 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (page_items, next) = paginate(items, &horizons, page.size, desc);
+        let (mut page_items, more) = paginate(items, &horizons, page.size, desc);
+        if page.back {
+            page_items.reverse();
+        }
+        let key = |k: &(i64, i64)| vec![k.0, k.1];
+        let links = Self::keyset_links(
+            &page,
+            page_items.first().map(|x| key(&x.0)),
+            page_items.last().map(|x| key(&x.0)),
+            more.as_ref().map(key),
+        );
         let data = page_items
             .into_iter()
             .map(|(_, i)| self.profile_json(i, None))
             .collect();
-        Ok(self.collection(&page, data, None, next.map(|(a, b)| vec![a, b])))
+        // `include=push-tokens`/`conversations`: none to include.
+        let included = (!self.includes().is_empty()).then(Vec::new);
+        Ok(self.collection(&page, data, included, links))
     }
 }
