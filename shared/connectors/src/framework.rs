@@ -429,18 +429,26 @@ impl Collector {
         self.add(table, row, Vec::new());
     }
 
-    /// Drops the records of `table` whose row `drop` returns true for, with what they
-    /// brought.
-    pub fn remove(&mut self, table: &'static TableSpec, mut drop: impl FnMut(&[Value]) -> bool) {
+    /// Takes out the records of `table` whose row `drop` returns true for, with what they
+    /// brought; returns their own rows, in order.
+    pub fn remove(
+        &mut self,
+        table: &'static TableSpec,
+        mut drop: impl FnMut(&[Value]) -> bool,
+    ) -> Vec<Vec<Value>> {
         let t = self.index(table);
+        let mut removed = Vec::new();
         for slot in &mut self.records {
-            if slot.as_ref().is_some_and(|r| r.table == t && drop(&r.row)) {
-                *slot = None;
+            if slot.as_ref().is_some_and(|r| r.table == t && drop(&r.row))
+                && let Some(record) = slot.take()
+            {
+                removed.push(record.row);
                 self.live -= 1;
             }
         }
         let records = &self.records;
         self.by_key.retain(|_, at| records[*at].is_some());
+        removed
     }
 
     /// Records collected (replaced copies not counted).
@@ -615,7 +623,8 @@ mod tests {
         let mut c = Collector::new(&[&PARENT, &KIDS, &EXTRA]);
         c.add(&PARENT, vec![json!("a"), json!(1)], vec![kid("a", 1, 1)]);
         c.add(&PARENT, vec![json!("b"), json!(1)], vec![kid("b", 1, 1)]);
-        c.remove(&PARENT, |row| row[0] == json!("a"));
+        let removed = c.remove(&PARENT, |row| row[0] == json!("a"));
+        assert_eq!(removed, vec![vec![json!("a"), json!(1)]]);
         assert_eq!(c.len(), 1);
         // A removed key can be added again.
         c.add(&PARENT, vec![json!("a"), json!(3)], vec![]);

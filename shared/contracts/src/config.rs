@@ -75,9 +75,9 @@ pub struct ServiceSettings {
 pub struct FetcherSettings {
     /// Address of the admin HTTP server.
     pub admin_bind: String,
-    /// Tasks fetched concurrently by one fetcher process; also its prefetch. Default 4:
-    /// a Klaviyo events task holds up to `dense_pages × page[size]` events (~50 MB), so
-    /// memory is about 50 MB per slot.
+    /// Tasks fetched concurrently by one fetcher process; also its prefetch. Default 4.
+    /// A task holds about one page of records at a time: connectors whose tasks read many
+    /// pages publish each page as it is read (`Connector::fetch_paged`).
     pub concurrency: u16,
     /// Largest encoded `RecordBatch` part in bytes (default 4 MiB): a table's rows that
     /// encode to more are sent as several parts (split between parents for replace-scope

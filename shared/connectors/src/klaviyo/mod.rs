@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use sluice_contracts::{FetchTask, Mode, PageRef, RejectedRecord, TaskKind};
 
 use crate::{
-    Connector, ConnectorContext, ConnectorError, FetchOutput, JobSpec, Plan, PlannedTask,
+    Connector, ConnectorContext, ConnectorError, Emit, FetchOutput, JobSpec, Plan, PlannedTask,
     StreamSpec,
 };
 
@@ -125,11 +125,14 @@ impl Outcome {
         }
     }
 
-    /// Drops the rows of `table` whose key (first value, as JSON text) is one of `keys`.
-    fn remove(&mut self, table: &str, keys: &HashSet<String>) {
-        if let Some(spec) = records::spec(table) {
-            self.rows
-                .remove(spec, |row| keys.contains(&row[0].to_string()));
+    /// Takes out the rows of `table` whose key (first value, as JSON text) is one of
+    /// `keys`, returning them.
+    fn remove(&mut self, table: &str, keys: &HashSet<String>) -> Vec<Vec<Value>> {
+        match records::spec(table) {
+            Some(spec) if !keys.is_empty() => self
+                .rows
+                .remove(spec, |row| keys.contains(&row[0].to_string())),
+            _ => Vec::new(),
         }
     }
 
@@ -445,6 +448,7 @@ impl KlaviyoConnector {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         partition: Option<&str>,
+        emit: &mut dyn Emit,
     ) -> Result<FetchOutput, ConnectorError> {
         let events = partition.is_some() || task.stream.starts_with("events/");
         let stream = if events {
@@ -491,6 +495,11 @@ impl KlaviyoConnector {
                     ("page[size]", p.page_size.to_string()),
                 ],
             )
+        };
+        let table = if events {
+            records::EVENTS
+        } else {
+            records::PROFILES
         };
         let mut out = Outcome::new();
         let mut rel = Some(Client::relative(path, &query));
@@ -554,14 +563,7 @@ impl KlaviyoConnector {
                             "dense klaviyo window; splitting the rest"
                         );
                         if at_latest.0 == Some(t) {
-                            out.remove(
-                                if events {
-                                    records::EVENTS
-                                } else {
-                                    records::PROFILES
-                                },
-                                &at_latest.1,
-                            );
+                            out.remove(table, &at_latest.1);
                         }
                         out.children = children
                             .into_iter()
@@ -577,6 +579,15 @@ impl KlaviyoConnector {
                         break;
                     }
                     None => may_split = false,
+                }
+            }
+            if next.is_some() {
+                // Hand this page's rows over now, so a task holds one page. The records at
+                // the latest instant stay: a split re-reads that instant and drops them.
+                let held = out.remove(table, &at_latest.1);
+                emit.emit(out.rows.take()).await?;
+                for row in held {
+                    out.add(table, row);
                 }
             }
             rel = next;
@@ -853,6 +864,14 @@ impl Connector for KlaviyoConnector {
     }
 
     async fn fetch(&self, task: &FetchTask) -> Result<FetchOutput, ConnectorError> {
+        crate::fetch_all(self, task).await
+    }
+
+    async fn fetch_paged(
+        &self,
+        task: &FetchTask,
+        emit: &mut dyn Emit,
+    ) -> Result<FetchOutput, ConnectorError> {
         let client = self.fetch_client(&task.account)?;
         let base_stream = task.stream.split('/').next().unwrap_or("");
         match (&task.kind, Stream::parse(base_stream)) {
@@ -867,7 +886,7 @@ impl Connector for KlaviyoConnector {
                 if end <= start {
                     return Ok(Outcome::new().into_output(self.lag()));
                 }
-                self.fetch_window(task, &client, *start, *end, partition.as_deref())
+                self.fetch_window(task, &client, *start, *end, partition.as_deref(), emit)
                     .await
             }
             (TaskKind::Ids { ids }, Some(Stream::Profiles)) => {

@@ -81,8 +81,12 @@ fn page(data: Vec<Value>, next: Option<String>) -> Value {
     json!({"data": data, "links": {"self": "x", "next": next}})
 }
 
-fn rows<'a>(out: &'a FetchOutput, table: &str) -> &'a Vec<Vec<Value>> {
-    &out.tables.iter().find(|t| t.table == table).unwrap().rows
+/// Every row of `table` in the task's output, over all its parts (pages are handed over
+/// as they are read).
+fn rows(out: &FetchOutput, table: &str) -> Vec<Vec<Value>> {
+    let parts: Vec<&crate::TableRows> = out.tables.iter().filter(|t| t.table == table).collect();
+    assert!(!parts.is_empty(), "no {table} part");
+    parts.into_iter().flat_map(|t| t.rows.clone()).collect()
 }
 
 async fn metrics_server(server: &MockServer) {
@@ -356,8 +360,30 @@ async fn a_dense_window_splits_its_rest_without_a_gap() {
         ))
         .await
         .unwrap();
-    // E3 and E4 share the split instant: the first child reads them, this task does not.
-    let ids: Vec<&Value> = rows(&out, "klaviyo.events").iter().map(|r| &r[0]).collect();
+    // Page by page: the first page is handed over at once but for E2, the record at the
+    // latest instant, which waits in case a split drops it (none does: the next page moves
+    // on); E3 and E4 share the split instant, so the first child reads them, this task not.
+    let mut emitted = crate::Collect::default();
+    let paged = c
+        .fetch_paged(
+            &window_task(
+                "2024-01-01T00:00:00Z",
+                "2024-01-02T00:00:00Z",
+                json!({"page_size": 2}),
+            ),
+            &mut emitted,
+        )
+        .await
+        .unwrap();
+    let first: Vec<&Value> = emitted
+        .0
+        .iter()
+        .flat_map(|t| t.rows.iter().map(|r| &r[0]))
+        .collect();
+    assert_eq!(first, [&json!("E1")]);
+    assert_eq!(rows(&paged, "klaviyo.events")[0][0], json!("E2"));
+    let events = rows(&out, "klaviyo.events");
+    let ids: Vec<&Value> = events.iter().map(|r| &r[0]).collect();
     assert_eq!(ids, [&json!("E1"), &json!("E2")]);
     assert_eq!(rows(&out, "klaviyo.events")[0][6], 9.5);
     assert_eq!(
@@ -388,8 +414,8 @@ async fn a_dense_window_splits_its_rest_without_a_gap() {
     for w in windows.windows(2) {
         assert_eq!(w[0].1, w[1].0);
     }
-    // The third page was never asked for.
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    // Two runs of the task, two pages each: the third page was never asked for.
+    assert_eq!(server.received_requests().await.unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -708,7 +734,7 @@ async fn members_give_rows_profile_batches_and_a_next_page() {
         .unwrap();
     assert_eq!(
         rows(&out, "klaviyo.segment_members"),
-        &vec![
+        vec![
             vec![json!("S1"), json!("P1")],
             vec![json!("S1"), json!("P2")]
         ]
