@@ -342,6 +342,19 @@ pub trait Connector: Send + Sync {
     /// transient errors make the planner try again later.
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError>;
 
+    /// Checks a job's stream and parameters as [`Connector::plan`] would, without reading
+    /// any setting of the account and without touching the outside system, so that
+    /// `sluicectl sync` refuses a mistake before a job is recorded, with the message the
+    /// planner would have failed the job with. The default accepts everything (the
+    /// planner still checks).
+    ///
+    /// # Errors
+    /// [`ConnectorError::InvalidParams`] naming the stream or parameter.
+    fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        let _ = job;
+        Ok(())
+    }
+
     /// Runs one task.
     ///
     /// # Errors

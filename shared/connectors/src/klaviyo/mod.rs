@@ -794,6 +794,16 @@ fn to_value(params: &Params) -> Result<Value, ConnectorError> {
     serde_json::to_value(params).map_err(|e| permanent(format!("serialising params: {e}")))
 }
 
+/// The stream a job names.
+fn job_stream(name: &str) -> Result<Stream, ConnectorError> {
+    Stream::parse(name).ok_or_else(|| {
+        ConnectorError::InvalidParams(format!(
+            "unknown klaviyo stream '{name}' (known: {})",
+            params::STREAMS
+        ))
+    })
+}
+
 #[async_trait]
 impl Connector for KlaviyoConnector {
     fn name(&self) -> &'static str {
@@ -804,14 +814,13 @@ impl Connector for KlaviyoConnector {
         Stream::ALL.iter().map(|s| s.spec()).collect()
     }
 
+    fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        let stream = job_stream(&job.stream)?;
+        params::check(stream, &job.params, &self.settings).map(|_| ())
+    }
+
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {
-        let stream = Stream::parse(&job.stream).ok_or_else(|| {
-            ConnectorError::InvalidParams(format!(
-                "unknown klaviyo stream '{}' (known: {})",
-                job.stream,
-                params::STREAMS
-            ))
-        })?;
+        let stream = job_stream(&job.stream)?;
         let raw = params::check(stream, &job.params, &self.settings)?;
         let client = self.plan_client(&job.account)?;
         let page = |cursor: Option<String>| PlannedTask {
