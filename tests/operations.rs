@@ -545,3 +545,109 @@ async fn waiting_on_a_job_no_planner_takes_says_so_and_ctrl_c_leaves_it_running(
     assert_eq!(report.summary.state, "queued");
     env.teardown().await.expect("teardown");
 }
+
+/// `jobs show --json` of a job, through the binary.
+async fn shown(env: &TestEnv, job: uuid::Uuid) -> serde_json::Value {
+    let out = env
+        .sluicectl(&["jobs", "show", &job.to_string(), "--json"])
+        .await
+        .expect("jobs show");
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_show_counts_inserted_updated_and_unchanged_rows_per_table() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(1);
+    let sample = sailthru_sample();
+    let sample = sample.to_str().expect("utf-8");
+    let tables = sluice_e2e::sailthru_tables();
+
+    let first = env.sync_sailthru(sample, None).await.expect("job");
+    assert_eq!(
+        env.wait_job(first, WAIT).await.expect("ends").summary.state,
+        "succeeded"
+    );
+    let report = shown(&env, first).await;
+    for t in &tables {
+        let c = &report["changes_per_table"][format!("sailthru.{t}")];
+        assert!(c["rows"].as_i64().unwrap_or(0) > 0, "{t}: {c}");
+        assert_eq!(c["inserted"], c["rows"], "{t}: {c}");
+        assert_eq!(
+            (c["updated"].as_i64(), c["unchanged"].as_i64()),
+            (Some(0), Some(0)),
+            "{t}: {c}"
+        );
+    }
+
+    // The same export again: nothing changes, and the report says so.
+    let again = env.sync_sailthru(sample, None).await.expect("job");
+    assert_eq!(
+        env.wait_job(again, WAIT).await.expect("ends").summary.state,
+        "succeeded"
+    );
+    let report = shown(&env, again).await;
+    for t in &tables {
+        let c = &report["changes_per_table"][format!("sailthru.{t}")];
+        assert_eq!(
+            (c["inserted"].as_i64(), c["updated"].as_i64()),
+            (Some(0), Some(0)),
+            "{t}: {c}"
+        );
+        assert_eq!(c["unchanged"], c["rows"], "{t}: {c}");
+        assert_eq!(c["deleted"].as_i64(), Some(0), "{t}: {c}");
+    }
+    let text_report = env
+        .sluicectl(&["jobs", "show", &again.to_string()])
+        .await
+        .expect("jobs show");
+    let printed = String::from_utf8_lossy(&text_report.stdout);
+    assert!(
+        printed.contains("unchanged")
+            && printed
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["sailthru.blast", "20", "0", "0", "20", "0"]),
+        "{printed}"
+    );
+
+    // One blast renamed, one added: 1 updated, 1 inserted, the rest unchanged.
+    let members = sluice_e2e::read_zip(&sailthru_sample()).expect("sample");
+    let blast = members
+        .iter()
+        .find(|(n, _)| n == "blast.20160401.json")
+        .map(|(_, b)| String::from_utf8(b.clone()).expect("utf-8"))
+        .expect("blast member");
+    let changed = blast.replacen(
+        "How To Sell Your Handmade Cards",
+        "How To Sell Your Handmade Cards (renamed)",
+        1,
+    ) + "{ \"name\" : \"A new blast\", \"day\" : \"2016-03-31\", \"id\" : 1 }\n";
+    let archive =
+        sluice_e2e::zip_archive(&[("blast.20160401.json", changed.as_bytes())]).expect("zip");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("changed.zip");
+    std::fs::write(&path, archive).expect("write");
+    let third = env
+        .sync_sailthru(path.to_str().expect("utf-8"), None)
+        .await
+        .expect("job");
+    assert_eq!(
+        env.wait_job(third, WAIT).await.expect("ends").summary.state,
+        "succeeded"
+    );
+    let c = shown(&env, third).await["changes_per_table"]["sailthru.blast"].clone();
+    assert_eq!(
+        (
+            c["rows"].as_i64(),
+            c["inserted"].as_i64(),
+            c["updated"].as_i64(),
+            c["unchanged"].as_i64()
+        ),
+        (Some(21), Some(1), Some(1), Some(19)),
+        "{c}"
+    );
+    env.teardown().await.expect("teardown");
+}

@@ -47,8 +47,22 @@ pub(crate) fn print_report(r: &JobReport) {
         "rows      {} loaded, {} rejected",
         s.rows_loaded, s.rows_rejected
     );
-    for (table, rows) in &r.rows_per_table {
-        println!("  {table:<40} {rows:>12}");
+    if !r.changes_per_table.is_empty() {
+        println!(
+            "  {:<40} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "table", "rows", "inserted", "updated", "unchanged", "deleted"
+        );
+    }
+    let count = |n: Option<i64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+    for (table, c) in &r.changes_per_table {
+        println!(
+            "  {table:<40} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            c.rows,
+            count(c.inserted),
+            count(c.updated),
+            count(c.unchanged),
+            count(c.deleted)
+        );
     }
     if let Some(warnings) = r.warnings.as_array().filter(|w| !w.is_empty()) {
         println!("warnings");
