@@ -140,6 +140,35 @@ async fn events_of_both_shapes_over_30_days_land_with_exactly_the_sandbox_ids() 
         .get(0);
     assert_eq!(streams, 2);
     drop(client);
+    // `sluicectl freshness` names each metric beside its id.
+    let out = env
+        .sluicectl(&["freshness", "--json"])
+        .await
+        .expect("freshness");
+    assert!(out.status.success(), "{out:?}");
+    let mut named: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+        .map(|f| {
+            (
+                f["stream"].as_str().unwrap_or_default().to_string(),
+                f["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    named.sort();
+    let mut want: Vec<(String, String)> = ["Placed Order", "Received Email"]
+        .iter()
+        .map(|n| (format!("events/{}", metric_id(&spec, n)), n.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(named, want);
+    let text = env.sluicectl(&["freshness"]).await.expect("freshness");
+    let printed = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        printed.contains("Placed Order") && printed.contains("Received Email"),
+        "{printed}"
+    );
     env.teardown().await.expect("teardown");
 }
 

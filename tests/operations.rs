@@ -281,6 +281,27 @@ async fn a_relative_export_is_read_from_the_callers_directory() {
         env.count("sailthru.profile_vars").await.expect("count"),
         1525
     );
+    let tables = env
+        .sluicectl(&["tables", "sailthru", "--json"])
+        .await
+        .expect("tables");
+    let counts: std::collections::BTreeMap<String, i64> = String::from_utf8_lossy(&tables.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap_or_default().to_string(),
+                t["rows"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    for (table, rows) in sluice_e2e::SAILTHRU_SAMPLE_COUNTS {
+        assert_eq!(
+            counts.get(&format!("sailthru.{table}")),
+            Some(&rows),
+            "{table}"
+        );
+    }
     env.teardown().await.expect("teardown");
 }
 
@@ -392,6 +413,8 @@ async fn read_only_commands_never_create_a_mistyped_database() {
         vec!["jobs", "show", job.as_str()],
         vec!["tables", "sailthru"],
         vec!["freshness"],
+        vec!["freshness", "--json"],
+        vec!["tables", "sailthru", "--json"],
         vec!["dlq", "replay"],
         vec!["sync", "sailthru", "--export", "Cargo.toml"],
     ] {

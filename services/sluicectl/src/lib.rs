@@ -71,9 +71,18 @@ pub enum Command {
         /// The destination to count in (default `postgres`, the ledger's database).
         #[arg(long, default_value = sluice_contracts::DEFAULT_DESTINATION)]
         destination: String,
+        /// JSON lines (`{"table", "kind", "rows"}`) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
-    /// How fresh each stream is: latest source time and load time (`sluice.freshness`).
-    Freshness,
+    /// How fresh each stream is: latest source time and load time (`sluice.freshness`),
+    /// with the name of what a stream's id stands for (a Klaviyo metric).
+    Freshness {
+        /// JSON lines (`{"connector", "account", "stream", "name", "source_ts",
+        /// "loaded_at", "job_id"}`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options every sync takes (`--account`, `--destination`, `--wait`, `--strict`,
@@ -226,8 +235,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tables {
             schema,
             destination,
-        } => tables::tables(&settings, &schema, &destination).await,
-        Command::Freshness => freshness::freshness(&settings).await,
+            json,
+        } => tables::tables(&settings, &schema, &destination, json).await,
+        Command::Freshness { json } => freshness::freshness(&settings, json).await,
         Command::Dlq(cmd) => dlq::dlq(&settings, cmd).await,
     }
 }

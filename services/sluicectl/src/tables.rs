@@ -6,10 +6,13 @@ use sluice_contracts::Settings;
 
 use crate::{destinations, pool};
 
+/// Prints the row count of every table and view of `schema` in `destination`: aligned
+/// text, or with `json` one object per line (`{"table", "kind", "rows"}`).
 pub(crate) async fn tables(
     settings: &Settings,
     schema: &str,
     destination: &str,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let pool = pool(settings).await?;
     let destination = destinations(settings, &pool)?.get(destination)?;
@@ -27,7 +30,14 @@ pub(crate) async fn tables(
         return Ok(ExitCode::from(1));
     }
     for t in tables {
-        println!("{:<45} {:<5} {:>12}", t.name, t.kind, t.rows);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"table": t.name, "kind": t.kind, "rows": t.rows})
+            );
+        } else {
+            println!("{:<45} {:<5} {:>12}", t.name, t.kind, t.rows);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -355,6 +355,15 @@ pub trait Connector: Send + Sync {
         Ok(())
     }
 
+    /// A human name for a task stream of a job whose resolved parameters (`Plan.params`,
+    /// kept in the ledger) are `params`, where the stream's name is an id: Klaviyo's
+    /// `events/<metric id>` → the metric's name. `sluicectl freshness` shows it beside the
+    /// stream. The default has none.
+    fn stream_label(&self, stream: &str, params: &Value) -> Option<String> {
+        let _ = (stream, params);
+        None
+    }
+
     /// Runs one task.
     ///
     /// # Errors

@@ -814,6 +814,12 @@ impl Connector for KlaviyoConnector {
         Stream::ALL.iter().map(|s| s.spec()).collect()
     }
 
+    fn stream_label(&self, stream: &str, params: &Value) -> Option<String> {
+        // The planner resolved every metric of the job to its name (`Params.metric_names`).
+        let metric = stream.strip_prefix("events/")?;
+        params["metric_names"][metric].as_str().map(str::to_string)
+    }
+
     fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
         let stream = job_stream(&job.stream)?;
         params::check(stream, &job.params, &self.settings).map(|_| ())
