@@ -674,3 +674,196 @@ async fn jobs_show_counts_inserted_updated_and_unchanged_rows_per_table() {
     );
     env.teardown().await.expect("teardown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_reaches_each_connector_without_a_job() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_klaviyo_sandbox(sluice_sandbox::klaviyo::KlaviyoConfig::default())
+        .await
+        .expect("klaviyo sandbox");
+    env.start_commercetools_sandbox(sluice_sandbox::commercetools::CommercetoolsConfig::default())
+        .await
+        .expect("commercetools sandbox");
+    let here = std::env::current_dir().expect("cwd");
+    for (args, extra, ok, needle) in [
+        (
+            vec!["check", "klaviyo"],
+            vec![],
+            true,
+            "GET /api/metrics answered",
+        ),
+        (
+            vec!["check", "klaviyo"],
+            vec![(
+                "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY",
+                "pk_wrong",
+            )],
+            false,
+            "401",
+        ),
+        (
+            vec!["check", "klaviyo", "--account", "eu"],
+            vec![],
+            false,
+            "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__EU__API_KEY",
+        ),
+        (
+            vec!["check", "commercetools"],
+            vec![],
+            true,
+            "token granted, project",
+        ),
+        (
+            vec!["check", "commercetools"],
+            vec![(
+                "SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__CLIENT_SECRET",
+                "wrong-secret",
+            )],
+            false,
+            "refused the credentials of account default",
+        ),
+        (
+            vec!["check", "sailthru"],
+            vec![],
+            true,
+            "nothing to check without an export",
+        ),
+        (
+            vec!["check", "salesforce"],
+            vec![],
+            false,
+            "unknown connector",
+        ),
+    ] {
+        let out = env
+            .sluicectl_in(&here, &extra, &args)
+            .await
+            .expect("sluicectl");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{args:?} {extra:?}: {}",
+            text(&out)
+        );
+        assert!(
+            printed.contains(needle),
+            "{args:?} {extra:?}: {}",
+            text(&out)
+        );
+        assert!(
+            !printed.contains("pk_wrong") && !printed.contains("wrong-secret"),
+            "{printed}"
+        );
+    }
+    assert_eq!(env.count("sluice.jobs").await.expect("count"), 0);
+    env.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bookmarks_are_listed_and_reset_but_not_under_a_running_job() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(1);
+    let sample = sailthru_sample();
+    let job = env
+        .sync_sailthru(sample.to_str().expect("utf-8"), None)
+        .await
+        .expect("job");
+    assert_eq!(
+        env.wait_job(job, WAIT).await.expect("ends").summary.state,
+        "succeeded"
+    );
+    let listed = env
+        .sluicectl(&["bookmarks", "list", "--json"])
+        .await
+        .expect("list");
+    let marks: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(marks.len(), 1, "{}", text(&listed));
+    assert_eq!(
+        (
+            &marks[0]["connector"],
+            &marks[0]["stream"],
+            &marks[0]["bookmark"]["cursor"]
+        ),
+        (
+            &serde_json::json!("sailthru"),
+            &serde_json::json!("export"),
+            &serde_json::json!("2016-04-01")
+        )
+    );
+    let table = env.sluicectl(&["bookmarks", "list"]).await.expect("list");
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("sailthru/default/export"),
+        "{}",
+        text(&table)
+    );
+
+    // A job holding the stream: the reset is refused, naming it.
+    env.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = env
+        .sync_sailthru(sample.to_str().expect("utf-8"), None)
+        .await
+        .expect("job");
+    let mut client = env.pool.get().await.expect("client");
+    {
+        // What a planner does first: take the stream lock.
+        let tx = client.transaction().await.expect("tx");
+        tx.execute(
+            "INSERT INTO sluice.locks (connector, account, stream, destination, job_id)
+             VALUES ('sailthru', 'default', 'export', 'postgres', $1)",
+            &[&held],
+        )
+        .await
+        .expect("lock");
+        tx.commit().await.expect("commit");
+    }
+    drop(client);
+    let refused = env
+        .sluicectl(&["bookmarks", "reset", "sailthru", "export"])
+        .await
+        .expect("reset");
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains(&format!("job {held} holds")),
+        "{}",
+        text(&refused)
+    );
+    let out = env
+        .sluicectl(&["jobs", "cancel", &held.to_string()])
+        .await
+        .expect("cancel");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let reset = env
+        .sluicectl(&["bookmarks", "reset", "sailthru", "export"])
+        .await
+        .expect("reset");
+    assert!(
+        reset.status.success()
+            && String::from_utf8_lossy(&reset.stdout).contains("(was 2016-04-01)"),
+        "{}",
+        text(&reset)
+    );
+    assert_eq!(env.count("sluice.stream_state").await.expect("count"), 0);
+    let again = env
+        .sluicectl(&["bookmarks", "reset", "sailthru", "export"])
+        .await
+        .expect("reset");
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("has no bookmark"),
+        "{}",
+        text(&again)
+    );
+    env.teardown().await.expect("teardown");
+}

@@ -8,6 +8,8 @@
 //! Exit codes: 0 success; 1 error or a job that failed or was cancelled; 2 with `--strict`
 //! when a job succeeded but rejected records.
 
+mod bookmarks;
+mod check;
 mod dlq;
 mod follow;
 mod freshness;
@@ -58,9 +60,20 @@ pub enum Command {
     Sync(sync::SyncCommand),
     /// List every connector, its streams, their parameters and tables.
     Streams,
+    /// Check a connector's credentials and reachability, without a job.
+    Check {
+        /// The connector (`klaviyo`, `commercetools`, `sailthru`).
+        connector: String,
+        /// Credential set of the connector.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
     /// Inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Where each stream's next incremental job continues.
+    #[command(subcommand)]
+    Bookmarks(BookmarksCommand),
     /// The parking lot (dead letters).
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -126,6 +139,32 @@ pub enum JobsCommand {
     Cancel {
         /// Job id.
         id: Uuid,
+    },
+}
+
+/// Bookmark commands.
+#[derive(Subcommand, Debug)]
+pub enum BookmarksCommand {
+    /// Every stream's bookmark per destination: the greatest cursor loaded, and how many
+    /// task streams (Klaviyo metrics) have a cursor of their own.
+    List {
+        /// JSON lines (the whole bookmark) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a stream's bookmark: its next incremental job reads from the start. Refused
+    /// while a job holds the stream.
+    Reset {
+        /// The connector.
+        connector: String,
+        /// The job stream (`events`, `profiles`, `orders`, …).
+        stream: String,
+        /// Credential set.
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// The destination whose bookmark to forget.
+        #[arg(long, default_value = sluice_contracts::DEFAULT_DESTINATION)]
+        destination: String,
     },
 }
 
@@ -231,7 +270,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sync::print_streams();
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check { connector, account } => {
+            check::check(&settings, &connector, &account).await
+        }
         Command::Jobs(cmd) => jobs::jobs(&settings, cmd).await,
+        Command::Bookmarks(cmd) => bookmarks::bookmarks(&settings, cmd).await,
         Command::Tables {
             schema,
             destination,
@@ -311,4 +354,25 @@ async fn sync_job(
         return Ok(ExitCode::SUCCESS);
     }
     follow::wait_for(settings, &pool, request.job_id, options).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_is_read_by_every_section() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/sluice.example.toml"
+        );
+        let settings = Settings::load_from(Some(path), std::iter::empty()).unwrap();
+        assert_eq!(settings.loader.group_parts, 8);
+        // Each connector reads its section (a wrong type or value fails here, naming it).
+        let registry = sluice_connectors::Registry::from_settings(&settings).unwrap();
+        assert_eq!(registry.iter().count(), sluice_connectors::CONNECTORS.len());
+        assert!(settings.connectors["klaviyo"].0.contains_key("page_sizes"));
+        sluice_destinations::DestinationConfig::all(&settings).unwrap();
+    }
 }

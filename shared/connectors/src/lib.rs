@@ -355,6 +355,19 @@ pub trait Connector: Send + Sync {
         Ok(())
     }
 
+    /// Checks that `account` reaches the outside system with its credentials — the
+    /// cheapest authenticated request there is — without a job, and says what was
+    /// checked: `sluicectl check <connector> [--account A]`. The default has nothing to
+    /// check.
+    ///
+    /// # Errors
+    /// [`ConnectorError::InvalidParams`] for an account that is not configured (naming
+    /// the settings); the request's error otherwise (refused credentials, unreachable).
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let _ = account;
+        Ok(format!("{}: nothing to check", self.name()))
+    }
+
     /// A human name for a task stream of a job whose resolved parameters (`Plan.params`,
     /// kept in the ledger) are `params`, where the stream's name is an id: Klaviyo's
     /// `events/<metric id>` → the metric's name. `sluicectl freshness` shows it beside the

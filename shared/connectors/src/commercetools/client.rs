@@ -168,6 +168,42 @@ impl Client {
         Ok(token)
     }
 
+    /// A token from the auth URL, then `GET {api_url}/{projectKey}` (the project), once
+    /// each: what `sluicectl check commercetools` asks. Returns the project's name.
+    ///
+    /// # Errors
+    /// The token request's error; a refusal of the project request naming its status.
+    pub async fn project(&self) -> Result<String, ConnectorError> {
+        let token = self.token(true).await?;
+        let path = format!("/{}", self.account.project_key);
+        let url = format!("{}{path}", self.account.api_url.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| transient(format!("GET {path}: {}", e.without_url())))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| transient(format!("GET {path}: reading the body: {}", e.without_url())))?;
+        if !status.is_success() {
+            return Err(permanent(format!(
+                "GET {path}: HTTP {status}: {}",
+                describe_errors(&body)
+            )));
+        }
+        let project: Value = serde_json::from_str(&body)
+            .map_err(|e| permanent(format!("GET {path}: undecodable body: {e}")))?;
+        Ok(project["name"]
+            .as_str()
+            .or(project["key"].as_str())
+            .unwrap_or(&self.account.project_key)
+            .to_string())
+    }
+
     /// `GET {api_url}/{projectKey}/{endpoint}?{query}`: one page of a query.
     ///
     /// # Errors

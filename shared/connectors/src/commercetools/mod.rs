@@ -518,6 +518,15 @@ impl Connector for CommercetoolsConnector {
         streams()
     }
 
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let client = self.client(account)?;
+        let name = client.project().await?;
+        Ok(format!(
+            "account {account}: token granted, project {} ({name}) answered",
+            client.project_key()
+        ))
+    }
+
     fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
         let (_, _, since, until) = Self::request(job)?;
         since_before_until(since, until)

@@ -814,6 +814,18 @@ impl Connector for KlaviyoConnector {
         Stream::ALL.iter().map(|s| s.spec()).collect()
     }
 
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let client = self.plan_client(account)?;
+        // One page of metrics: authenticated, small, and in the tier with room to spare.
+        let page = client
+            .get(Tier::M, &Client::relative("/api/metrics", &[]))
+            .await?;
+        Ok(format!(
+            "account {account}: GET /api/metrics answered ({} metric(s) on the first page)",
+            page.data.len()
+        ))
+    }
+
     fn stream_label(&self, stream: &str, params: &Value) -> Option<String> {
         // The planner resolved every metric of the job to its name (`Params.metric_names`).
         let metric = stream.strip_prefix("events/")?;

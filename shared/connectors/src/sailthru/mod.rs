@@ -224,6 +224,13 @@ impl Connector for SailthruConnector {
         streams()
     }
 
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let _ = account;
+        // Sailthru is read from export archives, not an API: a location is checked when
+        // a job names one (`sluicectl sync sailthru --export …`).
+        Ok("nothing to check without an export: sailthru reads export archives, and `sync sailthru --export LOC` checks the location".into())
+    }
+
     fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
         check_stream(&job.stream)?;
         self.resolve_params(&job.params).map(|_| ())
