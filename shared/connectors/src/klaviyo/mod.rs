@@ -732,6 +732,13 @@ impl KlaviyoConnector {
             Stream::SegmentMembers => p.segment.clone(),
             _ => None,
         };
+        // A task planned before members had versions carries none: its rows get the time
+        // they are read, and it removes nothing.
+        let seen_at = p
+            .members_version
+            .clone()
+            .unwrap_or_else(|| members_version(Utc::now()));
+        let mut handed_over = false;
         let mut out = Outcome::new();
         let mut rel = Some(cursor.map_or(first, str::to_string));
         let mut pages = 0u32;
@@ -747,7 +754,11 @@ impl KlaviyoConnector {
                     _ => match item.get("id").and_then(Value::as_str) {
                         Some(pid) if !pid.is_empty() => {
                             ids.push(pid.to_string());
-                            Ok(records::member(group.as_deref().unwrap_or(""), pid))
+                            Ok(records::member(
+                                group.as_deref().unwrap_or(""),
+                                pid,
+                                &seen_at,
+                            ))
                         }
                         _ => Err(format!(
                             "member without a string `id` (found {})",
@@ -782,12 +793,48 @@ impl KlaviyoConnector {
                         ..PageRef::default()
                     }),
                 });
+                handed_over = true;
                 break;
             }
             rel = next;
         }
-        Ok(out.into_output(self.lag()))
+        let mut output = out.into_output(self.lag());
+        // The last page of a full members job: every member of the group now carries this
+        // job's version, or will once the parts of earlier pages load — in any order, so
+        // the sweep removes only members with an older version (left the group).
+        if !handed_over && let (Some(group), Some(version)) = (group, p.members_version.as_deref())
+        {
+            output.tables.push(members_sweep(stream, &group, version)?);
+        }
+        Ok(output)
     }
+}
+
+/// The members version of a job planned at `t`: RFC 3339 UTC with microseconds, the
+/// precision of `timestamptz`.
+fn members_version(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A part with no rows that removes the members of `group` whose `seen_at` is older than
+/// `version`: the loader's replace scope deletes the scope's rows not in the part whose
+/// version is at most `scope_version`, so `scope_version` is one microsecond before the
+/// job's — members this job saw (`seen_at` = `version`) stay, whichever part loads first.
+fn members_sweep(stream: Stream, group: &str, version: &str) -> Result<TableRows, ConnectorError> {
+    let spec = if stream == Stream::ListMembers {
+        &records::LIST_MEMBERS_TABLE
+    } else {
+        &records::SEGMENT_MEMBERS_TABLE
+    };
+    let before = DateTime::parse_from_rfc3339(version)
+        .map_err(|e| permanent(format!("members version {version:?} is not RFC 3339: {e}")))?
+        .with_timezone(&Utc)
+        - chrono::Duration::microseconds(1);
+    let mut sweep = spec.rows().finish();
+    sweep.merge.replace_scope = Some(vec![spec.columns[0].to_string()]);
+    sweep.merge.scope_keys = vec![vec![Value::String(group.to_string())]];
+    sweep.merge.scope_version = Some(Value::String(members_version(before)));
+    Ok(sweep)
 }
 
 fn to_value(params: &Params) -> Result<Value, ConnectorError> {
@@ -899,11 +946,10 @@ impl Connector for KlaviyoConnector {
                     list: raw.list,
                     segment: raw.segment,
                     page_size: raw.page_size,
+                    members_version: Some(members_version(Utc::now())),
                     ..Params::default()
                 })?,
-                warnings: vec![
-                    "members that left the list or segment are not removed from the members table (not handled yet)".into(),
-                ],
+                warnings: Vec::new(),
                 rejected: Vec::new(),
             }),
         }
