@@ -735,6 +735,25 @@ async fn check_reaches_each_connector_without_a_job() {
             false,
             "unknown connector",
         ),
+        // An unknown host is said at once, not retried inside retries.
+        (
+            vec!["check", "klaviyo"],
+            vec![(
+                "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__BASE_URL",
+                "http://sluice-no-such-host.invalid",
+            )],
+            false,
+            "could not be resolved (DNS), tried once",
+        ),
+        (
+            vec!["check", "commercetools"],
+            vec![(
+                "SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__AUTH_URL",
+                "http://sluice-no-such-host.invalid",
+            )],
+            false,
+            "could not be resolved (DNS), tried once",
+        ),
     ] {
         let out = env
             .sluicectl_in(&here, &extra, &args)

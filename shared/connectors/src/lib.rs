@@ -48,6 +48,28 @@ pub const CONNECTORS: &[Build] = &[
     commercetools::connector,
 ];
 
+/// Whether an error's text (with its causes) says a host name did not resolve. Such an
+/// error is a misspelt or retired host far more often than a DNS outage, so connectors
+/// fail it at once, naming the host, instead of retrying it (see `docs/architecture.md`).
+pub fn is_dns_failure(causes: &str) -> bool {
+    let lower = causes.to_ascii_lowercase();
+    lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+}
+
+/// An error and its sources, joined with `: ` (what the causes say, for recognising them).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
 /// A JSON value for an error message, cut at 80 characters.
 pub fn short(value: &Value) -> String {
     let text = value.to_string();

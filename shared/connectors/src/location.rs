@@ -215,25 +215,13 @@ pub fn no_retries() -> RetryConfig {
     }
 }
 
-/// The error and its sources, joined (what the causes say, for recognising them).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
 /// Classifies an `object_store` error for `location`: not found →
 /// [`ConnectorError::InvalidParams`]; refused credentials, invalid paths and unsupported
 /// operations → [`ConnectorError::Permanent`]; everything else (network, 5xx, timeouts) →
 /// [`ConnectorError::Transient`]. The message names the redacted location.
 pub fn classify_error(location: &str, error: object_store::Error) -> ConnectorError {
     let shown = redact_url(location);
-    let causes = chain(&error);
+    let causes = crate::error_chain(&error);
     // With no key configured, object_store's last resort is the EC2 instance metadata
     // service; off EC2 that fails with an error about 169.254.169.254, which tells the
     // operator nothing about what to set.
@@ -271,11 +259,7 @@ pub fn classify_error(location: &str, error: object_store::Error) -> ConnectorEr
 
 /// The host of `location` when `causes` say its name could not be resolved.
 fn dns_failure(location: &str, causes: &str) -> Option<String> {
-    let lower = causes.to_ascii_lowercase();
-    if !(lower.contains("dns error")
-        || lower.contains("failed to lookup address")
-        || lower.contains("name or service not known"))
-    {
+    if !crate::is_dns_failure(causes) {
         return None;
     }
     match parse_location(location).ok()? {

@@ -134,7 +134,18 @@ impl Client {
             .form(&form)
             .send()
             .await
-            .map_err(|e| transient(format!("commercetools token request: {}", e.without_url())))?;
+            .map_err(|e| {
+                let dns = crate::is_dns_failure(&crate::error_chain(&e));
+                let text = format!("commercetools token request: {}", e.without_url());
+                if dns {
+                    permanent(format!(
+                        "{text}: the host of {} could not be resolved (DNS), tried once: check auth_url",
+                        sluice_contracts::redact::redact_url(&self.account.auth_url)
+                    ))
+                } else {
+                    transient(text)
+                }
+            })?;
         let status = response.status();
         let body = response
             .text()
@@ -275,6 +286,12 @@ impl Client {
                         }
                         Err(e) => format!("GET {path}: reading the body: {}", e.without_url()),
                     }
+                }
+                Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
+                    return Err(permanent(format!(
+                        "GET {path}: the host of {} could not be resolved (DNS), tried once: check api_url",
+                        sluice_contracts::redact::redact_url(&self.account.api_url)
+                    )));
                 }
                 Err(e) => format!("GET {path}: {}", e.without_url()),
             };
