@@ -482,6 +482,46 @@ impl TestEnv {
         Ok(output)
     }
 
+    /// Runs `sluicectl` with `args` in the working directory `dir`, with this
+    /// environment's settings plus `extra` variables (which win), and waits for it.
+    ///
+    /// # Errors
+    /// The binary is missing or cannot start.
+    pub async fn sluicectl_in(
+        &self,
+        dir: &std::path::Path,
+        extra: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<std::process::Output> {
+        self.sluicectl_command(dir, extra, args)?
+            .output()
+            .await
+            .context("running sluicectl")
+    }
+
+    /// A `sluicectl` command with `args` in `dir` with this environment's settings plus
+    /// `extra`, its output piped, to spawn and talk to while it runs.
+    ///
+    /// # Errors
+    /// The binary is missing.
+    pub fn sluicectl_command(
+        &self,
+        dir: &std::path::Path,
+        extra: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<tokio::process::Command> {
+        let mut cmd = tokio::process::Command::new(binary("e2e-sluicectl")?);
+        cmd.args(args)
+            .current_dir(dir)
+            .envs(self.env_vars())
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Ok(cmd)
+    }
+
     /// SIGKILLs a spawned process.
     ///
     /// # Errors

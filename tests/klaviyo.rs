@@ -9,7 +9,8 @@ use serde_json::json;
 use sluice_contracts::Mode;
 use sluice_e2e::{TestEnv, init_logging, klaviyo_stats, utc};
 use sluice_sandbox::klaviyo::{
-    FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, segment_member_ids, segments,
+    FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, list_member_ids, lists,
+    segment_member_ids, segments,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -140,6 +141,35 @@ async fn events_of_both_shapes_over_30_days_land_with_exactly_the_sandbox_ids() 
         .get(0);
     assert_eq!(streams, 2);
     drop(client);
+    // `sluicectl freshness` names each metric beside its id.
+    let out = env
+        .sluicectl(&["freshness", "--json"])
+        .await
+        .expect("freshness");
+    assert!(out.status.success(), "{out:?}");
+    let mut named: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+        .map(|f| {
+            (
+                f["stream"].as_str().unwrap_or_default().to_string(),
+                f["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    named.sort();
+    let mut want: Vec<(String, String)> = ["Placed Order", "Received Email"]
+        .iter()
+        .map(|n| (format!("events/{}", metric_id(&spec, n)), n.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(named, want);
+    let text = env.sluicectl(&["freshness"]).await.expect("freshness");
+    let printed = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        printed.contains("Placed Order") && printed.contains("Received Email"),
+        "{printed}"
+    );
     env.teardown().await.expect("teardown");
 }
 
@@ -455,5 +485,92 @@ async fn a_fetcher_started_after_a_cancel_learns_it_from_the_loader() {
     assert_eq!(report.summary.state, "cancelled");
     assert_eq!(report.summary.rows_loaded, 0, "{report:#?}");
     assert_eq!(env.count("klaviyo.events").await.expect("count"), 0);
+    env.teardown().await.expect("teardown");
+}
+
+/// Runs a members job of `stream` (`list_members`/`segment_members`) for `group` in pages
+/// of 20 and returns its report.
+async fn members_job(env: &TestEnv, stream: &str, group: &str) -> sluice_store::ledger::JobReport {
+    let key = if stream == "list_members" {
+        "list"
+    } else {
+        "segment"
+    };
+    let job = env
+        .request_job("klaviyo", stream, json!({ key: group, "page_size": 20 }))
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_members_job_replaces_the_groups_members_and_only_them() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    let before = KlaviyoDataSpec {
+        profiles: 1_200,
+        ..spec(13)
+    };
+    let url = env
+        .start_klaviyo_sandbox(unlimited(before.clone()))
+        .await
+        .expect("sandbox");
+    // One page per task: a group's members span many tasks, loaded in any order.
+    env.connector_settings("klaviyo").set("dense_pages", 1);
+    env.start_pipeline(2);
+    let all_lists = lists(&before);
+    let (list, other_list) = (all_lists[0].0.clone(), all_lists[1].0.clone());
+    let (segment, _) = segments(&before).into_iter().next().expect("a segment");
+    let ids = |v: Vec<String>| v.into_iter().collect::<BTreeSet<String>>();
+    let list_sql = "SELECT profile_id FROM klaviyo.list_members WHERE list_id = $1";
+    let segment_sql = "SELECT profile_id FROM klaviyo.segment_members WHERE segment_id = $1";
+
+    members_job(&env, "list_members", &list).await;
+    members_job(&env, "list_members", &other_list).await;
+    members_job(&env, "segment_members", &segment).await;
+    let list_before = ids(list_member_ids(&before, &list));
+    assert!(list_before.len() > 100, "a list of many pages");
+    assert_eq!(loaded_ids(&env, list_sql, &list).await, list_before);
+    assert_eq!(
+        loaded_ids(&env, segment_sql, &segment).await,
+        ids(segment_member_ids(&before, &segment))
+    );
+
+    // The account changes: fewer profiles, so members leave (and ids change).
+    let after = KlaviyoDataSpec {
+        profiles: 700,
+        ..before.clone()
+    };
+    reqwest::Client::new()
+        .post(format!("{url}/klaviyo/_admin/config"))
+        .json(&unlimited(after.clone()))
+        .send()
+        .await
+        .expect("config")
+        .error_for_status()
+        .expect("config accepted");
+    assert_eq!(lists(&after)[0].0, list, "the list keeps its id");
+    let list_after = ids(list_member_ids(&after, &list));
+    let left = list_before.difference(&list_after).count() as i64;
+    assert!(left > 0, "members left the list");
+
+    let report = members_job(&env, "list_members", &list).await;
+    assert_eq!(loaded_ids(&env, list_sql, &list).await, list_after);
+    // Each member of the list once; the ones that left removed once.
+    let c = &report.changes_per_table["klaviyo.list_members"];
+    assert_eq!(c.rows, list_after.len() as i64, "{c:?}");
+    assert_eq!(c.deleted, Some(left), "{c:?}");
+    members_job(&env, "segment_members", &segment).await;
+    assert_eq!(
+        loaded_ids(&env, segment_sql, &segment).await,
+        ids(segment_member_ids(&after, &segment))
+    );
+    // Another list's members are its own job's business.
+    assert_eq!(
+        loaded_ids(&env, list_sql, &other_list).await,
+        ids(list_member_ids(&before, &other_list))
+    );
     env.teardown().await.expect("teardown");
 }

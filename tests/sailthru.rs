@@ -632,3 +632,62 @@ async fn a_second_job_on_a_running_stream_is_refused() {
     );
     env.teardown().await.expect("teardown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_without_a_data_member_fails_naming_the_archive() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(1);
+    let archive = zip_archive(&[
+        ("README.txt", b"not an export".as_slice()),
+        (
+            "__MACOSX/._blast.20160401.json",
+            b"resource fork".as_slice(),
+        ),
+    ])
+    .expect("zip");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("no-data.zip");
+    std::fs::write(&path, &archive).expect("write");
+    let job = env
+        .sync_sailthru(path.to_str().expect("utf-8 path"), None)
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "failed", "{report:#?}");
+    let error = report.summary.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(path.to_str().expect("utf-8"))
+            && error.contains("has no data member")
+            && error.contains("README.txt"),
+        "{error}"
+    );
+    env.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_host_fails_the_job_at_once_naming_it() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    env.start_pipeline(1);
+    let started = std::time::Instant::now();
+    let job = env
+        .sync_sailthru("http://sluice-no-such-host.invalid/export.zip", None)
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "failed", "{report:#?}");
+    let error = report.summary.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("host sluice-no-such-host.invalid could not be resolved")
+            && !error.contains("retries"),
+        "{error}"
+    );
+    // One try, not retries inside retries (it took 33 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    env.teardown().await.expect("teardown");
+}

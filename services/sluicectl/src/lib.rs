@@ -8,26 +8,27 @@
 //! Exit codes: 0 success; 1 error or a job that failed or was cancelled; 2 with `--strict`
 //! when a job succeeded but rejected records.
 
+mod bookmarks;
+mod check;
+mod dlq;
+mod follow;
+mod freshness;
+mod jobs;
 mod sync;
+mod tables;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use sluice_broker::lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
-use sluice_broker::{ATTEMPTS_HEADER, Broker, ERROR_HEADER, Headers, ORIGIN_HEADER, Route};
-use sluice_contracts::{
-    ControlAction, ControlMessage, FetchTask, JobRequest, MESSAGE_VERSION, Message, Mode,
-    RecordBatch, Settings,
-};
+use sluice_broker::{Broker, Headers, Route};
+use sluice_contracts::{JobRequest, MESSAGE_VERSION, Mode, Settings};
 use sluice_destinations::Destinations;
-use sluice_store::ledger::{self, CancelResult, JobReport};
+use sluice_store::Pool;
+use sluice_store::ledger;
 use sluice_store::load::Catalog;
-use sluice_store::{Pool, StoreError};
 use uuid::Uuid;
 
 /// The command line.
@@ -59,9 +60,20 @@ pub enum Command {
     Sync(sync::SyncCommand),
     /// List every connector, its streams, their parameters and tables.
     Streams,
+    /// Check a connector's credentials and reachability, without a job.
+    Check {
+        /// The connector (`klaviyo`, `commercetools`, `sailthru`).
+        connector: String,
+        /// Credential set of the connector.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
     /// Inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Where each stream's next incremental job continues.
+    #[command(subcommand)]
+    Bookmarks(BookmarksCommand),
     /// The parking lot (dead letters).
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -72,9 +84,18 @@ pub enum Command {
         /// The destination to count in (default `postgres`, the ledger's database).
         #[arg(long, default_value = sluice_contracts::DEFAULT_DESTINATION)]
         destination: String,
+        /// JSON lines (`{"table", "kind", "rows"}`) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
-    /// How fresh each stream is: latest source time and load time (`sluice.freshness`).
-    Freshness,
+    /// How fresh each stream is: latest source time and load time (`sluice.freshness`),
+    /// with the name of what a stream's id stands for (a Klaviyo metric).
+    Freshness {
+        /// JSON lines (`{"connector", "account", "stream", "name", "source_ts",
+        /// "loaded_at", "job_id"}`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options every sync takes (`--account`, `--destination`, `--wait`, `--strict`,
@@ -118,6 +139,32 @@ pub enum JobsCommand {
     Cancel {
         /// Job id.
         id: Uuid,
+    },
+}
+
+/// Bookmark commands.
+#[derive(Subcommand, Debug)]
+pub enum BookmarksCommand {
+    /// Every stream's bookmark per destination: the greatest cursor loaded, and how many
+    /// task streams (Klaviyo metrics) have a cursor of their own.
+    List {
+        /// JSON lines (the whole bookmark) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a stream's bookmark: its next incremental job reads from the start. Refused
+    /// while a job holds the stream.
+    Reset {
+        /// The connector.
+        connector: String,
+        /// The job stream (`events`, `profiles`, `orders`, …).
+        stream: String,
+        /// Credential set.
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// The destination whose bookmark to forget.
+        #[arg(long, default_value = sluice_contracts::DEFAULT_DESTINATION)]
+        destination: String,
     },
 }
 
@@ -223,13 +270,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sync::print_streams();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Jobs(cmd) => jobs(&settings, cmd).await,
+        Command::Check { connector, account } => {
+            check::check(&settings, &connector, &account).await
+        }
+        Command::Jobs(cmd) => jobs::jobs(&settings, cmd).await,
+        Command::Bookmarks(cmd) => bookmarks::bookmarks(&settings, cmd).await,
         Command::Tables {
             schema,
             destination,
-        } => tables(&settings, &schema, &destination).await,
-        Command::Freshness => freshness(&settings).await,
-        Command::Dlq(cmd) => dlq(&settings, cmd).await,
+            json,
+        } => tables::tables(&settings, &schema, &destination, json).await,
+        Command::Freshness { json } => freshness::freshness(&settings, json).await,
+        Command::Dlq(cmd) => dlq::dlq(&settings, cmd).await,
     }
 }
 
@@ -243,14 +295,14 @@ fn init_logging() {
 }
 
 /// The configured destinations, over the ledger's pool.
-fn destinations(settings: &Settings, pool: &Pool) -> anyhow::Result<Destinations> {
+pub(crate) fn destinations(settings: &Settings, pool: &Pool) -> anyhow::Result<Destinations> {
     Ok(Destinations::build(settings, pool, &Catalog::default())?)
 }
 
-async fn pool(settings: &Settings) -> anyhow::Result<Pool> {
-    let pool = sluice_store::connect(&settings.database).await?;
-    sluice_store::migrate(&pool).await?;
-    Ok(pool)
+/// The ledger's pool: the database must exist and be migrated (only `migrate` creates
+/// and migrates, so a mistyped name fails naming the database).
+pub(crate) async fn pool(settings: &Settings) -> anyhow::Result<Pool> {
+    Ok(sluice_store::connect_existing(&settings.database).await?)
 }
 
 /// Records and publishes a job request; with `--wait` follows it.
@@ -301,412 +353,26 @@ async fn sync_job(
     if !options.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    wait_for(&pool, request.job_id, options).await
+    follow::wait_for(settings, &pool, request.job_id, options).await
 }
 
-async fn wait_for(pool: &Pool, job_id: Uuid, options: &SyncOptions) -> anyhow::Result<ExitCode> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:>10} [{bar:30}] {pos}/{len} tasks, {prefix} ({elapsed})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let deadline = options
-        .timeout
-        .map(|s| std::time::Instant::now() + Duration::from_secs(s));
-    let waited = std::time::Instant::now();
-    let mut warned_queued = false;
-    let report = loop {
-        let report = report(pool, job_id).await?;
-        let s = &report.summary;
-        bar.set_length(s.tasks_total.max(0) as u64);
-        bar.set_position(s.tasks_done.max(0) as u64);
-        bar.set_message(s.state.to_string());
-        bar.set_prefix(format!(
-            "{} rows, {} rejected",
-            s.rows_loaded, s.rows_rejected
-        ));
-        bar.tick();
-        if s.state.is_terminal() {
-            break report;
-        }
-        if s.state == ledger::JobState::Queued
-            && !warned_queued
-            && waited.elapsed() > Duration::from_secs(30)
-        {
-            bar.println(format!(
-                "job {job_id} is still queued after 30 s: is a planner running and connected to the same RabbitMQ prefix?"
-            ));
-            warned_queued = true;
-        }
-        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
-            bar.abandon();
-            eprintln!("gave up waiting; job {job_id} is still {}", s.state);
-            return Ok(ExitCode::from(1));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    bar.finish_and_clear();
-    print_report(&report);
-    let s = &report.summary;
-    Ok(match s.state {
-        ledger::JobState::Succeeded if options.strict && s.rows_rejected > 0 => ExitCode::from(2),
-        ledger::JobState::Succeeded => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
-    })
-}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
 
-async fn report(pool: &Pool, job_id: Uuid) -> anyhow::Result<JobReport> {
-    ledger::job_report(&**pool.get().await?, job_id)
-        .await?
-        .with_context(|| format!("no job {job_id}"))
-}
-
-fn print_report(r: &JobReport) {
-    let s = &r.summary;
-    println!("job       {}", s.id);
-    println!(
-        "stream    {}/{}/{} ({})",
-        s.connector, s.account, s.stream, r.mode
-    );
-    println!("into      {}", s.destination);
-    println!("state     {}", s.state);
-    if let Some(e) = &s.error {
-        println!("error     {e}");
-    }
-    println!(
-        "tasks     {}/{} ({})",
-        s.tasks_done,
-        s.tasks_total,
-        r.tasks
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("requested {}", s.requested_at.to_rfc3339());
-    if let Some(f) = s.finished_at {
-        println!("finished  {}", f.to_rfc3339());
-    }
-    println!(
-        "rows      {} loaded, {} rejected",
-        s.rows_loaded, s.rows_rejected
-    );
-    for (table, rows) in &r.rows_per_table {
-        println!("  {table:<40} {rows:>12}");
-    }
-    if let Some(warnings) = r.warnings.as_array().filter(|w| !w.is_empty()) {
-        println!("warnings");
-        for w in warnings {
-            println!("  {}", w.as_str().unwrap_or_default());
-        }
-    }
-    if !r.rejected.is_empty() {
-        println!(
-            "rejected records (first {}; all in sluice.rejected_rows)",
-            r.rejected.len()
+    #[test]
+    fn the_example_configuration_is_read_by_every_section() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/sluice.example.toml"
         );
-        for rej in &r.rejected {
-            println!("  {}: {}", rej.source, rej.error);
-        }
+        let settings = Settings::load_from(Some(path), std::iter::empty()).unwrap();
+        assert_eq!(settings.loader.group_parts, 8);
+        // Each connector reads its section (a wrong type or value fails here, naming it).
+        let registry = sluice_connectors::Registry::from_settings(&settings).unwrap();
+        assert_eq!(registry.iter().count(), sluice_connectors::CONNECTORS.len());
+        assert!(settings.connectors["klaviyo"].0.contains_key("page_sizes"));
+        sluice_destinations::DestinationConfig::all(&settings).unwrap();
     }
-    if !r.failed_tasks.is_empty() {
-        println!("failed tasks");
-        for (task, error) in &r.failed_tasks {
-            println!("  {task}: {error}");
-        }
-    }
-}
-
-async fn jobs(settings: &Settings, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
-    let pool = pool(settings).await?;
-    match cmd {
-        JobsCommand::List { limit, json } => {
-            let jobs = ledger::list_jobs(&**pool.get().await?, limit).await?;
-            if json {
-                for j in &jobs {
-                    println!("{}", serde_json::to_string(j)?);
-                }
-            } else {
-                println!(
-                    "{:<36}  {:<10}  {:<28}  {:<12}  {:>11}  {:>12}  {:>8}  requested",
-                    "id", "state", "stream", "destination", "tasks", "rows", "rejected"
-                );
-                for j in &jobs {
-                    println!(
-                        "{:<36}  {:<10}  {:<28}  {:<12}  {:>11}  {:>12}  {:>8}  {}",
-                        j.id,
-                        j.state.as_str(),
-                        format!("{}/{}/{}", j.connector, j.account, j.stream),
-                        j.destination,
-                        format!("{}/{}", j.tasks_done, j.tasks_total),
-                        j.rows_loaded,
-                        j.rows_rejected,
-                        j.requested_at.format("%Y-%m-%d %H:%M:%S")
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        JobsCommand::Show { id, json } => {
-            let r = report(&pool, id).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print_report(&r);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        JobsCommand::Cancel { id } => match ledger::cancel_job(&pool, id).await? {
-            CancelResult::Cancelled => {
-                let broker = Broker::connect(&settings.amqp, "sluicectl").await?;
-                broker
-                    .broadcast(&ControlMessage {
-                        v: MESSAGE_VERSION,
-                        job_id: id,
-                        action: ControlAction::Cancel,
-                    })
-                    .await?;
-                broker.close().await;
-                println!("cancelled job {id}");
-                Ok(ExitCode::SUCCESS)
-            }
-            CancelResult::AlreadyEnded(state) => {
-                eprintln!("job {id} already ended: {state}");
-                Ok(ExitCode::from(1))
-            }
-            CancelResult::NotFound => {
-                eprintln!("no job {id}");
-                Ok(ExitCode::from(1))
-            }
-        },
-    }
-}
-
-async fn tables(settings: &Settings, schema: &str, destination: &str) -> anyhow::Result<ExitCode> {
-    let pool = pool(settings).await?;
-    let destination = destinations(settings, &pool)?.get(destination)?;
-    let tables = destination.table_counts(schema).await?;
-    if tables.is_empty() {
-        eprintln!(
-            "schema {schema:?} has no tables in destination {} (run `sluicectl migrate{}`?)",
-            destination.name(),
-            if destination.name() == sluice_contracts::DEFAULT_DESTINATION {
-                String::new()
-            } else {
-                format!(" --destination {}", destination.name())
-            }
-        );
-        return Ok(ExitCode::from(1));
-    }
-    for t in tables {
-        println!("{:<45} {:<5} {:>12}", t.name, t.kind, t.rows);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn freshness(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let pool = pool(settings).await?;
-    let rows = pool
-        .get()
-        .await?
-        .query(
-            "SELECT connector || '/' || account || '/' || stream, source_ts, loaded_at, job_id
-               FROM sluice.freshness_latest ORDER BY 1",
-            &[],
-        )
-        .await?;
-    println!(
-        "{:<45} {:<25} {:<25} job",
-        "stream", "source time (UTC)", "loaded at (UTC)"
-    );
-    for r in rows {
-        let stream: String = r.get(0);
-        let source: chrono::DateTime<Utc> = r.get(1);
-        let loaded: chrono::DateTime<Utc> = r.get(2);
-        let job: Uuid = r.get(3);
-        println!(
-            "{stream:<45} {:<25} {:<25} {job}",
-            source.format("%Y-%m-%d %H:%M:%S"),
-            loaded.format("%Y-%m-%d %H:%M:%S")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A parked message as `dlq list` shows it.
-#[derive(Debug, serde::Serialize)]
-struct Parked {
-    kind: String,
-    origin: String,
-    job_id: Option<Uuid>,
-    task_id: Option<String>,
-    attempts: String,
-    error: String,
-}
-
-fn describe(delivery: &sluice_broker::lapin::message::Delivery) -> Parked {
-    let props = &delivery.properties;
-    let kind = props
-        .kind()
-        .as_ref()
-        .map(|k| k.as_str().to_string())
-        .unwrap_or_default();
-    let death = sluice_broker::first_death(props);
-    let origin = sluice_broker::header_str(props, ORIGIN_HEADER)
-        .or_else(|| death.as_ref().map(|(key, _)| key.clone()))
-        .unwrap_or_default();
-    let error = sluice_broker::header_str(props, ERROR_HEADER)
-        .or_else(|| {
-            death
-                .as_ref()
-                .map(|(_, reason)| format!("dead-lettered: {reason}"))
-        })
-        .unwrap_or_default();
-    let (job_id, task_id) = if kind == FetchTask::KIND {
-        FetchTask::decode(&delivery.data)
-            .map(|t| (Some(t.job_id), Some(t.task_id)))
-            .unwrap_or_default()
-    } else if kind == RecordBatch::KIND {
-        RecordBatch::decode(&delivery.data)
-            .map(|b| (Some(b.job_id), Some(b.task_id)))
-            .unwrap_or_default()
-    } else if kind == JobRequest::KIND {
-        JobRequest::decode(&delivery.data)
-            .map(|j| (Some(j.job_id), None))
-            .unwrap_or_default()
-    } else {
-        (None, None)
-    };
-    Parked {
-        kind,
-        origin,
-        job_id,
-        task_id,
-        attempts: sluice_broker::header_str(props, ATTEMPTS_HEADER).unwrap_or_default(),
-        error,
-    }
-}
-
-async fn dlq(settings: &Settings, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
-    let broker = Broker::connect(&settings.amqp, "sluicectl").await?;
-    let queue = broker.topology().parked();
-    // Messages taken with basic.get stay unacknowledged until acked; closing the channel
-    // returns every one not acked to the queue, so listing never loses anything.
-    let channel = broker.channel().await?;
-    let code = match cmd {
-        DlqCommand::List { limit } => {
-            let mut n = 0;
-            while n < limit {
-                let Some(msg) = channel
-                    .basic_get(queue.clone().into(), BasicGetOptions::default())
-                    .await?
-                else {
-                    break;
-                };
-                println!("{}", serde_json::to_string(&describe(&msg.delivery))?);
-                n += 1;
-            }
-            eprintln!("{n} parked message(s) shown");
-            ExitCode::SUCCESS
-        }
-        DlqCommand::Replay { job } => {
-            let pool = pool(settings).await?;
-            let (mut replayed, mut kept) = (0, 0);
-            loop {
-                let Some(msg) = channel
-                    .basic_get(queue.clone().into(), BasicGetOptions::default())
-                    .await?
-                else {
-                    break;
-                };
-                let parked = describe(&msg.delivery);
-                if job.is_some() && parked.job_id != job {
-                    kept += 1;
-                    continue;
-                }
-                match replay_one(&broker, &pool, &parked, &msg.delivery.data).await {
-                    Ok(true) => {
-                        msg.delivery.ack(BasicAckOptions::default()).await?;
-                        replayed += 1;
-                    }
-                    Ok(false) => kept += 1,
-                    Err(e) => {
-                        eprintln!("could not replay {parked:?}: {e:#}");
-                        kept += 1;
-                    }
-                }
-            }
-            println!("replayed {replayed}, left parked {kept}");
-            ExitCode::SUCCESS
-        }
-        DlqCommand::Purge { yes } => {
-            if !yes {
-                eprintln!("refusing to purge without --yes");
-                return Ok(ExitCode::from(1));
-            }
-            let n = channel
-                .queue_purge(queue.clone().into(), QueuePurgeOptions::default())
-                .await?;
-            println!("purged {n} parked message(s)");
-            ExitCode::SUCCESS
-        }
-    };
-    let _ = channel.close(200, "bye".into()).await;
-    broker.close().await;
-    Ok(code)
-}
-
-/// Reopens the ledger entry of a parked message and publishes it again with a fresh attempt
-/// count. Returns false (left parked) when its job can no longer take it.
-async fn replay_one(
-    broker: &Broker,
-    pool: &Pool,
-    parked: &Parked,
-    body: &[u8],
-) -> anyhow::Result<bool> {
-    let Some(job_id) = parked.job_id else {
-        eprintln!(
-            "left parked: undecodable {} message ({})",
-            parked.kind, parked.error
-        );
-        return Ok(false);
-    };
-    let headers = Headers::default().traced(job_id);
-    if parked.kind == FetchTask::KIND {
-        let mut task = FetchTask::decode(body)?;
-        if !reopen(pool, job_id, &task.task_id).await? {
-            return Ok(false);
-        }
-        task.attempt = 1;
-        broker.publish(Route::Fetch, &task, headers).await?;
-    } else if parked.kind == RecordBatch::KIND {
-        let batch = RecordBatch::decode(body)?;
-        if !reopen(pool, job_id, &batch.task_id).await? {
-            return Ok(false);
-        }
-        broker.publish(Route::Load, &batch, headers).await?;
-    } else if parked.kind == JobRequest::KIND {
-        let request = JobRequest::decode(body)?;
-        if !ledger::reopen_job(pool, job_id).await? {
-            eprintln!("left parked: job {job_id} cannot be reopened");
-            return Ok(false);
-        }
-        broker.publish(Route::Jobs, &request, headers).await?;
-    } else {
-        return Ok(false);
-    }
-    Ok(true)
-}
-
-async fn reopen(pool: &Pool, job_id: Uuid, task_id: &str) -> Result<bool, StoreError> {
-    let ok = ledger::reopen_task(pool, job_id, task_id).await?;
-    if !ok {
-        eprintln!(
-            "left parked: task {task_id} of job {job_id} (job cancelled, succeeded, or its stream is held by another job)"
-        );
-    }
-    Ok(ok)
 }

@@ -9,7 +9,7 @@
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Map, Value, json};
-use sluice_connectors::{ParamKind, ParamSpec, Registry, StreamSpec};
+use sluice_connectors::{JobSpec, ParamKind, ParamSpec, Registry, StreamSpec};
 use sluice_contracts::{Mode, Settings};
 
 use crate::SyncOptions;
@@ -92,6 +92,42 @@ fn param_arg(param: &ParamSpec) -> Arg {
             arg.value_parser(clap::builder::PossibleValuesParser::new(words))
         }
         ParamKind::List => arg.action(ArgAction::Append),
+        ParamKind::Location => arg.value_parser(parse_location).value_name("LOCATION"),
+    }
+}
+
+/// A location as the services must read it: a local path (or `file://` URL) becomes an
+/// absolute path against this process's working directory — the services run elsewhere
+/// and would resolve a relative one against theirs — and must name an existing file;
+/// URLs (`http(s)://`, `s3://`) pass unchanged.
+fn parse_location(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("the location is empty".into());
+    }
+    let local = if value.contains("://") {
+        if !value.to_ascii_lowercase().starts_with("file://") {
+            return Ok(value.to_string());
+        }
+        match url::Url::parse(value)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+        {
+            Some(path) => path,
+            None => return Err(format!("{value:?} is not a local file URL")),
+        }
+    } else {
+        std::path::PathBuf::from(value)
+    };
+    let absolute =
+        std::path::absolute(&local).map_err(|e| format!("{value:?} is not a usable path: {e}"))?;
+    match std::fs::metadata(&absolute) {
+        Ok(meta) if meta.is_file() => absolute
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{} is not valid UTF-8", absolute.display())),
+        Ok(_) => Err(format!("{} is not a file", absolute.display())),
+        Err(e) => Err(format!("no file {} ({e})", absolute.display())),
     }
 }
 
@@ -218,18 +254,27 @@ pub fn from_matches(matches: &ArgMatches) -> anyhow::Result<SyncCommand> {
 }
 
 /// Checks a sync against the actual settings before anything is recorded: every
-/// connector's settings section must be readable (a bad one is named) and the connector
-/// must be built.
+/// connector's settings section must be readable (a bad one is named), the connector
+/// must be built, and its [`sluice_connectors::Connector::validate`] must accept the
+/// stream and parameters.
 ///
 /// # Errors
-/// The settings error, naming the key.
+/// The settings error, naming the key; the connector's `invalid job parameters: …`.
 pub fn check(settings: &Settings, sync: &SyncCommand) -> anyhow::Result<()> {
     let registry = Registry::from_settings(settings)?;
-    anyhow::ensure!(
-        registry.get(&sync.connector).is_some(),
-        "unknown connector {}",
-        sync.connector
-    );
+    let connector = registry
+        .get(&sync.connector)
+        .ok_or_else(|| anyhow::anyhow!("unknown connector {}", sync.connector))?;
+    // The connector's own checks (ranges between parameters, id shapes, …), with the
+    // message the planner would fail the job with.
+    connector.validate(&JobSpec {
+        job_id: uuid::Uuid::nil(),
+        stream: sync.stream.clone(),
+        account: sync.options.account.clone(),
+        params: sync.params.clone(),
+        mode: sync.mode,
+        bookmark: None,
+    })?;
     Ok(())
 }
 
@@ -247,6 +292,7 @@ pub fn print_streams() {
                     ParamKind::Flag => "flag".to_string(),
                     ParamKind::Choice(words) => words.join("|"),
                     ParamKind::List => "repeatable".to_string(),
+                    ParamKind::Location => "location".to_string(),
                 };
                 println!(
                     "    --{:<18} {:<12} {}{}",
@@ -283,12 +329,30 @@ mod tests {
 
     #[test]
     fn every_declared_stream_is_a_subcommand_with_its_parameters() {
-        let sync = parse(&["sync", "sailthru", "--export", "a.zip", "--page-size", "7"]).unwrap();
+        // Unit tests run in the package's directory: a relative path is resolved here.
+        let sync = parse(&[
+            "sync",
+            "sailthru",
+            "--export",
+            "Cargo.toml",
+            "--page-size",
+            "7",
+        ])
+        .unwrap();
         assert_eq!(
             (sync.connector.as_str(), sync.stream.as_str()),
             ("sailthru", "export")
         );
-        assert_eq!(sync.params, json!({"export": "a.zip", "page_size": 7}));
+        let manifest = std::path::absolute("Cargo.toml").unwrap();
+        assert_eq!(
+            sync.params,
+            json!({"export": manifest.to_str().unwrap(), "page_size": 7})
+        );
+        let url = url::Url::from_file_path(&manifest).unwrap().to_string();
+        let sync = parse(&["sync", "sailthru", "--export", &url]).unwrap();
+        assert_eq!(sync.params["export"], manifest.to_str().unwrap());
+        let remote = parse(&["sync", "sailthru", "--export", "s3://b/k.zip"]).unwrap();
+        assert_eq!(remote.params["export"], "s3://b/k.zip");
         let events = parse(&[
             "sync",
             "klaviyo",
@@ -319,7 +383,14 @@ mod tests {
         for (args, needle) in [
             (vec!["sync", "sailthru"], "--export"),
             (
-                vec!["sync", "sailthru", "--export", "a.zip", "--page-size", "0"],
+                vec![
+                    "sync",
+                    "sailthru",
+                    "--export",
+                    "Cargo.toml",
+                    "--page-size",
+                    "0",
+                ],
                 "page-size",
             ),
             (
@@ -327,7 +398,7 @@ mod tests {
                     "sync",
                     "sailthru",
                     "--export",
-                    "a.zip",
+                    "Cargo.toml",
                     "--email-policy",
                     "encrypt",
                 ],
@@ -343,9 +414,60 @@ mod tests {
                 "incremental",
             ),
             (vec!["sync", "klaviyo", "campaigns"], "campaigns"),
+            (
+                vec!["sync", "sailthru", "--export", "missing.zip"],
+                "missing.zip",
+            ),
         ] {
             let err = parse(&args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+        let missing = parse(&["sync", "sailthru", "--export", "missing.zip"]).unwrap_err();
+        let absolute = std::path::absolute("missing.zip").unwrap();
+        assert!(
+            missing.contains(&format!("no file {}", absolute.display())),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_connectors_own_checks_run_before_a_job_exists() {
+        let settings = Settings::defaults();
+        for (args, needle) in [
+            (
+                vec![
+                    "sync",
+                    "klaviyo",
+                    "events",
+                    "--since",
+                    "2024-02-01",
+                    "--until",
+                    "2024-01-01",
+                ],
+                "invalid job parameters: parameter 'since' (2024-02-01 00:00:00 UTC) must be before 'until' (2024-01-01 00:00:00 UTC)",
+            ),
+            (
+                vec!["sync", "klaviyo", "list_members", "--list", "a/b"],
+                "parameter 'list' is not a Klaviyo id",
+            ),
+            (
+                vec![
+                    "sync",
+                    "commercetools",
+                    "orders",
+                    "--since",
+                    "2024-03-01",
+                    "--until",
+                    "2024-03-01",
+                ],
+                "must be before 'until'",
+            ),
+        ] {
+            let sync = parse(&args).unwrap();
+            let err = check(&settings, &sync).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        let fine = parse(&["sync", "klaviyo", "events", "--since", "2024-01-01"]).unwrap();
+        check(&settings, &fine).unwrap();
     }
 }

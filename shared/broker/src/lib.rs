@@ -684,6 +684,15 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::Amqp`].
     pub async fn consumer_count(&self, queue: &str) -> Result<u32> {
+        Ok(self.queue_counts(queue).await?.1)
+    }
+
+    /// `(ready messages, consumers)` of `queue` (a passive declare; the queue must exist).
+    /// Messages delivered and not yet acknowledged are not counted.
+    ///
+    /// # Errors
+    /// [`BrokerError::Amqp`].
+    pub async fn queue_counts(&self, queue: &str) -> Result<(u32, u32)> {
         let channel = self.channel().await?;
         let declared = channel
             .queue_declare(
@@ -697,7 +706,8 @@ impl Broker {
             .await
             .map_err(amqp(format!("inspect queue {queue}")));
         let _ = channel.close(200, "bye".into()).await;
-        Ok(declared?.consumer_count())
+        let declared = declared?;
+        Ok((declared.message_count(), declared.consumer_count()))
     }
 
     /// A new plain channel (for `basic_get`, purges, deletes in `sluicectl` and tests).

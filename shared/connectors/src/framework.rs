@@ -79,6 +79,11 @@ pub enum ParamKind {
     Choice(&'static [&'static str]),
     /// A list of strings; the CLI flag repeats.
     List,
+    /// Where a file is: a local path, `file://…`, `http(s)://…` or `s3://bucket/key`
+    /// ([`crate::location`]). The CLI turns a local path into an absolute one against the
+    /// caller's working directory and refuses a file that does not exist there; the
+    /// planner and the fetchers must then be able to read that same absolute path.
+    Location,
 }
 
 /// One parameter a stream accepts (its key in `JobRequest.params`).

@@ -48,6 +48,28 @@ pub const CONNECTORS: &[Build] = &[
     commercetools::connector,
 ];
 
+/// Whether an error's text (with its causes) says a host name did not resolve. Such an
+/// error is a misspelt or retired host far more often than a DNS outage, so connectors
+/// fail it at once, naming the host, instead of retrying it (see `docs/architecture.md`).
+pub fn is_dns_failure(causes: &str) -> bool {
+    let lower = causes.to_ascii_lowercase();
+    lower.contains("dns error")
+        || lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+}
+
+/// An error and its sources, joined with `: ` (what the causes say, for recognising them).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
 /// A JSON value for an error message, cut at 80 characters.
 pub fn short(value: &Value) -> String {
     let text = value.to_string();
@@ -341,6 +363,41 @@ pub trait Connector: Send + Sync {
     /// [`ConnectorError::InvalidParams`] for a bad request (the job fails with the message);
     /// transient errors make the planner try again later.
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError>;
+
+    /// Checks a job's stream and parameters as [`Connector::plan`] would, without reading
+    /// any setting of the account and without touching the outside system, so that
+    /// `sluicectl sync` refuses a mistake before a job is recorded, with the message the
+    /// planner would have failed the job with. The default accepts everything (the
+    /// planner still checks).
+    ///
+    /// # Errors
+    /// [`ConnectorError::InvalidParams`] naming the stream or parameter.
+    fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        let _ = job;
+        Ok(())
+    }
+
+    /// Checks that `account` reaches the outside system with its credentials — the
+    /// cheapest authenticated request there is — without a job, and says what was
+    /// checked: `sluicectl check <connector> [--account A]`. The default has nothing to
+    /// check.
+    ///
+    /// # Errors
+    /// [`ConnectorError::InvalidParams`] for an account that is not configured (naming
+    /// the settings); the request's error otherwise (refused credentials, unreachable).
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let _ = account;
+        Ok(format!("{}: nothing to check", self.name()))
+    }
+
+    /// A human name for a task stream of a job whose resolved parameters (`Plan.params`,
+    /// kept in the ledger) are `params`, where the stream's name is an id: Klaviyo's
+    /// `events/<metric id>` → the metric's name. `sluicectl freshness` shows it beside the
+    /// stream. The default has none.
+    fn stream_label(&self, stream: &str, params: &Value) -> Option<String> {
+        let _ = (stream, params);
+        None
+    }
 
     /// Runs one task.
     ///

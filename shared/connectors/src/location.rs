@@ -10,16 +10,21 @@
 //!
 //! Errors name the location with passwords and query strings redacted
 //! ([`sluice_contracts::redact::redact_url`]).
+//!
+//! `object_store`'s own request retries are off ([`no_retries`]): the services retry a
+//! read (the planner a few times, the fetcher through its retry tiers), and one retry
+//! policy per layer keeps an unreachable location from being tried tens of times with
+//! messages of retries inside retries.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::ClientOptions;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{ClientOptions, RetryConfig};
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use sluice_contracts::redact::redact_url;
@@ -168,6 +173,7 @@ pub fn open_location(
         LocationKind::Http { origin, path } => {
             let store = HttpBuilder::new()
                 .with_url(origin)
+                .with_retry(no_retries())
                 .with_client_options(ClientOptions::new().with_allow_http(true))
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
@@ -175,7 +181,9 @@ pub fn open_location(
             Ok((Arc::new(store), path))
         }
         LocationKind::S3 { bucket, key } => {
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(no_retries());
             if let Some(account) = account {
                 if let Some(region) = &account.region {
                     builder = builder.with_region(region);
@@ -199,12 +207,38 @@ pub fn open_location(
     }
 }
 
+/// `object_store` retry settings that try a request once (see the module's header).
+pub fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
+    }
+}
+
 /// Classifies an `object_store` error for `location`: not found →
 /// [`ConnectorError::InvalidParams`]; refused credentials, invalid paths and unsupported
 /// operations → [`ConnectorError::Permanent`]; everything else (network, 5xx, timeouts) →
 /// [`ConnectorError::Transient`]. The message names the redacted location.
 pub fn classify_error(location: &str, error: object_store::Error) -> ConnectorError {
     let shown = redact_url(location);
+    let causes = crate::error_chain(&error);
+    // With no key configured, object_store's last resort is the EC2 instance metadata
+    // service; off EC2 that fails with an error about 169.254.169.254, which tells the
+    // operator nothing about what to set.
+    if matches!(parse_location(location), Ok(LocationKind::S3 { .. }))
+        && (causes.contains("169.254.169.254") || causes.contains("instance metadata"))
+    {
+        return ConnectorError::Permanent(anyhow::anyhow!(
+            "no AWS credentials for {shown}: set SLUICE__CONNECTORS__SAILTHRU__ACCOUNTS__<ACCOUNT>__ACCESS_KEY_ID and …__SECRET_ACCESS_KEY (and …__REGION), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance role or web identity provides them"
+        ));
+    }
+    // A name that does not resolve is a typo far more often than a DNS outage: say so
+    // at once instead of retrying it.
+    if let Some(host) = dns_failure(location, &causes) {
+        return ConnectorError::Permanent(anyhow::anyhow!(
+            "export location '{shown}': host {host} could not be resolved (DNS), tried once"
+        ));
+    }
     match error {
         object_store::Error::NotFound { .. } => {
             ConnectorError::InvalidParams(format!("export location '{shown}' not found"))
@@ -220,6 +254,20 @@ pub fn classify_error(location: &str, error: object_store::Error) -> ConnectorEr
             ConnectorError::Permanent(anyhow::anyhow!("reading export location '{shown}': {e}"))
         }
         e => ConnectorError::Transient(anyhow::anyhow!("reading export location '{shown}': {e}")),
+    }
+}
+
+/// The host of `location` when `causes` say its name could not be resolved.
+fn dns_failure(location: &str, causes: &str) -> Option<String> {
+    if !crate::is_dns_failure(causes) {
+        return None;
+    }
+    match parse_location(location).ok()? {
+        LocationKind::Http { origin, .. } => Url::parse(&origin)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string)),
+        LocationKind::S3 { bucket, .. } => Some(format!("of bucket {bucket}")),
+        LocationKind::Local(_) => None,
     }
 }
 
@@ -317,5 +365,49 @@ mod tests {
         assert_eq!(path.as_ref(), "dir/a.zip");
         let (_, path) = open_location("https://example.com/dir/a%20b.zip", None).unwrap();
         assert_eq!(path.as_ref(), "dir/a%20b.zip".replace("%20", " "));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_tried_once_and_named() {
+        use object_store::ObjectStoreExt;
+        let location = "http://sluice-no-such-host.invalid/x.zip";
+        let started = std::time::Instant::now();
+        let (store, path) = open_location(location, None).unwrap();
+        let e = classify_error(location, store.head(&path).await.unwrap_err());
+        let msg = e.to_string();
+        assert!(matches!(e, ConnectorError::Permanent(_)), "{msg}");
+        assert!(
+            msg.contains("host sluice-no-such-host.invalid could not be resolved")
+                && msg.contains("tried once")
+                && !msg.contains("retries"),
+            "{msg}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn s3_without_credentials_says_so_and_names_the_settings() {
+        use object_store::ObjectStoreExt;
+        if std::env::vars().any(|(k, _)| k.starts_with("AWS_")) {
+            eprintln!("skipped: AWS_* variables are set");
+            return;
+        }
+        // No key anywhere: object_store falls back to the instance metadata service.
+        let account = S3Account {
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..S3Account::default()
+        };
+        let location = "s3://bucket/dir/a.zip";
+        let (store, path) = open_location(location, Some(&account)).unwrap();
+        let e = classify_error(location, store.head(&path).await.unwrap_err());
+        let msg = e.to_string();
+        assert!(matches!(e, ConnectorError::Permanent(_)), "{msg}");
+        assert!(
+            msg.contains("no AWS credentials for s3://bucket/dir/a.zip")
+                && msg.contains("SLUICE__CONNECTORS__SAILTHRU__ACCOUNTS__<ACCOUNT>__ACCESS_KEY_ID")
+                && !msg.contains("169.254"),
+            "{msg}"
+        );
     }
 }

@@ -74,6 +74,80 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     pool(settings)
 }
 
+/// Opens a pool on an existing, migrated ledger database, creating and migrating nothing:
+/// what tools that only read or record use (`sluicectl jobs …`, `tables`, `freshness`,
+/// `dlq`, `sync`), so that a mistyped database name is an error naming it instead of a
+/// new empty database. Only `sluicectl migrate` and the services create and migrate.
+///
+/// # Errors
+/// [`StoreError::NoLedger`] naming the database and server when the database does not
+/// exist, has no sluice ledger, or has fewer migrations than this build; connection
+/// errors otherwise.
+pub async fn connect_existing(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
+    let config = parse(settings.url())?;
+    let name = config.get_dbname().unwrap_or("postgres").to_string();
+    let server = server_of(&config);
+    let pool = pool(settings)?;
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(deadpool_postgres::PoolError::Backend(e))
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) =>
+        {
+            return Err(StoreError::NoLedger(format!(
+                "database {name:?} does not exist on {server}: check SLUICE__DATABASE__URL (`sluicectl migrate` creates it)"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('sluice_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context(|| format!("looking for the sluice ledger in database {name}"))?
+        .get(0);
+    let applied: Option<i32> = if has_history {
+        client
+            .query_one("SELECT max(version) FROM sluice_schema_history", &[])
+            .await
+            .context(|| format!("reading the migrations of database {name}"))?
+            .get(0)
+    } else {
+        None
+    };
+    let Some(applied) = applied else {
+        return Err(StoreError::NoLedger(format!(
+            "database {name:?} on {server} has no sluice ledger: check SLUICE__DATABASE__URL, or run `sluicectl migrate`"
+        )));
+    };
+    let needed = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0);
+    if applied < needed {
+        return Err(StoreError::NoLedger(format!(
+            "database {name:?} on {server} is at migration V{applied}, this build needs V{needed}: run `sluicectl migrate`"
+        )));
+    }
+    drop(client);
+    Ok(pool)
+}
+
+/// `host:port` of a connection config, for messages (no user, no password).
+fn server_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
 /// Builds a pool on an existing database without connecting (connections open lazily).
 ///
 /// # Errors

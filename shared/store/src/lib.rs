@@ -18,7 +18,7 @@ pub mod db;
 pub mod ledger;
 pub mod load;
 
-pub use db::{Pool, connect, migrate};
+pub use db::{Pool, connect, connect_existing, migrate};
 
 /// Errors of the store, each with its cause chain.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,10 @@ pub enum StoreError {
     /// The database URL is malformed (the URL is not repeated: it may hold a password).
     #[error("invalid database URL: {0}")]
     Url(String),
+    /// The ledger database is missing, is not a sluice ledger, or is behind this build's
+    /// migrations; the message names the database and server and what to do.
+    #[error("{0}")]
+    NoLedger(String),
     /// A batch does not fit its table (unknown table or column, missing primary key).
     #[error("{0}")]
     Schema(String),

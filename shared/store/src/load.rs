@@ -309,6 +309,23 @@ pub struct LoadOutcome {
     pub deleted: u64,
     /// Rows refused with the reason, to be stored in `sluice.rejected_rows`.
     pub rejected: Vec<RejectedRecord>,
+    /// What the write changed, when the destination knows: [`load_units`] sets it on the
+    /// last part of each unit, for the whole unit (one upsert writes them all); `None`
+    /// elsewhere and for destinations that do not count (Redshift's `MERGE`).
+    ///
+    /// [`load_units`]: crate::ledger::load_units
+    pub changes: Option<Changes>,
+}
+
+/// What one write into a table changed, in rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Keys that were not stored before.
+    pub inserted: u64,
+    /// Stored rows replaced by a different row (same key, newer or equal version).
+    pub updated: u64,
+    /// Rows removed because their parent's collection no longer holds them (replace scope).
+    pub deleted: u64,
 }
 
 /// Upserts `rows` (aligned with `columns`) into `table` inside `tx`.
@@ -340,6 +357,8 @@ pub struct PartsOutcome {
     pub parts: Vec<LoadOutcome>,
     /// Rows inserted or changed by the one upsert of all parts.
     pub written: u64,
+    /// Of `written`, the rows whose key was new.
+    pub inserted: u64,
     /// Rows deleted by the replace scope.
     pub deleted: u64,
 }
@@ -392,12 +411,13 @@ pub async fn load_parts(
         && let Some(parts) = insert_direct(tx, &shape, job_id, parts).await?
     {
         loaded.written = parts.iter().map(|p| p.rows).sum();
+        loaded.inserted = loaded.written;
         loaded.parts = parts;
         return Ok(loaded);
     }
 
     let stage = stage(tx, &shape, parts, &mut loaded.parts).await?;
-    (loaded.written, loaded.deleted) = upsert(
+    (loaded.written, loaded.inserted, loaded.deleted) = upsert(
         tx,
         catalog,
         &shape,
@@ -718,7 +738,7 @@ async fn upsert(
     job_id: Uuid,
     duplicates: bool,
     parts: usize,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<(u64, u64, u64), StoreError> {
     let (table, info, columns) = (shape.table, &shape.info, shape.columns);
     let (version, scope) = (&shape.version, &shape.scope);
     let pk_sql = shape.key_list();
@@ -813,20 +833,28 @@ async fn upsert(
             "(SELECT DISTINCT ON ({pk_sql}) * FROM {stage} ORDER BY {pk_sql}, _sluice_ord DESC) s"
         ),
     };
+    // A row the upsert inserted has no xmax yet; one it updated carries this
+    // transaction's: the count of each is what `jobs show` reports per table.
     let sql = format!(
-        "INSERT INTO {dest} AS t ({insert})
-         SELECT {select} FROM {source}{newer_filter}
-          ORDER BY {pk_sql}
-         ON CONFLICT ({pk_sql}) {conflict}",
+        "WITH w AS (
+           INSERT INTO {dest} AS t ({insert})
+           SELECT {select} FROM {source}{newer_filter}
+            ORDER BY {pk_sql}
+           ON CONFLICT ({pk_sql}) {conflict}
+           RETURNING (t.xmax = 0) AS inserted)
+         SELECT count(*), count(*) FILTER (WHERE inserted) FROM w",
         dest = info.quoted,
         insert = insert_cols.join(", "),
         select = select_cols.join(", "),
     );
     let params: Vec<&(dyn ToSql + Sync)> = if has_job_col { vec![&job_id] } else { vec![] };
-    let written = crate::cached::execute(tx, &sql, &params)
+    let counts = crate::cached::query(tx, &sql, &params)
         .await
         .context(|| format!("upserting into {table}"))?;
-    Ok((written, deleted))
+    let (written, inserted) = counts
+        .first()
+        .map_or((0, 0), |r| (r.get::<_, i64>(0), r.get::<_, i64>(1)));
+    Ok((written as u64, inserted as u64, deleted))
 }
 
 /// Deletes the rows of the batch's parents that the batch no longer carries, unless they

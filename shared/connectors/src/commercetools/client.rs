@@ -134,7 +134,18 @@ impl Client {
             .form(&form)
             .send()
             .await
-            .map_err(|e| transient(format!("commercetools token request: {}", e.without_url())))?;
+            .map_err(|e| {
+                let dns = crate::is_dns_failure(&crate::error_chain(&e));
+                let text = format!("commercetools token request: {}", e.without_url());
+                if dns {
+                    permanent(format!(
+                        "{text}: the host of {} could not be resolved (DNS), tried once: check auth_url",
+                        sluice_contracts::redact::redact_url(&self.account.auth_url)
+                    ))
+                } else {
+                    transient(text)
+                }
+            })?;
         let status = response.status();
         let body = response
             .text()
@@ -166,6 +177,42 @@ impl Client {
             renew_at: Instant::now() + Duration::from_secs(lifetime.saturating_sub(margin)),
         });
         Ok(token)
+    }
+
+    /// A token from the auth URL, then `GET {api_url}/{projectKey}` (the project), once
+    /// each: what `sluicectl check commercetools` asks. Returns the project's name.
+    ///
+    /// # Errors
+    /// The token request's error; a refusal of the project request naming its status.
+    pub async fn project(&self) -> Result<String, ConnectorError> {
+        let token = self.token(true).await?;
+        let path = format!("/{}", self.account.project_key);
+        let url = format!("{}{path}", self.account.api_url.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| transient(format!("GET {path}: {}", e.without_url())))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| transient(format!("GET {path}: reading the body: {}", e.without_url())))?;
+        if !status.is_success() {
+            return Err(permanent(format!(
+                "GET {path}: HTTP {status}: {}",
+                describe_errors(&body)
+            )));
+        }
+        let project: Value = serde_json::from_str(&body)
+            .map_err(|e| permanent(format!("GET {path}: undecodable body: {e}")))?;
+        Ok(project["name"]
+            .as_str()
+            .or(project["key"].as_str())
+            .unwrap_or(&self.account.project_key)
+            .to_string())
     }
 
     /// `GET {api_url}/{projectKey}/{endpoint}?{query}`: one page of a query.
@@ -239,6 +286,12 @@ impl Client {
                         }
                         Err(e) => format!("GET {path}: reading the body: {}", e.without_url()),
                     }
+                }
+                Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
+                    return Err(permanent(format!(
+                        "GET {path}: the host of {} could not be resolved (DNS), tried once: check api_url",
+                        sluice_contracts::redact::redact_url(&self.account.api_url)
+                    )));
                 }
                 Err(e) => format!("GET {path}: {}", e.without_url()),
             };

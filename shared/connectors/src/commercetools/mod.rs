@@ -238,7 +238,52 @@ fn instant(name: &str, value: &str) -> Result<DateTime<Utc>, ConnectorError> {
         })
 }
 
+/// Refuses a range that ends before it starts.
+fn since_before_until(
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<(), ConnectorError> {
+    match (since, until) {
+        (Some(s), Some(u)) if s >= u => Err(ConnectorError::InvalidParams(format!(
+            "parameter 'since' ({}) must be before 'until' ({})",
+            cursor(s),
+            cursor(u)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A job's stream, parameters and range as given.
+type Checked = (
+    &'static str,
+    Request,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 impl CommercetoolsConnector {
+    /// The job's stream, its parameters read into [`Request`] and its `since`/`until`,
+    /// checked without the account.
+    fn request(job: &JobSpec) -> Result<Checked, ConnectorError> {
+        let (stream, _) = Self::stream(&job.stream)?;
+        let spec = streams()
+            .into_iter()
+            .find(|s| s.name == stream)
+            .ok_or_else(|| ConnectorError::InvalidParams(format!("unknown stream {stream}")))?;
+        let request: Request = parse_params("commercetools", &spec, &job.params)?;
+        let since = request
+            .since
+            .as_deref()
+            .map(|s| instant("since", s))
+            .transpose()?;
+        let until = request
+            .until
+            .as_deref()
+            .map(|s| instant("until", s))
+            .transpose()?;
+        Ok((stream, request, since, until))
+    }
+
     fn client(&self, account: &str) -> Result<Arc<Client>, ConnectorError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(account) {
@@ -502,26 +547,25 @@ impl Connector for CommercetoolsConnector {
         streams()
     }
 
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let client = self.client(account)?;
+        let name = client.project().await?;
+        Ok(format!(
+            "account {account}: token granted, project {} ({name}) answered",
+            client.project_key()
+        ))
+    }
+
+    fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        let (_, _, since, until) = Self::request(job)?;
+        since_before_until(since, until)
+    }
+
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {
-        let (stream, _) = Self::stream(&job.stream)?;
-        let spec = streams()
-            .into_iter()
-            .find(|s| s.name == stream)
-            .ok_or_else(|| ConnectorError::InvalidParams(format!("unknown stream {stream}")))?;
-        let request: Request = parse_params("commercetools", &spec, &job.params)?;
+        let (stream, request, mut since, mut until) = Self::request(job)?;
         // The account must exist before anything is planned.
         self.client(&job.account)?;
         let mut warnings = Vec::new();
-        let mut since = request
-            .since
-            .as_deref()
-            .map(|s| instant("since", s))
-            .transpose()?;
-        let mut until = request
-            .until
-            .as_deref()
-            .map(|s| instant("until", s))
-            .transpose()?;
         if job.mode == Mode::Incremental {
             let bookmark = job
                 .bookmark
@@ -541,15 +585,7 @@ impl Connector for CommercetoolsConnector {
             let clamp = Utc::now() - chrono::Duration::seconds(self.settings.lag_seconds as i64);
             until = Some(until.map_or(clamp, |u| u.min(clamp)));
         }
-        if let (Some(s), Some(u)) = (since, until)
-            && s >= u
-        {
-            return Err(ConnectorError::InvalidParams(format!(
-                "parameter 'since' ({}) must be before 'until' ({})",
-                cursor(s),
-                cursor(u)
-            )));
-        }
+        since_before_until(since, until)?;
         let params = Params {
             since: since.map(cursor),
             until: until.map(cursor),

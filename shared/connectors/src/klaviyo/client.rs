@@ -225,6 +225,16 @@ impl Client {
             bucket.acquire().await;
             let response = match self.http.get(&url).send().await {
                 Ok(r) => r,
+                Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
+                    // Not retried: a name that does not resolve is a wrong base URL.
+                    return Err((
+                        ConnectorError::Permanent(anyhow::anyhow!(
+                            "GET {shown}: the host of {} could not be resolved (DNS), tried once: check the account's base_url (SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__<ACCOUNT>__BASE_URL)",
+                            sluice_contracts::redact::redact_url(&self.base)
+                        )),
+                        Retry::No,
+                    ));
+                }
                 Err(e) => {
                     return Err((
                         ConnectorError::Transient(anyhow::anyhow!(

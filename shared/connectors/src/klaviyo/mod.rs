@@ -713,6 +713,13 @@ impl KlaviyoConnector {
             Stream::SegmentMembers => p.segment.clone(),
             _ => None,
         };
+        // A task planned before members had versions carries none: its rows get the time
+        // they are read, and it removes nothing.
+        let seen_at = p
+            .members_version
+            .clone()
+            .unwrap_or_else(|| members_version(Utc::now()));
+        let mut handed_over = false;
         let mut out = Outcome::new();
         let mut rel = Some(cursor.map_or(first, str::to_string));
         let mut pages = 0u32;
@@ -728,7 +735,11 @@ impl KlaviyoConnector {
                     _ => match item.get("id").and_then(Value::as_str) {
                         Some(pid) if !pid.is_empty() => {
                             ids.push(pid.to_string());
-                            Ok(records::member(group.as_deref().unwrap_or(""), pid))
+                            Ok(records::member(
+                                group.as_deref().unwrap_or(""),
+                                pid,
+                                &seen_at,
+                            ))
                         }
                         _ => Err(format!(
                             "member without a string `id` (found {})",
@@ -763,16 +774,62 @@ impl KlaviyoConnector {
                         ..PageRef::default()
                     }),
                 });
+                handed_over = true;
                 break;
             }
             rel = next;
         }
-        Ok(out.into_output(self.lag()))
+        let mut output = out.into_output(self.lag());
+        // The last page of a full members job: every member of the group now carries this
+        // job's version, or will once the parts of earlier pages load — in any order, so
+        // the sweep removes only members with an older version (left the group).
+        if !handed_over && let (Some(group), Some(version)) = (group, p.members_version.as_deref())
+        {
+            output.tables.push(members_sweep(stream, &group, version)?);
+        }
+        Ok(output)
     }
+}
+
+/// The members version of a job planned at `t`: RFC 3339 UTC with microseconds, the
+/// precision of `timestamptz`.
+fn members_version(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A part with no rows that removes the members of `group` whose `seen_at` is older than
+/// `version`: the loader's replace scope deletes the scope's rows not in the part whose
+/// version is at most `scope_version`, so `scope_version` is one microsecond before the
+/// job's — members this job saw (`seen_at` = `version`) stay, whichever part loads first.
+fn members_sweep(stream: Stream, group: &str, version: &str) -> Result<TableRows, ConnectorError> {
+    let spec = if stream == Stream::ListMembers {
+        &records::LIST_MEMBERS_TABLE
+    } else {
+        &records::SEGMENT_MEMBERS_TABLE
+    };
+    let before = DateTime::parse_from_rfc3339(version)
+        .map_err(|e| permanent(format!("members version {version:?} is not RFC 3339: {e}")))?
+        .with_timezone(&Utc)
+        - chrono::Duration::microseconds(1);
+    let mut sweep = spec.rows().finish();
+    sweep.merge.replace_scope = Some(vec![spec.columns[0].to_string()]);
+    sweep.merge.scope_keys = vec![vec![Value::String(group.to_string())]];
+    sweep.merge.scope_version = Some(Value::String(members_version(before)));
+    Ok(sweep)
 }
 
 fn to_value(params: &Params) -> Result<Value, ConnectorError> {
     serde_json::to_value(params).map_err(|e| permanent(format!("serialising params: {e}")))
+}
+
+/// The stream a job names.
+fn job_stream(name: &str) -> Result<Stream, ConnectorError> {
+    Stream::parse(name).ok_or_else(|| {
+        ConnectorError::InvalidParams(format!(
+            "unknown klaviyo stream '{name}' (known: {})",
+            params::STREAMS
+        ))
+    })
 }
 
 #[async_trait]
@@ -785,14 +842,31 @@ impl Connector for KlaviyoConnector {
         Stream::ALL.iter().map(|s| s.spec()).collect()
     }
 
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let client = self.plan_client(account)?;
+        // One page of metrics: authenticated, small, and in the tier with room to spare.
+        let page = client
+            .get(Tier::M, &Client::relative("/api/metrics", &[]))
+            .await?;
+        Ok(format!(
+            "account {account}: GET /api/metrics answered ({} metric(s) on the first page)",
+            page.data.len()
+        ))
+    }
+
+    fn stream_label(&self, stream: &str, params: &Value) -> Option<String> {
+        // The planner resolved every metric of the job to its name (`Params.metric_names`).
+        let metric = stream.strip_prefix("events/")?;
+        params["metric_names"][metric].as_str().map(str::to_string)
+    }
+
+    fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        let stream = job_stream(&job.stream)?;
+        params::check(stream, &job.params, &self.settings).map(|_| ())
+    }
+
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {
-        let stream = Stream::parse(&job.stream).ok_or_else(|| {
-            ConnectorError::InvalidParams(format!(
-                "unknown klaviyo stream '{}' (known: {})",
-                job.stream,
-                params::STREAMS
-            ))
-        })?;
+        let stream = job_stream(&job.stream)?;
         let raw = params::check(stream, &job.params, &self.settings)?;
         let client = self.plan_client(&job.account)?;
         let page = |cursor: Option<String>| PlannedTask {
@@ -853,11 +927,10 @@ impl Connector for KlaviyoConnector {
                     list: raw.list,
                     segment: raw.segment,
                     page_size: raw.page_size,
+                    members_version: Some(members_version(Utc::now())),
                     ..Params::default()
                 })?,
-                warnings: vec![
-                    "members that left the list or segment are not removed from the members table (not handled yet)".into(),
-                ],
+                warnings: Vec::new(),
                 rejected: Vec::new(),
             }),
         }

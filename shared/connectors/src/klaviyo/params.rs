@@ -265,6 +265,11 @@ pub struct Params {
     /// `page[size]` of the stream's endpoint (0 for `metrics`, which has none).
     #[serde(default)]
     pub page_size: u32,
+    /// Members streams: the job's version of the memberships it sees, the planning time
+    /// (RFC 3339 UTC, microseconds). Every member row of the job carries it as `seen_at`;
+    /// the task that reads the last page removes the group's members with an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_version: Option<String>,
 }
 
 /// Parameters as sent, checked for shape but not yet resolved against the account.

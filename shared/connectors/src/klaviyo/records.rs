@@ -118,18 +118,24 @@ pub static SEGMENTS_TABLE: TableSpec = TableSpec {
 /// `klaviyo.list_members`.
 pub static LIST_MEMBERS_TABLE: TableSpec = TableSpec {
     name: LIST_MEMBERS,
-    columns: &["list_id", "profile_id"],
+    columns: &["list_id", "profile_id", "seen_at"],
     key: &["list_id", "profile_id"],
-    version: None,
+    // The version of a membership is the start of the job that last saw it; a full
+    // members job ends by removing the members its own version did not touch (see
+    // `docs/klaviyo.md`, "Members that left").
+    version: Some("seen_at"),
     replace_scope: None,
 };
 
 /// `klaviyo.segment_members`.
 pub static SEGMENT_MEMBERS_TABLE: TableSpec = TableSpec {
     name: SEGMENT_MEMBERS,
-    columns: &["segment_id", "profile_id"],
+    columns: &["segment_id", "profile_id", "seen_at"],
     key: &["segment_id", "profile_id"],
-    version: None,
+    // The version of a membership is the start of the job that last saw it; a full
+    // members job ends by removing the members its own version did not touch (see
+    // `docs/klaviyo.md`, "Members that left").
+    version: Some("seen_at"),
     replace_scope: None,
 };
 
@@ -478,9 +484,10 @@ pub fn updated_of(row: &[Value]) -> Option<DateTime<Utc>> {
     row.get(3).and_then(Value::as_str).and_then(parse_time)
 }
 
-/// The member row `(group_id, profile_id)`.
-pub fn member(group_id: &str, profile_id: &str) -> Vec<Value> {
-    vec![json!(group_id), json!(profile_id)]
+/// The member row `(group_id, profile_id, seen_at)`; `seen_at` is the job's members
+/// version (RFC 3339 UTC).
+pub fn member(group_id: &str, profile_id: &str, seen_at: &str) -> Vec<Value> {
+    vec![json!(group_id), json!(profile_id), json!(seen_at)]
 }
 
 #[cfg(test)]

@@ -732,12 +732,21 @@ async fn members_give_rows_profile_batches_and_a_next_page() {
         ))
         .await
         .unwrap();
+    // Every membership carries the job's version, the planning time.
+    let version = plan.params["members_version"].as_str().unwrap().to_string();
+    assert!(version.ends_with('Z') && version.len() == 27, "{version}");
     assert_eq!(
         rows(&out, "klaviyo.segment_members"),
         vec![
-            vec![json!("S1"), json!("P1")],
-            vec![json!("S1"), json!("P2")]
+            vec![json!("S1"), json!("P1"), json!(version)],
+            vec![json!("S1"), json!("P2"), json!(version)]
         ]
+    );
+    // Not the last page: nothing is removed yet.
+    assert!(
+        out.tables.iter().all(|t| t.merge.scope_keys.is_empty()),
+        "{:?}",
+        out.tables
     );
     assert_eq!(out.children.len(), 2);
     assert_eq!(out.children[0].stream, "profiles");
@@ -756,11 +765,60 @@ async fn members_give_rows_profile_batches_and_a_next_page() {
         })
     );
     assert!(out.cursor_max.is_none());
-    let out = c
-        .fetch(&task("profiles", out.children[0].kind.clone(), plan.params))
+    let next_page = out.children[1].kind.clone();
+    let profiles = c
+        .fetch(&task(
+            "profiles",
+            out.children[0].kind.clone(),
+            plan.params.clone(),
+        ))
         .await
         .unwrap();
-    assert_eq!(rows(&out, "klaviyo.profiles").len(), 2);
+    assert_eq!(rows(&profiles, "klaviyo.profiles").len(), 2);
+
+    // The last page: its members, then the sweep of the segment's older memberships.
+    Mock::given(path("/api/segments/S1/relationships/profiles"))
+        .and(query_param("page[cursor]", "n2"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(page(vec![json!({"type": "profile", "id": "P3"})], None)),
+        )
+        .mount(&server)
+        .await;
+    let last = c
+        .fetch(&task("segment_members", next_page, plan.params))
+        .await
+        .unwrap();
+    let members: Vec<&TableRows> = last
+        .tables
+        .iter()
+        .filter(|t| t.table == "klaviyo.segment_members")
+        .collect();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!(
+        members[0].rows,
+        vec![vec![json!("S1"), json!("P3"), json!(version)]]
+    );
+    let sweep = members[1];
+    assert!(sweep.rows.is_empty());
+    assert_eq!(
+        sweep.merge.replace_scope,
+        Some(vec!["segment_id".to_string()])
+    );
+    assert_eq!(sweep.merge.scope_keys, vec![vec![json!("S1")]]);
+    assert_eq!(sweep.merge.version_column.as_deref(), Some("seen_at"));
+    // One microsecond before the job's version: the replace keeps what this job saw.
+    let before =
+        chrono::DateTime::parse_from_rfc3339(&version).unwrap() - chrono::Duration::microseconds(1);
+    assert_eq!(
+        sweep.merge.scope_version,
+        Some(json!(
+            before
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+        ))
+    );
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ pub fn streams() -> Vec<StreamSpec> {
         params: vec![
             ParamSpec::required(
                 "export",
-                ParamKind::Text,
+                ParamKind::Location,
                 "the location of the Sailthru export zip: a path, file://, http(s):// or s3:// URL",
             ),
             ParamSpec::optional(
@@ -204,6 +204,16 @@ impl SailthruConnector {
     }
 }
 
+/// Refuses a stream other than [`JOB_STREAM`].
+fn check_stream(stream: &str) -> Result<(), ConnectorError> {
+    if stream == JOB_STREAM {
+        return Ok(());
+    }
+    Err(ConnectorError::InvalidParams(format!(
+        "unknown sailthru stream '{stream}': a Sailthru job syncs stream '{JOB_STREAM}' (every member of one export)"
+    )))
+}
+
 #[async_trait]
 impl Connector for SailthruConnector {
     fn name(&self) -> &'static str {
@@ -214,13 +224,20 @@ impl Connector for SailthruConnector {
         streams()
     }
 
+    async fn check(&self, account: &str) -> Result<String, ConnectorError> {
+        let _ = account;
+        // Sailthru is read from export archives, not an API: a location is checked when
+        // a job names one (`sluicectl sync sailthru --export …`).
+        Ok("nothing to check without an export: sailthru reads export archives, and `sync sailthru --export LOC` checks the location".into())
+    }
+
+    fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        check_stream(&job.stream)?;
+        self.resolve_params(&job.params).map(|_| ())
+    }
+
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {
-        if job.stream != JOB_STREAM {
-            return Err(ConnectorError::InvalidParams(format!(
-                "unknown sailthru stream '{}': a Sailthru job syncs stream '{JOB_STREAM}' (every member of one export)",
-                job.stream
-            )));
-        }
+        check_stream(&job.stream)?;
         let params = self.resolve_params(&job.params)?;
         let shown = redact_url(&params.export);
         let copy = self.local_copy(&params.export, &job.account).await?;
@@ -265,9 +282,18 @@ impl Connector for SailthruConnector {
             );
         }
         if scan.members.is_empty() {
-            warnings.push(format!(
-                "export location '{shown}' contains no loadable data member"
-            ));
+            // Nothing would load: a job that "succeeds" with no rows hides a wrong archive.
+            let mut seen: Vec<String> = warnings.clone();
+            seen.extend(scan.rejected.iter().map(|r| r.error.clone()));
+            return Err(ConnectorError::InvalidParams(format!(
+                "export location '{shown}' has no data member (<table>.<YYYYMMDD>.json of {}){}",
+                records::Member::NAMES.join(", "),
+                if seen.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", seen.join("; "))
+                }
+            )));
         }
         for member in scan.members.iter().filter(|m| m.records == 0) {
             warnings.push(format!("member {} has no records", member.name));

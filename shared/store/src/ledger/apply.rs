@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::jobs::{finish_if_done, insert_rejects, lock_job};
 use super::{JobState, TaskState};
-use crate::load::{Catalog, LoadOutcome, load_parts};
+use crate::load::{Catalog, Changes, LoadOutcome, load_parts};
 use crate::{Context, Pool, StoreError};
 
 /// What applying a batch did.
@@ -159,6 +159,7 @@ pub async fn apply_batches(
 
     // Rows, one write per destination unit where the parts allow it.
     let mut rows: Vec<u64> = vec![0; batches.len()];
+    let mut changes: Vec<Option<Changes>> = vec![None; batches.len()];
     let mut rejects: Vec<Vec<RejectedRecord>> = vec![Vec::new(); batches.len()];
     for &i in &claimed {
         rejects[i].clone_from(&batches[i].rejected);
@@ -183,6 +184,7 @@ pub async fn apply_batches(
     for (unit, outcomes) in units.iter().zip(written) {
         for (&i, outcome) in unit.iter().zip(outcomes) {
             rows[i] = outcome.rows;
+            changes[i] = outcome.changes;
             rejects[i].extend(outcome.rejected);
         }
     }
@@ -250,6 +252,17 @@ pub async fn apply_batches(
         })
         .collect();
     let part_rows: Vec<i32> = claimed.iter().map(|&i| rows[i] as i32).collect();
+    let change = |f: fn(&Changes) -> u64| -> Vec<Option<i32>> {
+        claimed
+            .iter()
+            .map(|&i| changes[i].as_ref().map(|c| f(c) as i32))
+            .collect()
+    };
+    let (part_inserted, part_updated, part_deleted) = (
+        change(|c| c.inserted),
+        change(|c| c.updated),
+        change(|c| c.deleted),
+    );
     let part_tasks: Vec<&str> = claimed
         .iter()
         .map(|&i| batches[i].task_id.as_str())
@@ -266,10 +279,18 @@ pub async fn apply_batches(
         async {
             crate::cached::execute(
                 &tx,
-                "UPDATE sluice.batches b SET rows = u.r
-                   FROM unnest($1::text[], $2::int4[], $3::int4[]) AS u(t, p, r)
+                "UPDATE sluice.batches b SET rows = u.r, inserted = u.i, updated = u.u, deleted = u.d
+                   FROM unnest($1::text[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::int4[])
+                        AS u(t, p, r, i, u, d)
                   WHERE b.task_id = u.t AND b.part = u.p",
-                &[&part_tasks, &part_nos, &part_rows],
+                &[
+                    &part_tasks,
+                    &part_nos,
+                    &part_rows,
+                    &part_inserted,
+                    &part_updated,
+                    &part_deleted,
+                ],
             )
             .await
             .context(|| "recording the parts".into())
@@ -383,7 +404,21 @@ pub async fn load_units(
             &first.merge,
         )
         .await?;
-        written.push(loaded.parts);
+        // One upsert wrote the whole unit: its changes go on the last part, zeros on the
+        // others, so that summing parts gives the table's changes and a null means a
+        // destination that does not count.
+        let mut parts = loaded.parts;
+        for part in &mut parts {
+            part.changes = Some(Changes::default());
+        }
+        if let Some(last) = parts.last_mut() {
+            last.changes = Some(Changes {
+                inserted: loaded.inserted,
+                updated: loaded.written - loaded.inserted,
+                deleted: loaded.deleted,
+            });
+        }
+        written.push(parts);
     }
     Ok(written)
 }

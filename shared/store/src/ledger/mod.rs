@@ -4,7 +4,8 @@
 //!   outcomes, completion, bookmarks, cancel and replay;
 //! - [`apply`]: applying `RecordBatch` parts — claim, write (in the ledger's transaction, or
 //!   in a destination of its own), settle;
-//! - [`reports`]: what `sluicectl jobs list|show` prints.
+//! - [`reports`]: what `sluicectl jobs list|show` prints;
+//! - [`bookmarks`]: listing and resetting stream bookmarks (`sluicectl bookmarks`).
 //!
 //! Every function that changes a job's state takes the job row lock first
 //! (`SELECT … FOR NO KEY UPDATE`) and the task rows after it, always in that order, so
@@ -13,10 +14,12 @@
 //! what guarantees that nothing of a cancelled job is settled after the cancel commits.
 
 pub mod apply;
+pub mod bookmarks;
 pub mod jobs;
 pub mod reports;
 
 pub use apply::*;
+pub use bookmarks::*;
 pub use jobs::*;
 pub use reports::*;
 

@@ -97,10 +97,29 @@ pub struct JobReport {
     pub tasks: std::collections::BTreeMap<String, i64>,
     /// Rows loaded per destination table.
     pub rows_per_table: std::collections::BTreeMap<String, i64>,
+    /// What the job's rows did to each table (`sluice.batches`).
+    pub changes_per_table: std::collections::BTreeMap<String, TableChanges>,
     /// Up to 20 rejected records: source and error.
     pub rejected: Vec<RejectedSummary>,
     /// Up to 20 failed tasks: id and error.
     pub failed_tasks: Vec<(String, String)>,
+}
+
+/// What a job's rows did to one table. The counts are `None` when the destination did not
+/// count them (Redshift; parts loaded before migration V8).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TableChanges {
+    /// Rows that reached the table's write (after rejects).
+    pub rows: i64,
+    /// Rows with a key the table did not hold.
+    pub inserted: Option<i64>,
+    /// Stored rows replaced by a different row.
+    pub updated: Option<i64>,
+    /// `rows − inserted − updated`: identical to the stored row, older than it (version
+    /// guard), or repeated within the load.
+    pub unchanged: Option<i64>,
+    /// Rows removed from a parent's replaced collection.
+    pub deleted: Option<i64>,
 }
 
 /// A rejected record in a report.
@@ -147,16 +166,37 @@ pub async fn job_report(
         .into_iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
         .collect();
-    let rows_per_table = client
+    let per_table = client
         .query(
-            "SELECT table_name, sum(rows)::bigint FROM sluice.batches WHERE job_id = $1 AND table_name <> ''
+            "SELECT table_name, sum(rows)::bigint,
+                    CASE WHEN bool_and(inserted IS NOT NULL) THEN sum(inserted)::bigint END,
+                    CASE WHEN bool_and(updated IS NOT NULL) THEN sum(updated)::bigint END,
+                    CASE WHEN bool_and(deleted IS NOT NULL) THEN sum(deleted)::bigint END
+               FROM sluice.batches WHERE job_id = $1 AND table_name <> ''
               GROUP BY table_name ORDER BY table_name",
             &[&job_id],
         )
         .await
-        .context(|| "summing rows".into())?
-        .into_iter()
+        .context(|| "summing rows".into())?;
+    let rows_per_table = per_table
+        .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    let changes_per_table = per_table
+        .iter()
+        .map(|r| {
+            let rows: i64 = r.get(1);
+            let (inserted, updated): (Option<i64>, Option<i64>) = (r.get(2), r.get(3));
+            let unchanged = inserted.zip(updated).map(|(i, u)| rows - i - u);
+            let changes = TableChanges {
+                rows,
+                inserted,
+                updated,
+                unchanged,
+                deleted: r.get(4),
+            };
+            (r.get::<_, String>(0), changes)
+        })
         .collect();
     let rejected = client
         .query(
@@ -190,6 +230,7 @@ pub async fn job_report(
         warnings: extra.get(2),
         tasks,
         rows_per_table,
+        changes_per_table,
         rejected,
         failed_tasks,
     }))
