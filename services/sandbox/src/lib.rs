@@ -28,6 +28,12 @@
 //!   [`commercetools::CommercetoolsConfig::default`] (client `sluice-sandbox` /
 //!   `sluice-sandbox-secret`, project `sluice-sandbox`); [`router_with_commercetools`] and
 //!   [`run_with_commercetools`] take a [`commercetools::CommercetoolsConfig`].
+//! - [`wdn`]: an emulation of the What Drops Now catalogue API (`/wdn/api/v1/…`, admin
+//!   routes under `/wdn/_admin/`) over a generated catalogue or one given verbatim, with the
+//!   real API's throttling above five concurrent requests, a peak-concurrency counter and
+//!   fault knobs; plus the ground truth ([`wdn::Catalogue`], [`wdn::Catalogue::expected`]).
+//!   Every router below serves it with [`wdn::WdnConfig::default`];
+//!   [`router_with_all`] and [`run_with_all`] take a [`wdn::WdnConfig`].
 //! - [`faults`]: the fault-injection middleware shared by the emulators (one
 //!   runtime-updatable [`faults::FaultConfig`] per API, counters of what was injected).
 //! - `main.rs`: the `sluice-sandbox` binary (`serve`, `sailthru-export`).
@@ -37,6 +43,7 @@ pub mod faults;
 pub mod klaviyo;
 pub mod sailthru;
 mod server;
+pub mod wdn;
 
 use std::path::PathBuf;
 
@@ -62,32 +69,49 @@ pub fn router_with(
     config: SandboxConfig,
     klaviyo: klaviyo::KlaviyoConfig,
 ) -> Result<axum::Router, klaviyo::InvalidSpec> {
-    let base = server::router(config).merge(klaviyo::router(klaviyo)?);
-    Ok(
-        match commercetools::router(commercetools::CommercetoolsConfig::default()) {
-            Ok(ct) => base.merge(ct),
-            Err(e) => {
-                // The default config is valid; this only guards against a future change.
-                tracing::error!(error = %e, "commercetools emulation disabled");
-                base
-            }
-        },
-    )
+    let mut base = server::router(config).merge(klaviyo::router(klaviyo)?);
+    base = match commercetools::router(commercetools::CommercetoolsConfig::default()) {
+        Ok(ct) => base.merge(ct),
+        Err(e) => {
+            // The default config is valid; this only guards against a future change.
+            tracing::error!(error = %e, "commercetools emulation disabled");
+            base
+        }
+    };
+    Ok(match wdn::router(wdn::WdnConfig::default()) {
+        Ok(w) => base.merge(w),
+        Err(e) => {
+            // The default config is valid; this only guards against a future change.
+            tracing::error!(error = %e, "wdn emulation disabled");
+            base
+        }
+    })
 }
 
 /// Builds every route, the Klaviyo emulation configured by `klaviyo` and the commercetools
-/// one by `commercetools`.
+/// one by `commercetools` (WDN with its defaults).
 pub fn router_with_commercetools(
     config: SandboxConfig,
     klaviyo: klaviyo::KlaviyoConfig,
     commercetools: commercetools::CommercetoolsConfig,
+) -> anyhow::Result<axum::Router> {
+    router_with_all(config, klaviyo, commercetools, wdn::WdnConfig::default())
+}
+
+/// Builds every route, each emulation configured by its own config.
+pub fn router_with_all(
+    config: SandboxConfig,
+    klaviyo: klaviyo::KlaviyoConfig,
+    commercetools: commercetools::CommercetoolsConfig,
+    wdn: wdn::WdnConfig,
 ) -> anyhow::Result<axum::Router> {
     Ok(server::router(config)
         .merge(klaviyo::router(klaviyo).context("configuring the Klaviyo emulation")?)
         .merge(
             commercetools::router(commercetools)
                 .context("configuring the commercetools emulation")?,
-        ))
+        )
+        .merge(wdn::router(wdn).context("configuring the WDN emulation")?))
 }
 
 /// Sandbox settings.
@@ -140,6 +164,26 @@ pub async fn run_with_commercetools(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_all(
+        config,
+        klaviyo,
+        commercetools,
+        wdn::WdnConfig::default(),
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`run`], each emulation configured by its own config.
+pub async fn run_with_all(
+    config: SandboxConfig,
+    klaviyo: klaviyo::KlaviyoConfig,
+    commercetools: commercetools::CommercetoolsConfig,
+    wdn: wdn::WdnConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -147,7 +191,7 @@ pub async fn run_with_commercetools(
         .await
         .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
     tracing::info!(%addr, cache_dir = %config.cache_dir.display(), "sandbox serving");
-    let app = router_with_commercetools(config, klaviyo, commercetools)?;
+    let app = router_with_all(config, klaviyo, commercetools, wdn)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

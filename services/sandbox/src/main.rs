@@ -12,7 +12,8 @@ use sluice_sandbox::commercetools::{
 };
 use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, RateLimitScope};
 use sluice_sandbox::sailthru::{self, ExportSpec};
-use sluice_sandbox::{SandboxConfig, run_with_commercetools};
+use sluice_sandbox::wdn::{WdnConfig, WdnDataSpec};
+use sluice_sandbox::{SandboxConfig, run_with_all};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -50,6 +51,65 @@ struct ServeArgs {
     klaviyo: KlaviyoArgs,
     #[command(flatten)]
     commercetools: CommercetoolsArgs,
+    #[command(flatten)]
+    wdn: WdnArgs,
+}
+
+/// The WDN emulation's settings (see `sluice_sandbox::wdn`).
+#[derive(Args)]
+struct WdnArgs {
+    /// Seed of the generated WDN catalogue.
+    #[arg(long, default_value_t = 1)]
+    wdn_seed: u64,
+    /// Number of brands (Converse, Vans, Nike, Adidas, Jordan first).
+    #[arg(long, default_value_t = 8)]
+    wdn_brands: u32,
+    /// Number of products.
+    #[arg(long, default_value_t = 2_000)]
+    wdn_products: u64,
+    /// Number of retailer ids (4 % answer 404).
+    #[arg(long, default_value_t = 320)]
+    wdn_retailers: u32,
+    /// Requests in flight above which responses slow down (the real API: about 5).
+    #[arg(long, default_value_t = 5)]
+    wdn_max_concurrency: u32,
+    /// Requests in flight at which requests are refused with 429/503.
+    #[arg(long, default_value_t = 8)]
+    wdn_fail_concurrency: u32,
+    /// Latency of every WDN response, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    wdn_latency_ms: u64,
+    /// The WDN fault config as JSON (see `sluice_sandbox::faults::FaultConfig`); its
+    /// `latency_ms` wins over --wdn-latency-ms when set.
+    #[arg(long)]
+    wdn_faults: Option<String>,
+}
+
+impl WdnArgs {
+    fn config(self) -> anyhow::Result<WdnConfig> {
+        let mut faults: sluice_sandbox::faults::FaultConfig = match self.wdn_faults {
+            Some(j) => serde_json::from_str(&j).context("parsing --wdn-faults")?,
+            None => Default::default(),
+        };
+        if faults.latency_ms == 0 {
+            faults.latency_ms = self.wdn_latency_ms;
+        }
+        let config = WdnConfig {
+            data: WdnDataSpec {
+                seed: self.wdn_seed,
+                brands: self.wdn_brands,
+                products: self.wdn_products,
+                retailers: self.wdn_retailers,
+                ..WdnDataSpec::default()
+            },
+            max_concurrency: self.wdn_max_concurrency,
+            fail_concurrency: self.wdn_fail_concurrency,
+            faults,
+            ..WdnConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// The commercetools emulation's settings (see `sluice_sandbox::commercetools`).
@@ -253,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let klaviyo = args.klaviyo.config()?;
     let commercetools = args.commercetools.config()?;
+    let wdn = args.wdn.config()?;
     let cache_dir = args
         .cache_dir
         .unwrap_or_else(|| std::env::temp_dir().join("sluice-sandbox"));
@@ -277,10 +338,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    run_with_commercetools(
+    println!("wdn: http://{addr}/wdn/api/v1 (stats: http://{addr}/wdn/_admin/stats)");
+    run_with_all(
         SandboxConfig { cache_dir },
         klaviyo,
         commercetools,
+        wdn,
         listener,
         shutdown,
     )
