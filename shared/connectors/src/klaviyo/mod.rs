@@ -419,6 +419,7 @@ impl KlaviyoConnector {
                         end: e,
                         partition: Some(id.clone()),
                     },
+                    once: None,
                 });
             }
         }
@@ -602,6 +603,7 @@ impl KlaviyoConnector {
                                     end: e,
                                     partition: partition.map(str::to_string),
                                 },
+                                once: None,
                             })
                             .collect();
                         break;
@@ -771,6 +773,7 @@ impl KlaviyoConnector {
                     kind: TaskKind::Ids {
                         ids: chunk.to_vec(),
                     },
+                    once: None,
                 });
             }
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
@@ -781,6 +784,7 @@ impl KlaviyoConnector {
                         cursor: next,
                         ..PageRef::default()
                     }),
+                    once: None,
                 });
                 break;
             }
@@ -820,6 +824,7 @@ impl Connector for KlaviyoConnector {
                 cursor,
                 ..PageRef::default()
             }),
+            once: None,
         };
         match stream {
             Stream::Events => self.plan_events(job, raw, &client).await,
@@ -835,6 +840,7 @@ impl Connector for KlaviyoConnector {
                             end: e,
                             partition: None,
                         },
+                        once: None,
                     })
                     .collect();
                 if tasks.is_empty() {

@@ -254,6 +254,7 @@ impl Connector for SailthruConnector {
                         }),
                         ..PageRef::default()
                     }),
+                    once: None,
                 });
             }
         }

@@ -22,19 +22,32 @@ pub struct BatchApplied {
     pub rejected: u64,
     /// The job's state after the batch, when this batch finished it.
     pub job_finished: Option<JobState>,
+    /// New once-per-resource tasks recorded but not yet published: publish the job's
+    /// outbox ([`super::publish_outbox`]) after the commit.
+    pub deferred: u64,
 }
 
 /// Records a part's children as pending tasks (already published: the fetcher that found
 /// them publishes them) and counts the new ones into the job's total.
-async fn record_children(tx: &Transaction<'_>, batch: &RecordBatch) -> Result<(), StoreError> {
-    if batch.children.is_empty() {
-        return Ok(());
+///
+/// Once-per-resource children (`once` set) are recorded unpublished, fresh ones replaced
+/// by what they had (see [`super::resources`]); the last part of a keyed task remembers
+/// its fetch. Returns how many such children were recorded (to be published after the
+/// commit).
+async fn record_children(tx: &Transaction<'_>, batch: &RecordBatch) -> Result<u64, StoreError> {
+    if batch.task_complete {
+        super::resources::remember_fetch(tx, batch).await?;
+    }
+    let deferred = super::resources::record_keyed_children(tx, batch).await?;
+    let plain: Vec<&sluice_contracts::FetchTask> =
+        batch.children.iter().filter(|c| c.once.is_none()).collect();
+    if plain.is_empty() {
+        return Ok(deferred);
     }
     let job_id = batch.job_id;
-    let ids: Vec<&str> = batch.children.iter().map(|c| c.task_id.as_str()).collect();
-    let streams: Vec<&str> = batch.children.iter().map(|c| c.stream.as_str()).collect();
-    let kinds: Vec<Value> = batch
-        .children
+    let ids: Vec<&str> = plain.iter().map(|c| c.task_id.as_str()).collect();
+    let streams: Vec<&str> = plain.iter().map(|c| c.stream.as_str()).collect();
+    let kinds: Vec<Value> = plain
         .iter()
         .map(|c| serde_json::to_value(&c.kind).unwrap_or(Value::Null))
         .collect();
@@ -53,7 +66,7 @@ async fn record_children(tx: &Transaction<'_>, batch: &RecordBatch) -> Result<()
     )
     .await
     .context(|| "counting tasks".into())?;
-    Ok(())
+    Ok(deferred)
 }
 
 /// Where [`apply_batches`] writes the rows of the parts it claimed.
@@ -214,7 +227,7 @@ pub async fn apply_batches(
     for &i in &claimed {
         let b = &batches[i];
         results[i].rejected = insert_rejects(&*tx, b.job_id, Some(&b.task_id), &rejects[i]).await?;
-        record_children(&tx, b).await?;
+        results[i].deferred = record_children(&tx, b).await?;
     }
 
     // Progress per task (a task may have several parts in the group) and per job.

@@ -4,7 +4,9 @@
 //!   outcomes, completion, bookmarks, cancel and replay;
 //! - [`apply`]: applying `RecordBatch` parts — claim, write (in the ledger's transaction, or
 //!   in a destination of its own), settle;
-//! - [`reports`]: what `sluicectl jobs list|show` prints.
+//! - [`reports`]: what `sluicectl jobs list|show` prints;
+//! - [`resources`]: once-per-resource child tasks, fresh resources skipped, and the outbox
+//!   that publishes recorded tasks.
 //!
 //! Every function that changes a job's state takes the job row lock first
 //! (`SELECT … FOR NO KEY UPDATE`) and the task rows after it, always in that order, so
@@ -15,10 +17,12 @@
 pub mod apply;
 pub mod jobs;
 pub mod reports;
+pub mod resources;
 
 pub use apply::*;
 pub use jobs::*;
 pub use reports::*;
+pub use resources::publish_outbox;
 
 use std::error::Error;
 use std::fmt;
