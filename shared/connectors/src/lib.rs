@@ -17,7 +17,9 @@
 //! `http(s)://`, `s3://`) through `object_store`; [`sailthru`] reads Sailthru
 //! data-exporter archives; [`klaviyo`] extracts from Klaviyo's JSON:API (events, profiles,
 //! metrics, lists, segments, members); [`commercetools`] reads a commercetools project
-//! (customers, orders, categories, products) by keyset over id ranges. [`CONNECTORS`] lists them: adding a connector adds
+//! (customers, orders, categories, products) by keyset over id ranges; [`wdn`] fans the What
+//! Drops Now catalogue out into once-per-resource child tasks under a concurrency cap
+//! shared by every fetcher. [`CONNECTORS`] lists them: adding a connector adds
 //! its module, its migration, its sandbox module and one line there.
 
 use std::collections::BTreeMap;
@@ -34,6 +36,7 @@ pub mod framework;
 pub mod klaviyo;
 pub mod location;
 pub mod sailthru;
+pub mod wdn;
 
 pub use framework::{ParamKind, ParamSpec, SettingsError, StreamSpec, TableSpec};
 
@@ -46,6 +49,7 @@ pub const CONNECTORS: &[Build] = &[
     sailthru::connector,
     klaviyo::connector,
     commercetools::connector,
+    wdn::connector,
 ];
 
 /// A JSON value for an error message, cut at 80 characters.
