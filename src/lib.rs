@@ -284,10 +284,7 @@ impl TestEnv {
             .context("the commercetools config has no client")?;
         let project = commercetools.project_key.clone();
         let url = self
-            .spawn_sandbox_with(
-                sluice_sandbox::klaviyo::KlaviyoConfig::default(),
-                commercetools,
-            )
+            .spawn_sandbox_with(sluice_sandbox::Config::default().with(&commercetools))
             .await?;
         for (key, value) in [
             ("api_url", url.clone()),
@@ -390,35 +387,22 @@ impl TestEnv {
         &mut self,
         klaviyo: sluice_sandbox::klaviyo::KlaviyoConfig,
     ) -> anyhow::Result<String> {
-        self.spawn_sandbox_with(
-            klaviyo,
-            sluice_sandbox::commercetools::CommercetoolsConfig::default(),
-        )
-        .await
+        self.spawn_sandbox_with(sluice_sandbox::Config::default().with(&klaviyo))
+            .await
     }
 
-    /// Serves a sandbox with both emulations configured, stopped with this environment;
-    /// returns its base URL.
+    /// Serves a sandbox configured by `config` (its cache folder replaced by this
+    /// environment's), stopped with this environment; returns its base URL.
     async fn spawn_sandbox_with(
         &mut self,
-        klaviyo: sluice_sandbox::klaviyo::KlaviyoConfig,
-        commercetools: sluice_sandbox::commercetools::CommercetoolsConfig,
+        mut config: sluice_sandbox::Config,
     ) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let cache_dir = std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id));
+        config.cache_dir = std::env::temp_dir().join(format!("sluice-e2e-sandbox-{}", self.id));
         let stop = self.shutdown.clone();
         self.services.push(tokio::spawn(async move {
-            let config = sluice_sandbox::SandboxConfig { cache_dir };
-            if let Err(e) = sluice_sandbox::run_with_commercetools(
-                config,
-                klaviyo,
-                commercetools,
-                listener,
-                stop,
-            )
-            .await
-            {
+            if let Err(e) = sluice_sandbox::run(config, listener, stop).await {
                 eprintln!("sandbox: {e:#}");
             }
         }));

@@ -15,6 +15,9 @@
 //! 6. a truncated body (`truncate_share`, successful responses only): the full
 //!    `Content-Length` is announced, half the body is sent, then the connection is closed.
 //!
+//! [`throttle`] applies step 1 alone, for an API that wants a throttle burst outside its rate
+//! limiter and the rest inside.
+//!
 //! The error bodies are the emulated API's own, built by the [`Responder`] given to
 //! [`Faults::new`]. An outer layer that wants to hear of each injected fault as it happens
 //! (e.g. to count it per endpoint) puts a [`FaultHook`] into the request's extensions.
@@ -376,6 +379,23 @@ pub async fn inject(State(faults): State<Arc<Faults>>, request: Request, next: N
     };
     response.extensions_mut().insert(Injected(kind));
     response
+}
+
+/// The throttle-burst half of the fault layer alone (a 429 with `Retry-After` while a burst
+/// of [`FaultConfig::throttle_seconds`] is on): for an API whose burst must come before an
+/// inner layer such as its rate limiter (so throttled requests use up no budget), installed
+/// outside it, with [`inject`] inside. For
+/// `axum::middleware::from_fn_with_state(faults, throttle)`.
+pub async fn throttle(State(faults): State<Arc<Faults>>, request: Request, next: Next) -> Response {
+    let hook = request.extensions().get::<FaultHook>().cloned();
+    match faults.throttled(hook.as_ref()) {
+        Some(wait) => {
+            let mut r = faults.error_response(StatusCode::TOO_MANY_REQUESTS, Some(wait));
+            r.extensions_mut().insert(Injected(FaultKind::Throttled));
+            r
+        }
+        None => next.run(request).await,
+    }
 }
 
 /// A response whose body fails before its first byte, so the connection is closed

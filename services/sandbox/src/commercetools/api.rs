@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::project::{CustomObjectError, PageQuery, Project, Seg, parse_expand};
 use super::query::{parse_sort, parse_where};
 use super::{CommercetoolsConfig, FaultConfig, InvalidConfig, Resource};
+use crate::auth::{self, Auth, Principal};
 use crate::faults::{self, Faults, h3};
 
 const MAX_LIMIT: usize = 500;
@@ -26,6 +27,8 @@ const MAX_OFFSET: u64 = 10_000;
 
 /// An issued access token.
 struct Token {
+    /// The client it was issued to.
+    client_id: String,
     scopes: Vec<String>,
     expires: Instant,
 }
@@ -61,6 +64,14 @@ pub fn router(config: CommercetoolsConfig) -> Result<Router, InvalidConfig> {
             RwLock::new(Project::examples(&config.examples_project_key, dir)?),
         );
     }
+    if let Some(c) = config.clients.first() {
+        tracing::info!(
+            project = %config.project_key,
+            client_id = %c.client_id,
+            client_secret = %c.client_secret,
+            "commercetools emulator: get tokens at POST /oauth/token"
+        );
+    }
     let shared = Arc::new(Shared {
         faults: Faults::new(config.faults.clone(), fault_body),
         config,
@@ -80,7 +91,10 @@ pub fn router(config: CommercetoolsConfig) -> Result<Router, InvalidConfig> {
             "/{project}/custom-objects/{container}/{key}",
             get(custom_object_get).delete(custom_object_delete),
         )
-        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .layer(middleware::from_fn_with_state(
+            bearer_auth(&shared),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(
             shared.faults.clone(),
             faults::inject,
@@ -349,6 +363,7 @@ async fn token(State(sh): St, headers: HeaderMap, RawQuery(q): RawQuery, body: B
     sh.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(
         access.clone(),
         Token {
+            client_id: client.client_id.clone(),
             scopes: scopes.clone(),
             expires: Instant::now() + Duration::from_secs(lifetime.min(10 * 365 * 86_400)),
         },
@@ -408,50 +423,53 @@ fn needed_scopes(resource: &str, method: &Method) -> Vec<String> {
     }
 }
 
-/// The bearer-token layer of the project routes.
-async fn authorize(State(sh): St, request: Request, next: Next) -> Response {
-    let fail = |status, code, message: &str| {
-        sh.auth_failures.fetch_add(1, Ordering::Relaxed);
-        auth_error(status, code, message)
-    };
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, t) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| t.trim().to_owned())
-        });
-    let Some(token) = token else {
-        return fail(
+/// The bearer-token check of the project routes: a live token from `/oauth/token` (its
+/// client is the principal) whose scopes allow the project and resource, else 401
+/// `invalid_token` or 403 `insufficient_scope` (counted as auth failures).
+fn bearer_auth(shared: &Arc<Shared>) -> Auth {
+    let sh = shared.clone();
+    Auth::new(move |request| {
+        check_bearer(&sh, request).map_err(|(status, code, message)| {
+            sh.auth_failures.fetch_add(1, Ordering::Relaxed);
+            Box::new(auth_error(status, code, &message))
+        })
+    })
+}
+
+fn check_bearer(
+    sh: &Shared,
+    request: &Request,
+) -> Result<Principal, (StatusCode, &'static str, String)> {
+    let Some(token) = auth::credentials(request, "bearer") else {
+        return Err((
             StatusCode::UNAUTHORIZED,
             "invalid_token",
-            "Missing bearer token: send `Authorization: Bearer <access_token>`.",
-        );
+            "Missing bearer token: send `Authorization: Bearer <access_token>`.".into(),
+        ));
     };
-    let scopes = {
+    let (client, scopes) = {
         let tokens = sh.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        match tokens.get(&token) {
-            Some(t) if t.expires > Instant::now() => t.scopes.clone(),
+        match tokens.get(token) {
+            Some(t) if t.expires > Instant::now() => (t.client_id.clone(), t.scopes.clone()),
             Some(_) => {
-                drop(tokens);
-                return fail(
+                return Err((
                     StatusCode::UNAUTHORIZED,
                     "invalid_token",
-                    "The access token has expired.",
-                );
+                    "The access token has expired.".into(),
+                ));
             }
             None => {
-                drop(tokens);
-                return fail(StatusCode::UNAUTHORIZED, "invalid_token", "invalid_token");
+                return Err((
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "invalid_token".into(),
+                ));
             }
         }
     };
     let mut segs = request.uri().path().split('/').skip(1);
-    let project = segs.next().unwrap_or("").to_owned();
-    let resource = segs.next().unwrap_or("").to_owned();
+    let project = segs.next().unwrap_or("");
+    let resource = segs.next().unwrap_or("");
     let for_project: Vec<&str> = scopes
         .iter()
         .filter_map(|s| {
@@ -461,27 +479,27 @@ async fn authorize(State(sh): St, request: Request, next: Next) -> Response {
         })
         .collect();
     if for_project.is_empty() {
-        return fail(
+        return Err((
             StatusCode::FORBIDDEN,
             "insufficient_scope",
-            &format!("The token's scopes do not include the project '{project}'."),
-        );
+            format!("The token's scopes do not include the project '{project}'."),
+        ));
     }
-    let needed = needed_scopes(&resource, request.method());
+    let needed = needed_scopes(resource, request.method());
     if !for_project
         .iter()
         .any(|s| *s == "manage_project" || needed.iter().any(|n| n == s))
     {
-        return fail(
+        return Err((
             StatusCode::FORBIDDEN,
             "insufficient_scope",
-            &format!(
+            format!(
                 "Insufficient scope. One of the following scopes is missing: {}",
                 needed.join(", ")
             ),
-        );
+        ));
     }
-    next.run(request).await
+    Ok(Principal(client))
 }
 
 // ---- project API ----

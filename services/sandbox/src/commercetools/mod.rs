@@ -195,8 +195,8 @@ pub struct ApiClient {
 #[serde(default, deny_unknown_fields)]
 pub struct CommercetoolsConfig {
     /// Key of the generated project (lowercase letters, digits, `-` and `_`, 2–36
-    /// characters; not `oauth`, `commercetools`, `api`, `klaviyo`, `sailthru`, `livez`,
-    /// `readyz`). Default [`DEFAULT_PROJECT_KEY`].
+    /// characters; not `oauth`, `api`, `sailthru`, `livez`, `readyz` nor an emulator's
+    /// name such as `klaviyo`). Default [`DEFAULT_PROJECT_KEY`].
     pub project_key: String,
     /// The generated project.
     pub data: CommercetoolsDataSpec,
@@ -233,6 +233,14 @@ impl Default for CommercetoolsConfig {
     }
 }
 
+impl crate::EmulatorConfig for CommercetoolsConfig {
+    const NAME: &'static str = "commercetools";
+
+    fn router(self) -> anyhow::Result<axum::Router> {
+        Ok(api::router(self)?)
+    }
+}
+
 impl CommercetoolsConfig {
     /// Checks the project keys and the data spec (not the examples folder, which is read
     /// by [`router`]).
@@ -251,19 +259,13 @@ impl CommercetoolsConfig {
 }
 
 fn valid_project_key(key: &str) -> Result<(), InvalidConfig> {
-    const RESERVED: [&str; 7] = [
-        "oauth",
-        "commercetools",
-        "api",
-        "klaviyo",
-        "sailthru",
-        "livez",
-        "readyz",
-    ];
+    // The sandbox's own first path segments, and every emulator's (its admin routes).
+    const RESERVED: [&str; 5] = ["oauth", "api", "sailthru", "livez", "readyz"];
     let ok_chars = key
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !(2..=36).contains(&key.len()) || !ok_chars || RESERVED.contains(&key) {
+    let reserved = RESERVED.contains(&key) || crate::EMULATORS.iter().any(|e| e.name == key);
+    if !(2..=36).contains(&key.len()) || !ok_chars || reserved {
         return Err(InvalidConfig(format!(
             "project key {key:?}: expected 2-36 of [a-z0-9_-], not a reserved path"
         )));

@@ -1,17 +1,16 @@
-//! Rate limits (sliding windows) and request statistics.
+//! Klaviyo's rate-limit tiers and budgets, and request statistics.
 //!
-//! Each (account, endpoint) — or (account, tier) with [`RateLimitScope::Tier`] — keeps the
-//! instants of its admitted requests of the last second and of the last minute. A request
-//! is admitted when fewer than `burst` were admitted in the last 1 s **and** fewer than
-//! `steady` in the last 60 s (sliding windows, exact). Throttled requests are not recorded,
-//! so they do not use up the budget.
+//! Each (account, endpoint) — or (account, tier) with [`RateLimitScope::Tier`] — is one
+//! budget of the shared limiter ([`crate::ratelimit`]) with two windows: `burst` requests
+//! per second and `steady` per minute ([`Tier::windows`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::ratelimit::Window;
 
 /// A Klaviyo rate-limit tier (`x-klaviyo-ratelimit` of each operation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,6 +56,21 @@ impl Tier {
         let f = |x: u32| ((f64::from(x) * scale).round().clamp(1.0, 1e9)) as u32;
         (f(b), f(s))
     }
+
+    /// The budget's windows at `scale`: the burst per second, then the steady per minute.
+    pub(crate) fn windows(self, scale: f64) -> Vec<Window> {
+        let (burst, steady) = self.scaled(scale);
+        vec![
+            Window {
+                limit: burst,
+                seconds: 1,
+            },
+            Window {
+                limit: steady,
+                seconds: 60,
+            },
+        ]
+    }
 }
 
 /// What one rate-limit budget is shared by.
@@ -68,100 +82,6 @@ pub enum RateLimitScope {
     Endpoint,
     /// One budget per account and tier: all endpoints of a tier share it.
     Tier,
-}
-
-#[derive(Default)]
-struct Windows {
-    burst: VecDeque<Instant>,
-    steady: VecDeque<Instant>,
-}
-
-/// Headers of an admitted request.
-pub(crate) struct Admitted {
-    /// `RateLimit-Limit`: the tighter window's limit, then both as `n;w=secs`.
-    pub limit: String,
-    /// `RateLimit-Remaining` of the tighter window.
-    pub remaining: u32,
-    /// `RateLimit-Reset`: whole seconds until the tighter window frees a slot.
-    pub reset: u64,
-}
-
-/// The limiter of all budgets.
-#[derive(Default)]
-pub(crate) struct Limiter {
-    windows: Mutex<HashMap<(String, &'static str), Windows>>,
-}
-
-fn ceil_secs(d: Duration) -> u64 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    s.max(1)
-}
-
-impl Limiter {
-    /// Admits (recording it) or throttles (`Err(retry_after_seconds)`, ≥ 1) a request.
-    pub(crate) fn check(
-        &self,
-        account: &str,
-        budget: &'static str,
-        (burst, steady): (u32, u32),
-        now: Instant,
-    ) -> Result<Admitted, u64> {
-        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let w = map.entry((account.to_owned(), budget)).or_default();
-        let sec = Duration::from_secs(1);
-        let min = Duration::from_secs(60);
-        while w
-            .burst
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= sec)
-        {
-            w.burst.pop_front();
-        }
-        while w
-            .steady
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= min)
-        {
-            w.steady.pop_front();
-        }
-        let free_at = |q: &VecDeque<Instant>, win: Duration| {
-            q.front()
-                .map_or(1, |t| ceil_secs((*t + win).saturating_duration_since(now)))
-        };
-        if w.burst.len() >= burst as usize {
-            let mut wait = free_at(&w.burst, sec);
-            if w.steady.len() >= steady as usize {
-                wait = wait.max(free_at(&w.steady, min));
-            }
-            return Err(wait);
-        }
-        if w.steady.len() >= steady as usize {
-            return Err(free_at(&w.steady, min));
-        }
-        w.burst.push_back(now);
-        w.steady.push_back(now);
-        let burst_left = burst - w.burst.len() as u32;
-        let steady_left = steady - w.steady.len() as u32;
-        // The tighter window: the one with fewer requests left.
-        let (limit, remaining, reset) = if steady_left < burst_left {
-            (steady, steady_left, free_at(&w.steady, min))
-        } else {
-            (burst, burst_left, free_at(&w.burst, sec))
-        };
-        Ok(Admitted {
-            limit: format!("{limit}, {burst};w=1, {steady};w=60"),
-            remaining,
-            reset,
-        })
-    }
-
-    /// Forgets every window.
-    pub(crate) fn reset(&self) {
-        self.windows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
 }
 
 /// How one request ended, for the statistics.

@@ -156,7 +156,9 @@ pub struct KlaviyoConfig {
     /// Accepted private API keys, each its own account for rate limiting.
     /// Default `["pk_sandbox"]`.
     pub api_keys: Vec<String>,
-    /// Multiplies every rate limit (1.0 = Klaviyo's); `None` (JSON null) = unlimited.
+    /// Multiplies every rate limit (1.0 = Klaviyo's, > 0); `None` (JSON null, or the text
+    /// `unlimited` when read) = unlimited.
+    #[serde(deserialize_with = "rate_limit_scale")]
     pub rate_limit_scale: Option<f64>,
     /// What a rate-limit budget is shared by.
     pub rate_limit_scope: RateLimitScope,
@@ -177,6 +179,35 @@ impl Default for KlaviyoConfig {
             faults: FaultConfig::default(),
             public_url: None,
         }
+    }
+}
+
+impl crate::EmulatorConfig for KlaviyoConfig {
+    const NAME: &'static str = "klaviyo";
+
+    fn router(self) -> anyhow::Result<axum::Router> {
+        Ok(api::router(self)?)
+    }
+}
+
+/// A positive finite number, `null`, or `"unlimited"`/`"none"` (= `null`).
+fn rate_limit_scale<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scale {
+        Number(f64),
+        Text(String),
+    }
+    match Option::<Scale>::deserialize(d)? {
+        None => Ok(None),
+        Some(Scale::Number(x)) if x > 0.0 && x.is_finite() => Ok(Some(x)),
+        Some(Scale::Text(t)) if t == "unlimited" || t == "none" => Ok(None),
+        Some(Scale::Number(x)) => Err(serde::de::Error::custom(format!(
+            "rate_limit_scale must be a positive number or `unlimited`, not {x}"
+        ))),
+        Some(Scale::Text(t)) => Err(serde::de::Error::custom(format!(
+            "rate_limit_scale must be a positive number or `unlimited`, not {t:?}"
+        ))),
     }
 }
 

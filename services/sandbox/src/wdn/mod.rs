@@ -199,6 +199,14 @@ impl Default for WdnConfig {
     }
 }
 
+impl crate::EmulatorConfig for WdnConfig {
+    const NAME: &'static str = "wdn";
+
+    fn router(self) -> anyhow::Result<axum::Router> {
+        Ok(api::router(self)?)
+    }
+}
+
 impl WdnConfig {
     /// Checks the data spec and the limits.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
@@ -480,9 +488,11 @@ impl Catalogue {
                 }
             }
         }
+        let missing: BTreeSet<&String> = self.missing_offers.iter().collect();
         let mut retailer_ids = BTreeSet::new();
         for o in &self.offers {
-            if product_ids.contains(&o.product_id) {
+            // Offers of a product whose offers answer 404 are never seen.
+            if product_ids.contains(&o.product_id) && !missing.contains(&o.product_id) {
                 retailer_ids.insert(o.retailer_id.clone());
                 expected.offers.push(o.clone());
             }

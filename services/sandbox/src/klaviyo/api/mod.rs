@@ -1,12 +1,14 @@
-//! The Klaviyo routes: authentication, revision and rate limits ([`gate`]), the shared fault
-//! layer ([`crate::faults`]), then the handlers: the request context, paging, filters and
-//! sparse fieldsets here, the resources in `events`, `profiles`, `metrics` and `groups`
-//! (lists and segments), the admin routes in `admin`.
+//! The Klaviyo routes: each operation behind the layers (outer to inner) [`record`]
+//! (statistics), the shared [`auth`](crate::auth) layer with Klaviyo's key check,
+//! [`check_revision`], the shared fault layer's throttle burst, the shared
+//! [`ratelimit`](crate::ratelimit) layer with Klaviyo's tiers, and the shared fault layer;
+//! then the handlers: the request context, paging, filters and sparse fieldsets here, the
+//! resources in `events`, `profiles`, `metrics` and `groups` (lists and segments), the admin
+//! routes in `admin`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -27,9 +29,11 @@ use admin::*;
 
 use super::data::{Dataset, GroupGen, fmt_time, h3, mix64};
 use super::filter::{self, Allowed, Bounds, Cond, Lit, Op};
-use super::limits::{Limiter, Outcome, Stats, Tier};
+use super::limits::{Outcome, Stats, Tier};
 use super::{FaultConfig, InvalidSpec, KlaviyoConfig};
+use crate::auth::{self, Auth, Principal};
 use crate::faults::{self, FaultHook, FaultKind, Faults, Injected};
+use crate::ratelimit::{self, Budget, Limiter, RateLimit};
 
 /// Events scanned per request at most when filtering on `profile_id`.
 const PROFILE_SCAN: u64 = 50_000;
@@ -66,7 +70,8 @@ struct Live {
 
 struct Shared {
     live: RwLock<Arc<Live>>,
-    limiter: Limiter,
+    /// The shared rate-limit windows (reset when the config is replaced).
+    limiter: Arc<Limiter>,
     stats: Stats,
     /// The shared fault layer's knobs and counters (`slow` of the stats).
     faults: Arc<Faults>,
@@ -93,19 +98,36 @@ pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
             data,
             overlay: Arc::new(RwLock::new(overlay)),
         })),
-        limiter: Limiter::default(),
+        limiter: Arc::new(Limiter::default()),
         stats: Stats::default(),
         faults: Faults::new(config.faults.clone(), fault_body),
     });
-    // Each operation: the gate (outer), the shared fault layer, the handler.
+    let auth = klaviyo_auth(&shared);
+    let limits = klaviyo_limits(&shared);
+    // Each operation, outer to inner: statistics, the key check, the revision, a forced
+    // throttle burst (before the limiter, so it uses up no budget), Klaviyo's rate limits,
+    // the other faults, the handler.
     let layered = |m: axum::routing::MethodRouter<Arc<Shared>>, ep: Ep| {
         m.layer(axum::middleware::from_fn_with_state(
             shared.faults.clone(),
             faults::inject,
         ))
         .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            ratelimit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.faults.clone(),
+            faults::throttle,
+        ))
+        .layer(axum::middleware::from_fn(check_revision))
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             (shared.clone(), ep),
-            gate,
+            record,
         ))
     };
     macro_rules! ep {
@@ -369,56 +391,23 @@ fn fault_body(status: StatusCode, retry_after: Option<u64>) -> Response {
     .response()
 }
 
-/// The outer layer of every `/api/` route: authentication, revision, a forced throttle
-/// burst and rate limits, then (inside) the shared fault layer and the handler; records
-/// the outcome per tier and endpoint and adds the `RateLimit-*` headers.
-async fn gate(
+/// The operation and tier of a request, put into its extensions by [`record`].
+#[derive(Clone, Copy)]
+struct Operation {
+    ep: Ep,
+    tier: Tier,
+}
+
+/// The outer layer of every `/api/` route: records each request's outcome per tier and
+/// endpoint (injected faults as they happen, through a [`FaultHook`]; the rest from the
+/// response: 2xx ok, 429 throttled, other client errors).
+async fn record(
     State((sh, ep)): State<(Arc<Shared>, Ep)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let live = sh.live();
     let q = Query::parse(request.uri().query().unwrap_or(""));
     let tier = tier_of(ep, &q);
-    let record = |o| sh.stats.record(tier, ep.name(), o);
-    let headers = request.headers();
-
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("Klaviyo-API-Key "))
-        .map(str::trim);
-    let Some(key) = key.filter(|k| live.config.api_keys.iter().any(|a| a == k)) else {
-        record(Outcome::ClientError);
-        return ApiErr {
-            status: StatusCode::UNAUTHORIZED,
-            code: "not_authenticated",
-            title: "Authentication credentials were not provided.",
-            detail: "Missing or invalid private key.".into(),
-            source: None,
-        }
-        .response();
-    };
-    let key = key.to_owned();
-    match headers.get("revision").and_then(|v| v.to_str().ok()) {
-        Some(r) if valid_revision(r.trim()) => {}
-        other => {
-            record(Outcome::ClientError);
-            let detail = match other {
-                None => "Missing `revision` header. Use a revision like 2026-07-15.".to_owned(),
-                Some(r) => format!("Invalid revision header `{r}`: expected YYYY-MM-DD[.suffix]."),
-            };
-            return ApiErr {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid",
-                title: "Invalid input.",
-                detail,
-                source: Some(("header", "revision".into())),
-            }
-            .response();
-        }
-    }
-
     // Faults are counted per tier and endpoint as they are injected (a slow response
     // before its wait, as the client usually gives up first).
     let hook_stats = sh.clone();
@@ -429,47 +418,97 @@ async fn gate(
         };
         hook_stats.stats.record(tier, ep.name(), o);
     }));
-    // A forced throttle burst comes before the limiter, so it uses up no budget.
-    if let Some(wait) = sh.faults.throttled(Some(&hook)) {
-        return throttled_response(wait);
-    }
-    let now = Instant::now();
-    let budget: &'static str = match live.config.rate_limit_scope {
-        super::RateLimitScope::Endpoint => ep.name(),
-        super::RateLimitScope::Tier => tier.name(),
-    };
-    let admitted = match live.config.rate_limit_scale {
-        Some(scale) => match sh.limiter.check(&key, budget, tier.scaled(scale), now) {
-            Ok(a) => Some(a),
-            Err(wait) => {
-                record(Outcome::Throttled);
-                return throttled_response(wait);
-            }
-        },
-        None => None,
-    };
     request.extensions_mut().insert(hook);
-    let mut resp = next.run(request).await;
-    let injected = resp.extensions().get::<Injected>().map(|i| i.0);
-    match injected {
+    request.extensions_mut().insert(Operation { ep, tier });
+    let resp = next.run(request).await;
+    let outcome = match resp.extensions().get::<Injected>() {
         // Counted by the hook.
-        Some(FaultKind::Truncated) => {}
-        Some(_) => return resp,
-        None if resp.status().is_success() => record(Outcome::Ok),
-        None => {
-            record(Outcome::ClientError);
-            return resp;
-        }
-    }
-    if let Some(a) = admitted {
-        let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&a.limit) {
-            h.insert("ratelimit-limit", v);
-        }
-        h.insert("ratelimit-remaining", HeaderValue::from(a.remaining));
-        h.insert("ratelimit-reset", HeaderValue::from(a.reset));
+        Some(_) => None,
+        None if resp.status().is_success() => Some(Outcome::Ok),
+        None if resp.status() == StatusCode::TOO_MANY_REQUESTS => Some(Outcome::Throttled),
+        None => Some(Outcome::ClientError),
+    };
+    if let Some(o) = outcome {
+        sh.stats.record(tier, ep.name(), o);
     }
     resp
+}
+
+/// Klaviyo's key check: `Authorization: Klaviyo-API-Key <key>` with a key of
+/// [`KlaviyoConfig::api_keys`] (the principal), else 401 `not_authenticated`.
+fn klaviyo_auth(shared: &Arc<Shared>) -> Auth {
+    let sh = shared.clone();
+    Auth::new(move |request| {
+        let key = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("Klaviyo-API-Key "))
+            .map(str::trim);
+        match key.filter(|k| sh.live().config.api_keys.iter().any(|a| a == k)) {
+            Some(k) => Ok(Principal(k.to_owned())),
+            None => Err(Box::new(
+                ApiErr {
+                    status: StatusCode::UNAUTHORIZED,
+                    code: "not_authenticated",
+                    title: "Authentication credentials were not provided.",
+                    detail: "Missing or invalid private key.".into(),
+                    source: None,
+                }
+                .response(),
+            )),
+        }
+    })
+}
+
+/// Klaviyo's rate limits: the tier of the request's operation ([`Operation`]), scaled by
+/// [`KlaviyoConfig::rate_limit_scale`] (`None`: unlimited), one budget per account and
+/// endpoint or tier ([`KlaviyoConfig::rate_limit_scope`]).
+fn klaviyo_limits(shared: &Arc<Shared>) -> RateLimit {
+    let sh = shared.clone();
+    RateLimit::new(
+        shared.limiter.clone(),
+        move |request| {
+            let op = request.extensions().get::<Operation>()?;
+            let account = request.extensions().get::<Principal>()?;
+            let live = sh.live();
+            let scale = live.config.rate_limit_scale?;
+            let budget = match live.config.rate_limit_scope {
+                super::RateLimitScope::Endpoint => op.ep.name(),
+                super::RateLimitScope::Tier => op.tier.name(),
+            };
+            Some(Budget {
+                key: format!("{}/{budget}", account.0),
+                windows: op.tier.windows(scale),
+            })
+        },
+        throttled_response,
+    )
+}
+
+/// The `revision` header: `YYYY-MM-DD[.suffix]`, else 400.
+async fn check_revision(request: Request, next: Next) -> Response {
+    match request
+        .headers()
+        .get("revision")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(r) if valid_revision(r.trim()) => next.run(request).await,
+        other => {
+            let detail = match other {
+                None => "Missing `revision` header. Use a revision like 2026-07-15.".to_owned(),
+                Some(r) => format!("Invalid revision header `{r}`: expected YYYY-MM-DD[.suffix]."),
+            };
+            ApiErr {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid",
+                title: "Invalid input.",
+                detail,
+                source: Some(("header", "revision".into())),
+            }
+            .response()
+        }
+    }
 }
 
 /// The handler of every `/api/` route (behind [`gate`] and the fault layer).
