@@ -12,10 +12,11 @@
 //! after seeding, so there are never more than `n`: the cap is exact.
 //!
 //! Seeding happens once per queue: under the seeding lock — the exclusive queue
-//! `P.permits.<name>.<n>.seeding`, which one connection at a time can declare — the first
-//! process finds no marker queue `P.permits.<name>.<n>.seeded`, purges the token queue
-//! (nobody consumes tokens before the marker exists, so it holds at most the leftovers of
-//! an interrupted seeding), publishes `n` tokens with confirms and declares the marker.
+//! `P.permits.<name>.<n>.seeding`, which one connection at a time can declare, taken by
+//! one task at a time within a process — the first process to find no message in the
+//! marker queue `P.permits.<name>.<n>.seeded` purges the token queue (nobody takes tokens
+//! before the marker is there, so it holds at most the leftovers of an interrupted
+//! seeding), publishes `n` tokens with confirms and then the marker message.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -24,8 +25,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
@@ -53,15 +54,20 @@ pub struct SharedPermits<'b> {
 /// token). Dropping it outside a Tokio runtime gives it back when the connection closes.
 pub struct Permit {
     channel: Option<Channel>,
+    /// The consumer that took the token, kept until the channel closes (which ends it):
+    /// dropping it earlier would cost a `basic.cancel` per permit for nothing.
+    consumer: Option<lapin::Consumer>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let consumer = self.consumer.take();
         if let Some(channel) = self.channel.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move {
                 let _ = channel.close(200, "permit given back".into()).await;
+                drop(consumer);
             });
         }
     }
@@ -70,6 +76,20 @@ impl Drop for Permit {
 /// Queues seeded by this process (no need to look again).
 static SEEDED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 static CONSUMER_SEQ: AtomicU64 = AtomicU64::new(0);
+/// One seeding at a time in this process: the exclusive lock queue excludes other
+/// connections only, and tasks sharing a connection would all pass it.
+static SEEDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Classic queue arguments: quorum queues count redeliveries against a delivery limit, and
+/// tokens are redelivered forever.
+fn classic() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString("classic".into()),
+    );
+    args
+}
 
 impl<'b> SharedPermits<'b> {
     /// Permits through `broker`'s connection.
@@ -89,8 +109,9 @@ impl<'b> SharedPermits<'b> {
         self.ensure_seeded(&queue, &marker, &lock, n.max(1)).await?;
         let channel = self.broker.channel().await?;
         // From here on the guard closes the channel if this future is dropped.
-        let permit = Permit {
+        let mut permit = Permit {
             channel: Some(channel.clone()),
+            consumer: None,
         };
         channel
             .basic_qos(1, BasicQosOptions::default())
@@ -120,7 +141,10 @@ impl<'b> SharedPermits<'b> {
                 }
             })?;
         match consumer.next().await {
-            Some(Ok(_token)) => Ok(permit),
+            Some(Ok(_token)) => {
+                permit.consumer = Some(consumer);
+                Ok(permit)
+            }
             Some(Err(e)) => Err(BrokerError::Amqp {
                 op: format!("waiting for a permit of {queue}"),
                 source: e,
@@ -129,24 +153,6 @@ impl<'b> SharedPermits<'b> {
                 "waiting for a permit of {queue}"
             ))),
         }
-    }
-
-    async fn exists(&self, queue: &str) -> Result<bool> {
-        let channel = self.broker.channel().await?;
-        let found = channel
-            .queue_declare(
-                queue.to_string().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_ok();
-        // A failed passive declare has closed the channel already.
-        let _ = channel.close(200, "bye".into()).await;
-        Ok(found)
     }
 
     async fn ensure_seeded(&self, queue: &str, marker: &str, lock: &str, n: u32) -> Result<()> {
@@ -160,42 +166,22 @@ impl<'b> SharedPermits<'b> {
         if known(queue) {
             return Ok(());
         }
+        let _one_at_a_time = SEEDING.lock().await;
+        if known(queue) {
+            return Ok(());
+        }
         let started = tokio::time::Instant::now();
         loop {
-            if self.exists(marker).await? {
-                break;
-            }
-            let channel = self.broker.channel().await?;
-            let locked = channel
-                .queue_declare(
-                    lock.to_string().into(),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            if let Err(e) = locked {
-                // Another process is seeding (RESOURCE_LOCKED): wait for its marker.
-                if started.elapsed() > SEEDING_WAIT {
-                    return Err(BrokerError::Amqp {
-                        op: format!("taking the seeding lock {lock} (held for over a minute)"),
-                        source: e,
-                    });
+            // Any refusal (the lock held by another process: RESOURCE_LOCKED) closes the
+            // channel; try again on a new one.
+            match self.seed_under_lock(queue, marker, lock, n).await {
+                Ok(()) => break,
+                Err(e) if started.elapsed() > SEEDING_WAIT => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, %queue, "permits not seeded yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
             }
-            if !self.exists(marker).await? {
-                self.seed(&channel, queue, marker, n).await?;
-            }
-            let _ = channel
-                .queue_delete(lock.to_string().into(), QueueDeleteOptions::default())
-                .await;
-            let _ = channel.close(200, "seeded".into()).await;
-            break;
         }
         SEEDED
             .lock()
@@ -205,14 +191,62 @@ impl<'b> SharedPermits<'b> {
         Ok(())
     }
 
+    /// Takes the seeding lock and, unless the marker queue holds its message (seeded
+    /// before), seeds the tokens and leaves that message.
+    async fn seed_under_lock(&self, queue: &str, marker: &str, lock: &str, n: u32) -> Result<()> {
+        let channel = self.broker.channel().await?;
+        let result = async {
+            channel
+                .queue_declare(
+                    lock.to_string().into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(amqp(format!("taking the seeding lock {lock}")))?;
+            channel
+                .queue_declare(
+                    marker.to_string().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    classic(),
+                )
+                .await
+                .map_err(amqp(format!("declare {marker}")))?;
+            let seeded = channel
+                .basic_get(marker.to_string().into(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(amqp(format!("read {marker}")))?;
+            match seeded {
+                // Seeded before: put the marker back (closing the channel would too).
+                Some(message) => {
+                    let _ = message
+                        .delivery
+                        .acker
+                        .reject(BasicRejectOptions { requeue: true })
+                        .await;
+                }
+                None => self.seed(&channel, queue, marker, n).await?,
+            }
+            channel
+                .queue_delete(lock.to_string().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(amqp(format!("release the seeding lock {lock}")))?;
+            Ok(())
+        }
+        .await;
+        let _ = channel.close(200, "bye".into()).await;
+        result
+    }
+
     async fn seed(&self, channel: &Channel, queue: &str, marker: &str, n: u32) -> Result<()> {
-        let mut args = FieldTable::default();
-        // Classic: quorum queues count redeliveries against a delivery limit, and tokens
-        // are redelivered forever.
-        args.insert(
-            ShortString::from("x-queue-type"),
-            AMQPValue::LongString("classic".into()),
-        );
+        let args = classic();
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -246,10 +280,22 @@ impl<'b> SharedPermits<'b> {
                 .await
                 .map_err(amqp(format!("seed {queue}")))?;
         }
+        // The marker: one message in the marker queue, left there for good.
         channel
-            .queue_declare(marker.to_string().into(), durable, FieldTable::default())
+            .basic_publish(
+                "".into(),
+                marker.to_string().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                format!("{n} permits seeded").as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
             .await
-            .map_err(amqp(format!("declare {marker}")))?;
+            .map_err(amqp(format!("mark {marker}")))?
+            .await
+            .map_err(amqp(format!("mark {marker}")))?;
         tracing::info!(%queue, permits = n, "seeded shared permits");
         Ok(())
     }
