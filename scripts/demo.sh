@@ -125,7 +125,7 @@ started_ms=$(date +%s%3N)
 "$bin/sluicectl" sync wdn --wait
 elapsed_ms=$(( $(date +%s%3N) - started_ms ))
 echo "wdn: $((elapsed_ms / 1000)).$(( (elapsed_ms % 1000) / 100 )) s wall time; the emulator saw:"
-curl -fsS "http://127.0.0.1:$sandbox_port/wdn/_admin/stats" 2>/dev/null \
+curl -fsS "http://127.0.0.1:$sandbox_port/wdn/_admin/stats" 2>/dev/null | sed 's/"faults".*//' \
   | grep -o '"\(total\|peak_concurrency\|mean_in_flight\)":[0-9.]*' | tr '\n' ' ' || true
 echo
 echo "a second sync inside the freshness window (1 day) asks for the brand searches only:"
