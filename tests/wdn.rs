@@ -16,6 +16,10 @@ use sluice_sandbox::wdn::{
 
 const WAIT: Duration = Duration::from_secs(600);
 
+/// The full catalogue and the measurement of the cap's use do not run at the same time:
+/// the one would starve the other of CPU and make the measurement say little.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn stats(base: &str) -> WdnStats {
     let admin = base.trim_end_matches("/api/v1");
     reqwest::get(format!("{admin}/_admin/stats"))
@@ -242,6 +246,7 @@ async fn env_with(config: WdnConfig, cap: u32, fetcher_concurrency: u16) -> (Tes
 async fn a_generated_catalogue_lands_exactly_and_a_rerun_in_the_freshness_window_asks_for_no_product_or_offer()
  {
     init_logging();
+    let _heavy = HEAVY.lock().await;
     let config = unthrottled(generated(26_000));
     let catalogue = config.served();
     let expected = catalogue.expected(&NAMED_BRANDS).expect("named brands");
@@ -330,12 +335,13 @@ async fn a_generated_catalogue_lands_exactly_and_a_rerun_in_the_freshness_window
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_default_cap_of_five_holds_across_two_fetchers_and_is_kept_busy() {
     init_logging();
-    // The real API's limits (slower above 5, refused from 8) and 20 ms per request.
+    let _heavy = HEAVY.lock().await;
+    // The real API's limits (slower above 5, refused from 8) and 50 ms per request.
     let mut config = WdnConfig {
         data: generated(1_200),
         ..WdnConfig::default()
     };
-    config.faults.latency_ms = 20;
+    config.faults.latency_ms = 50;
     assert_eq!((config.max_concurrency, config.fail_concurrency), (5, 8));
     let expected = config.served().expected(&NAMED_BRANDS).expect("brands");
     let mut env = TestEnv::new().await.expect("env");
@@ -350,7 +356,7 @@ async fn the_default_cap_of_five_holds_across_two_fetchers_and_is_kept_busy() {
     sync(&env, json!({})).await;
     let s = stats(&base).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let floor = s.total as f64 / 5.0 * 0.020;
+    let floor = s.total as f64 / 5.0 * 0.050;
     println!(
         "cap 5: {} requests in {elapsed:.1} s (floor {floor:.1} s); peak {} in flight, mean {:.2}, {} slowed, {} refused",
         s.total, s.peak_concurrency, s.mean_in_flight, s.slowed, s.refused
