@@ -3,15 +3,19 @@
 # the loader against the RabbitMQ and PostgreSQL at their default local addresses, ingests
 # the real Sailthru sample export and a generated one, extracts Klaviyo events and profiles
 # from the sandbox's emulation of Klaviyo's API and commercetools orders, customers,
-# categories and products from its emulation of commercetools' API, and prints what landed.
+# categories and products from its emulation of commercetools' API, syncs the What Drops
+# Now catalogue from its emulation of that API (the real limit of 5 concurrent requests,
+# 20 ms per request) and prints what landed and the retailer analysis.
 #
 #   SLUICE_DEMO_MESSAGES   size of the generated export (message_blast records), default 200000
+#   SLUICE_DEMO_WDN_PRODUCTS  products of the generated WDN catalogue, default 5000
 #   SLUICE_DEMO_PROFILE    cargo profile: release (default) or debug
 #   SLUICE__…              any sluice setting (database URL, AMQP URL, prefix, …)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 messages=${SLUICE_DEMO_MESSAGES:-200000}
+wdn_products=${SLUICE_DEMO_WDN_PRODUCTS:-5000}
 profile=${SLUICE_DEMO_PROFILE:-release}
 sandbox_port=${SLUICE_DEMO_SANDBOX_PORT:-9200}
 work=target/demo
@@ -77,11 +81,15 @@ export SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__PROJECT_KEY=sluice-
 export SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__CLIENT_ID=sluice-sandbox
 export SLUICE__CONNECTORS__COMMERCETOOLS__ACCOUNTS__DEFAULT__CLIENT_SECRET=sluice-sandbox-secret
 
+# … and What Drops Now's (no credentials; the sandbox serves it under /wdn/api/v1).
+export SLUICE__CONNECTORS__WDN__BASE_URL="http://127.0.0.1:$sandbox_port/wdn/api/v1"
+
 say "migrating the database"
 "$bin/sluicectl" migrate
 
 say "starting sandbox, planner, 2 fetchers, loader (logs in $work/)"
-start sandbox "$bin/sluice-sandbox" serve --bind "127.0.0.1:$sandbox_port" --cache-dir "$work/sandbox-cache"
+start sandbox "$bin/sluice-sandbox" serve --bind "127.0.0.1:$sandbox_port" --cache-dir "$work/sandbox-cache" \
+  --set "wdn.data.products=$wdn_products" --set wdn.faults.latency_ms=20
 start planner env SLUICE__PLANNER__ADMIN_BIND=127.0.0.1:9101 "$bin/sluice-planner"
 start fetcher-1 env SLUICE__FETCHER__ADMIN_BIND=127.0.0.1:9102 "$bin/sluice-fetcher"
 start fetcher-2 env SLUICE__FETCHER__ADMIN_BIND=127.0.0.1:9112 "$bin/sluice-fetcher"
@@ -112,10 +120,30 @@ for stream in orders customers categories products; do
   "$bin/sluicectl" sync commercetools "$stream" --wait
 done
 
+say "syncing the What Drops Now catalogue from the sandbox's emulation: Converse, Vans, Nike, Adidas, Jordan"
+started_ms=$(date +%s%3N)
+"$bin/sluicectl" sync wdn --wait
+elapsed_ms=$(( $(date +%s%3N) - started_ms ))
+echo "wdn: $((elapsed_ms / 1000)).$(( (elapsed_ms % 1000) / 100 )) s wall time; the emulator saw:"
+curl -fsS "http://127.0.0.1:$sandbox_port/wdn/_admin/stats" 2>/dev/null | sed 's/"faults".*//' \
+  | grep -o '"\(total\|peak_concurrency\|mean_in_flight\)":[0-9.]*' | tr '\n' ' ' || true
+echo
+echo "a second sync inside the freshness window (1 day) asks for the brand searches only:"
+"$bin/sluicectl" sync wdn --wait
+
+say "retailers by price segment (wdn.retailer_price_segments, the original's sql.py)"
+db_url=${SLUICE__DATABASE__URL:-postgres://postgres@127.0.0.1:5432/sluice}
+if command -v psql >/dev/null; then
+  psql "$db_url" -P pager=off -c "SELECT segment, rank, retailer_name, avg_price_usd, offers FROM wdn.retailer_price_segments"
+else
+  echo "(psql not found: run SELECT * FROM wdn.retailer_price_segments in any Postgres client)"
+fi
+
 say "what landed"
 "$bin/sluicectl" tables sailthru
 "$bin/sluicectl" tables klaviyo
 "$bin/sluicectl" tables commercetools
+"$bin/sluicectl" tables wdn
 say "freshness"
 "$bin/sluicectl" freshness
 say "recent jobs"

@@ -134,6 +134,8 @@ pub struct TestEnv {
     /// Destination databases of this environment ([`TestEnv::add_redshift_stand_in`]),
     /// dropped at teardown.
     extra_databases: Vec<String>,
+    /// Shared permits (name, count) whose RabbitMQ queues teardown deletes.
+    permits: Vec<(String, u32)>,
 }
 
 impl TestEnv {
@@ -197,6 +199,8 @@ impl TestEnv {
             children: Vec::new(),
             extra_env: Vec::new(),
             extra_databases: Vec::new(),
+            // The wdn connector's default cap.
+            permits: vec![("wdn".into(), 5)],
         })
     }
 
@@ -304,6 +308,47 @@ impl TestEnv {
             ));
         }
         Ok(url)
+    }
+
+    /// Starts a sandbox whose WDN emulation is configured by `wdn` (the other emulators
+    /// with their defaults) and points this environment's `wdn` connector at it (its
+    /// `base_url`, for in-process services and spawned ones). Call before starting
+    /// services. Returns the WDN API's base URL (`<sandbox>/wdn/api/v1`).
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub async fn start_wdn_sandbox(
+        &mut self,
+        wdn: sluice_sandbox::wdn::WdnConfig,
+    ) -> anyhow::Result<String> {
+        let url = self
+            .spawn_sandbox_with(sluice_sandbox::Config::default().with(&wdn))
+            .await?;
+        let base = format!("{url}/wdn/api/v1");
+        self.set_connector_setting("wdn", "base_url", &base);
+        Ok(base)
+    }
+
+    /// Sets one key of a connector's settings section for in-process services and spawned
+    /// ones (`SLUICE__CONNECTORS__<NAME>__<KEY>`; `.` in `key` separates levels). The
+    /// permits of `wdn`'s `max_concurrency` are deleted at teardown with the topology.
+    pub fn set_connector_setting(&mut self, connector: &str, key: &str, value: &str) {
+        self.connector_settings(connector)
+            .set(key, value.to_string());
+        self.extra_env.push((
+            format!(
+                "SLUICE__CONNECTORS__{}__{}",
+                connector.to_uppercase(),
+                key.to_uppercase().replace('.', "__")
+            ),
+            value.to_string(),
+        ));
+        if connector == "wdn"
+            && key == "max_concurrency"
+            && let Ok(n) = value.parse()
+        {
+            self.permits.push(("wdn".into(), n));
+        }
     }
 
     /// Starts a planner in this process.
@@ -772,7 +817,11 @@ impl TestEnv {
         }
         let broker = Broker::connect(&self.settings.amqp, "sluice-e2e").await?;
         let channel = broker.channel().await?;
-        for q in broker.topology().all_queues() {
+        let permits = self
+            .permits
+            .iter()
+            .flat_map(|(name, n)| broker.topology().permit_queues(name, *n));
+        for q in broker.topology().all_queues().into_iter().chain(permits) {
             let _ = channel.queue_delete(q.into(), Default::default()).await;
         }
         for e in broker.topology().all_exchanges() {

@@ -54,6 +54,7 @@ impl Connector for PoisonConnector {
                         offset: Some(offset),
                         ..PageRef::default()
                     }),
+                    once: None,
                 })
                 .collect(),
             params: job.params.clone(),

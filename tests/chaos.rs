@@ -13,14 +13,18 @@
 //! ```
 //!
 //! - `SLUICE_CHAOS_RUNS` (default 20): how many runs; run `i` uses seed `SLUICE_CHAOS_SEED + i`.
-//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. A seed `4k + 1` loads Klaviyo events,
-//!   `4k + 3` the orders of a generated commercetools project (8,000 orders and their line
-//!   items, with 502s, 503s, dropped connections and truncated bodies); an even one a
-//!   generated Sailthru export — into Postgres, or for seeds `4k + 2` into a
-//!   Redshift stand-in, where the first loader also aborts right after its N-th write into
-//!   Redshift and before the ledger settles it (N drawn from the seed: the one crash point
-//!   of the outside-destination protocol). The seed fixes the schedule, so
-//!   `SLUICE_CHAOS_SEED=<seed> SLUICE_CHAOS_RUNS=1` replays one run.
+//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. A seed `5k + 1` loads Klaviyo events,
+//!   `5k + 3` the orders of a generated commercetools project (8,000 orders and their line
+//!   items, with 502s, 503s, dropped connections and truncated bodies), `5k + 4` a
+//!   generated What Drops Now catalogue (the same faults, under the API's real limit of 5
+//!   concurrent requests; besides the content, the offers answers may exceed one per product
+//!   only by the tasks a killed fetcher held, the answers a fault spoiled and one outbox
+//!   batch per killed loader or planner: a restarted run fetches only what was missing); `5k` a generated Sailthru export into
+//!   Postgres, `5k + 2` the same into a Redshift stand-in, where the first loader also
+//!   aborts right after its N-th write into Redshift and before the ledger settles it (N
+//!   drawn from the seed: the one crash point of the outside-destination protocol). The
+//!   seed fixes the schedule, so `SLUICE_CHAOS_SEED=<seed> SLUICE_CHAOS_RUNS=1` replays one
+//!   run.
 //!
 //! It prints one line per run (seed, source, the kills that happened, the result) and a last
 //! line `chaos: N passed, M failed`, and fails if any run failed.
@@ -41,6 +45,7 @@ use sluice_sandbox::commercetools::{
     CommercetoolsConfig, CommercetoolsDataSpec, DEFAULT_PROJECT_KEY, Project, Resource,
 };
 use sluice_sandbox::klaviyo::{FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metric_id};
+use sluice_sandbox::wdn::{NAMED_BRANDS, WdnConfig, WdnDataSpec, WdnStats};
 use uuid::Uuid;
 
 /// The generated Sailthru export every Sailthru run loads.
@@ -59,17 +64,20 @@ enum Source {
     Klaviyo,
     /// The orders of a generated commercetools project, with API faults.
     Commercetools,
+    /// A generated What Drops Now catalogue, with API faults.
+    Wdn,
 }
 
 impl Source {
-    /// Seeds `4k + 1` load Klaviyo, `4k + 3` commercetools; even ones Sailthru, into
-    /// Redshift for seeds `4k + 2`.
+    /// Seeds `5k + 1` load Klaviyo, `5k + 3` commercetools, `5k + 4` WDN, `5k` Sailthru
+    /// into Postgres, `5k + 2` into Redshift.
     fn of(seed: u64) -> Self {
-        match seed % 4 {
+        match seed % 5 {
             2 => Self::SailthruRedshift,
             0 => Self::Sailthru,
             1 => Self::Klaviyo,
-            _ => Self::Commercetools,
+            3 => Self::Commercetools,
+            _ => Self::Wdn,
         }
     }
 
@@ -206,6 +214,26 @@ fn tables(source: Source) -> Vec<String> {
             "commercetools.orders".to_string(),
             "commercetools.order_line_items".to_string(),
         ],
+        Source::Wdn => WDN_TABLES.iter().map(|t| (*t).to_string()).collect(),
+    }
+}
+
+const WDN_TABLES: [&str; 4] = ["wdn.brands", "wdn.products", "wdn.offers", "wdn.retailers"];
+
+/// The generated catalogue every WDN run loads (its five named brands).
+fn wdn_config(faults: bool, seed: u64) -> WdnConfig {
+    WdnConfig {
+        data: WdnDataSpec {
+            seed: 3,
+            products: 3_000,
+            ..WdnDataSpec::default()
+        },
+        faults: if faults {
+            commercetools_faults(seed)
+        } else {
+            Default::default()
+        },
+        ..WdnConfig::default()
     }
 }
 
@@ -220,6 +248,8 @@ struct Prepared {
     sandbox: Option<String>,
     /// The Redshift stand-in's database, for Redshift runs.
     redshift: Option<sluice_store::Pool>,
+    /// WDN runs: the API's base URL and the offers requests a fault-free run makes.
+    wdn: Option<(String, u64)>,
 }
 
 async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<Prepared> {
@@ -245,6 +275,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 sailthru_url: Some(url),
                 sandbox: None,
                 redshift,
+                wdn: None,
             })
         }
         Source::Commercetools => {
@@ -283,6 +314,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 sailthru_url: None,
                 sandbox: None,
                 redshift: None,
+                wdn: None,
             })
         }
         Source::Klaviyo => {
@@ -306,6 +338,40 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 sailthru_url: None,
                 sandbox: Some(sandbox),
                 redshift: None,
+                wdn: None,
+            })
+        }
+        Source::Wdn => {
+            let config = wdn_config(faults.is_some(), faults.map_or(0, |f| f.seed));
+            let catalogue = config.served();
+            let truth = catalogue
+                .expected(&NAMED_BRANDS)
+                .context("the named brands")?;
+            // A collaboration is listed (and loaded) under each of its brands.
+            let listed: usize = truth
+                .brands
+                .iter()
+                .map(|b| catalogue.products_of(&b.name).len())
+                .sum();
+            let base = env.start_wdn_sandbox(config).await?;
+            // Retries of 5xx and broken connections without the production pauses.
+            env.set_connector_setting("wdn", "backoff_initial_ms", "50");
+            env.set_connector_setting("wdn", "backoff_max_ms", "1000");
+            let expected = BTreeMap::from([
+                ("wdn.brands".to_string(), truth.brands.len() as i64),
+                ("wdn.products".to_string(), truth.products.len() as i64),
+                ("wdn.offers".to_string(), truth.offers.len() as i64),
+                ("wdn.retailers".to_string(), truth.retailers.len() as i64),
+            ]);
+            Ok(Prepared {
+                env,
+                total: (truth.brands.len() + listed + truth.offers.len() + truth.retailers.len())
+                    as i64,
+                expected,
+                sailthru_url: None,
+                sandbox: None,
+                redshift: None,
+                wdn: Some((base, truth.product_requests)),
             })
         }
     }
@@ -367,6 +433,9 @@ fn spawn(env: &mut TestEnv, name: &str) -> anyhow::Result<usize> {
 }
 
 async fn request(p: &Prepared) -> anyhow::Result<Uuid> {
+    if p.wdn.is_some() {
+        return p.env.request_job("wdn", "catalogue", json!({})).await;
+    }
     if p.expected.contains_key("commercetools.orders") {
         return p
             .env
@@ -503,8 +572,11 @@ async fn reference(source: Source) -> anyhow::Result<Truth> {
 async fn run(seed: u64, truth: &Truth) -> (Vec<String>, anyhow::Result<()>) {
     let mut log = Vec::new();
     let source = Source::of(seed);
-    let faults = matches!(source, Source::Klaviyo | Source::Commercetools)
-        .then(|| klaviyo_faults(seed, 0.0));
+    let faults = matches!(
+        source,
+        Source::Klaviyo | Source::Commercetools | Source::Wdn
+    )
+    .then(|| klaviyo_faults(seed, 0.0));
     let mut p = match prepare(source, faults.clone()).await {
         Ok(p) => p,
         Err(e) => return (log, Err(e)),
@@ -616,6 +688,48 @@ async fn follow(
         }
     }
     verify(p, job, truth).await?;
+    if let Some((base, needed)) = &p.wdn {
+        let stats: WdnStats =
+            reqwest::get(format!("{}/_admin/stats", base.trim_end_matches("/api/v1")))
+                .await?
+                .json()
+                .await?;
+        let kills = |which: fn(Service) -> bool| {
+            scenario
+                .steps
+                .iter()
+                .filter(|s| matches!(s.action, Action::Kill { service, .. } if which(service)))
+                .count() as u64
+        };
+        let fetcher_kills = kills(|s| matches!(s, Service::Fetcher(_)));
+        let publisher_kills = kills(|s| matches!(s, Service::Loader | Service::Planner));
+        // Answers (200 or 404) to offers requests: one per product, plus at most one per
+        // task a killed fetcher held (its concurrency, 2), one per truncated or dropped
+        // answer (counted as 200 by the emulator, retried by the client), and one outbox
+        // batch (100 tasks) per killed loader or planner: published but not yet marked so
+        // when it died, they are published again (at least once), fetched twice, loaded once.
+        let answered = stats.count("offers", 200) + stats.count("offers", 404);
+        let bound = needed
+            + 2 * fetcher_kills
+            + 100 * publisher_kills
+            + stats.faults.truncated
+            + stats.faults.dropped;
+        ensure!(
+            answered >= *needed && answered <= bound,
+            "{answered} offers answers for {needed} products ({fetcher_kills} fetcher kills, {publisher_kills} loader/planner kills, {} truncated, {} dropped): something was fetched again that was not missing",
+            stats.faults.truncated,
+            stats.faults.dropped
+        );
+        ensure!(
+            stats.peak_concurrency <= 5,
+            "{} WDN requests in flight at once (cap 5)",
+            stats.peak_concurrency
+        );
+        log.push(format!(
+            "wdn: {answered} offers answers for {needed} products (at most {bound} allowed), peak {} in flight, {} faults of {} requests",
+            stats.peak_concurrency, stats.faults.total, stats.total
+        ));
+    }
     if let Some(sandbox) = &p.sandbox {
         let stats = klaviyo_stats(sandbox).await?;
         log.push(format!(

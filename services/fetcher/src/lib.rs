@@ -4,8 +4,9 @@
 //! fanout); run the connector, publishing the parts it emits page by page as it goes, then
 //! one `RecordBatch` part per destination table of what it returns to `load` (the last part
 //! carries `task_complete`, the rejects, the children and the cursor; a part over
-//! `fetcher.max_part_bytes` is split), then the child tasks to `fetch`, each publish
-//! confirmed; only then ack the task. A crash
+//! `fetcher.max_part_bytes` is split), then the child tasks to `fetch` (except
+//! once-per-resource children, which the loader publishes after recording them:
+//! `sluice_contracts::Once`), each publish confirmed; only then ack the task. A crash
 //! anywhere before the ack makes RabbitMQ deliver the task again, and the loader skips parts
 //! it already has, so the effect is exactly once.
 //!
@@ -54,7 +55,9 @@ pub async fn main() -> anyhow::Result<()> {
 /// # Errors
 /// Only for unrecoverable start-up problems (the admin port cannot be bound).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let context = ConnectorContext::default();
+    // Caps shared by every fetcher (an API's concurrent requests) take their permits from
+    // RabbitMQ, installed per connection below.
+    let context = ConnectorContext::shared();
     let registry = Registry::from_settings_with(&settings, context.clone())?;
     run_with(settings, registry, context, shutdown).await
 }
@@ -159,6 +162,9 @@ async fn session(
             }
         })
     };
+    context
+        .permits
+        .install(Some(Arc::new(BrokerPermits(broker.clone()))));
     let consumer = broker
         .consume(
             &broker.topology().queue(Route::Fetch),
@@ -179,8 +185,22 @@ async fn session(
     .await;
     listener.abort();
     replicas.abort();
+    context.permits.install(None);
     broker.close().await;
     Ok(result?)
+}
+
+/// The connectors' shared permits, as RabbitMQ tokens (`sluice_broker::permits`).
+struct BrokerPermits(Arc<Broker>);
+
+#[async_trait::async_trait]
+impl sluice_connectors::SharedPermits for BrokerPermits {
+    async fn acquire(&self, name: &str, n: u32) -> anyhow::Result<Box<dyn Send>> {
+        let permit = sluice_broker::SharedPermits::new(&self.0)
+            .acquire(name, n)
+            .await?;
+        Ok(Box::new(permit))
+    }
 }
 
 #[derive(Clone)]
@@ -360,7 +380,12 @@ impl Ctx {
             .enumerate()
             .map(|(i, c)| FetchTask {
                 v: MESSAGE_VERSION,
-                task_id: ids::child_task_id(&task.task_id, i),
+                // A once-per-resource child is named by its job and key, whichever task
+                // found it.
+                task_id: match &c.once {
+                    Some(once) => ids::keyed_task_id(task.job_id, &once.key),
+                    None => ids::child_task_id(&task.task_id, i),
+                },
                 job_id: task.job_id,
                 connector: task.connector.clone(),
                 stream: c.stream,
@@ -368,6 +393,7 @@ impl Ctx {
                 kind: c.kind,
                 attempt: 1,
                 params: task.params.clone(),
+                once: c.once,
             })
             .collect();
         let mut next_part = first_part;
@@ -387,7 +413,9 @@ impl Ctx {
         for body in &bodies {
             publish_part(&self.broker, body, headers.clone()).await?;
         }
-        for child in &children {
+        // Once-per-resource children are published by the loader once it has recorded
+        // them (another fetcher may have found the same resource, or it may be fresh).
+        for child in children.iter().filter(|c| c.once.is_none()) {
             self.broker
                 .publish(Route::Fetch, child, headers.clone())
                 .await?;
@@ -566,6 +594,7 @@ mod tests {
             kind: TaskKind::Page(PageRef::default()),
             attempt: 1,
             params: serde_json::Value::Null,
+            once: None,
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{
-    ATTEMPTS_HEADER, Broker, ERROR_HEADER, Grouping, Route, first_death, header_str,
+    ATTEMPTS_HEADER, Broker, ERROR_HEADER, Grouping, Headers, Route, first_death, header_str,
 };
 use sluice_contracts::{
     ControlAction, ControlMessage, FetchTask, JobRequest, MESSAGE_VERSION, Message, Outcome,
@@ -424,6 +424,22 @@ impl Ctx {
         } else {
             tracing::debug!("part skipped (seen before, or job ended)");
             self.echo_cancel(batch.job_id).await;
+        }
+        if applied.deferred > 0 {
+            // Once-per-resource children recorded by this part: publish them now (the
+            // planner's outbox loop would, a little later, if this fails or crashes).
+            let published =
+                ledger::publish_outbox(&self.pool, Some(batch.job_id), |task| async move {
+                    let job_id = task.job_id;
+                    self.broker
+                        .publish(Route::Fetch, &task, Headers::default().traced(job_id))
+                        .await?;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = published {
+                warn!(error = %format!("{e:#}"), "could not publish the recorded children; the outbox loop will");
+            }
         }
         if let Some(state) = &applied.job_finished {
             info!(%state, "job finished");

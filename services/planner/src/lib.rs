@@ -13,11 +13,11 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{Broker, Headers, Route};
 use sluice_connectors::{ConnectorError, JobSpec, Registry};
-use sluice_contracts::{FetchTask, JobRequest, Message, Settings, TaskKind, ids};
+use sluice_contracts::{JobRequest, Message, Settings, ids};
 use sluice_service::health::Health;
 use sluice_service::{AdminServer, Backoff};
+use sluice_store::Pool;
 use sluice_store::ledger::{self, NewTask};
-use sluice_store::{Pool, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -356,8 +356,8 @@ impl Ctx {
     }
 }
 
-/// Publishes recorded but unpublished tasks (of one job, or of every running job), 500 per
-/// transaction, marking each published once its publish is confirmed. Returns how many.
+/// Publishes recorded but unpublished tasks (of one job, or of every running job):
+/// [`ledger::publish_outbox`] through this planner's broker. Returns how many.
 ///
 /// # Errors
 /// Database or broker errors; tasks not marked are published again later.
@@ -366,55 +366,12 @@ pub async fn publish_outbox(
     pool: &Pool,
     job_id: Option<uuid::Uuid>,
 ) -> anyhow::Result<usize> {
-    let mut total = 0;
-    loop {
-        let mut client = pool.get().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| StoreError::Postgres {
-                context: "begin".into(),
-                source: e,
-            })?;
-        let batch = ledger::unpublished_tasks(&tx, job_id, 500).await?;
-        if batch.is_empty() {
-            return Ok(total);
-        }
-        let mut published = Vec::with_capacity(batch.len());
-        for t in &batch {
-            let kind: TaskKind = match serde_json::from_value(t.kind.clone()) {
-                Ok(k) => k,
-                Err(e) => {
-                    error!(task_id = %t.task_id, error = %e, "recorded task has an unreadable kind");
-                    continue;
-                }
-            };
-            let task = FetchTask {
-                v: sluice_contracts::MESSAGE_VERSION,
-                task_id: t.task_id.clone(),
-                job_id: t.job_id,
-                connector: t.connector.clone(),
-                stream: t.stream.clone(),
-                account: t.account.clone(),
-                kind,
-                attempt: 1,
-                params: t.params.clone(),
-            };
-            broker
-                .publish(Route::Fetch, &task, Headers::default().traced(t.job_id))
-                .await?;
-            published.push(t.task_id.clone());
-        }
-        ledger::mark_published(&*tx, &published).await?;
-        tx.commit().await.map_err(|e| StoreError::Postgres {
-            context: "commit".into(),
-            source: e,
-        })?;
-        total += published.len();
-        // A short batch was the last; a pass that published nothing (unreadable kinds, logged
-        // above) must not spin.
-        if batch.len() < 500 || published.is_empty() {
-            return Ok(total);
-        }
-    }
+    ledger::publish_outbox(pool, job_id, |task| async move {
+        let job_id = task.job_id;
+        broker
+            .publish(Route::Fetch, &task, Headers::default().traced(job_id))
+            .await?;
+        Ok(())
+    })
+    .await
 }

@@ -21,6 +21,10 @@
 //!     `/{projectKey}/…`, admin routes under `/commercetools/_admin/`) over a generated
 //!     project, with OAuth2 client credentials; plus the ground truth
 //!     ([`commercetools::Project`], [`commercetools::ids`]).
+//!   - [`wdn`]: the What Drops Now catalogue API (`/wdn/api/v1/…`, admin routes under
+//!     `/wdn/_admin/`) over a generated catalogue (or one given verbatim), throttling like
+//!     the real API above five concurrent requests and counting the peak concurrency it
+//!     saw; plus the ground truth ([`wdn::Catalogue`], [`wdn::Catalogue::expected`]).
 //! - Layers shared by the emulators, each parameterised by the API's own rules:
 //!   [`auth`] (who is calling: the API's credential check), [`ratelimit`] (windows per
 //!   budget: the API's classification of a request into a budget, and its 429 body) and
@@ -60,6 +64,7 @@ pub mod klaviyo;
 pub mod ratelimit;
 pub mod sailthru;
 mod server;
+pub mod wdn;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -75,6 +80,7 @@ use tokio_util::sync::CancellationToken;
 pub const EMULATORS: &[Emulator] = &[
     Emulator::of::<klaviyo::KlaviyoConfig>(),
     Emulator::of::<commercetools::CommercetoolsConfig>(),
+    Emulator::of::<wdn::WdnConfig>(),
 ];
 
 /// An emulated API's configuration: its section of [`Config`] and how it is served.

@@ -16,6 +16,11 @@
 //! - exchange `P.control` (fanout): each fetcher binds an exclusive, auto-delete queue.
 //!
 //! Declaring is idempotent; every service declares the whole topology at start.
+//!
+//! [`permits`]: a counting semaphore shared by every process on the broker (`P.permits.*`
+//! queues of tokens), for caps such as an outside API's concurrent requests.
+
+pub mod permits;
 
 use std::time::Duration;
 
@@ -30,6 +35,7 @@ use sluice_contracts::config::AmqpSettings;
 use sluice_contracts::redact::redact_url;
 
 pub use lapin;
+pub use permits::{Permit, SharedPermits};
 
 /// Header naming the retry tier of a message on the retry exchange. It must not start with
 /// `x-`: a headers exchange ignores such binding arguments under `x-match: all`, which would
@@ -73,6 +79,9 @@ pub enum BrokerError {
         /// Nack or unroutable.
         reason: &'static str,
     },
+    /// A channel or consumer ended while it was needed.
+    #[error("RabbitMQ channel closed while {0}")]
+    Closed(String),
 }
 
 type Result<T> = std::result::Result<T, BrokerError>;

@@ -17,7 +17,9 @@
 //! `http(s)://`, `s3://`) through `object_store`; [`sailthru`] reads Sailthru
 //! data-exporter archives; [`klaviyo`] extracts from Klaviyo's JSON:API (events, profiles,
 //! metrics, lists, segments, members); [`commercetools`] reads a commercetools project
-//! (customers, orders, categories, products) by keyset over id ranges. [`CONNECTORS`] lists them: adding a connector adds
+//! (customers, orders, categories, products) by keyset over id ranges; [`wdn`] fans the What
+//! Drops Now catalogue out into once-per-resource child tasks under a concurrency cap
+//! shared by every fetcher. [`CONNECTORS`] lists them: adding a connector adds
 //! its module, its migration, its sandbox module and one line there.
 
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sluice_contracts::{FetchTask, MergeSpec, Mode, RejectedRecord, Settings, TaskKind};
+use sluice_contracts::{FetchTask, MergeSpec, Mode, Once, RejectedRecord, Settings, TaskKind};
 use uuid::Uuid;
 
 pub mod commercetools;
@@ -34,6 +36,7 @@ pub mod framework;
 pub mod klaviyo;
 pub mod location;
 pub mod sailthru;
+pub mod wdn;
 
 pub use framework::{ParamKind, ParamSpec, SettingsError, StreamSpec, TableSpec};
 
@@ -46,6 +49,7 @@ pub const CONNECTORS: &[Build] = &[
     sailthru::connector,
     klaviyo::connector,
     commercetools::connector,
+    wdn::connector,
 ];
 
 /// Whether an error's text (with its causes) says a host name did not resolve. Such an
@@ -80,30 +84,149 @@ pub fn short(value: &Value) -> String {
     }
 }
 
-/// Process-wide facts connectors may adapt to, shared with the service that runs them.
+/// Process-wide facts and facilities connectors may adapt to, shared with the service
+/// that runs them.
 ///
 /// `fetcher_replicas` is the number of live fetcher processes consuming the fetch queue
 /// (RabbitMQ's consumer count of `<prefix>.fetch`); connectors whose outside API has an
 /// account-wide rate limit divide it by this count (see `docs/klaviyo.md`). The fetcher
 /// service is expected to keep it current; it defaults to 1.
-#[derive(Debug, Clone)]
+///
+/// `permits` are counting semaphores for caps that hold across every fetcher process (an
+/// API's concurrent requests, `docs/wdn.md`): [`ConnectorContext::acquire`].
+#[derive(Clone)]
 pub struct ConnectorContext {
     /// Live fetcher replicas (≥ 1 is assumed; 0 is read as 1).
     pub fetcher_replicas: Arc<AtomicU32>,
+    /// Where permits come from.
+    pub permits: Arc<PermitSource>,
+}
+
+impl std::fmt::Debug for ConnectorContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorContext")
+            .field("fetcher_replicas", &self.replicas())
+            .field("shared_permits", &self.permits.shared)
+            .finish()
+    }
 }
 
 impl Default for ConnectorContext {
+    /// One replica; permits local to this process (unit tests, the planner, tools).
     fn default() -> Self {
         Self {
             fetcher_replicas: Arc::new(AtomicU32::new(1)),
+            permits: Arc::new(PermitSource::local()),
         }
     }
 }
 
 impl ConnectorContext {
+    /// One replica; permits shared with every other process through the source the
+    /// service installs ([`PermitSource::install`]) — the fetcher's.
+    pub fn shared() -> Self {
+        Self {
+            permits: Arc::new(PermitSource::shared()),
+            ..Self::default()
+        }
+    }
+
     /// The current replica count, at least 1.
     pub fn replicas(&self) -> u32 {
         self.fetcher_replicas.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Waits for one of the `n` permits called `name`; the permit is held until the
+    /// returned guard is dropped.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Transient`] when shared permits are needed but the service has
+    /// none at hand (its broker connection is down) or they fail.
+    pub async fn acquire(&self, name: &str, n: u32) -> Result<PermitGuard, ConnectorError> {
+        self.permits.acquire(name, n).await
+    }
+}
+
+/// A held permit ([`ConnectorContext::acquire`]); dropping it gives the permit back.
+pub struct PermitGuard(#[allow(dead_code)] Box<dyn Send>);
+
+/// Counting semaphores shared by every process of a deployment (implemented by the
+/// fetcher over RabbitMQ: `sluice_broker::SharedPermits`).
+#[async_trait]
+pub trait SharedPermits: Send + Sync {
+    /// Waits for one of the `n` permits called `name`; the returned value holds it until
+    /// dropped.
+    ///
+    /// # Errors
+    /// Whatever keeps the permit from being taken (a lost connection).
+    async fn acquire(&self, name: &str, n: u32) -> anyhow::Result<Box<dyn Send>>;
+}
+
+/// Where a process takes its permits: semaphores of its own (`local`), or a
+/// [`SharedPermits`] the service installs (`shared`; while none is installed — the broker
+/// is reconnecting — taking a permit fails instead of falling back to a local one, which
+/// would break the cap across processes).
+pub struct PermitSource {
+    shared: bool,
+    installed: std::sync::RwLock<Option<Arc<dyn SharedPermits>>>,
+    local: std::sync::Mutex<BTreeMap<(String, u32), Arc<tokio::sync::Semaphore>>>,
+}
+
+impl PermitSource {
+    /// Permits of this process alone.
+    pub fn local() -> Self {
+        Self {
+            shared: false,
+            installed: std::sync::RwLock::new(None),
+            local: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Permits shared across processes, once [`install`](Self::install)ed.
+    pub fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::local()
+        }
+    }
+
+    /// Sets (or, with `None`, removes) the shared permits.
+    pub fn install(&self, permits: Option<Arc<dyn SharedPermits>>) {
+        *self.installed.write().unwrap_or_else(|p| p.into_inner()) = permits;
+    }
+
+    async fn acquire(&self, name: &str, n: u32) -> Result<PermitGuard, ConnectorError> {
+        if self.shared {
+            let installed = self
+                .installed
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let Some(permits) = installed else {
+                return Err(ConnectorError::Transient(anyhow::anyhow!(
+                    "the shared permits {name:?} are unavailable (no broker connection)"
+                )));
+            };
+            return permits
+                .acquire(name, n)
+                .await
+                .map(PermitGuard)
+                .map_err(|e| {
+                    ConnectorError::Transient(e.context(format!("taking a permit of {name:?}")))
+                });
+        }
+        let semaphore = self
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((name.to_string(), n))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)))
+            .clone();
+        let permit = semaphore
+            .acquire_owned()
+            .await
+            .map_err(|e| ConnectorError::Transient(anyhow::anyhow!("permit {name:?}: {e}")))?;
+        Ok(PermitGuard(Box::new(permit)))
     }
 }
 
@@ -124,13 +247,38 @@ pub struct JobSpec {
     pub bookmark: Option<Value>,
 }
 
-/// One task the planner should create.
+/// One task the planner should create (or a fetch hands on as a child).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTask {
     /// The stream the task's records belong to.
     pub stream: String,
     /// What to fetch.
     pub kind: TaskKind,
+    /// For a child: run it at most once per job and resource key, and not while the
+    /// resource is fresh (see [`sluice_contracts::Once`]). Ignored on the planner's own
+    /// tasks, which always run.
+    pub once: Option<Once>,
+}
+
+impl PlannedTask {
+    /// A task of `stream` fetching `kind`.
+    pub fn new(stream: impl Into<String>, kind: TaskKind) -> Self {
+        Self {
+            stream: stream.into(),
+            kind,
+            once: None,
+        }
+    }
+
+    /// The same task, run once per job for the resource `key`, skipped while a fetch of it
+    /// is younger than `fresh_for_seconds` (`None`: once per job whatever its age).
+    pub fn once(mut self, key: impl Into<String>, fresh_for_seconds: Option<u64>) -> Self {
+        self.once = Some(Once {
+            key: key.into(),
+            fresh_for_seconds,
+        });
+        self
+    }
 }
 
 /// The result of planning a job.

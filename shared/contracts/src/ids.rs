@@ -21,6 +21,19 @@ pub fn child_task_id(parent_task_id: &str, index: usize) -> String {
     derive(parent_task_id, index)
 }
 
+/// The id of the child task of `job_id` that fetches the resource `key` (see
+/// [`crate::Once`]): the same whichever task of the job finds the resource.
+///
+/// Same shape as [`root_task_id`] (of SHA-256 of `"<job_id>/key/<key>"`); never equal to
+/// a root or indexed child id, whose hashed text has no `/key/`.
+pub fn keyed_task_id(job_id: Uuid, key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(job_id.to_string().as_bytes());
+    hasher.update(b"/key/");
+    hasher.update(key.as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
 fn derive(parent: &str, index: usize) -> String {
     let mut hasher = Sha256::new();
     hasher.update(parent.as_bytes());
@@ -44,5 +57,10 @@ mod tests {
         assert_ne!(child_task_id(&parent, 3), root_task_id(job, 3));
         assert_eq!(parent.len(), 32);
         assert!(parent.chars().all(|c| c.is_ascii_hexdigit()));
+        let keyed = keyed_task_id(job, "retailers/7");
+        assert_eq!(keyed, keyed_task_id(job, "retailers/7"));
+        assert_ne!(keyed, keyed_task_id(job, "retailers/8"));
+        assert_ne!(keyed, keyed_task_id(Uuid::from_u128(43), "retailers/7"));
+        assert_eq!(keyed.len(), 32);
     }
 }

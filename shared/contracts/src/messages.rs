@@ -237,6 +237,33 @@ pub struct FetchTask {
     /// The job's parameters as resolved by the planner (addition to the design).
     #[serde(default)]
     pub params: Value,
+    /// Set on a child task that its job runs at most once per resource key (and not at all
+    /// while the resource is fresh): see [`Once`]. Such a child is recorded and published
+    /// by the loader, not by the fetcher that found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub once: Option<Once>,
+}
+
+/// What makes a child task "once per resource": the connector's key of the resource it
+/// fetches (`products/500001/offers`) and how long a fetch of it stays fresh.
+///
+/// The child's id is derived from the job and the key
+/// ([`crate::ids::keyed_task_id`]), so every fetcher that finds the same resource in one
+/// job names the same task, and the ledger records (and publishes) it once. When the
+/// task's last part is loaded, the ledger remembers that the resource was fetched (UTC
+/// time, connector, account, destination, key) together with the children the task had;
+/// a later child of the same key within `fresh_for_seconds` is not fetched again — its
+/// remembered children stand in for it (recursively), so a re-run continues below a
+/// fresh resource without asking the source for it. An empty result is remembered like
+/// any other.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Once {
+    /// The resource's key, unique within the connector and account (`retailers/50003`).
+    pub key: String,
+    /// How long a fetch of the resource stays fresh, seconds; `None`: fetch it once per
+    /// job whatever its age (`--full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_for_seconds: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -433,8 +460,11 @@ mod tests {
             }),
             attempt: 1,
             params: Value::Null,
+            once: None,
         };
         let wire: Value = serde_json::from_slice(&task.encode()).unwrap();
+        // Absent `once` stays off the wire (older readers see the same message).
+        assert!(wire.get("once").is_none());
         assert_eq!(wire["kind"]["type"], "page");
         assert_eq!(wire["kind"]["file"]["compression"], "deflate");
         assert_eq!(FetchTask::decode(&task.encode()).unwrap(), task);

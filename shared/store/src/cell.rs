@@ -8,8 +8,11 @@
 //! - `json/jsonb`: any JSON without NUL characters (Postgres rejects `\u0000` in jsonb);
 //! - `timestamp`: `YYYY-MM-DDTHH:MM:SS[.f]` without offset (local, zone-less);
 //! - `timestamptz`: RFC 3339 with offset, stored as UTC; `date`: `YYYY-MM-DD`;
-//! - `uuid`: the canonical text form. JSON null is SQL NULL, except in json/jsonb columns,
-//!   where it stays the JSON value `null`.
+//! - `uuid`: the canonical text form;
+//! - `numeric`: a JSON number or a decimal string (`"123.45"`, `"-0.5"`, `"1e3"`; APIs send
+//!   money as either), kept exact — the number's own digits, never through a float.
+//!
+//! JSON null is SQL NULL, except in json/jsonb columns, where it stays the JSON value `null`.
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -46,6 +49,8 @@ pub enum Cell<'a> {
     Date(NaiveDate),
     /// `uuid`.
     Uuid(uuid::Uuid),
+    /// `numeric`: a finite decimal in plain notation (`-123.4500`), as [`decimal`] writes it.
+    Numeric(String),
 }
 
 impl Cell<'_> {
@@ -62,6 +67,9 @@ impl Cell<'_> {
             Self::Uuid(_) => 16,
             Self::Text(t) => t.len(),
             Self::Json(j) => j.len(),
+            // Postgres' numeric: a 4-byte header (digit count, weight, sign, scale) and
+            // 2 bytes per group of four decimal digits.
+            Self::Numeric(n) => 4 + 2 * n.chars().filter(char::is_ascii_digit).count().div_ceil(4),
         }
     }
 }
@@ -85,6 +93,7 @@ pub fn supported(ty: &Type) -> bool {
         Type::TIMESTAMPTZ,
         Type::DATE,
         Type::UUID,
+        Type::NUMERIC,
     ]
     .contains(ty)
 }
@@ -214,8 +223,113 @@ pub fn to_cell<'a>(value: &'a Value, ty: &Type) -> Result<Cell<'a>, String> {
                     .map_err(|e| format!("invalid uuid {}: {e}", describe(value)))?,
             )
         }
+        Type::NUMERIC => {
+            let literal = match value {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.trim().to_string(),
+                _ => return Err(wrong()),
+            };
+            Cell::Numeric(
+                decimal(&literal)
+                    .ok_or_else(|| format!("{} is not a decimal number", describe(value)))?,
+            )
+        }
         _ => return Err(format!("columns of type {} are not supported", ty.name())),
     })
+}
+
+/// `text` (digits with an optional sign, point and exponent: `-12.5`, `1e3`, `.5`) in plain
+/// notation without exponent (`-12.5`, `1000`, `0.5`); `None` for anything else (`NaN`,
+/// `Infinity`, `1,5`, empty) and for exponents beyond ±1000.
+pub fn decimal(text: &str) -> Option<String> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    if exponent.abs() > 1000 {
+        return None;
+    }
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    // All digits, and where the point goes among them.
+    let digits: String = format!("{int}{frac}");
+    let point = int.len() as i64 + exponent;
+    let (int, frac) = if point <= 0 {
+        (
+            "0".to_string(),
+            format!("{}{digits}", "0".repeat((-point) as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        (
+            digits[..point as usize].to_string(),
+            digits[point as usize..].to_string(),
+        )
+    };
+    let int = int.trim_start_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let zero = int == "0" && frac.bytes().all(|b| b == b'0');
+    let sign = if negative && !zero { "-" } else { "" };
+    Some(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
+}
+
+/// Postgres' binary `numeric` of a plain decimal ([`decimal`]'s output): digit count,
+/// weight (of the first base-10000 digit), sign, display scale, then the base-10000 digits.
+fn numeric_binary(text: &str, out: &mut BytesMut) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, text),
+    };
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let int = int.trim_start_matches('0');
+    // Pad the integer part on the left and the fraction on the right to whole groups.
+    let int_pad = (4 - int.len() % 4) % 4;
+    let frac_pad = (4 - frac.len() % 4) % 4;
+    let all = format!("{}{int}{frac}{}", "0".repeat(int_pad), "0".repeat(frac_pad));
+    let mut groups: Vec<i16> = all
+        .as_bytes()
+        .chunks(4)
+        .map(|c| c.iter().fold(0i16, |n, d| n * 10 + i16::from(d - b'0')))
+        .collect();
+    let mut weight = ((int.len() + int_pad) / 4) as i16 - 1;
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    out.put_i16(groups.len() as i16);
+    out.put_i16(weight);
+    out.put_u16(if negative && !groups.is_empty() {
+        0x4000
+    } else {
+        0
+    });
+    out.put_u16(frac.len() as u16);
+    for g in groups {
+        out.put_i16(g);
+    }
 }
 
 impl ToSql for Cell<'_> {
@@ -246,6 +360,10 @@ impl ToSql for Cell<'_> {
             Cell::TimestampTz(v) => v.to_sql(ty, out),
             Cell::Date(v) => v.to_sql(ty, out),
             Cell::Uuid(v) => v.to_sql(ty, out),
+            Cell::Numeric(text) => {
+                numeric_binary(text, out);
+                Ok(IsNull::No)
+            }
         }
     }
 
@@ -329,9 +447,53 @@ mod tests {
                 .contains("NUL")
         );
         assert!(
-            to_cell(&json!(1), &Type::NUMERIC)
+            to_cell(&json!(1), &Type::INTERVAL)
                 .unwrap_err()
                 .contains("not supported")
         );
+    }
+
+    #[test]
+    fn numerics_take_numbers_and_decimal_strings_exactly() {
+        for (input, plain) in [
+            (json!(123.45), "123.45"),
+            (json!("123.45"), "123.45"),
+            (json!(" 7 "), "7"),
+            (json!(-0.05), "-0.05"),
+            (json!("1e3"), "1000"),
+            (json!("1.5E-3"), "0.0015"),
+            (json!(".5"), "0.5"),
+            (json!("-0.00"), "0.00"),
+            (json!(10_000_000_000_u64), "10000000000"),
+        ] {
+            assert_eq!(
+                to_cell(&input, &Type::NUMERIC),
+                Ok(Cell::Numeric(plain.into())),
+                "{input}"
+            );
+        }
+        for bad in [
+            json!("12,5"),
+            json!("NaN"),
+            json!(""),
+            json!("1e9999"),
+            json!(true),
+        ] {
+            assert!(to_cell(&bad, &Type::NUMERIC).is_err(), "{bad}");
+        }
+        // The binary form Postgres reads: 123.45 = [0123][4500] × 10000^0, scale 2.
+        let mut out = BytesMut::new();
+        numeric_binary("123.45", &mut out);
+        assert_eq!(&out[..], &[0, 2, 0, 0, 0, 0, 0, 2, 0, 123, 0x11, 0x94]);
+        // 0.05 = [0500] × 10000^-1; -10000 = [1] × 10000^1 negative; 0 has no digits.
+        let mut out = BytesMut::new();
+        numeric_binary("0.05", &mut out);
+        assert_eq!(&out[..], &[0, 1, 0xff, 0xff, 0, 0, 0, 2, 0x01, 0xf4]);
+        let mut out = BytesMut::new();
+        numeric_binary("-10000", &mut out);
+        assert_eq!(&out[..], &[0, 1, 0, 1, 0x40, 0, 0, 0, 0, 1]);
+        let mut out = BytesMut::new();
+        numeric_binary("0.00", &mut out);
+        assert_eq!(&out[..], &[0, 0, 0, 0, 0, 0, 0, 2]);
     }
 }

@@ -373,8 +373,10 @@ pub struct PartsOutcome {
 /// COPY into a temp table, or straight into the destination while its keys are all new),
 /// then write them (replace-scope deletes and the version-guarded upsert).
 ///
-/// A replace scope (`merge.replace_scope` or `merge.scope_keys`) needs one part: the scope
-/// of one part must not delete rows another part of the same call carries.
+/// A replace scope whose parents come from the rows (`merge.replace_scope` without
+/// `scope_keys`) needs one part. With `scope_keys` several parts may share a call — the
+/// ledger groups parts of disjoint parents this way — and the union of the parents is
+/// replaced: a row any part carries is kept, so each parent ends as its own part left it.
 ///
 /// # Errors
 /// As [`load_rows`]; [`StoreError::Schema`] when several parts come with a replace scope.
@@ -546,9 +548,11 @@ impl<'a> Shape<'a> {
                 "batch for {table} has scope keys but no replace scope"
             )));
         }
-        if parts > 1 && !scope.is_empty() {
+        // Parents named explicitly (`scope_keys`) may come from several parts, whose
+        // parents the caller keeps apart; parents taken from the rows may not.
+        if parts > 1 && !scope.is_empty() && merge.scope_keys.is_empty() {
             return Err(StoreError::Schema(format!(
-                "parts for {table} with a replace scope are loaded one at a time"
+                "parts for {table} with a replace scope and no scope keys are loaded one at a time"
             )));
         }
         Ok(Self {

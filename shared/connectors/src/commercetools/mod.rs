@@ -445,6 +445,7 @@ impl CommercetoolsConnector {
             .map(|r| PlannedTask {
                 stream: stream.to_string(),
                 kind: payload_kind(&r),
+                once: None,
             })
             .collect()
     }
@@ -596,6 +597,7 @@ impl Connector for CommercetoolsConnector {
             .map(|range| PlannedTask {
                 stream: stream.to_string(),
                 kind: payload_kind(&range),
+                once: None,
             })
             .collect();
         Ok(Plan {

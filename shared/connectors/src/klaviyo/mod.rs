@@ -392,6 +392,7 @@ impl KlaviyoConnector {
                         end: e,
                         partition: Some(id.clone()),
                     },
+                    once: None,
                 });
             }
         }
@@ -574,6 +575,7 @@ impl KlaviyoConnector {
                                     end: e,
                                     partition: partition.map(str::to_string),
                                 },
+                                once: None,
                             })
                             .collect();
                         break;
@@ -763,6 +765,7 @@ impl KlaviyoConnector {
                     kind: TaskKind::Ids {
                         ids: chunk.to_vec(),
                     },
+                    once: None,
                 });
             }
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
@@ -773,6 +776,7 @@ impl KlaviyoConnector {
                         cursor: next,
                         ..PageRef::default()
                     }),
+                    once: None,
                 });
                 handed_over = true;
                 break;
@@ -875,6 +879,7 @@ impl Connector for KlaviyoConnector {
                 cursor,
                 ..PageRef::default()
             }),
+            once: None,
         };
         match stream {
             Stream::Events => self.plan_events(job, raw, &client).await,
@@ -890,6 +895,7 @@ impl Connector for KlaviyoConnector {
                             end: e,
                             partition: None,
                         },
+                        once: None,
                     })
                     .collect();
                 if tasks.is_empty() {

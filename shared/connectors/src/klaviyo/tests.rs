@@ -65,6 +65,7 @@ fn task(stream: &str, kind: TaskKind, params: Value) -> FetchTask {
         kind,
         attempt: 1,
         params,
+        once: None,
     }
 }
 

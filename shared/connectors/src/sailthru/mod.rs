@@ -271,6 +271,7 @@ impl Connector for SailthruConnector {
                         }),
                         ..PageRef::default()
                     }),
+                    once: None,
                 });
             }
         }

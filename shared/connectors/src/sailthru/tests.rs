@@ -48,6 +48,7 @@ fn task(planned: &PlannedTask, params: &Value, index: usize) -> FetchTask {
         kind: planned.kind.clone(),
         attempt: 1,
         params: params.clone(),
+        once: None,
     }
 }
 
@@ -685,6 +686,7 @@ async fn fetch_reads_only_its_slice() {
             }),
             ..PageRef::default()
         }),
+        once: None,
     };
     let e = c.fetch(&task(&planned, &Value::Null, 0)).await.unwrap_err();
     assert!(

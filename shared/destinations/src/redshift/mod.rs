@@ -104,10 +104,16 @@ fn default_max_statement_bytes() -> usize {
 
 /// The Redshift SQL files that follow the generated tables (views), applied in order with
 /// `CREATE OR REPLACE`, from `migrations/redshift/`.
-const VIEWS: &[(&str, &str)] = &[(
-    "sailthru flat views",
-    include_str!("../../../../migrations/redshift/sailthru_views.sql"),
-)];
+const VIEWS: &[(&str, &str)] = &[
+    (
+        "sailthru flat views",
+        include_str!("../../../../migrations/redshift/sailthru_views.sql"),
+    ),
+    (
+        "wdn analysis view",
+        include_str!("../../../../migrations/redshift/wdn_views.sql"),
+    ),
+];
 
 impl RedshiftConfig {
     /// Builds the destination called `name`. `ledger`/`catalog`: the ledger's pool and

@@ -81,6 +81,9 @@ pub fn column_type(ty: &Type) -> Option<&'static str> {
         Type::TIMESTAMPTZ => "TIMESTAMPTZ",
         Type::DATE => "DATE",
         Type::UUID => "CHAR(36)",
+        // Redshift's DECIMAL needs a precision (at most 38); six places keep money and
+        // rates exact (Postgres' `numeric` columns of sluice hold prices).
+        Type::NUMERIC => "DECIMAL(38,6)",
         _ => return None,
     })
 }
@@ -252,6 +255,8 @@ pub fn push_value(out: &mut String, cell: &Cell<'_>) {
         Cell::Uuid(u) => {
             let _ = write!(out, "'{u}'");
         }
+        // Plain decimal digits (`cell::decimal`): safe unquoted.
+        Cell::Numeric(n) => out.push_str(n),
     }
 }
 

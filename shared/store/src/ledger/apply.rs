@@ -3,7 +3,7 @@
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;
-use sluice_contracts::{RecordBatch, RejectedRecord};
+use sluice_contracts::{MergeSpec, RecordBatch, RejectedRecord};
 use uuid::Uuid;
 
 use super::jobs::{finish_if_done, insert_rejects, lock_job};
@@ -22,38 +22,81 @@ pub struct BatchApplied {
     pub rejected: u64,
     /// The job's state after the batch, when this batch finished it.
     pub job_finished: Option<JobState>,
+    /// New once-per-resource tasks recorded but not yet published: publish the job's
+    /// outbox ([`super::publish_outbox`]) after the commit.
+    pub deferred: u64,
 }
 
-/// Records a part's children as pending tasks (already published: the fetcher that found
-/// them publishes them) and counts the new ones into the job's total.
-async fn record_children(tx: &Transaction<'_>, batch: &RecordBatch) -> Result<(), StoreError> {
-    if batch.children.is_empty() {
-        return Ok(());
+/// Records the children of a group's claimed parts as pending tasks and counts the new
+/// ones into their jobs' totals, in a few statements for the whole group: plain children
+/// are recorded as published (the fetcher that found them publishes them); once-per-resource
+/// children (`once` set) unpublished, fresh ones replaced by what they had, and the last
+/// part of a keyed task remembers its fetch (see [`super::resources`]). Returns, per part of
+/// `batches`, how many once-per-resource tasks it recorded for its job (set on the job's
+/// last claimed part, to be published after the commit). `keyed`: the group's keyed
+/// children as [`super::resources::plan_keyed_children`] found them before the job lock.
+async fn record_children(
+    tx: &Transaction<'_>,
+    batches: &[RecordBatch],
+    claimed: &[usize],
+    keyed: &super::resources::KeyedChildren,
+) -> Result<Vec<u64>, StoreError> {
+    let parts: Vec<&RecordBatch> = claimed.iter().map(|&i| &batches[i]).collect();
+    super::resources::remember_fetches(tx, &parts).await?;
+    let mut added: Vec<(Uuid, u64)> = super::resources::record_keyed_children(tx, keyed).await?;
+    let mut deferred = vec![0u64; batches.len()];
+    for (job, n) in &added {
+        if let Some(&last) = claimed.iter().rev().find(|&&i| batches[i].job_id == *job) {
+            deferred[last] += n;
+        }
     }
-    let job_id = batch.job_id;
-    let ids: Vec<&str> = batch.children.iter().map(|c| c.task_id.as_str()).collect();
-    let streams: Vec<&str> = batch.children.iter().map(|c| c.stream.as_str()).collect();
-    let kinds: Vec<Value> = batch
-        .children
+    let plain: Vec<(&RecordBatch, &sluice_contracts::FetchTask)> = parts
         .iter()
-        .map(|c| serde_json::to_value(&c.kind).unwrap_or(Value::Null))
+        .flat_map(|b| b.children.iter().map(move |c| (*b, c)))
+        .filter(|(_, c)| c.once.is_none())
         .collect();
-    let added = crate::cached::execute(tx,
+    if !plain.is_empty() {
+        let ids: Vec<&str> = plain.iter().map(|(_, c)| c.task_id.as_str()).collect();
+        let jobs: Vec<Uuid> = plain.iter().map(|(b, _)| b.job_id).collect();
+        let parents: Vec<&str> = plain.iter().map(|(b, _)| b.task_id.as_str()).collect();
+        let streams: Vec<&str> = plain.iter().map(|(_, c)| c.stream.as_str()).collect();
+        let kinds: Vec<Value> = plain
+            .iter()
+            .map(|(_, c)| serde_json::to_value(&c.kind).unwrap_or(Value::Null))
+            .collect();
+        let rows = crate::cached::query(
+            tx,
             "INSERT INTO sluice.tasks (task_id, job_id, parent_id, stream, kind, published_at)
-             SELECT t, $2, $3, s, k, now() FROM unnest($1::text[], $4::text[], $5::jsonb[]) AS u(t, s, k)
-             ON CONFLICT (task_id) DO NOTHING",
-            &[&ids, &job_id, &batch.task_id, &streams, &kinds],
+             SELECT t, j, p, s, k, now()
+               FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[]) AS u(t, j, p, s, k)
+              ORDER BY t
+             ON CONFLICT (task_id) DO NOTHING RETURNING job_id",
+            &[&ids, &jobs, &parents, &streams, &kinds],
         )
         .await
-        .context(|| format!("recording the children of task {}", batch.task_id))?;
-    crate::cached::execute(
-        tx,
-        "UPDATE sluice.jobs SET tasks_total = tasks_total + $2 WHERE id = $1",
-        &[&job_id, &(added as i64)],
-    )
-    .await
-    .context(|| "counting tasks".into())?;
-    Ok(())
+        .context(|| format!("recording the children of {} parts", parts.len()))?;
+        for r in rows {
+            let job: Uuid = r.get(0);
+            match added.iter_mut().find(|(j, _)| *j == job) {
+                Some((_, n)) => *n += 1,
+                None => added.push((job, 1)),
+            }
+        }
+    }
+    if !added.is_empty() {
+        added.sort_unstable();
+        let jobs: Vec<Uuid> = added.iter().map(|(j, _)| *j).collect();
+        let counts: Vec<i64> = added.iter().map(|(_, n)| *n as i64).collect();
+        crate::cached::execute(
+            tx,
+            "UPDATE sluice.jobs j SET tasks_total = tasks_total + u.n
+               FROM unnest($1::uuid[], $2::int8[]) AS u(id, n) WHERE j.id = u.id",
+            &[&jobs, &counts],
+        )
+        .await
+        .context(|| "counting tasks".into())?;
+    }
+    Ok(deferred)
 }
 
 /// Where [`apply_batches`] writes the rows of the parts it claimed.
@@ -164,7 +207,7 @@ pub async fn apply_batches(
     for &i in &claimed {
         rejects[i].clone_from(&batches[i].rejected);
     }
-    let units = units(batches, &claimed);
+    let units = units(batches, &claimed, matches!(write, Write::Ledger(_)));
     let parts: Vec<Vec<&RecordBatch>> = units
         .iter()
         .map(|unit| unit.iter().map(|&i| &batches[i]).collect())
@@ -188,6 +231,13 @@ pub async fn apply_batches(
             rejects[i].extend(outcome.rejected);
         }
     }
+
+    // Which keyed children are fresh is read before the jobs are locked (reads only), so
+    // the lookups do not lengthen the time the job rows are held.
+    let keyed = {
+        let parts: Vec<&RecordBatch> = claimed.iter().map(|&i| &batches[i]).collect();
+        super::resources::plan_keyed_children(&tx, &parts).await?
+    };
 
     // The jobs' rows, in id order (two loaders lock shared jobs in the same order).
     let mut jobs: Vec<Uuid> = claimed.iter().map(|&i| batches[i].job_id).collect();
@@ -216,7 +266,10 @@ pub async fn apply_batches(
     for &i in &claimed {
         let b = &batches[i];
         results[i].rejected = insert_rejects(&*tx, b.job_id, Some(&b.task_id), &rejects[i]).await?;
-        record_children(&tx, b).await?;
+    }
+    let deferred = record_children(&tx, batches, &claimed, &keyed).await?;
+    for (result, n) in results.iter_mut().zip(deferred) {
+        result.deferred = n;
     }
 
     // Progress per task (a task may have several parts in the group) and per job.
@@ -394,6 +447,19 @@ pub async fn load_units(
     for unit in units {
         let first = unit[0];
         let rows: Vec<&[Vec<Value>]> = unit.iter().map(|b| b.rows.as_slice()).collect();
+        // Parts that name their parents (grouped only when the parents are disjoint):
+        // replace the union of them.
+        let merge = if unit.len() > 1 && !first.merge.scope_keys.is_empty() {
+            MergeSpec {
+                scope_keys: unit
+                    .iter()
+                    .flat_map(|b| b.merge.scope_keys.iter().cloned())
+                    .collect(),
+                ..first.merge.clone()
+            }
+        } else {
+            first.merge.clone()
+        };
         let loaded = load_parts(
             tx,
             catalog,
@@ -401,7 +467,7 @@ pub async fn load_units(
             &first.table,
             &first.columns,
             &rows,
-            &first.merge,
+            &merge,
         )
         .await?;
         // One upsert wrote the whole unit: its changes go on the last part, zeros on the
@@ -467,27 +533,62 @@ async fn claim(tx: &Transaction<'_>, batches: &[RecordBatch]) -> Result<Vec<usiz
 }
 
 /// The claimed parts that carry rows, grouped into destination units: parts of the same
-/// job, table, columns and merge options without a replace scope share a unit; the rest
-/// are units of one. Delivery order is kept within and across units.
-fn units(batches: &[RecordBatch], claimed: &[usize]) -> Vec<Vec<usize>> {
+/// job, table, columns and merge options without a replace scope share a unit; so do, when
+/// `merge_scopes` (the ledger's own database), parts that replace the collections of
+/// parents they name explicitly (`scope_keys`, no scope version or parent table) as long as
+/// no two of them name the same parent — many small children collections (a product's
+/// offers) then load in one write. The rest are units of one. Delivery order is kept within
+/// and across units.
+fn units(batches: &[RecordBatch], claimed: &[usize], merge_scopes: bool) -> Vec<Vec<usize>> {
     let mut units: Vec<Vec<usize>> = Vec::new();
+    // Per unit: the parents named so far (for units of explicitly scoped parts).
+    let mut parents: Vec<std::collections::HashSet<String>> = Vec::new();
     for &i in claimed {
         let b = &batches[i];
         if b.table.is_empty() {
             continue;
         }
-        let mergeable = b.merge.replace_scope.is_none() && b.merge.scope_keys.is_empty();
-        let unit = units.iter_mut().find(|u| {
+        let unscoped = b.merge.replace_scope.is_none() && b.merge.scope_keys.is_empty();
+        let explicit = merge_scopes
+            && b.merge.replace_scope.is_some()
+            && !b.merge.scope_keys.is_empty()
+            && b.merge.scope_version.is_none()
+            && b.merge.scope_parent.is_none();
+        let keys: Vec<String> = if explicit {
+            b.merge
+                .scope_keys
+                .iter()
+                .map(|k| Value::Array(k.clone()).to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let found = units.iter().zip(&parents).position(|(u, named)| {
             let first = &batches[u[0]];
-            mergeable
-                && first.job_id == b.job_id
-                && first.table == b.table
-                && first.columns == b.columns
-                && first.merge == b.merge
+            let same =
+                first.job_id == b.job_id && first.table == b.table && first.columns == b.columns;
+            if unscoped {
+                same && first.merge == b.merge
+            } else if explicit {
+                same && first.merge.replace_scope == b.merge.replace_scope
+                    && first.merge.version_column == b.merge.version_column
+                    && first.merge.scope_version.is_none()
+                    && first.merge.scope_parent.is_none()
+                    && !first.merge.scope_keys.is_empty()
+                    && keys.iter().all(|k| !named.contains(k))
+            } else {
+                false
+            }
         });
-        match unit {
-            Some(u) => u.push(i),
-            None => units.push(vec![i]),
+        match found {
+            Some(u) => {
+                units[u].push(i);
+                parents[u].extend(keys);
+            }
+            None => {
+                units.push(vec![i]);
+                parents.push(keys.into_iter().collect());
+            }
         }
     }
     units

@@ -426,6 +426,18 @@ pub(super) async fn finish_if_done(
     tx: &Transaction<'_>,
     job_id: Uuid,
 ) -> Result<Option<JobState>, StoreError> {
+    // Asked after every settled task, with the job row locked: a job of many tasks must
+    // not be counted through each time (one probe of the (job_id, state) index instead).
+    let pending = crate::cached::query_one(
+        tx,
+        "SELECT EXISTS (SELECT 1 FROM sluice.tasks WHERE job_id = $1 AND state = 'pending')",
+        &[&job_id],
+    )
+    .await
+    .context(|| format!("checking completion of job {job_id}"))?;
+    if pending.get::<_, bool>(0) {
+        return Ok(None);
+    }
     let row = crate::cached::query_one(
         tx,
         "SELECT count(*) FILTER (WHERE state = 'pending'),

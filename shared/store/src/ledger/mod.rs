@@ -5,7 +5,9 @@
 //! - [`apply`]: applying `RecordBatch` parts — claim, write (in the ledger's transaction, or
 //!   in a destination of its own), settle;
 //! - [`reports`]: what `sluicectl jobs list|show` prints;
-//! - [`bookmarks`]: listing and resetting stream bookmarks (`sluicectl bookmarks`).
+//! - [`bookmarks`]: listing and resetting stream bookmarks (`sluicectl bookmarks`);
+//! - [`resources`]: once-per-resource child tasks, fresh resources skipped, and the outbox
+//!   that publishes recorded tasks.
 //!
 //! Every function that changes a job's state takes the job row lock first
 //! (`SELECT … FOR NO KEY UPDATE`) and the task rows after it, always in that order, so
@@ -17,11 +19,13 @@ pub mod apply;
 pub mod bookmarks;
 pub mod jobs;
 pub mod reports;
+pub mod resources;
 
 pub use apply::*;
 pub use bookmarks::*;
 pub use jobs::*;
 pub use reports::*;
+pub use resources::publish_outbox;
 
 use std::error::Error;
 use std::fmt;
