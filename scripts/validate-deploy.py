@@ -14,6 +14,13 @@
 
 Needs: PyYAML, kubernetes-validate, check-jsonschema (.ci/run installs them).
 Usage: scripts/validate-deploy.py [--k8s-version 1.31.0]
+       scripts/validate-deploy.py --print-env   (PyYAML only)
+
+--print-env prints, as one JSON object, the environment each deployment gives the sluice
+processes: per rendered tree the ConfigMap sluice-config plus the Secret sluice-secrets
+(when rendered), and for docker-compose.yml the x-sluice-env block with every
+`${VAR:-default}` at its default. tests/deploy_settings.rs loads each into the services'
+settings, connector registry and destinations, so a key the services refuse fails CI.
 """
 
 import argparse
@@ -309,10 +316,53 @@ def run_check_jsonschema(schema, files, label):
     return []
 
 
+def compose_env():
+    """The x-sluice-env block of docker-compose.yml, every `${VAR:-default}` at its default."""
+    import re
+
+    with open(os.path.join(ROOT, "docker-compose.yml"), encoding="utf-8") as f:
+        compose = yaml.safe_load(f)
+    env = {}
+    for key, value in compose["x-sluice-env"].items():
+        env[key] = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+        if "${" in env[key]:
+            raise RenderError(f"docker-compose.yml: {key} uses a variable without a default")
+    return env
+
+
+def deploy_envs():
+    envs = {"docker-compose.yml": compose_env()}
+    trees = [os.path.join(K8S, "base")] + sorted(
+        os.path.join(K8S, "overlays", d) for d in os.listdir(os.path.join(K8S, "overlays"))
+    )
+    base_secret = {}
+    for obj in load_yaml_docs(os.path.join(K8S, "base", "secret.yaml")):
+        base_secret.update(obj.get("stringData", {}))
+    for tree in trees:
+        env = {}
+        deleted = set()
+        for obj in render(tree, deleted):
+            name = obj.get("metadata", {}).get("name")
+            if obj.get("kind") == "ConfigMap" and name == "sluice-config":
+                env.update(obj.get("data", {}))
+            if obj.get("kind") == "Secret" and name == "sluice-secrets":
+                env.update(obj.get("stringData", {}))
+        # An overlay that leaves sluice-secrets to a secret manager gets the keys of the
+        # base's placeholder Secret: they are what that manager must provide.
+        if ("Secret", "sluice-secrets") in deleted:
+            env = {**base_secret, **env}
+        envs[os.path.relpath(tree, ROOT)] = env
+    return envs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k8s-version", default="1.31.0")
+    parser.add_argument("--print-env", action="store_true")
     args = parser.parse_args()
+    if args.print_env:
+        print(json.dumps(deploy_envs(), indent=1, sort_keys=True))
+        return 0
     import kubernetes_validate
 
     problems = []
