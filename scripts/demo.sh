@@ -33,6 +33,11 @@ say() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (https://rustup.rs), then run $0 again" >&2
+  exit 1
+fi
+
 say "PostgreSQL and RabbitMQ"
 missing=()
 port_open 5432 || missing+=("PostgreSQL (127.0.0.1:5432)")
@@ -44,10 +49,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 scripts/services-up.sh
 
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "cargo not found: install Rust (https://rustup.rs), then run $0 again" >&2
-  exit 1
-fi
 target_dir=${CARGO_TARGET_DIR:-target}
 say "building sluice ($profile)"
 if [ ! -x "$target_dir/$profile/sluice-planner" ]; then
@@ -62,7 +63,6 @@ fi
 bin=$target_dir/$profile
 
 pids=()
-jobs_run=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
