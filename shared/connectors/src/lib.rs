@@ -34,6 +34,7 @@ pub mod framework;
 pub mod klaviyo;
 pub mod location;
 pub mod sailthru;
+mod telemetry;
 
 pub use framework::{ParamKind, ParamSpec, SettingsError, StreamSpec, TableSpec};
 

@@ -361,7 +361,11 @@ impl CommercetoolsConnector {
                 return Err(ConnectorError::Permanent(anyhow::anyhow!(
                     "a full page of {limit} {stream} after {} has no resource with an id: \
                      cannot page further in this range",
-                    range.after.as_deref().or(range.from.as_deref()).unwrap_or("the start")
+                    range
+                        .after
+                        .as_deref()
+                        .or(range.from.as_deref())
+                        .unwrap_or("the start")
                 )));
             };
             let last = last.to_string();
