@@ -69,8 +69,14 @@ else
     say "allowing passwordless (trust) connections from 127.0.0.1 and ::1 in $hba"
     as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
   fi
-  say "starting PostgreSQL $version"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  if port_open 5432; then
+    # The package's install script started the cluster before pg_hba.conf was changed.
+    say "reloading PostgreSQL $version (pg_hba.conf)"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+  else
+    say "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
   wait_port 5432 PostgreSQL
 fi
 
