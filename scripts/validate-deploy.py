@@ -18,8 +18,9 @@ Usage: scripts/validate-deploy.py [--k8s-version 1.31.0]
 
 --print-env prints, as one JSON object, the environment each deployment gives the sluice
 processes: per rendered tree the ConfigMap sluice-config plus the Secret sluice-secrets
-(when rendered), and for docker-compose.yml the x-sluice-env block with every
-`${VAR:-default}` at its default. tests/deploy_settings.rs loads each into the services'
+(when rendered), and for docker-compose.yml the x-sluice-env block (and, under
+"docker-compose.yml sandbox", the sandbox's environment) with every `${VAR:-default}` at
+its default. tests/deploy_settings.rs loads each into the services'
 settings, connector registry and destinations, so a key the services refuse fails CI.
 """
 
@@ -316,14 +317,16 @@ def run_check_jsonschema(schema, files, label):
     return []
 
 
-def compose_env():
-    """The x-sluice-env block of docker-compose.yml, every `${VAR:-default}` at its default."""
+def compose_env(block):
+    """An environment block of docker-compose.yml (`x-sluice-env`, or a service's
+    `environment`), every `${VAR:-default}` at its default."""
     import re
 
     with open(os.path.join(ROOT, "docker-compose.yml"), encoding="utf-8") as f:
         compose = yaml.safe_load(f)
+    values = compose[block] if block.startswith("x-") else compose["services"][block]["environment"]
     env = {}
-    for key, value in compose["x-sluice-env"].items():
+    for key, value in values.items():
         env[key] = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
         if "${" in env[key]:
             raise RenderError(f"docker-compose.yml: {key} uses a variable without a default")
@@ -331,7 +334,11 @@ def compose_env():
 
 
 def deploy_envs():
-    envs = {"docker-compose.yml": compose_env()}
+    envs = {
+        "docker-compose.yml": compose_env("x-sluice-env"),
+        # The sandbox reads SLUICE_SANDBOX__… variables, not the services' settings.
+        "docker-compose.yml sandbox": compose_env("sandbox"),
+    }
     trees = [os.path.join(K8S, "base")] + sorted(
         os.path.join(K8S, "overlays", d) for d in os.listdir(os.path.join(K8S, "overlays"))
     )

@@ -2,8 +2,9 @@
 //! docker-compose.yml (variables at their defaults) and every rendered Kubernetes tree
 //! (ConfigMap plus Secret, from `scripts/validate-deploy.py --print-env`), the
 //! configuration loads, every connector reads its section and every destination parses —
-//! exactly what a service checks at start, where a bad key stops it. The dev overlay and
-//! the compose stack point every connector at the sandbox.
+//! exactly what a service checks at start, where a bad key stops it. The compose stack's
+//! sandbox accepts its configuration, and the dev overlay and the compose stack point
+//! every connector at the sandbox.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -39,7 +40,19 @@ fn every_deployment_configures_services_that_start() {
             envs.keys()
         );
     }
-    for (name, env) in &envs {
+    // The sandbox of the compose stack takes its configuration (every emulator's section,
+    // unknown keys refused) from its environment.
+    let sandbox = envs
+        .get("docker-compose.yml sandbox")
+        .expect("the compose sandbox's environment");
+    let config = sluice_sandbox::Config::load(None, sandbox.clone(), &[]).unwrap_or_else(|e| {
+        panic!("docker-compose.yml: the sandbox refuses its configuration: {e:#}")
+    });
+    // Building the router builds every emulator from its section (nothing is served).
+    let _router = sluice_sandbox::router(config).unwrap_or_else(|e| {
+        panic!("docker-compose.yml: the sandbox refuses its configuration: {e:#}")
+    });
+    for (name, env) in envs.iter().filter(|(name, _)| !name.ends_with(" sandbox")) {
         let settings = sluice_contracts::Settings::load_from(None, env.clone())
             .unwrap_or_else(|e| panic!("{name}: the configuration does not load: {e}"));
         sluice_connectors::Registry::from_settings(&settings)
