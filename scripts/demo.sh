@@ -7,6 +7,10 @@
 # Now catalogue from its emulation of that API (the real limit of 5 concurrent requests,
 # 20 ms per request) and prints what landed and the retailer analysis.
 #
+# On a bare Debian/Ubuntu machine it first installs and starts PostgreSQL and RabbitMQ
+# (scripts/services-up.sh, with apt-get; root or sudo) when nothing answers on their ports,
+# saying so before it does. It needs a Rust toolchain (https://rustup.rs).
+#
 #   SLUICE_DEMO_MESSAGES   size of the generated export (message_blast records), default 200000
 #   SLUICE_DEMO_WDN_PRODUCTS  products of the generated WDN catalogue, default 5000
 #   SLUICE_DEMO_PROFILE    cargo profile: release (default) or debug
@@ -21,16 +25,46 @@ sandbox_port=${SLUICE_DEMO_SANDBOX_PORT:-9200}
 work=target/demo
 mkdir -p "$work"
 
-say() { printf '\n== %s\n' "$*"; }
+steps=9
+step=0
+demo_started=$(date +%s)
+demo_started_utc=$(date -u +%Y-%m-%dT%H:%M:%S)
+# A numbered step with the time since the start, so a person can follow where it is.
+say() {
+  step=$((step + 1))
+  printf '\n== [%d/%d, %ds] %s\n' "$step" "$steps" "$(( $(date +%s) - demo_started ))" "$*"
+}
 
-say "building ($profile)"
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (https://rustup.rs), then run $0 again" >&2
+  exit 1
+fi
+
+say "PostgreSQL and RabbitMQ"
+missing=()
+port_open 5432 || missing+=("PostgreSQL (127.0.0.1:5432)")
+port_open 5672 || missing+=("RabbitMQ (127.0.0.1:5672)")
+if [ "${#missing[@]}" -gt 0 ]; then
+  printf 'Not running: %s.\n' "$(IFS=,; echo "${missing[*]}" | sed 's/,/, /g')"
+  echo "Installing (apt-get, where missing) and starting them now with scripts/services-up.sh;"
+  echo "this needs root or sudo and takes a minute or two the first time."
+fi
+scripts/services-up.sh
+
+target_dir=${CARGO_TARGET_DIR:-target}
+say "building sluice ($profile)"
+if [ ! -x "$target_dir/$profile/sluice-planner" ]; then
+  echo "First build: compiling sluice and its dependencies takes several minutes (10-20 on"
+  echo "two cores); later runs only rebuild what changed. Cargo's progress follows."
+fi
 if [ "$profile" = release ]; then
   cargo build --release --locked --bins
-  bin=target/release
 else
   cargo build --locked --bins
-  bin=target/debug
 fi
+bin=$target_dir/$profile
 
 pids=()
 cleanup() {
@@ -44,8 +78,6 @@ start() { # name, then the command; logs to target/demo/<name>.log
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
 }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_ready() { # name port pid
   for _ in $(seq 1 120); do
@@ -140,11 +172,24 @@ else
 fi
 
 say "what landed"
-"$bin/sluicectl" tables sailthru
-"$bin/sluicectl" tables klaviyo
-"$bin/sluicectl" tables commercetools
-"$bin/sluicectl" tables wdn
-say "freshness"
+heading() { printf '\n-- %s\n' "$*"; }
+for schema in sailthru klaviyo commercetools wdn; do
+  heading "tables of $schema"
+  "$bin/sluicectl" tables "$schema"
+done
+heading "freshness"
 "$bin/sluicectl" freshness
-say "recent jobs"
-"$bin/sluicectl" jobs list --limit 5
+heading "recent jobs"
+"$bin/sluicectl" jobs list --limit 9
+
+# Per connector, the jobs of this run: how many succeeded, rows loaded, records rejected.
+# `jobs list --json` prints one flat JSON object per job (fields in a fixed order).
+heading "summary of this run ($(( $(date +%s) - demo_started )) s)"
+"$bin/sluicectl" jobs list --limit 50 --json |
+  sed -nE 's/.*"connector":"([^"]*)".*"state":"([^"]*)".*"rows_loaded":([0-9]+),"rows_rejected":([0-9]+),"requested_at":"([^"]*)".*/\1 \2 \3 \4 \5/p' |
+  awk -v since="$demo_started_utc" '
+    $5 >= since { jobs[$1]++; if ($2 == "succeeded") ok[$1]++; rows[$1] += $3; rej[$1] += $4 }
+    END {
+      printf "%-15s %5s %10s %13s %9s\n", "connector", "jobs", "succeeded", "rows loaded", "rejected"
+      for (c in jobs) printf "%-15s %5d %10d %13d %9d\n", c, jobs[c], ok[c], rows[c], rej[c]
+    }'

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{Broker, Headers, RetryTier, Route};
 use sluice_connectors::{ConnectorContext, ConnectorError, Emit, FetchOutput, Registry, TableRows};
 use sluice_contracts::{
@@ -76,6 +75,7 @@ pub async fn run_with(
     // The fetcher never touches Postgres: readiness is the broker alone.
     health.set_database(true);
     AdminServer::start(
+        "fetcher",
         &settings.fetcher.admin_bind,
         health.check(),
         shutdown.clone(),
@@ -245,30 +245,30 @@ impl Ctx {
             }
         };
         match settle {
-            Settle::Ack => {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            }
+            Settle::Ack => sluice_broker::settle(&delivery, true).await,
             Settle::Requeue => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+                sluice_broker::settle(&delivery, false).await;
             }
         }
     }
 
     async fn run_task(&self, task: FetchTask, body: &[u8]) -> Settle {
+        // A label only ever names a connector of this build: a task naming another one is
+        // counted as `unknown`, so a stray name cannot add series.
+        let label = if self.registry.get(&task.connector).is_some() {
+            task.connector.clone()
+        } else {
+            "unknown".to_string()
+        };
         if self.cancelled.contains(&task.job_id) {
             info!("task of a cancelled job dropped");
-            metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "cancelled").increment(1);
+            count_task(&label, "cancelled");
             return Settle::Ack;
         }
         let Some(connector) = self.registry.get(&task.connector) else {
             let error = format!("unknown connector {:?}", task.connector);
-            return self.fail(&task, body, &error).await;
+            return self.fail(&task, &label, body, &error).await;
         };
         let started = Instant::now();
         let mut emitted = PartPublisher {
@@ -281,11 +281,12 @@ impl Ctx {
             r = connector.fetch_paged(&task, &mut emitted) => r,
             _ = self.cancelled.wait_for(task.job_id) => {
                 info!("job cancelled while fetching: task dropped");
-                metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "cancelled").increment(1);
+                count_task(&label, "cancelled");
                 return Settle::Ack;
             }
         };
-        metrics::histogram!("sluice_fetcher_task_seconds", "connector" => task.connector.clone())
+        // Whatever the outcome: a slow failure (timeouts) is as telling as a slow success.
+        metrics::histogram!("sluice_fetcher_task_duration_seconds", "connector" => label.clone())
             .record(started.elapsed().as_secs_f64());
         let first_part = emitted.next_part;
         match result {
@@ -296,8 +297,7 @@ impl Ctx {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "task fetched"
                     );
-                    metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "done")
-                        .increment(1);
+                    count_task(&label, "done");
                     Settle::Ack
                 }
                 Err(e) => {
@@ -308,8 +308,7 @@ impl Ctx {
             Err(e @ ConnectorError::Transient(_)) => match RetryTier::for_attempt(task.attempt) {
                 Some(tier) => {
                     warn!(error = %e, tier = tier.name(), "transient error; retrying later");
-                    metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "retried")
-                        .increment(1);
+                    count_task(&label, "retried");
                     let mut retry = task.clone();
                     retry.attempt += 1;
                     match self
@@ -329,17 +328,17 @@ impl Ctx {
                 }
                 None => {
                     let error = format!("gave up after {} attempts: {e}", task.attempt);
-                    self.fail(&task, body, &error).await
+                    self.fail(&task, &label, body, &error).await
                 }
             },
-            Err(e) => self.fail(&task, body, &e.to_string()).await,
+            Err(e) => self.fail(&task, &label, body, &e.to_string()).await,
         }
     }
 
     /// Parks the task and tells the loader it failed.
-    async fn fail(&self, task: &FetchTask, body: &[u8], error: &str) -> Settle {
+    async fn fail(&self, task: &FetchTask, label: &str, body: &[u8], error: &str) -> Settle {
         error!(%error, "task failed; parking it");
-        metrics::counter!("sluice_fetcher_tasks_total", "outcome" => "failed").increment(1);
+        count_task(label, "parked");
         let outcome = TaskOutcome {
             v: MESSAGE_VERSION,
             job_id: task.job_id,
@@ -397,6 +396,17 @@ impl Ctx {
             })
             .collect();
         let mut next_part = first_part;
+        // Counted before publishing: a publish that fails makes RabbitMQ deliver the task
+        // again, and its rows are fetched (and counted) again — the counter counts work done.
+        count_rows(task, &output.tables);
+        if !output.rejected.is_empty() {
+            metrics::counter!(
+                "sluice_fetcher_records_rejected_total",
+                "connector" => task.connector.clone(),
+                "stream" => sluice_contracts::telemetry::stream_label(&task.stream),
+            )
+            .increment(output.rejected.len() as u64);
+        }
         let tail = Tail {
             rejected: output.rejected,
             children: children.clone(),
@@ -421,6 +431,26 @@ impl Ctx {
                 .await?;
         }
         Ok(next_part as usize)
+    }
+}
+
+/// Counts a fetch task in `sluice_fetcher_tasks_total`.
+fn count_task(connector: &str, outcome: &'static str) {
+    metrics::counter!("sluice_fetcher_tasks_total", "connector" => connector.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Counts the rows of `tables` (about to be published) in `sluice_fetcher_records_total`.
+fn count_rows(task: &FetchTask, tables: &[TableRows]) {
+    let stream = sluice_contracts::telemetry::stream_label(&task.stream);
+    for table in tables.iter().filter(|t| !t.rows.is_empty()) {
+        metrics::counter!(
+            "sluice_fetcher_records_total",
+            "connector" => task.connector.clone(),
+            "stream" => stream.clone(),
+            "table" => table.table.clone(),
+        )
+        .increment(table.rows.len() as u64);
     }
 }
 
@@ -454,6 +484,7 @@ impl Emit for PartPublisher<'_> {
         if tables.is_empty() {
             return Ok(());
         }
+        count_rows(self.task, &tables);
         let bodies = encode_parts(self.task, tables, &mut self.next_part, None, self.max_bytes);
         let headers = Headers::default().traced(self.task.job_id);
         for body in &bodies {

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{
     ATTEMPTS_HEADER, Broker, ERROR_HEADER, Grouping, Headers, Route, first_death, header_str,
 };
@@ -58,6 +57,7 @@ pub async fn main() -> anyhow::Result<()> {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let health = Health::new();
     AdminServer::start(
+        "loader",
         &settings.loader.admin_bind,
         health.check(),
         shutdown.clone(),
@@ -159,15 +159,16 @@ struct DestinationGroup {
     batches: Vec<RecordBatch>,
 }
 
-/// The destination of each job seen lately (`sluice.jobs.destination` never changes).
+/// The destination and connector of each job seen lately (neither ever changes).
 #[derive(Clone, Default)]
-struct JobDestinations(Arc<std::sync::Mutex<std::collections::HashMap<Uuid, String>>>);
+struct JobDestinations(Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (String, String)>>>);
 
 impl JobDestinations {
     /// Jobs remembered at most; past that the map starts over (a lookup is one query).
     const MAX: usize = 10_000;
 
-    fn get(&self, job: Uuid) -> Option<String> {
+    /// The job's destination and connector.
+    fn get(&self, job: Uuid) -> Option<(String, String)> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -175,12 +176,19 @@ impl JobDestinations {
             .cloned()
     }
 
-    fn insert(&self, job: Uuid, destination: String) {
+    fn insert(&self, job: Uuid, destination: String, connector: String) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= Self::MAX {
             map.clear();
         }
-        map.insert(job, destination);
+        map.insert(job, (destination, connector));
+    }
+
+    /// The job's connector for metric labels (`unknown` for a job not looked up, or one the
+    /// ledger does not know).
+    fn connector(&self, job: Uuid) -> String {
+        self.get(job)
+            .map_or_else(|| "unknown".to_string(), |(_, connector)| connector)
     }
 }
 
@@ -204,18 +212,9 @@ impl Echoed {
     }
 }
 
-/// Settles a delivery: ack on success, requeue after a pause when the database is away.
+/// Settles a delivery: ack on success, requeue when the database is away.
 async fn settle(delivery: &Delivery, done: bool) {
-    if done {
-        let _ = delivery.ack(BasicAckOptions::default()).await;
-    } else {
-        let _ = delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
-    }
+    sluice_broker::settle(delivery, done).await;
 }
 
 impl Ctx {
@@ -321,13 +320,18 @@ impl Ctx {
     /// Database errors; a destination this loader has no settings for (permanent).
     async fn destination_of(&self, job: Uuid) -> Result<Arc<dyn Destination>, StoreError> {
         let name = match self.job_destinations.get(job) {
-            Some(name) => name,
+            Some((name, _)) => name,
             None => {
                 let client = self.pool.get().await?;
-                let name = ledger::job_destination(&**client, job)
+                let (name, connector) = ledger::job_destination(&**client, job)
                     .await?
-                    .unwrap_or_else(|| sluice_destinations::DEFAULT_DESTINATION.to_string());
-                self.job_destinations.insert(job, name.clone());
+                    .unwrap_or_else(|| {
+                        (
+                            sluice_destinations::DEFAULT_DESTINATION.to_string(),
+                            "unknown".to_string(),
+                        )
+                    });
+                self.job_destinations.insert(job, name.clone(), connector);
                 name
             }
         };
@@ -389,11 +393,12 @@ impl Ctx {
                 let seconds = started.elapsed().as_secs_f64();
                 for (batch, applied) in batches.iter().zip(results) {
                     let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
-                    self.note_applied(batch, &applied, batches.len())
+                    self.note_applied(destination.name(), batch, &applied, batches.len())
                         .instrument(span)
                         .await;
                 }
-                metrics::histogram!("sluice_loader_batch_seconds").record(seconds);
+                metrics::histogram!("sluice_loader_transaction_duration_seconds", "destination" => destination.name().to_string())
+                    .record(seconds);
                 Some(true)
             }
             Err(e) if e.is_transient() => {
@@ -411,10 +416,37 @@ impl Ctx {
     /// Counts and logs a part the ledger has taken (`group`: parts in its transaction). A
     /// part skipped because its job ended may belong to a cancelled job: see
     /// [`Ctx::echo_cancel`].
-    async fn note_applied(&self, batch: &RecordBatch, applied: &BatchApplied, group: usize) {
+    async fn note_applied(
+        &self,
+        destination: &str,
+        batch: &RecordBatch,
+        applied: &BatchApplied,
+        group: usize,
+    ) {
+        let outcome = if applied.applied { "loaded" } else { "skipped" };
+        metrics::counter!("sluice_loader_parts_total", "outcome" => outcome).increment(1);
         if applied.applied {
-            metrics::counter!("sluice_loader_rows_total", "table" => batch.table.clone())
+            let connector = self.job_destinations.connector(batch.job_id);
+            let stream = sluice_contracts::telemetry::stream_label(&batch.stream);
+            if !batch.table.is_empty() {
+                metrics::counter!(
+                    "sluice_loader_records_total",
+                    "connector" => connector.clone(),
+                    "stream" => stream.clone(),
+                    "table" => batch.table.clone(),
+                    "destination" => destination.to_string(),
+                )
                 .increment(applied.rows);
+            }
+            if applied.rejected > 0 {
+                metrics::counter!(
+                    "sluice_loader_records_rejected_total",
+                    "connector" => connector,
+                    "stream" => stream,
+                    "destination" => destination.to_string(),
+                )
+                .increment(applied.rejected);
+            }
             tracing::debug!(
                 rows = applied.rows,
                 rejected = applied.rejected,
@@ -538,10 +570,10 @@ impl Ctx {
             match result {
                 Ok(applied) => {
                     if applied.applied {
-                        metrics::histogram!("sluice_loader_batch_seconds")
+                        metrics::histogram!("sluice_loader_transaction_duration_seconds", "destination" => destination.name().to_string())
                             .record(started.elapsed().as_secs_f64());
                     }
-                    self.note_applied(&batch, &applied, 1).await;
+                    self.note_applied(destination.name(), &batch, &applied, 1).await;
                     true
                 }
                 Err(e) if e.is_transient() => {
@@ -560,6 +592,7 @@ impl Ctx {
     async fn refuse_batch(&self, delivery: &Delivery, batch: &RecordBatch, why: &str) -> bool {
         let error = format!("part {} for {}: {why}", batch.part, batch.table);
         error!(%error, "batch cannot be loaded; parking it and failing its task");
+        metrics::counter!("sluice_loader_parts_total", "outcome" => "refused").increment(1);
         let parked = self
             .broker
             .park(Route::Load, &delivery.data, RecordBatch::KIND, &error, 1)

@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_broker::{Broker, Headers, Route};
 use sluice_connectors::{ConnectorError, JobSpec, Registry};
 use sluice_contracts::{JobRequest, Message, Settings, ids};
 use sluice_service::health::Health;
-use sluice_service::{AdminServer, Backoff};
+use sluice_service::{AdminServer, Backoff, metrics};
 use sluice_store::Pool;
 use sluice_store::ledger::{self, NewTask};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +25,47 @@ const PLAN_ATTEMPTS: u32 = 6;
 
 /// How often the outbox loop looks for unpublished tasks.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the planner samples the queues' depths for `sluice_queue_messages`.
+const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Counts a job request in `sluice_planner_jobs_total`. `connector` must be a connector the
+/// registry knows (a request naming anything else is counted as `unknown`, so a stray name
+/// cannot add series).
+fn count_job(connector: &str, outcome: &'static str) {
+    metrics::counter!("sluice_planner_jobs_total", "connector" => connector.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Samples the depth and consumers of every work queue and of the parking lot, for
+/// `sluice_queue_messages` and `sluice_queue_consumers`, so dashboards and alerts need no
+/// access to RabbitMQ's management API (with several planners, each reports the same
+/// numbers: aggregate with `max`).
+async fn sample_queues(broker: Arc<Broker>, stop: CancellationToken) {
+    let topology = broker.topology();
+    let queues: Vec<(&'static str, String)> = Route::ALL
+        .iter()
+        .map(|r| (r.key(), topology.queue(*r)))
+        .chain([("parked", topology.parked())])
+        .collect();
+    loop {
+        for (label, queue) in &queues {
+            match broker.queue_counts(queue).await {
+                Ok((messages, consumers)) => {
+                    metrics::gauge!("sluice_queue_messages", "queue" => *label)
+                        .set(f64::from(messages));
+                    metrics::gauge!("sluice_queue_consumers", "queue" => *label)
+                        .set(f64::from(consumers));
+                }
+                Err(e) => warn!(error = %e, "could not sample the queue depth"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(QUEUE_SAMPLE_INTERVAL) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+}
 
 /// The `sluice-planner` program: loads the configuration, installs logging and runs until
 /// Ctrl-C or SIGTERM.
@@ -61,6 +101,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     AdminServer::start(
+        "planner",
         &settings.planner.admin_bind,
         health.check(),
         shutdown.clone(),
@@ -118,6 +159,12 @@ async fn session(
         guard
     };
 
+    let sampler = {
+        let stop = shutdown.child_token();
+        tokio::spawn(sample_queues(broker.clone(), stop.clone()));
+        stop.drop_guard()
+    };
+
     let consumer = broker
         .consume(
             &broker.topology().queue(Route::Jobs),
@@ -146,6 +193,7 @@ async fn session(
     })
     .await;
     drop(outbox);
+    drop(sampler);
     broker.close().await;
     Ok(result?)
 }
@@ -177,7 +225,7 @@ impl Ctx {
                     )
                     .await;
                 if parked.is_ok() {
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    sluice_broker::settle(&delivery, true).await;
                 }
                 return;
             }
@@ -190,7 +238,7 @@ impl Ctx {
             match self.plan_job(&request).instrument(span.clone()).await {
                 Ok(()) => {
                     self.health.set_database(true);
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    sluice_broker::settle(&delivery, true).await;
                     return;
                 }
                 Err(e) => {
@@ -199,12 +247,7 @@ impl Ctx {
                         || warn!(error = %format!("{e:#}"), "planning interrupted; retrying"),
                     );
                     if self.shutdown.is_cancelled() || !self.broker.is_healthy() {
-                        let _ = delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await;
+                        sluice_broker::settle(&delivery, false).await;
                         return;
                     }
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -234,6 +277,7 @@ impl Ctx {
             );
             ledger::fail_job(&self.pool, req.job_id, &msg).await?;
             warn!(%msg, "job refused");
+            count_job("unknown", "refused");
             return Ok(());
         };
 
@@ -246,6 +290,7 @@ impl Ctx {
             );
             ledger::fail_job(&self.pool, req.job_id, &msg).await?;
             warn!(%msg, "job refused");
+            count_job(&req.connector, "refused");
             return Ok(());
         }
 
@@ -269,6 +314,7 @@ impl Ctx {
                 );
                 ledger::fail_job(&self.pool, req.job_id, &msg).await?;
                 warn!(%msg, "job refused");
+                count_job(&req.connector, "refused");
                 return Ok(());
             }
             tx.commit().await?;
@@ -311,6 +357,7 @@ impl Ctx {
                     };
                     ledger::fail_job(&self.pool, req.job_id, &msg).await?;
                     warn!(error = %msg, "job failed during planning");
+                    count_job(&req.connector, "failed");
                     return Ok(());
                 }
             }
@@ -348,6 +395,7 @@ impl Ctx {
             rejected = plan.rejected.len(),
             "job planned"
         );
+        count_job(&req.connector, "planned");
         if tasks.is_empty() {
             ledger::finish_if_idle(&self.pool, req.job_id).await?;
         }

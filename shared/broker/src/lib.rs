@@ -49,6 +49,64 @@ pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
 pub const ORIGIN_HEADER: &str = "x-sluice-origin";
 /// W3C trace context header, so one job is one trace across services.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header set on every publish: milliseconds since the Unix epoch. A consumer measures
+/// `sluice_queue_wait_seconds` from it (the AMQP `timestamp` property has whole seconds
+/// only). Messages of earlier versions without it are simply not measured.
+pub const PUBLISHED_MS_HEADER: &str = "sluice-published-ms";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The `queue` label of a delivery: the work queue (`jobs`, `fetch`, `load`) it came from
+/// by its routing key, or `parked` for the parking lot's notifications (which keep the
+/// routing key of their origin). Labels never carry the prefix, so they stay the same
+/// across deployments and tests.
+pub fn queue_label(delivery: &lapin::message::Delivery) -> &'static str {
+    if delivery.exchange.as_str().ends_with(".parked") {
+        return "parked";
+    }
+    Route::from_key(delivery.routing_key.as_str()).map_or("other", Route::key)
+}
+
+/// Observes how long a delivery waited in its queue (`sluice_queue_wait_seconds`).
+fn observe_wait(delivery: &lapin::message::Delivery) {
+    let published = delivery.properties.headers().as_ref().and_then(|h| {
+        match h.inner().get(PUBLISHED_MS_HEADER) {
+            Some(AMQPValue::LongLongInt(ms)) => Some(*ms),
+            _ => None,
+        }
+    });
+    if let Some(ms) = published {
+        // Clocks of different hosts may disagree by a little: never a negative wait.
+        let seconds = (now_ms() - ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("sluice_queue_wait_seconds", "queue" => queue_label(delivery))
+            .record(seconds);
+    }
+}
+
+/// Acks a delivery (its effect is durable) or hands it back to its queue, and counts it in
+/// `sluice_messages_consumed_total`. Every consumer of a work queue settles through here.
+pub async fn settle(delivery: &lapin::message::Delivery, ack: bool) {
+    use lapin::options::{BasicAckOptions, BasicNackOptions};
+    let outcome = if ack {
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        "acked"
+    } else {
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+        "requeued"
+    };
+    metrics::counter!("sluice_messages_consumed_total", "queue" => queue_label(delivery), "outcome" => outcome)
+        .increment(1);
+}
 
 /// Errors of the broker layer.
 #[derive(Debug, thiserror::Error)]
@@ -497,11 +555,16 @@ impl Broker {
         kind: &str,
         headers: Headers,
     ) -> Result<()> {
+        let mut headers = headers.0;
+        headers.insert(
+            ShortString::from(PUBLISHED_MS_HEADER),
+            AMQPValue::LongLongInt(now_ms()),
+        );
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_type(kind.to_string().into())
-            .with_headers(headers.0);
+            .with_headers(headers);
         let op = || format!("publish to {exchange}/{routing_key}");
         let confirm = self
             .publisher
@@ -571,7 +634,10 @@ impl Broker {
             kind,
             headers.with(RETRY_TIER_HEADER, tier.name()),
         )
-        .await
+        .await?;
+        metrics::counter!("sluice_messages_retried_total", "queue" => route.key(), "tier" => tier.name())
+            .increment(1);
+        Ok(())
     }
 
     /// Parks a message with its reason and attempt count.
@@ -591,7 +657,9 @@ impl Broker {
             .with(ATTEMPTS_HEADER, attempts.to_string())
             .with(ORIGIN_HEADER, origin.key());
         self.publish_raw(&self.topology.parked(), origin.key(), body, kind, headers)
-            .await
+            .await?;
+        metrics::counter!("sluice_messages_parked_total", "queue" => origin.key()).increment(1);
+        Ok(())
     }
 
     /// Broadcasts a control message to every fetcher.
@@ -799,12 +867,14 @@ where
             },
             next = deliveries.next(), if in_flight.len() < limit => match next {
                 Some(Ok(delivery)) => {
+                    observe_wait(&delivery);
                     let mut bytes = delivery.data.len();
                     let mut group = vec![delivery];
                     let mut failed = None;
                     while group.len() < max_deliveries && bytes < grouping.max_bytes {
                         match deliveries.next().now_or_never() {
                             Some(Some(Ok(more))) => {
+                                observe_wait(&more);
                                 bytes += more.data.len();
                                 group.push(more);
                             }

@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sluice_contracts::config::LogSettings;
+use sluice_contracts::telemetry::{Kind, METRICS};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics;
@@ -45,13 +46,42 @@ fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // The exporter's default naming: names as the catalog spells them, units
+            // (`_seconds`) and `_total` included; it appends nothing.
+            let builder = with_buckets(PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Several services in one test process share the recorder.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe();
+            }
             handle
         })
         .clone()
+}
+
+/// Gives each histogram of the catalog its explicit buckets (without them the exporter
+/// would render summaries, which cannot be aggregated across replicas).
+fn with_buckets(mut builder: PrometheusBuilder) -> PrometheusBuilder {
+    use metrics_exporter_prometheus::Matcher;
+    for m in METRICS.iter().filter(|m| m.kind == Kind::Histogram) {
+        // Refused only for an empty bucket list, which the catalog's own test rules out.
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(m.name.to_string()), m.buckets)
+            .expect("every histogram of the catalog has buckets");
+    }
+    builder
+}
+
+/// Describes every metric of the catalog to the installed recorder (`# HELP` lines).
+fn describe() {
+    for m in METRICS {
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.help),
+            Kind::Histogram => metrics::describe_histogram!(m.name, m.help),
+        }
+    }
 }
 
 /// A readiness check: `Ok(())` when ready, else what is missing.
@@ -70,11 +100,13 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `bind` and serves until `shutdown` is cancelled.
+    /// Binds `bind` and serves until `shutdown` is cancelled; `service` (`planner`,
+    /// `fetcher`, `loader`) labels `sluice_build_info`.
     ///
     /// # Errors
     /// The address cannot be bound (the error names it).
     pub async fn start(
+        service: &'static str,
         bind: &str,
         ready: ReadyCheck,
         shutdown: CancellationToken,
@@ -97,6 +129,8 @@ impl AdminServer {
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
         });
+        metrics::gauge!("sluice_build_info", "service" => service, "version" => env!("CARGO_PKG_VERSION"))
+            .set(1.0);
         tracing::info!(%addr, "admin server listening");
         Ok(Self { addr })
     }

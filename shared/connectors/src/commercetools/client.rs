@@ -18,7 +18,12 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::settings::CommercetoolsAccount;
-use crate::ConnectorError;
+use crate::{ConnectorError, telemetry};
+
+/// The `api` label of requests to the project's API.
+const API: &str = "commercetools";
+/// The `api` label of token requests to the auth service.
+const AUTH_API: &str = "commercetools_auth";
 
 /// In-process retries of a transient failure of one request.
 pub const TRANSIENT_RETRIES: u32 = 3;
@@ -124,6 +129,7 @@ impl Client {
         if let Some(scopes) = &self.account.scopes {
             form.push(("scope", scopes.clone()));
         }
+        let started = Instant::now();
         let response = self
             .http
             .post(&url)
@@ -135,6 +141,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| {
+                telemetry::request(AUTH_API, started, None);
                 let dns = crate::is_dns_failure(&crate::error_chain(&e));
                 let text = format!("commercetools token request: {}", e.without_url());
                 if dns {
@@ -147,10 +154,11 @@ impl Client {
                 }
             })?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| transient(format!("commercetools token response: {}", e.without_url())))?;
+        let body = response.text().await.map_err(|e| {
+            telemetry::request(AUTH_API, started, None);
+            transient(format!("commercetools token response: {}", e.without_url()))
+        })?;
+        telemetry::request(AUTH_API, started, Some(status.as_u16()));
         if status.is_server_error() {
             return Err(transient(format!(
                 "commercetools token request: HTTP {status}"
@@ -232,6 +240,7 @@ impl Client {
         let mut delay = Duration::from_millis(250);
         loop {
             let token = self.token(false).await?;
+            let started = Instant::now();
             let sent = self
                 .http
                 .get(&url)
@@ -242,7 +251,10 @@ impl Client {
             let failure = match sent {
                 Ok(response) => {
                     let status = response.status();
-                    match response.text().await {
+                    let text = response.text().await;
+                    let answered = text.as_ref().ok().map(|_| status.as_u16());
+                    telemetry::request(API, started, answered);
+                    match text {
                         Ok(body) if status.is_success() => {
                             match serde_json::from_str::<Value>(&body) {
                                 Ok(mut page) => {
@@ -288,17 +300,22 @@ impl Client {
                     }
                 }
                 Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
+                    telemetry::request(API, started, None);
                     return Err(permanent(format!(
                         "GET {path}: the host of {} could not be resolved (DNS), tried once: check api_url",
                         sluice_contracts::redact::redact_url(&self.account.api_url)
                     )));
                 }
-                Err(e) => format!("GET {path}: {}", e.without_url()),
+                Err(e) => {
+                    telemetry::request(API, started, None);
+                    format!("GET {path}: {}", e.without_url())
+                }
             };
             attempt += 1;
             if attempt > TRANSIENT_RETRIES {
                 return Err(transient(format!("{failure} (after {attempt} attempts)")));
             }
+            telemetry::retried(API);
             tracing::debug!(%failure, attempt, "commercetools request failed; retrying");
             tokio::time::sleep(delay).await;
             delay *= 2;

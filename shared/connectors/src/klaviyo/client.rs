@@ -16,7 +16,7 @@
 //!   next link naming another host never receives the key.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// In-process retries of a transient failure of one request (beyond the 429 waits).
 pub const TRANSIENT_RETRIES: u32 = 3;
@@ -32,7 +32,10 @@ use serde_json::Value;
 use url::Url;
 
 use super::limiter::{Bucket, Limiters, Tier};
-use crate::ConnectorError;
+use crate::{ConnectorError, telemetry};
+
+/// The `api` label of Klaviyo's requests.
+const API: &str = "klaviyo";
 
 /// Settings of one account's client.
 #[derive(Clone)]
@@ -207,6 +210,7 @@ impl Client {
                     if attempt < TRANSIENT_RETRIES =>
                 {
                     attempt += 1;
+                    telemetry::retried(API);
                     tracing::debug!(error = %e, attempt, "klaviyo request failed; retrying in process");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -222,7 +226,10 @@ impl Client {
         let bucket = self.bucket(tier);
         let mut waits = 0u32;
         loop {
+            let waiting = Instant::now();
             bucket.acquire().await;
+            telemetry::waited(API, waiting.elapsed());
+            let started = Instant::now();
             let response = match self.http.get(&url).send().await {
                 Ok(r) => r,
                 Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
@@ -236,6 +243,7 @@ impl Client {
                     ));
                 }
                 Err(e) => {
+                    telemetry::request(API, started, None);
                     return Err((
                         ConnectorError::Transient(anyhow::anyhow!(
                             "{}",
@@ -251,6 +259,7 @@ impl Client {
                 let retry_after = retry_after(response.headers());
                 bucket.pause(retry_after);
                 let body = response.text().await.unwrap_or_default();
+                telemetry::request(API, started, Some(429));
                 if waits >= self.config.max_throttle_waits
                     || retry_after > self.config.max_retry_after
                 {
@@ -271,8 +280,12 @@ impl Client {
                 continue;
             }
             let body = match response.bytes().await {
-                Ok(b) => b,
+                Ok(b) => {
+                    telemetry::request(API, started, Some(status.as_u16()));
+                    b
+                }
                 Err(e) => {
+                    telemetry::request(API, started, None);
                     return Err((
                         ConnectorError::Transient(anyhow::anyhow!(
                             "{}",

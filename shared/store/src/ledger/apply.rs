@@ -392,6 +392,7 @@ pub async fn apply_batches(
             }
         })
         .unzip();
+    let mut ended = Vec::new();
     if !done_ids.is_empty() {
         let done = crate::cached::query(
             &tx,
@@ -408,14 +409,18 @@ pub async fn apply_batches(
         finished_jobs.sort_unstable();
         finished_jobs.dedup();
         for job_id in finished_jobs {
-            if let Some(state) = finish_if_done(&tx, job_id).await?
-                && let Some(&last) = claimed.iter().rev().find(|&&i| batches[i].job_id == job_id)
-            {
-                results[last].job_finished = Some(state);
+            if let Some(end) = finish_if_done(&tx, job_id).await? {
+                if let Some(&last) = claimed.iter().rev().find(|&&i| batches[i].job_id == job_id) {
+                    results[last].job_finished = Some(end.state);
+                }
+                ended.push(end);
             }
         }
     }
     tx.commit().await.context(|| "commit".into())?;
+    for end in &ended {
+        end.record();
+    }
     for &i in &claimed {
         results[i].applied = true;
         results[i].rows = rows[i];

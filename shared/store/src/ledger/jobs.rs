@@ -11,6 +11,44 @@ use uuid::Uuid;
 use super::{JobState, TaskState};
 use crate::{Context, Pool, StoreError};
 
+/// A job that ended inside a transaction: recorded in `sluice_job_duration_seconds` once
+/// that transaction has committed (a rolled-back end must not be counted).
+#[derive(Debug, Clone)]
+pub(super) struct Ended {
+    pub(super) state: JobState,
+    connector: String,
+    stream: String,
+    /// From the job's request to its end.
+    seconds: f64,
+}
+
+impl Ended {
+    /// Reads the columns of `RETURNING connector, stream, state, seconds`.
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        Self {
+            connector: row.get(0),
+            stream: row.get(1),
+            state: row.get(2),
+            seconds: row.get(3),
+        }
+    }
+
+    /// Observes the job's duration (call after the commit).
+    pub(super) fn record(&self) {
+        metrics::histogram!(
+            "sluice_job_duration_seconds",
+            "connector" => self.connector.clone(),
+            "stream" => sluice_contracts::telemetry::stream_label(&self.stream),
+            "outcome" => self.state.as_str(),
+        )
+        .record(self.seconds.max(0.0));
+    }
+}
+
+/// What `RETURNING` yields for [`Ended::from_row`].
+const ENDED_COLUMNS: &str = "connector, stream, state, \
+     extract(epoch FROM finished_at - requested_at)::float8";
+
 /// Records a requested job as `queued` (idempotent: an existing job is left alone).
 ///
 /// Returns the job's current state.
@@ -193,16 +231,18 @@ async fn fail_job_in_states(
 ) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.context(|| "begin".into())?;
+    let mut ended = None;
     if let Some(s) = lock_job(&tx, job_id).await?
         && states.contains(&s)
     {
-        crate::cached::execute(&tx,
-            "UPDATE sluice.jobs SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
-              WHERE id = $1",
+        let row = crate::cached::query_one(&tx,
+            &format!("UPDATE sluice.jobs SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
+              WHERE id = $1 RETURNING {ENDED_COLUMNS}"),
             &[&job_id, &error],
         )
         .await
         .context(|| format!("failing job {job_id}"))?;
+        ended = Some(Ended::from_row(&row));
         crate::cached::execute(
             &tx,
             "UPDATE sluice.tasks SET state = 'cancelled', finished_at = now()
@@ -214,6 +254,9 @@ async fn fail_job_in_states(
         release_lock(&tx, job_id).await?;
     }
     tx.commit().await.context(|| "commit".into())?;
+    if let Some(ended) = ended {
+        ended.record();
+    }
     Ok(())
 }
 
@@ -416,16 +459,20 @@ pub async fn apply_task_outcome(
     .context(|| format!("recording the outcome of task {task_id}"))?;
     let finished = finish_if_done(&tx, job_id).await?;
     tx.commit().await.context(|| "commit".into())?;
-    Ok(finished)
+    Ok(finished.map(|ended| {
+        ended.record();
+        ended.state
+    }))
 }
 
 /// With the job row locked: when no task is pending, ends the job (succeeded, or failed
 /// naming the first failed task), releases the lock and, on success, writes freshness rows
-/// and advances the bookmark. Returns the new state when it ended the job.
+/// and advances the bookmark. Returns how it ended when it ended the job (for the caller
+/// to [`Ended::record`] after its commit).
 pub(super) async fn finish_if_done(
     tx: &Transaction<'_>,
     job_id: Uuid,
-) -> Result<Option<JobState>, StoreError> {
+) -> Result<Option<Ended>, StoreError> {
     // Asked after every settled task, with the job row locked: a job of many tasks must
     // not be counted through each time (one probe of the (job_id, state) index instead).
     let pending = crate::cached::query_one(
@@ -466,8 +513,12 @@ pub(super) async fn finish_if_done(
     } else {
         (JobState::Succeeded, None)
     };
-    crate::cached::execute(tx,
-        "UPDATE sluice.jobs SET state = $2, error = $3, finished_at = now(), updated_at = now() WHERE id = $1",
+    let row = crate::cached::query_one(
+        tx,
+        &format!(
+            "UPDATE sluice.jobs SET state = $2, error = $3, finished_at = now(), updated_at = now()
+          WHERE id = $1 RETURNING {ENDED_COLUMNS}"
+        ),
         &[&job_id, &new_state, &error],
     )
     .await
@@ -476,7 +527,7 @@ pub(super) async fn finish_if_done(
         record_success(tx, job_id).await?;
     }
     release_lock(tx, job_id).await?;
-    Ok(Some(new_state))
+    Ok(Some(Ended::from_row(&row)))
 }
 
 /// Parses a cursor value as a UTC instant: RFC 3339, or a date (midnight UTC).
@@ -571,7 +622,10 @@ pub async fn finish_if_idle(pool: &Pool, job_id: Uuid) -> Result<Option<JobState
     }
     let finished = finish_if_done(&tx, job_id).await?;
     tx.commit().await.context(|| "commit".into())?;
-    Ok(finished)
+    Ok(finished.map(|ended| {
+        ended.record();
+        ended.state
+    }))
 }
 
 /// The bookmark after a successful job: `{"cursor": <greatest>, "streams": {<task stream>:
@@ -616,23 +670,22 @@ pub async fn job_state(
         .map(|r| r.get(0)))
 }
 
-/// The destination job `job_id` writes to (`sluice.jobs.destination`), or `None` for an
-/// unknown job.
+/// The destination and connector of a job (`None` for a job the ledger does not know).
 ///
 /// # Errors
 /// Database errors.
 pub async fn job_destination(
     client: &impl GenericClient,
     job_id: Uuid,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<(String, String)>, StoreError> {
     Ok(client
         .query_opt(
-            "SELECT destination FROM sluice.jobs WHERE id = $1",
+            "SELECT destination, connector FROM sluice.jobs WHERE id = $1",
             &[&job_id],
         )
         .await
         .context(|| format!("reading the destination of job {job_id}"))?
-        .map(|r| r.get(0)))
+        .map(|r| (r.get(0), r.get(1))))
 }
 
 /// Result of [`cancel_job`].
