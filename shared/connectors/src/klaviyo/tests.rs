@@ -790,7 +790,7 @@ async fn members_give_rows_profile_batches_and_a_next_page() {
         .fetch(&task("segment_members", next_page, plan.params))
         .await
         .unwrap();
-    let members: Vec<&TableRows> = last
+    let members: Vec<&crate::TableRows> = last
         .tables
         .iter()
         .filter(|t| t.table == "klaviyo.segment_members")
