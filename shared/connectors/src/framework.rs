@@ -11,8 +11,7 @@
 //!   `TaskKind::Connector`;
 //! - [`TableSpec`]: a destination table's shape; [`Collector`]: the rows of a task, record
 //!   by record, with the rules every connector shares (a later copy of a record replaces
-//!   the earlier one; collections name their parents); [`Rows`]: one table's rows as they
-//!   come, for a connector that needs none of that.
+//!   the earlier one; collections name their parents).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -274,43 +273,20 @@ impl TableSpec {
             .collect()
     }
 
-    /// An empty batch of this table's rows.
-    pub fn rows(&'static self) -> Rows {
-        Rows {
-            spec: self,
-            rows: Vec::new(),
-        }
-    }
-}
-
-/// Rows of one table being collected by a fetch.
-#[derive(Debug)]
-pub struct Rows {
-    /// The table.
-    pub spec: &'static TableSpec,
-    /// Rows aligned with `spec.columns`.
-    pub rows: Vec<Vec<Value>>,
-}
-
-impl Rows {
-    /// Adds a row (values in `spec.columns` order).
-    pub fn push(&mut self, row: Vec<Value>) {
-        debug_assert_eq!(row.len(), self.spec.columns.len(), "{}", self.spec.name);
-        self.rows.push(row);
-    }
-
-    /// Whether no row was collected.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// The collected rows as one `RecordBatch`-to-be.
-    pub fn finish(self) -> TableRows {
+    /// `rows` (values in `columns` order) as one part of this table, with its merge
+    /// options: for a part built whole rather than record by record — a sweep without
+    /// rows, or one parent's collection fetched on its own.
+    pub fn table_rows(&'static self, rows: Vec<Vec<Value>>) -> TableRows {
+        debug_assert!(
+            rows.iter().all(|r| r.len() == self.columns.len()),
+            "{}",
+            self.name
+        );
         TableRows {
-            table: self.spec.name.to_string(),
-            columns: self.spec.columns.iter().map(|c| (*c).to_string()).collect(),
-            rows: self.rows,
-            merge: self.spec.merge(),
+            table: self.name.to_string(),
+            columns: self.columns.iter().map(|c| (*c).to_string()).collect(),
+            rows,
+            merge: self.merge(),
         }
     }
 }

@@ -805,7 +805,11 @@ fn members_version(t: DateTime<Utc>) -> String {
 /// `version`: the loader's replace scope deletes the scope's rows not in the part whose
 /// version is at most `scope_version`, so `scope_version` is one microsecond before the
 /// job's — members this job saw (`seen_at` = `version`) stay, whichever part loads first.
-fn members_sweep(stream: Stream, group: &str, version: &str) -> Result<TableRows, ConnectorError> {
+fn members_sweep(
+    stream: Stream,
+    group: &str,
+    version: &str,
+) -> Result<crate::TableRows, ConnectorError> {
     let spec = if stream == Stream::ListMembers {
         &records::LIST_MEMBERS_TABLE
     } else {
@@ -815,7 +819,7 @@ fn members_sweep(stream: Stream, group: &str, version: &str) -> Result<TableRows
         .map_err(|e| permanent(format!("members version {version:?} is not RFC 3339: {e}")))?
         .with_timezone(&Utc)
         - chrono::Duration::microseconds(1);
-    let mut sweep = spec.rows().finish();
+    let mut sweep = spec.table_rows(Vec::new());
     sweep.merge.replace_scope = Some(vec![spec.columns[0].to_string()]);
     sweep.merge.scope_keys = vec![vec![Value::String(group.to_string())]];
     sweep.merge.scope_version = Some(Value::String(members_version(before)));

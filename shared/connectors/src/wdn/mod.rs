@@ -44,7 +44,7 @@ use sluice_contracts::{FetchTask, MergeSpec, RejectedRecord};
 
 use self::client::{Client, total_count};
 use self::settings::WdnSettings;
-use crate::framework::{parse_params, payload_kind, task_payload};
+use crate::framework::{Collector, parse_params, payload_kind, task_payload};
 use crate::{
     Connector, ConnectorContext, ConnectorError, FetchOutput, JobSpec, ParamKind, ParamSpec, Plan,
     PlannedTask, SettingsError, StreamSpec,
@@ -284,10 +284,10 @@ impl WdnConnector {
         let row =
             records::brand(&brand).map_err(|e| permanent(format!("brand {wanted:?}: {e}")))?;
         let brand_id = records::id_of(&brand["id"]).unwrap_or_default();
-        let mut rows = records::BRANDS.rows();
-        rows.push(row);
+        let mut rows = Collector::new(&[&records::BRANDS]);
+        rows.add_row(&records::BRANDS, row);
         Ok(FetchOutput {
-            tables: vec![rows.finish()],
+            tables: rows.finish(),
             children: vec![self.products_task(&brand_id, 1, fresh)],
             ..FetchOutput::default()
         })
@@ -316,12 +316,12 @@ impl WdnConnector {
                 next += 1;
             }
         }
-        let mut rows = records::PRODUCTS.rows();
+        let mut rows = Collector::new(&[&records::PRODUCTS]);
         for product in list {
             match records::product(product) {
                 Ok(row) => {
                     let id = row[0].as_str().unwrap_or_default().to_string();
-                    rows.push(row);
+                    rows.add_row(&records::PRODUCTS, row);
                     output.children.push(
                         PlannedTask::new(
                             STREAM,
@@ -343,7 +343,7 @@ impl WdnConnector {
                 )),
             }
         }
-        output.tables.push(rows.finish());
+        output.tables = rows.finish();
         Ok(output)
     }
 
@@ -353,7 +353,7 @@ impl WdnConnector {
         fresh: Option<u64>,
     ) -> Result<FetchOutput, ConnectorError> {
         let mut output = FetchOutput::default();
-        let mut rows = records::OFFERS.rows();
+        let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut retailers = BTreeSet::new();
         let mut page = 1;
         loop {
@@ -393,7 +393,7 @@ impl WdnConnector {
             }
             page += 1;
         }
-        let mut table = rows.finish();
+        let mut table = records::OFFERS.table_rows(rows);
         // This task speaks for every offer of the product, even when it has none now.
         table.merge = MergeSpec {
             scope_keys: vec![vec![json!(product_id)]],
@@ -426,9 +426,9 @@ impl WdnConnector {
         };
         let resource = &body["data"];
         let mut output = FetchOutput::default();
-        let mut rows = records::RETAILERS.rows();
+        let mut rows = Collector::new(&[&records::RETAILERS]);
         match records::retailer(resource) {
-            Ok(row) => rows.push(row),
+            Ok(row) => rows.add_row(&records::RETAILERS, row),
             Err(error) => output.rejected.push(rejected(
                 format!("wdn retailer {retailer_id}"),
                 records::RETAILERS.name,
@@ -436,7 +436,7 @@ impl WdnConnector {
                 &body,
             )),
         }
-        output.tables.push(rows.finish());
+        output.tables = rows.finish();
         Ok(output)
     }
 }
