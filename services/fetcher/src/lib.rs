@@ -524,14 +524,15 @@ pub fn encode_parts(
     mut tail: Option<Tail>,
     max_bytes: usize,
 ) -> Vec<Vec<u8>> {
-    let mut queue: std::collections::VecDeque<TableRows> = tables.into();
+    // Each table with whether it may still be split (one parent's rows cannot be).
+    let mut queue: std::collections::VecDeque<(TableRows, bool)> =
+        tables.into_iter().map(|t| (t, true)).collect();
     if tail.is_some() && queue.is_empty() {
-        queue.push_back(TableRows::default());
+        queue.push_back((TableRows::default(), false));
     }
     let mut bodies = Vec::new();
-    while let Some(table) = queue.pop_front() {
-        let last = queue.is_empty();
-        let end = if last { tail.take() } else { None };
+    while let Some((table, may_split)) = queue.pop_front() {
+        let end = if queue.is_empty() { tail.take() } else { None };
         let complete = end.is_some();
         let end = end.unwrap_or_default();
         let batch = RecordBatch {
@@ -550,7 +551,7 @@ pub fn encode_parts(
             rejected: end.rejected,
         };
         let body = batch.encode();
-        if body.len() > max_bytes && batch.rows.len() > 1 {
+        if may_split && body.len() > max_bytes && batch.rows.len() > 1 {
             let RecordBatch {
                 table,
                 columns,
@@ -561,6 +562,13 @@ pub fn encode_parts(
                 rejected,
                 ..
             } = batch;
+            if complete {
+                tail = Some(Tail {
+                    rejected,
+                    children,
+                    cursor_max,
+                });
+            }
             let whole = TableRows {
                 table,
                 columns,
@@ -568,40 +576,13 @@ pub fn encode_parts(
                 merge,
             };
             let pieces = whole.split(body.len().div_ceil(max_bytes.max(1)).max(2));
-            if pieces.len() > 1 {
-                if complete {
-                    tail = Some(Tail {
-                        rejected,
-                        children,
-                        cursor_max,
-                    });
-                }
-                for piece in pieces.into_iter().rev() {
-                    queue.push_front(piece);
-                }
-                continue;
+            let may_split = pieces.len() > 1;
+            for piece in pieces.into_iter().rev() {
+                queue.push_front((piece, may_split));
             }
-            // One parent's rows cannot be split: send them as one part.
-            let mut whole = pieces.into_iter().next().unwrap_or_default();
-            let batch = RecordBatch {
-                v: MESSAGE_VERSION,
-                job_id: task.job_id,
-                task_id: task.task_id.clone(),
-                stream: task.stream.clone(),
-                part: *next_part,
-                task_complete: complete,
-                table: std::mem::take(&mut whole.table),
-                columns: whole.columns,
-                rows: whole.rows,
-                merge: whole.merge,
-                children,
-                cursor_max,
-                rejected,
-            };
-            bodies.push(batch.encode());
-        } else {
-            bodies.push(body);
+            continue;
         }
+        bodies.push(body);
         *next_part += 1;
     }
     bodies
