@@ -69,48 +69,11 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let broker = sluice_broker::Broker::connect(&env.settings.amqp, "bench").await?;
-    let depth = |queue: String| {
-        let broker = &broker;
-        async move {
-            let channel = broker.channel().await.ok()?;
-            let q = channel
-                .queue_declare(
-                    queue.into(),
-                    sluice_broker::lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                )
-                .await
-                .ok()?;
-            let _ = channel.close(200, "bye".into()).await;
-            Some(q.message_count())
-        }
-    };
     let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     let bench_cpu = cpu_seconds(std::process::id());
     let started = Instant::now();
     let job = env.request_job("wdn", "catalogue", json!({})).await?;
-    let (mut max_fetch, mut max_load) = (0u32, 0u32);
-    let report = loop {
-        let report = env.report(job).await?;
-        if report.summary.state != "running" && report.summary.state != "queued" {
-            break report;
-        }
-        let topo = broker.topology();
-        max_fetch = max_fetch.max(
-            depth(topo.queue(sluice_broker::Route::Fetch))
-                .await
-                .unwrap_or(0),
-        );
-        max_load = max_load.max(
-            depth(topo.queue(sluice_broker::Route::Load))
-                .await
-                .unwrap_or(0),
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let (report, max_fetch, max_load) = env.wait_job_watching_queues(&broker, job).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let stats: WdnStats =
         reqwest::get(format!("{}/_admin/stats", base.trim_end_matches("/api/v1")))

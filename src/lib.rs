@@ -716,6 +716,38 @@ impl TestEnv {
         }
     }
 
+    /// Waits (without a time limit) for `job` to end, sampling the ready messages of the
+    /// fetch and load queues every 250 ms; returns the report and the deepest backlog seen
+    /// on each `(fetch, load)` — the benchmarks' measure of which side is the bottleneck.
+    ///
+    /// # Errors
+    /// The ledger cannot be read.
+    pub async fn wait_job_watching_queues(
+        &self,
+        broker: &sluice_broker::Broker,
+        job_id: Uuid,
+    ) -> anyhow::Result<(JobReport, u32, u32)> {
+        let topology = broker.topology();
+        let (fetch, load) = (
+            topology.queue(sluice_broker::Route::Fetch),
+            topology.queue(sluice_broker::Route::Load),
+        );
+        let (mut max_fetch, mut max_load) = (0u32, 0u32);
+        loop {
+            let report = self.report(job_id).await?;
+            if report.summary.state.is_terminal() {
+                return Ok((report, max_fetch, max_load));
+            }
+            if let Ok((ready, _)) = broker.queue_counts(&fetch).await {
+                max_fetch = max_fetch.max(ready);
+            }
+            if let Ok((ready, _)) = broker.queue_counts(&load).await {
+                max_load = max_load.max(ready);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// `SELECT count(*)` of a table or view.
     ///
     /// # Errors
