@@ -458,3 +458,48 @@ async fn unmappable_resources_are_rejected_naming_stream_and_id_and_the_rest_loa
     assert!(raw.get("id").is_none() && raw["version"].is_i64(), "{raw}");
     env.teardown().await.expect("teardown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttle_burst_is_waited_out_and_every_order_lands() {
+    init_logging();
+    let mut env = TestEnv::new().await.expect("test environment");
+    let spec = CommercetoolsDataSpec {
+        seed: 17,
+        customers: 20,
+        orders: 600,
+        categories: 5,
+        products: 10,
+        ..CommercetoolsDataSpec::default()
+    };
+    let base = env
+        .start_commercetools_sandbox(CommercetoolsConfig {
+            data: spec.clone(),
+            ..CommercetoolsConfig::default()
+        })
+        .await
+        .expect("sandbox");
+    env.connector_settings("commercetools")
+        .set("page_size", 100);
+    env.start_pipeline(2);
+    // Every project request answers 429 with Retry-After for the next 1.5 s.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/commercetools/_admin/faults"))
+        .json(&json!({"throttle_seconds": 1.5}))
+        .send()
+        .await
+        .expect("faults");
+    assert!(response.status().is_success(), "{}", response.status());
+    let report = sync(&env, "orders", "default", Mode::Full).await;
+    let want: BTreeSet<String> = ids(&spec, Resource::Orders).into_iter().collect();
+    assert!(loaded_ids(&env, "commercetools.orders").await == want);
+    assert!(report.failed_tasks.is_empty(), "{report:#?}");
+    let stats: Value = reqwest::get(format!("{base}/commercetools/_admin/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    let throttled = stats["faults"]["throttled"].as_u64().unwrap_or_default();
+    assert!(throttled > 0, "no request was throttled: {stats}");
+    env.teardown().await.expect("teardown");
+}

@@ -8,6 +8,7 @@
 //!   token once and is sent again; a second 401 is permanent, naming the account.
 //! - 502, 503, 504, timeouts, connection errors and undecodable bodies: retried in process
 //!   [`TRANSIENT_RETRIES`] times with backoff (0.25 s doubling), then transient.
+//! - 429: the same, each wait at least the response's `Retry-After` (seconds, at most 60).
 //! - Other 4xx: permanent, with commercetools' `errors[].code`/`message` and the path.
 //! - The secret and the token never appear in logs or errors.
 
@@ -27,6 +28,9 @@ const AUTH_API: &str = "commercetools_auth";
 
 /// In-process retries of a transient failure of one request.
 pub const TRANSIENT_RETRIES: u32 = 3;
+
+/// The longest `Retry-After` waited out in process; a longer one is capped to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// `PagedQueryResponse`: the page's resources and how many came.
 #[derive(Debug)]
@@ -226,7 +230,7 @@ impl Client {
     /// `GET {api_url}/{projectKey}/{endpoint}?{query}`: one page of a query.
     ///
     /// # Errors
-    /// Transient for 5xx, timeouts and connection errors after the in-process retries;
+    /// Transient for 5xx, 429, timeouts and connection errors after the in-process retries;
     /// permanent for other refusals (a second 401 names the account).
     pub async fn query(
         &self,
@@ -251,6 +255,13 @@ impl Client {
             let failure = match sent {
                 Ok(response) => {
                     let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())));
                     let text = response.text().await;
                     let answered = text.as_ref().ok().map(|_| status.as_u16());
                     telemetry::request(API, started, answered);
@@ -289,6 +300,15 @@ impl Client {
                         }
                         Ok(body) if status.is_server_error() => {
                             format!("GET {path}: HTTP {status}: {}", describe_errors(&body))
+                        }
+                        Ok(body) if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                            // Throttled: wait what the API asks (else the backoff), then
+                            // try again; past the retries the task goes to a retry tier.
+                            if let Some(wait) = retry_after {
+                                telemetry::waited(API, wait);
+                                delay = delay.max(wait);
+                            }
+                            format!("GET {path}: HTTP 429: {}", describe_errors(&body))
                         }
                         Ok(body) => {
                             return Err(permanent(format!(
