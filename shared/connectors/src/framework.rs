@@ -469,10 +469,10 @@ impl Collector {
             rows[record.table].push(record.row);
             for (t, row) in record.brought {
                 let key = Self::key(self.tables[t], &row);
-                match seen.get(&(t, key.clone())) {
-                    Some(&at) => rows[t][at] = row,
-                    None => {
-                        seen.insert((t, key), rows[t].len());
+                match seen.entry((t, key)) {
+                    std::collections::hash_map::Entry::Occupied(at) => rows[t][*at.get()] = row,
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(rows[t].len());
                         rows[t].push(row);
                     }
                 }
