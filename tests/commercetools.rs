@@ -37,6 +37,45 @@ async fn loaded_ids(env: &TestEnv, table: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// A small generated project: `orders` orders (the streams these tests load) and a few
+/// resources of every other kind.
+fn small_spec(seed: u64, orders: u64) -> CommercetoolsDataSpec {
+    CommercetoolsDataSpec {
+        seed,
+        customers: 50,
+        orders,
+        categories: 5,
+        products: 20,
+        ..CommercetoolsDataSpec::default()
+    }
+}
+
+/// POSTs `body` to the emulator's admin route `route` (`patch`, `faults`, …), which must
+/// accept it.
+async fn admin_post(base: &str, route: &str, body: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/commercetools/_admin/{route}"))
+        .json(&body)
+        .send()
+        .await
+        .expect(route);
+    assert!(
+        response.status().is_success(),
+        "{route}: {}",
+        response.status()
+    );
+}
+
+/// The emulator's `GET /commercetools/_admin/stats`.
+async fn emulator_stats(base: &str) -> Value {
+    reqwest::get(format!("{base}/commercetools/_admin/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn one_string(env: &TestEnv, sql: &str) -> String {
     env.pool
         .get()
@@ -311,14 +350,7 @@ async fn the_real_example_responses_load_field_by_field() {
 async fn api_faults_end_with_exact_rows() {
     init_logging();
     let mut env = TestEnv::new().await.expect("test environment");
-    let spec = CommercetoolsDataSpec {
-        seed: 11,
-        customers: 200,
-        orders: 3_000,
-        categories: 10,
-        products: 50,
-        ..CommercetoolsDataSpec::default()
-    };
+    let spec = small_spec(11, 3_000);
     let base = env
         .start_commercetools_sandbox(CommercetoolsConfig {
             data: spec.clone(),
@@ -349,12 +381,7 @@ async fn api_faults_end_with_exact_rows() {
                 .expect("count") as usize
         }
     );
-    let stats: Value = reqwest::get(format!("{base}/commercetools/_admin/stats"))
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = emulator_stats(&base).await;
     let injected = stats["faults"]["total"].as_u64().unwrap_or_default();
     assert!(injected > 0, "no fault was injected: {stats}");
     env.teardown().await.expect("teardown");
@@ -362,27 +389,19 @@ async fn api_faults_end_with_exact_rows() {
 
 /// Patches what the emulator serves for one order (a JSON merge patch).
 async fn patch_order(base: &str, id: &str, patch: Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/commercetools/_admin/patch"))
-        .json(&json!({"resource": "orders", "id": id, "patch": patch}))
-        .send()
-        .await
-        .expect("patch");
-    assert!(response.status().is_success(), "{}", response.status());
+    admin_post(
+        base,
+        "patch",
+        json!({"resource": "orders", "id": id, "patch": patch}),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unmappable_resources_are_rejected_naming_stream_and_id_and_the_rest_loads() {
     init_logging();
     let mut env = TestEnv::new().await.expect("test environment");
-    let spec = CommercetoolsDataSpec {
-        seed: 13,
-        customers: 50,
-        orders: 1_000,
-        categories: 5,
-        products: 20,
-        ..CommercetoolsDataSpec::default()
-    };
+    let spec = small_spec(13, 1_000);
     let base = env
         .start_commercetools_sandbox(CommercetoolsConfig {
             data: spec.clone(),
@@ -463,14 +482,7 @@ async fn unmappable_resources_are_rejected_naming_stream_and_id_and_the_rest_loa
 async fn a_throttle_burst_is_waited_out_and_every_order_lands() {
     init_logging();
     let mut env = TestEnv::new().await.expect("test environment");
-    let spec = CommercetoolsDataSpec {
-        seed: 17,
-        customers: 20,
-        orders: 600,
-        categories: 5,
-        products: 10,
-        ..CommercetoolsDataSpec::default()
-    };
+    let spec = small_spec(17, 600);
     let base = env
         .start_commercetools_sandbox(CommercetoolsConfig {
             data: spec.clone(),
@@ -482,23 +494,12 @@ async fn a_throttle_burst_is_waited_out_and_every_order_lands() {
         .set("page_size", 100);
     env.start_pipeline(2);
     // Every project request answers 429 with Retry-After for the next 1.5 s.
-    let response = reqwest::Client::new()
-        .post(format!("{base}/commercetools/_admin/faults"))
-        .json(&json!({"throttle_seconds": 1.5}))
-        .send()
-        .await
-        .expect("faults");
-    assert!(response.status().is_success(), "{}", response.status());
+    admin_post(&base, "faults", json!({"throttle_seconds": 1.5})).await;
     let report = sync(&env, "orders", "default", Mode::Full).await;
     let want: BTreeSet<String> = ids(&spec, Resource::Orders).into_iter().collect();
     assert!(loaded_ids(&env, "commercetools.orders").await == want);
     assert!(report.failed_tasks.is_empty(), "{report:#?}");
-    let stats: Value = reqwest::get(format!("{base}/commercetools/_admin/stats"))
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = emulator_stats(&base).await;
     let throttled = stats["faults"]["throttled"].as_u64().unwrap_or_default();
     assert!(throttled > 0, "no request was throttled: {stats}");
     env.teardown().await.expect("teardown");
