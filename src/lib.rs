@@ -351,6 +351,32 @@ impl TestEnv {
         }
     }
 
+    /// Turns on the planner's sync API (the commercetools–Klaviyo plugin's HTTP API) for
+    /// jobs into `destination`, on a free loopback port, for in-process planners and
+    /// spawned ones. Call before starting the planner. Returns its base URL.
+    ///
+    /// # Errors
+    /// No free port.
+    pub fn enable_sync_api(&mut self, destination: &str) -> anyhow::Result<String> {
+        // The port is free when chosen; the planner binds it moments later.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        self.settings.sync_api.enabled = Some(true);
+        self.settings.sync_api.bind.clone_from(&bind);
+        self.settings.sync_api.destination = destination.to_string();
+        self.extra_env.extend([
+            ("SLUICE__SYNC_API__ENABLED".to_string(), "true".to_string()),
+            ("SLUICE__SYNC_API__BIND".to_string(), bind.clone()),
+            (
+                "SLUICE__SYNC_API__DESTINATION".to_string(),
+                destination.to_string(),
+            ),
+        ]);
+        Ok(format!("http://{bind}"))
+    }
+
     /// Starts a planner in this process.
     pub fn start_planner(&mut self) {
         let (settings, stop) = (self.settings.clone(), self.shutdown.clone());

@@ -474,7 +474,32 @@ impl Ctx {
             }
         }
         if let Some(state) = &applied.job_finished {
-            info!(%state, "job finished");
+            self.log_job_end(batch.job_id, *state).await;
+        }
+    }
+
+    /// The job's last line: its state and the plugin's figures (objects, imported, errored,
+    /// elapsed seconds) with the rejects by reason, so a sync's outcome is in the logs as
+    /// the plugin's users expect it, besides `sluicectl jobs show` and `GET /sync/status`.
+    async fn log_job_end(&self, job_id: Uuid, state: ledger::JobState) {
+        let summary = match self.pool.get().await {
+            Ok(client) => match ledger::job_report(&**client, job_id).await {
+                Ok(Some(report)) => ledger::sync_summary(&**client, &report.summary).await.ok(),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        match summary {
+            Some(s) => info!(
+                %state,
+                total_objects = s.total_objects,
+                imported = s.imported,
+                errored = s.errored,
+                elapsed_seconds = s.elapsed_seconds,
+                rejected_by_reason = %serde_json::to_string(&s.rejected_by_reason).unwrap_or_default(),
+                "job finished"
+            ),
+            None => info!(%state, "job finished"),
         }
     }
 

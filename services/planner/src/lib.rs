@@ -5,7 +5,12 @@
 //! tasks in one transaction and publishes them. Tasks are an outbox: a task is marked
 //! published only after its publish is confirmed, and a background loop re-publishes any
 //! recorded task that is not (a crash between commit and publish loses nothing).
+//!
+//! [`sync_api`] serves the commercetools–Klaviyo plugin's HTTP API on top of that intake.
 
+pub mod sync_api;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +18,7 @@ use lapin::message::Delivery;
 use sluice_broker::{Broker, Headers, Route};
 use sluice_connectors::{ConnectorError, JobSpec, Registry};
 use sluice_contracts::{JobRequest, Message, Settings, ids};
+use sluice_destinations::DestinationConfig;
 use sluice_service::health::Health;
 use sluice_service::{AdminServer, Backoff, metrics};
 use sluice_store::Pool;
@@ -114,8 +120,23 @@ pub async fn run_with(
     else {
         return Ok(());
     };
+    let broker_slot = sync_api::BrokerSlot::default();
+    sync_api::start(
+        &settings,
+        pool.clone(),
+        broker_slot.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     sluice_service::supervise("planner", &health, &shutdown, || {
-        session(&settings, &registry, &pool, &health, &shutdown)
+        session(
+            &settings,
+            &registry,
+            &pool,
+            &health,
+            &broker_slot,
+            &shutdown,
+        )
     })
     .await;
     Ok(())
@@ -126,12 +147,14 @@ async fn session(
     registry: &Registry,
     pool: &Pool,
     health: &Arc<Health>,
+    broker_slot: &sync_api::BrokerSlot,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     sluice_store::migrate(pool).await?;
     health.set_database(true);
     let broker = Arc::new(Broker::connect(&settings.amqp, "sluice-planner").await?);
     health.set_broker(true);
+    *broker_slot.write().unwrap_or_else(|p| p.into_inner()) = Some(broker.clone());
     info!(prefix = %settings.amqp.prefix, "planner connected");
 
     let outbox = {
@@ -174,11 +197,8 @@ async fn session(
         .await?;
     // The destinations this deployment knows, by name: a job naming another fails at once
     // instead of parking its every part at the loader.
-    let destinations: Arc<Vec<String>> = Arc::new(
-        sluice_destinations::DestinationConfig::all(settings)?
-            .into_keys()
-            .collect(),
-    );
+    let destinations: Arc<BTreeMap<String, DestinationConfig>> =
+        Arc::new(DestinationConfig::all(settings)?);
     let ctx = Ctx {
         broker: broker.clone(),
         pool: pool.clone(),
@@ -194,6 +214,10 @@ async fn session(
     .await;
     drop(outbox);
     drop(sampler);
+    broker_slot
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     broker.close().await;
     Ok(result?)
 }
@@ -203,7 +227,7 @@ struct Ctx {
     broker: Arc<Broker>,
     pool: Pool,
     registry: Registry,
-    destinations: Arc<Vec<String>>,
+    destinations: Arc<BTreeMap<String, DestinationConfig>>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 }
@@ -281,17 +305,52 @@ impl Ctx {
             return Ok(());
         };
 
-        if !self.destinations.contains(&req.destination) {
+        let Some(destination) = self.destinations.get(&req.destination) else {
             let msg = format!(
                 "unknown destination {:?}: configure it with SLUICE__DESTINATIONS__{}__KIND (configured: {})",
                 req.destination,
                 req.destination.to_uppercase(),
-                self.destinations.join(", ")
+                self.destinations
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             ledger::fail_job(&self.pool, req.job_id, &msg).await?;
             warn!(%msg, "job refused");
             count_job(&req.connector, "refused");
             return Ok(());
+        };
+        let terms = match destination.job_terms(&req.connector, &req.stream) {
+            Ok(terms) => terms,
+            Err(msg) => {
+                ledger::fail_job(&self.pool, req.job_id, &msg).await?;
+                warn!(%msg, "job refused");
+                count_job(&req.connector, "refused");
+                return Ok(());
+            }
+        };
+        for (connector, stream) in &terms.requires {
+            let done = ledger::ever_succeeded(
+                &**self.pool.get().await?,
+                connector,
+                &req.account,
+                stream,
+                &req.destination,
+            )
+            .await?;
+            if !done {
+                let msg = format!(
+                    "{}/{} into {} needs {connector}/{stream} pushed there first (no job of it \
+                     has succeeded for account {:?}): run `sluicectl sync {connector} {stream} \
+                     --destination {}` and then this one",
+                    req.connector, req.stream, req.destination, req.account, req.destination
+                );
+                ledger::fail_job(&self.pool, req.job_id, &msg).await?;
+                warn!(%msg, "job refused");
+                count_job(&req.connector, "refused");
+                return Ok(());
+            }
         }
 
         {
@@ -328,11 +387,20 @@ impl Ctx {
             &req.destination,
         )
         .await?;
+        let mut params = req.params.clone();
+        if !terms.params.is_empty() {
+            match &mut params {
+                serde_json::Value::Object(map) => map.extend(terms.params.clone()),
+                serde_json::Value::Null => params = serde_json::Value::Object(terms.params.clone()),
+                // Not an object: the connector refuses it, naming what it expected.
+                _ => {}
+            }
+        }
         let spec = JobSpec {
             job_id: req.job_id,
             stream: req.stream.clone(),
             account: req.account.clone(),
-            params: req.params.clone(),
+            params,
             mode: req.mode,
             bookmark,
         };

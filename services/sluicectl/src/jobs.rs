@@ -79,6 +79,14 @@ pub(crate) fn print_report(r: &JobReport) {
             println!("  {}: {}", rej.source, rej.error);
         }
     }
+    if r.rejected_by_reason.len() > 1
+        || r.rejected_by_reason.values().sum::<i64>() > r.rejected.len() as i64
+    {
+        println!("rejected records by reason");
+        for (reason, n) in &r.rejected_by_reason {
+            println!("  {n:>8}  {reason}");
+        }
+    }
     if !r.failed_tasks.is_empty() {
         println!("failed tasks");
         for (task, error) in &r.failed_tasks {

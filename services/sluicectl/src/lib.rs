@@ -14,6 +14,7 @@ mod dlq;
 mod follow;
 mod freshness;
 mod jobs;
+mod klaviyo;
 mod sync;
 mod tables;
 
@@ -77,6 +78,9 @@ pub enum Command {
     /// The parking lot (dead letters).
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Klaviyo-side operations of the commercetools → Klaviyo sync.
+    #[command(subcommand)]
+    Klaviyo(klaviyo::KlaviyoCommand),
     /// Row counts of a destination schema's tables and views (exact `count(*)`).
     Tables {
         /// The schema, e.g. `sailthru`.
@@ -282,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => tables::tables(&settings, &schema, &destination, json).await,
         Command::Freshness { json } => freshness::freshness(&settings, json).await,
         Command::Dlq(cmd) => dlq::dlq(&settings, cmd).await,
+        Command::Klaviyo(cmd) => klaviyo::klaviyo(&settings, cmd).await,
     }
 }
 

@@ -37,6 +37,33 @@ pub struct Settings {
     pub destinations: BTreeMap<String, Section>,
     /// Logging.
     pub log: LogSettings,
+    /// The commercetools–Klaviyo plugin's HTTP API, served by the planner.
+    pub sync_api: SyncApiSettings,
+}
+
+/// The planner's drop-in replacement of the commercetools–Klaviyo plugin's bulk import
+/// API (`POST /sync/customers|orders|categories|products`, `…/stop`, `GET /sync/status`;
+/// `docs/klaviyo-sync.md`), `SLUICE__SYNC_API__…`.
+#[derive(Debug, Deserialize, Clone)]
+pub struct SyncApiSettings {
+    /// Serve the API. Unset: served when the destination named by `destination` is
+    /// configured (with any kind; the planner refuses jobs into a non-Klaviyo one).
+    pub enabled: Option<bool>,
+    /// Address to listen on, default `127.0.0.1:6779` (the plugin's port). Without a
+    /// `token`, only a loopback address is served: another host is replaced by
+    /// `127.0.0.1`, with a warning.
+    pub bind: String,
+    /// Bearer token every request must carry (`Authorization: Bearer <token>`); unset: no
+    /// authentication, loopback only. Never logged.
+    pub token: Option<SecretString>,
+    /// The named destination the API's jobs write to, default `klaviyo`.
+    pub destination: String,
+    /// The commercetools account the API's jobs read, default `default`.
+    pub account: String,
+    /// Refuse a sync while the plugin's own lock (custom object
+    /// `klaviyo-ct-plugin-lock/<kind>FullSync` in commercetools) exists, so the plugin and
+    /// sluice never run the same import at once during a migration. Default true.
+    pub honour_legacy_lock: bool,
 }
 
 /// RabbitMQ settings.
@@ -182,6 +209,12 @@ group_bytes = 2097152
 [log]
 level = "info"
 format = "text"
+
+[sync_api]
+bind = "127.0.0.1:6779"
+destination = "klaviyo"
+account = "default"
+honour_legacy_lock = true
 "#;
 
 impl Settings {
@@ -209,10 +242,12 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(config::File::new(path, config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("SLUICE__"))
-            .collect();
+        let env: config::Map<String, String> =
+            crate::plugin_env::with_plugin_aliases(env.into_iter().collect())
+                .map_err(|e| ConfigError(config::ConfigError::Message(e)))?
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("SLUICE__"))
+                .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("SLUICE")
                 .prefix_separator("__")

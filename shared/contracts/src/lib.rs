@@ -8,6 +8,7 @@
 pub mod config;
 pub mod ids;
 pub mod messages;
+pub mod plugin_env;
 pub mod redact;
 pub mod telemetry;
 

@@ -108,6 +108,21 @@ impl DestinationConfig {
         Ok(configs)
     }
 
+    /// What a job of `connector`/`stream` writing here must satisfy and carry
+    /// ([`JobTerms`]), or why such a job cannot write here (for the planner to fail it at
+    /// once, naming the destination). Postgres and Redshift take every stream as it is.
+    ///
+    /// # Errors
+    /// A message naming the connector, stream and destination when the destination
+    /// cannot take that stream.
+    pub fn job_terms(&self, _connector: &str, _stream: &str) -> Result<JobTerms, String> {
+        match self {
+            DestinationConfig::Postgres(_) | DestinationConfig::Redshift(_) => {
+                Ok(JobTerms::default())
+            }
+        }
+    }
+
     fn parse(name: &str, section: &Section) -> Result<Self, StoreError> {
         let env = format!("SLUICE__DESTINATIONS__{}", name.to_uppercase());
         if !section.0.contains_key("kind") {
@@ -120,6 +135,18 @@ impl DestinationConfig {
             config_error(format!("destination {name:?} ({env}__…): {e}"))
         })
     }
+}
+
+/// What a destination asks of the jobs that write to it ([`DestinationConfig::job_terms`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobTerms {
+    /// Parameters the planner adds to the job's (before the connector plans it, so every
+    /// task carries them): for a Klaviyo destination, `{"klaviyo": {…mapping options}}`,
+    /// which makes the source connector emit Klaviyo's objects (`docs/klaviyo-sync.md`).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Streams (connector, stream) of the same account that must have succeeded into this
+    /// destination before such a job may start (Klaviyo: categories before products).
+    pub requires: Vec<(&'static str, &'static str)>,
 }
 
 pub(crate) fn config_error(message: String) -> StoreError {

@@ -101,6 +101,8 @@ pub struct JobReport {
     pub changes_per_table: std::collections::BTreeMap<String, TableChanges>,
     /// Up to 20 rejected records: source and error.
     pub rejected: Vec<RejectedSummary>,
+    /// Every rejected record, counted per reason ([`rejected_by_reason`]).
+    pub rejected_by_reason: std::collections::BTreeMap<String, i64>,
     /// Up to 20 failed tasks: id and error.
     pub failed_tasks: Vec<(String, String)>,
 }
@@ -232,6 +234,165 @@ pub async fn job_report(
         rows_per_table,
         changes_per_table,
         rejected,
+        rejected_by_reason: rejected_by_reason(client, job_id).await?,
         failed_tasks,
     }))
+}
+
+/// The job holding the stream lock of connector/account/stream/destination while it is
+/// active (queued or running), or `None`.
+///
+/// # Errors
+/// Database errors.
+pub async fn active_job(
+    client: &impl GenericClient,
+    connector: &str,
+    account: &str,
+    stream: &str,
+    destination: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT l.job_id FROM sluice.locks l JOIN sluice.jobs j ON j.id = l.job_id
+              WHERE l.connector = $1 AND l.account = $2 AND l.stream = $3
+                AND l.destination = $4 AND j.state IN ('queued', 'running')",
+            &[&connector, &account, &stream, &destination],
+        )
+        .await
+        .context(|| format!("reading the lock of {connector}/{account}/{stream}"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The most recent job of connector/account/stream/destination that has ended
+/// (succeeded, failed or cancelled), or `None`.
+///
+/// # Errors
+/// Database errors.
+pub async fn last_ended_job(
+    client: &impl GenericClient,
+    connector: &str,
+    account: &str,
+    stream: &str,
+    destination: &str,
+) -> Result<Option<JobSummary>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "{SUMMARY_SQL} WHERE j.connector = $1 AND j.account = $2 AND j.stream = $3
+                   AND j.destination = $4 AND j.state IN ('succeeded', 'failed', 'cancelled')
+                 ORDER BY j.finished_at DESC NULLS LAST LIMIT 1"
+            ),
+            &[&connector, &account, &stream, &destination],
+        )
+        .await
+        .context(|| format!("reading the last job of {connector}/{account}/{stream}"))?;
+    Ok(row.as_ref().map(summary))
+}
+
+/// Whether a job of connector/account/stream into `destination` ever succeeded.
+///
+/// # Errors
+/// Database errors.
+pub async fn ever_succeeded(
+    client: &impl GenericClient,
+    connector: &str,
+    account: &str,
+    stream: &str,
+    destination: &str,
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM sluice.jobs WHERE connector = $1 AND account = $2
+                AND stream = $3 AND destination = $4 AND state = 'succeeded')",
+            &[&connector, &account, &stream, &destination],
+        )
+        .await
+        .context(|| format!("reading the jobs of {connector}/{account}/{stream}"))?;
+    Ok(row.get(0))
+}
+
+/// A sync's figures as the commercetools–Klaviyo plugin's final log line gave them, plus
+/// the rejected records by reason (`GET /sync/status`, `sluicectl jobs show`, the loader's
+/// last line of a job).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SyncSummary {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its state.
+    pub state: JobState,
+    /// Source records the job read that were written or rejected: objects written plus
+    /// records rejected (each rejected record counts once, whatever it would have become).
+    pub total_objects: i64,
+    /// Objects the destination accepted (`sluice.jobs.rows_loaded`).
+    pub imported: i64,
+    /// Records rejected by the mapping or by the destination (`sluice.jobs.rows_rejected`).
+    pub errored: i64,
+    /// Objects written per destination table (`klaviyo.profile`, `klaviyo.event`, …).
+    pub objects_per_table: std::collections::BTreeMap<String, i64>,
+    /// Rejected records per reason: the error with ids, quoted values and numbers
+    /// replaced by `…`, so records refused for the same reason count together.
+    pub rejected_by_reason: std::collections::BTreeMap<String, i64>,
+    /// From the request to the end (or to now, while it runs), seconds.
+    pub elapsed_seconds: f64,
+    /// Why the job failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The [`SyncSummary`] of `job`.
+///
+/// # Errors
+/// Database errors.
+pub async fn sync_summary(
+    client: &impl GenericClient,
+    job: &JobSummary,
+) -> Result<SyncSummary, StoreError> {
+    let objects_per_table = client
+        .query(
+            "SELECT table_name, sum(rows)::bigint FROM sluice.batches
+              WHERE job_id = $1 AND table_name <> '' GROUP BY table_name ORDER BY table_name",
+            &[&job.id],
+        )
+        .await
+        .context(|| format!("summing the objects of job {}", job.id))?
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    let rejected_by_reason = rejected_by_reason(client, job.id).await?;
+    let end = job.finished_at.unwrap_or_else(Utc::now);
+    Ok(SyncSummary {
+        job_id: job.id,
+        state: job.state,
+        total_objects: job.rows_loaded + job.rows_rejected,
+        imported: job.rows_loaded,
+        errored: job.rows_rejected,
+        objects_per_table,
+        rejected_by_reason,
+        elapsed_seconds: (end - job.requested_at).num_milliseconds() as f64 / 1000.0,
+        error: job.error.clone(),
+    })
+}
+
+/// A job's rejected records per reason: the error with ids (UUIDs, Klaviyo's compound
+/// catalog ids), quoted values and numbers replaced by `…`, so records refused for the same
+/// reason count together.
+///
+/// # Errors
+/// Database errors.
+pub async fn rejected_by_reason(
+    client: &impl GenericClient,
+    job_id: Uuid,
+) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+    Ok(client
+        .query(
+            r#"SELECT regexp_replace(error,
+                   '[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|\$custom:::\$default:::\S+|"[^"]*"|''[^'']*''|[0-9]+',
+                   '…', 'g') AS reason, count(*)
+                 FROM sluice.rejected_rows WHERE job_id = $1 GROUP BY reason ORDER BY reason"#,
+            &[&job_id],
+        )
+        .await
+        .context(|| format!("grouping the rejects of job {job_id}"))?
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect())
 }
