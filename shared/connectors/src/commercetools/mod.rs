@@ -16,6 +16,7 @@
 //! table is versioned by the resource's `version`.
 
 pub mod client;
+pub mod klaviyo;
 pub mod records;
 pub mod settings;
 
