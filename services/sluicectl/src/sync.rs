@@ -93,6 +93,16 @@ fn param_arg(param: &ParamSpec) -> Arg {
         }
         ParamKind::List => arg.action(ArgAction::Append),
         ParamKind::Location => arg.value_parser(parse_location).value_name("LOCATION"),
+        ParamKind::Object => arg.value_parser(parse_object).value_name("JSON").hide(true),
+    }
+}
+
+/// A JSON object (a parameter another service normally fills in).
+fn parse_object(value: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(value) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("expected a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
     }
 }
 
@@ -218,6 +228,7 @@ pub fn from_matches(matches: &ArgMatches) -> anyhow::Result<SyncCommand> {
         let value = match param.kind {
             ParamKind::Flag => m.get_flag(param.name).then_some(json!(true)),
             ParamKind::Integer { .. } => m.get_one::<u64>(param.name).map(|n| json!(n)),
+            ParamKind::Object => m.get_one::<Value>(param.name).cloned(),
             ParamKind::List => m
                 .get_many::<String>(param.name)
                 .map(|values| json!(values.cloned().collect::<Vec<_>>())),
@@ -293,6 +304,7 @@ pub fn print_streams() {
                     ParamKind::Choice(words) => words.join("|"),
                     ParamKind::List => "repeatable".to_string(),
                     ParamKind::Location => "location".to_string(),
+                    ParamKind::Object => "json".to_string(),
                 };
                 println!(
                     "    --{:<18} {:<12} {}{}",

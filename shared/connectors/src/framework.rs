@@ -78,6 +78,9 @@ pub enum ParamKind {
     Choice(&'static [&'static str]),
     /// A list of strings; the CLI flag repeats.
     List,
+    /// A JSON object of settings another service fills in (the planner's `klaviyo`
+    /// mapping options of a commercetools job); the CLI hides it and takes it as JSON.
+    Object,
     /// Where a file is: a local path, `file://…`, `http(s)://…` or `s3://bucket/key`
     /// ([`crate::location`]). The CLI turns a local path into an absolute one against the
     /// caller's working directory and refuses a file that does not exist there; the

@@ -238,6 +238,39 @@ impl Client {
         query: &[(String, String)],
     ) -> Result<Page, ConnectorError> {
         let path = format!("/{}/{endpoint}", self.account.project_key);
+        let Some(mut page) = self.get(endpoint, query, false).await? else {
+            return Err(permanent(format!("GET {path}: HTTP 404")));
+        };
+        let results = match page["results"].take() {
+            Value::Array(items) => items,
+            _ => {
+                return Err(permanent(format!(
+                    "GET {path}: the answer has no results array"
+                )));
+            }
+        };
+        let count = page["count"].as_u64().unwrap_or(results.len() as u64);
+        Ok(Page { results, count })
+    }
+
+    /// `GET {api_url}/{projectKey}/{endpoint}` of one resource: `None` when commercetools
+    /// answers 404 (`ResourceNotFound`).
+    ///
+    /// # Errors
+    /// As [`Client::query`].
+    pub async fn resource(&self, endpoint: &str) -> Result<Option<Value>, ConnectorError> {
+        self.get(endpoint, &[], true).await
+    }
+
+    /// One GET of `/{projectKey}/{endpoint}` decoded, retried as the module says; a 404 is
+    /// `None` when `missing_ok`, else permanent.
+    async fn get(
+        &self,
+        endpoint: &str,
+        query: &[(String, String)],
+        missing_ok: bool,
+    ) -> Result<Option<Value>, ConnectorError> {
+        let path = format!("/{}/{endpoint}", self.account.project_key);
         let url = format!("{}{path}", self.account.api_url.trim_end_matches('/'));
         let mut renewed = false;
         let mut attempt = 0;
@@ -268,21 +301,12 @@ impl Client {
                     match text {
                         Ok(body) if status.is_success() => {
                             match serde_json::from_str::<Value>(&body) {
-                                Ok(mut page) => {
-                                    let results = match page["results"].take() {
-                                        Value::Array(items) => items,
-                                        _ => {
-                                            return Err(permanent(format!(
-                                                "GET {path}: the answer has no results array"
-                                            )));
-                                        }
-                                    };
-                                    let count =
-                                        page["count"].as_u64().unwrap_or(results.len() as u64);
-                                    return Ok(Page { results, count });
-                                }
+                                Ok(value) => return Ok(Some(value)),
                                 Err(e) => format!("GET {path}: undecodable body: {e}"),
                             }
+                        }
+                        Ok(_) if status == reqwest::StatusCode::NOT_FOUND && missing_ok => {
+                            return Ok(None);
                         }
                         Ok(_) if status == reqwest::StatusCode::UNAUTHORIZED && !renewed => {
                             // Expired or revoked early: one new token, then the same request.

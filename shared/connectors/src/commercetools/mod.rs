@@ -14,12 +14,25 @@
 //! `customer_addresses`, `orders` + `order_line_items`, `categories`, `products` +
 //! `product_variants`; child tables are replaced with their parent (`replace_scope`), every
 //! table is versioned by the resource's `version`.
+//!
+//! Partial jobs: `ids` (customers, orders) plans tasks of at most [`IDS_PER_TASK`] ids
+//! (`where=id in (…)`); `start_id` (orders) reads only ids after it (`id > "<start_id>"`,
+//! the same order the ranges page in, unlike the plugin's `startId`).
+//!
+//! With `params.klaviyo` (set by the planner for a destination of kind `klaviyo`, see
+//! `docs/klaviyo-sync.md`) a task maps what it reads ([`klaviyo`]) and emits the
+//! `klaviyo.*` tables instead: categories are read with `expand=ancestors[*]`, products
+//! (published, current projections) with `expand=categories[*]`, and the products of each
+//! page of orders are looked up once for the page's `Categories` breadcrumbs
+//! (`GET /products?where=id in (…)&expand=masterData.current.categories[*].ancestors[*]`,
+//! remembered for the rest of the task). [`legacy_lock`] reads the plugin's lock object.
 
 pub mod client;
+pub mod klaviyo;
 pub mod records;
 pub mod settings;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +103,28 @@ pub fn streams() -> Vec<StreamSpec> {
                     "the staged (draft) projections instead of the published current ones",
                 ));
             }
+            if matches!(*name, "customers" | "orders") {
+                params.push(
+                    ParamSpec::optional(
+                        "ids",
+                        ParamKind::List,
+                        "only the resources with these ids; repeat for several",
+                    )
+                    .flag("id"),
+                );
+            }
+            if *name == "orders" {
+                params.push(ParamSpec::optional(
+                    "start_id",
+                    ParamKind::Text,
+                    "only orders whose id sorts after this one (exclusive), in id order",
+                ));
+            }
+            params.push(ParamSpec::optional(
+                "klaviyo",
+                ParamKind::Object,
+                "set by the planner for a Klaviyo destination: {preferred_locale, preferred_currency, product_url_template}; maps to the klaviyo.* tables",
+            ));
             StreamSpec {
                 name,
                 help,
@@ -111,6 +146,12 @@ pub struct Request {
     pub until: Option<String>,
     /// Products: the staged projections.
     pub staged: Option<bool>,
+    /// Customers, orders: only these ids.
+    pub ids: Option<Vec<String>>,
+    /// Orders: only ids after this one.
+    pub start_id: Option<String>,
+    /// The Klaviyo mapping options (set by the planner).
+    pub klaviyo: Option<klaviyo::Options>,
 }
 
 /// A job's parameters as resolved (every task carries them).
@@ -125,6 +166,31 @@ pub struct Params {
     /// Products: staged projections.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub staged: bool,
+    /// Only ids after this one (`id > "<start_id>"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_id: Option<String>,
+    /// Map to the `klaviyo.*` tables with these options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub klaviyo: Option<klaviyo::Options>,
+}
+
+/// The most ids one task of a job with `ids` asks for (`where=id in (…)`, which must fit
+/// in a request URL).
+pub const IDS_PER_TASK: usize = 100;
+
+/// The most products one order-categories lookup asks for.
+const PRODUCTS_PER_LOOKUP: usize = 100;
+
+/// Whether `id` can stand in a `where` string literal as it is (no quote, no backslash,
+/// no control character) and is not empty.
+fn literal_safe(id: &str) -> bool {
+    !id.is_empty() && !id.chars().any(|c| c == '"' || c == '\\' || c.is_control())
+}
+
+/// `id in ("a", "b")`.
+fn id_in(ids: &[impl AsRef<str>]) -> String {
+    let list: Vec<String> = ids.iter().map(|i| format!("\"{}\"", i.as_ref())).collect();
+    format!("id in ({})", list.join(", "))
 }
 
 /// One range task's payload: the ids `(after | from) ..< to` (absent bounds: the ends of
@@ -140,6 +206,9 @@ pub struct IdRange {
     /// Exclusive upper bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// Only these ids (a job with `ids`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
 }
 
 /// The canonical UUIDs cutting `[low, high)` of the 128-bit id space into `n` even parts
@@ -172,6 +241,7 @@ fn ranges(
             from: lower.0.take(),
             after: lower.1.take(),
             to: Some(cut.clone()),
+            ids: Vec::new(),
         });
         lower = (Some(cut.clone()), None);
     }
@@ -179,12 +249,89 @@ fn ranges(
         from: lower.0,
         after: lower.1,
         to,
+        ids: Vec::new(),
     });
     out
 }
 
 fn id_number(id: &str) -> Option<u128> {
     Uuid::parse_str(id).ok().map(|u| u.as_u128())
+}
+
+/// The container of the commercetools–Klaviyo plugin's lock objects.
+pub const LEGACY_LOCK_CONTAINER: &str = "klaviyo-ct-plugin-lock";
+
+/// The key of the plugin's lock object for a sync of `stream` (`customerFullSync`,
+/// `orderFullSync`, `categoryFullSync`, `productFullSync`); `None` for another stream.
+pub fn legacy_lock_key(stream: &str) -> Option<&'static str> {
+    match stream {
+        "customers" => Some("customerFullSync"),
+        "orders" => Some("orderFullSync"),
+        "categories" => Some("categoryFullSync"),
+        "products" => Some("productFullSync"),
+        _ => None,
+    }
+}
+
+/// The plugin's lock object as commercetools serves it (`CustomObject`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegacyLock {
+    /// `klaviyo-ct-plugin-lock`.
+    pub container: String,
+    /// `customerFullSync`, ….
+    pub key: String,
+    /// The object's `version`.
+    pub version: Option<i64>,
+    /// `createdAt` (RFC 3339 UTC), when the plugin took the lock.
+    pub created_at: Option<String>,
+    /// `lastModifiedAt` (RFC 3339 UTC).
+    pub last_modified_at: Option<String>,
+    /// The object's `value` as stored.
+    pub value: Value,
+}
+
+/// Reads the commercetools–Klaviyo plugin's lock object `key` of `account`:
+/// `GET /{projectKey}/custom-objects/klaviyo-ct-plugin-lock/{key}`, `None` when it does not
+/// exist (404). While it exists the plugin is (or was, before a crash) running that sync,
+/// so the planner refuses the same sync (migration safety, `docs/klaviyo-sync.md`). Reads
+/// the `[connectors.commercetools]` settings; one token request and one GET.
+///
+/// # Errors
+/// [`ConnectorError::InvalidParams`] for an unknown account or a key that is not a valid
+/// custom-object key; the client's errors otherwise (transient after retries, permanent
+/// for a refusal such as a missing `view_key_value_documents` scope).
+pub async fn legacy_lock(
+    settings: &sluice_contracts::Settings,
+    account: &str,
+    key: &str,
+) -> Result<Option<LegacyLock>, ConnectorError> {
+    let valid = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_~.".contains(c));
+    if !valid {
+        return Err(ConnectorError::InvalidParams(format!(
+            "custom-object key {key:?} does not match ^[-_~.a-zA-Z0-9]+$"
+        )));
+    }
+    let section: CommercetoolsSettings =
+        crate::framework::settings_section(settings, "commercetools", settings::DEFAULTS)
+            .map_err(|e| ConnectorError::InvalidParams(e.to_string()))?;
+    let client = build(&section).client(account)?;
+    let found = client
+        .resource(&format!("custom-objects/{LEGACY_LOCK_CONTAINER}/{key}"))
+        .await?;
+    Ok(found.map(|o| LegacyLock {
+        container: o["container"]
+            .as_str()
+            .unwrap_or(LEGACY_LOCK_CONTAINER)
+            .to_string(),
+        key: o["key"].as_str().unwrap_or(key).to_string(),
+        version: o["version"].as_i64(),
+        created_at: o["createdAt"].as_str().map(str::to_string),
+        last_modified_at: o["lastModifiedAt"].as_str().map(str::to_string),
+        value: o["value"].clone(),
+    }))
 }
 
 /// The commercetools connector.
@@ -281,6 +428,18 @@ impl CommercetoolsConnector {
             .as_deref()
             .map(|s| instant("until", s))
             .transpose()?;
+        for id in request.ids.iter().flatten().chain(&request.start_id) {
+            if !literal_safe(id) {
+                return Err(ConnectorError::InvalidParams(format!(
+                    "{stream}: id {id:?} is empty or holds a quote, backslash or control character; commercetools ids do not"
+                )));
+            }
+        }
+        if request.klaviyo.is_some() && request.staged == Some(true) {
+            return Err(ConnectorError::InvalidParams(
+                "products: 'staged' cannot go to Klaviyo, which gets the published (current) products".into(),
+            ));
+        }
         Ok((stream, request, since, until))
     }
 
@@ -328,6 +487,12 @@ impl CommercetoolsConnector {
         if let Some(to) = &range.to {
             wheres.push(format!("id < \"{to}\""));
         }
+        if !range.ids.is_empty() {
+            wheres.push(id_in(&range.ids));
+        }
+        if let Some(start) = &params.start_id {
+            wheres.push(format!("id > \"{start}\""));
+        }
         if let Some(since) = &params.since {
             wheres.push("lastModifiedAt >= :since".into());
             vars.push(("var.since".to_string(), since.clone()));
@@ -356,7 +521,13 @@ impl CommercetoolsConnector {
         })?;
         let client = self.client(&task.account)?;
         let mut output = FetchOutput::default();
-        let mut collected = Collected::new(stream);
+        let mut collected = Collected::new(
+            stream,
+            params.klaviyo.clone(),
+            &self.settings.locale,
+            Utc::now(),
+        );
+        let mapped = params.klaviyo.is_some();
         let mut range = range;
         let limit = self.settings.page_size;
         for page in 0..self.settings.dense_pages.max(1) {
@@ -368,8 +539,17 @@ impl CommercetoolsConnector {
             ];
             query.extend(wheres.into_iter().map(|w| ("where".to_string(), w)));
             query.extend(vars);
-            if stream == "products" && params.staged {
+            if stream == "products" && params.staged && !mapped {
                 query.push(("staged".into(), "true".into()));
+            }
+            if mapped {
+                // What the mapping names: a category's ancestors, a product's categories
+                // (and so their ancestors' ids).
+                match stream {
+                    "categories" => query.push(("expand".into(), "ancestors[*]".into())),
+                    "products" => query.push(("expand".into(), "categories[*]".into())),
+                    _ => {}
+                }
             }
             let result = client.query(endpoint, &query).await?;
             let full = result.count >= u64::from(limit) && !result.results.is_empty();
@@ -386,14 +566,12 @@ impl CommercetoolsConnector {
             } else {
                 result.results.len()
             };
+            if mapped && stream == "orders" {
+                Self::order_categories(&client, &result.results[..read], &mut collected).await?;
+            }
             let mut before = range.after.clone();
             for resource in &result.results[..read] {
-                collected.add(
-                    resource,
-                    &self.settings.locale,
-                    before.as_deref(),
-                    &mut output.rejected,
-                );
+                collected.add(resource, before.as_deref(), &mut output.rejected);
                 if let Some(id) = resource["id"].as_str() {
                     before = Some(id.to_string());
                 }
@@ -425,8 +603,64 @@ impl CommercetoolsConnector {
         Ok(output)
     }
 
+    /// Looks up the products of `orders` that the task has not seen yet, once for the
+    /// page (at most [`PRODUCTS_PER_LOOKUP`] per request), and remembers each one's
+    /// `Categories` breadcrumbs in `collected` (none for a product that no longer exists).
+    async fn order_categories(
+        client: &Client,
+        orders: &[Value],
+        collected: &mut Collected,
+    ) -> Result<(), ConnectorError> {
+        let Target::Klaviyo {
+            options,
+            categories,
+            ..
+        } = &mut collected.target
+        else {
+            return Ok(());
+        };
+        let missing: BTreeSet<&str> = orders
+            .iter()
+            .flat_map(klaviyo::events::product_ids)
+            .filter(|id| literal_safe(id) && !categories.contains_key(*id))
+            .collect();
+        let missing: Vec<&str> = missing.into_iter().collect();
+        for chunk in missing.chunks(PRODUCTS_PER_LOOKUP) {
+            let query = vec![
+                ("where".to_string(), id_in(chunk)),
+                ("limit".to_string(), chunk.len().to_string()),
+                ("withTotal".to_string(), "false".to_string()),
+                (
+                    "expand".to_string(),
+                    "masterData.current.categories[*].ancestors[*]".to_string(),
+                ),
+            ];
+            let found = client.query("products", &query).await?;
+            for product in &found.results {
+                if let Some(id) = product["id"].as_str() {
+                    categories.insert(
+                        id.to_string(),
+                        klaviyo::events::breadcrumbs(product, options.locale()),
+                    );
+                }
+            }
+            for id in chunk {
+                categories.entry((*id).to_string()).or_default();
+            }
+        }
+        Ok(())
+    }
+
     /// The rest of a dense range (after its last id) as child ranges.
     fn split_rest(&self, stream: &str, range: &IdRange) -> Vec<PlannedTask> {
+        if !range.ids.is_empty() {
+            // A list of ids: the rest of the list after the last id, as one child.
+            return vec![PlannedTask {
+                stream: stream.to_string(),
+                kind: payload_kind(range),
+                once: None,
+            }];
+        }
         let low = range.after.as_deref().and_then(id_number);
         let high = match range.to.as_deref() {
             Some(to) => id_number(to),
@@ -451,66 +685,145 @@ impl CommercetoolsConnector {
     }
 }
 
-/// The rows of one task: the stream's resources and their child rows.
+/// Where a task's resources go.
+enum Target {
+    /// The `commercetools.*` tables: the stream's table and its child table.
+    Tables {
+        parent: &'static TableSpec,
+        child: Option<&'static TableSpec>,
+        /// The locale of the typed columns.
+        locale: String,
+    },
+    /// The `klaviyo.*` tables, mapped with these options.
+    Klaviyo {
+        options: klaviyo::Options,
+        /// "Now" of price validity: when the task started, UTC.
+        now: DateTime<Utc>,
+        /// Orders: product id → its `Categories` breadcrumbs ([`klaviyo::events::breadcrumbs`]).
+        categories: HashMap<String, Vec<String>>,
+    },
+}
+
+/// The rows of one task: the stream's resources and their child rows, or what they map
+/// to in Klaviyo.
 struct Collected {
     stream: &'static str,
-    parent: &'static TableSpec,
-    child: Option<&'static TableSpec>,
+    target: Target,
     rows: Collector,
     cursor_max: Option<String>,
 }
 
 impl Collected {
-    fn new(stream: &'static str) -> Self {
-        let (parent, child) = match stream {
-            "customers" => (&records::CUSTOMERS, Some(&records::CUSTOMER_ADDRESSES)),
-            "orders" => (&records::ORDERS, Some(&records::ORDER_LINE_ITEMS)),
-            "products" => (&records::PRODUCTS, Some(&records::PRODUCT_VARIANTS)),
-            _ => (&records::CATEGORIES, None),
-        };
-        // No `scope_parent`: the child's scope column (`order_id`) is not the parent's key
-        // column (`id`), so the stored child rows' own version guards against an older
-        // copy of the collection.
-        let rows = match child {
-            Some(child) => Collector::new(&[parent, child]),
-            None => Collector::new(&[parent]),
+    fn new(
+        stream: &'static str,
+        klaviyo: Option<klaviyo::Options>,
+        locale: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let (target, rows) = match klaviyo {
+            Some(options) => {
+                let tables: &[&'static TableSpec] = match stream {
+                    "customers" => &[&klaviyo::PROFILE],
+                    "orders" => &[&klaviyo::EVENT],
+                    "products" => &[&klaviyo::CATALOG_ITEM, &klaviyo::CATALOG_VARIANT],
+                    _ => &[&klaviyo::CATALOG_CATEGORY],
+                };
+                (
+                    Target::Klaviyo {
+                        options,
+                        now,
+                        categories: HashMap::new(),
+                    },
+                    Collector::new(tables),
+                )
+            }
+            None => {
+                let (parent, child) = match stream {
+                    "customers" => (&records::CUSTOMERS, Some(&records::CUSTOMER_ADDRESSES)),
+                    "orders" => (&records::ORDERS, Some(&records::ORDER_LINE_ITEMS)),
+                    "products" => (&records::PRODUCTS, Some(&records::PRODUCT_VARIANTS)),
+                    _ => (&records::CATEGORIES, None),
+                };
+                // No `scope_parent`: the child's scope column (`order_id`) is not the
+                // parent's key column (`id`), so the stored child rows' own version guards
+                // against an older copy of the collection.
+                let rows = match child {
+                    Some(child) => Collector::new(&[parent, child]),
+                    None => Collector::new(&[parent]),
+                };
+                (
+                    Target::Tables {
+                        parent,
+                        child,
+                        locale: locale.to_string(),
+                    },
+                    rows,
+                )
+            }
         };
         Self {
             stream,
-            parent,
-            child,
+            target,
             rows,
             cursor_max: None,
         }
     }
 
+    /// The table a rejected resource of this task is counted against.
+    fn table(&self) -> &'static str {
+        match (&self.target, self.stream) {
+            (Target::Tables { parent, .. }, _) => parent.name,
+            (Target::Klaviyo { .. }, "customers") => klaviyo::PROFILE.name,
+            (Target::Klaviyo { .. }, "orders") => klaviyo::EVENT.name,
+            (Target::Klaviyo { .. }, "products") => klaviyo::CATALOG_ITEM.name,
+            (Target::Klaviyo { .. }, _) => klaviyo::CATALOG_CATEGORY.name,
+        }
+    }
+
     /// Adds one resource, or rejects it naming the stream and its id — or, for a resource
     /// without an id, the id of the resource before it (`before`).
-    fn add(
-        &mut self,
-        resource: &Value,
-        locale: &str,
-        before: Option<&str>,
-        rejected: &mut Vec<RejectedRecord>,
-    ) {
-        let converted = match self.stream {
-            "customers" => records::customer(resource),
-            "orders" => records::order(resource, locale),
-            "products" => records::product(resource, locale),
-            _ => records::category(resource, locale).map(|row| (row, Vec::new())),
+    fn add(&mut self, resource: &Value, before: Option<&str>, rejected: &mut Vec<RejectedRecord>) {
+        let added = match &self.target {
+            Target::Tables {
+                parent,
+                child,
+                locale,
+            } => {
+                let converted = match self.stream {
+                    "customers" => records::customer(resource),
+                    "orders" => records::order(resource, locale),
+                    "products" => records::product(resource, locale),
+                    _ => records::category(resource, locale).map(|row| (row, Vec::new())),
+                };
+                converted.map(|(row, children)| {
+                    let brought = match child {
+                        Some(child) => children.into_iter().map(|r| (*child, r)).collect(),
+                        None => Vec::new(),
+                    };
+                    self.rows.add(parent, row, brought);
+                })
+            }
+            Target::Klaviyo {
+                options,
+                now,
+                categories,
+            } => Self::map(
+                self.stream,
+                resource,
+                options,
+                *now,
+                categories,
+                &mut self.rows,
+                rejected,
+            ),
         };
-        match converted {
-            Ok((row, children)) => {
+        match added {
+            Ok(()) => {
                 if let Some(t) = resource["lastModifiedAt"].as_str()
                     && self.cursor_max.as_deref().is_none_or(|c| t > c)
                 {
                     self.cursor_max = Some(t.to_string());
                 }
-                let brought = match self.child {
-                    Some(child) => children.into_iter().map(|r| (child, r)).collect(),
-                    None => Vec::new(),
-                };
-                self.rows.add(self.parent, row, brought);
             }
             Err(error) => {
                 let source = match resource["id"].as_str() {
@@ -523,12 +836,67 @@ impl Collected {
                 };
                 rejected.push(RejectedRecord {
                     source,
-                    table: Some(self.parent.name.to_string()),
+                    table: Some(self.table().to_string()),
                     error,
                     raw: records::raw(resource),
                 });
             }
         }
+    }
+
+    /// Maps one resource to its Klaviyo rows (an order: Placed Order as the record, its
+    /// other events brought with it; a product: the item, its variants brought); a
+    /// product's variants that cannot be sent are rejected here, naming product and
+    /// variant.
+    fn map(
+        stream: &str,
+        resource: &Value,
+        options: &klaviyo::Options,
+        now: DateTime<Utc>,
+        categories: &HashMap<String, Vec<String>>,
+        rows: &mut Collector,
+        rejected: &mut Vec<RejectedRecord>,
+    ) -> Result<(), String> {
+        match stream {
+            "customers" => {
+                let profile = klaviyo::profiles::profile(resource)?;
+                rows.add_row(&klaviyo::PROFILE, profile.row());
+            }
+            "orders" => {
+                let mut events =
+                    klaviyo::events::events(resource, categories, options)?.into_iter();
+                if let Some(placed) = events.next() {
+                    let brought = events.map(|e| (&klaviyo::EVENT, e.row())).collect();
+                    rows.add(&klaviyo::EVENT, placed.row(), brought);
+                }
+            }
+            "products" => {
+                let product = klaviyo::catalog::product(resource, options, now)?;
+                let product_id = resource["id"].as_str().unwrap_or_default();
+                for r in product.rejected {
+                    rejected.push(RejectedRecord {
+                        source: format!(
+                            "commercetools products {product_id} variant {}",
+                            r.variant_id
+                        ),
+                        table: Some(klaviyo::CATALOG_VARIANT.name.to_string()),
+                        error: r.reason,
+                        raw: records::raw(&r.variant),
+                    });
+                }
+                let variants = product
+                    .variants
+                    .into_iter()
+                    .map(|v| (&klaviyo::CATALOG_VARIANT, v.row()))
+                    .collect();
+                rows.add(&klaviyo::CATALOG_ITEM, product.item.row(), variants);
+            }
+            _ => {
+                let category = klaviyo::catalog::category(resource, options)?;
+                rows.add_row(&klaviyo::CATALOG_CATEGORY, category.row());
+            }
+        }
+        Ok(())
     }
 
     /// The rows collected so far (a child table naming every parent, so a collection
@@ -591,8 +959,28 @@ impl Connector for CommercetoolsConnector {
             since: since.map(cursor),
             until: until.map(cursor),
             staged: request.staged.unwrap_or(false),
+            start_id: request.start_id.clone(),
+            klaviyo: request.klaviyo.clone(),
         };
-        let tasks = whole_space(self.settings.split_into)
+        let ids: BTreeSet<String> = request.ids.iter().flatten().cloned().collect();
+        let ranges = if !ids.is_empty() {
+            let ids: Vec<String> = ids.into_iter().collect();
+            ids.chunks(IDS_PER_TASK)
+                .map(|chunk| IdRange {
+                    from: None,
+                    after: None,
+                    to: None,
+                    ids: chunk.to_vec(),
+                })
+                .collect()
+        } else if let Some(low) = request.start_id.as_deref().and_then(id_number) {
+            // Only the id space after `start_id` is split; the predicate holds either way.
+            let cuts = boundaries(low, u128::MAX, self.settings.split_into);
+            ranges(None, request.start_id.clone(), &cuts, None)
+        } else {
+            whole_space(self.settings.split_into)
+        };
+        let tasks = ranges
             .into_iter()
             .map(|range| PlannedTask {
                 stream: stream.to_string(),
@@ -666,6 +1054,7 @@ mod tests {
             from: None,
             after: Some("80000000-0000-0000-0000-000000000000".into()),
             to: Some("c0000000-0000-0000-0000-000000000000".into()),
+            ids: Vec::new(),
         };
         let children: Vec<IdRange> = c
             .split_rest("orders", &range)
@@ -691,23 +1080,21 @@ mod tests {
 
     #[test]
     fn a_resource_that_cannot_be_mapped_is_rejected_naming_stream_and_id_and_the_rest_loads() {
-        let mut collected = Collected::new("orders");
+        let mut collected = Collected::new("orders", None, "en", Utc::now());
         let mut rejected = Vec::new();
         let good = serde_json::json!({
             "id": "o-1", "version": 3, "lastModifiedAt": "2024-01-02T00:00:00.000Z",
             "lineItems": [{"id": "li-1", "quantity": 2, "variant": {"sku": "S"}}],
             "totalPrice": {"centAmount": 1250, "fractionDigits": 2, "currencyCode": "EUR"}
         });
-        collected.add(&good, "en", None, &mut rejected);
+        collected.add(&good, None, &mut rejected);
         collected.add(
             &serde_json::json!({"version": 1}),
-            "en",
             Some("o-1"),
             &mut rejected,
         );
         collected.add(
             &serde_json::json!({"id": "o-2", "version": "three"}),
-            "en",
             Some("o-1"),
             &mut rejected,
         );
@@ -740,6 +1127,196 @@ mod tests {
         assert_eq!(
             tables[1].merge.replace_scope,
             Some(vec!["order_id".to_string()])
+        );
+    }
+
+    fn connector_with_account() -> CommercetoolsConnector {
+        let mut section: CommercetoolsSettings = crate::framework::settings_section(
+            &sluice_contracts::Settings::defaults(),
+            "commercetools",
+            settings::DEFAULTS,
+        )
+        .unwrap();
+        section.accounts.insert(
+            "default".into(),
+            settings::CommercetoolsAccount {
+                api_url: "http://127.0.0.1:9".into(),
+                auth_url: "http://127.0.0.1:9".into(),
+                project_key: "p".into(),
+                client_id: "c".into(),
+                client_secret: secrecy::SecretString::from("s"),
+                scopes: None,
+            },
+        );
+        build(&section)
+    }
+
+    fn job(stream: &str, params: Value) -> JobSpec {
+        JobSpec {
+            job_id: Uuid::nil(),
+            stream: stream.into(),
+            account: "default".into(),
+            params,
+            mode: Mode::Full,
+            bookmark: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_plan_sorted_chunks_read_with_id_in() {
+        let c = connector_with_account();
+        let ids: Vec<String> = (0..250).rev().map(|i| format!("id-{i:03}")).collect();
+        let plan = c
+            .plan(&job("orders", serde_json::json!({"ids": ids})))
+            .await
+            .unwrap();
+        let ranges: Vec<IdRange> = plan
+            .tasks
+            .iter()
+            .map(|t| task_payload(&t.kind).unwrap())
+            .collect();
+        assert_eq!(
+            ranges.iter().map(|r| r.ids.len()).collect::<Vec<_>>(),
+            vec![100, 100, 50]
+        );
+        assert_eq!(ranges[0].ids[0], "id-000");
+        assert_eq!(ranges[2].ids[49], "id-249");
+        let (wheres, _) = CommercetoolsConnector::predicates(
+            &IdRange {
+                ids: vec!["a".into(), "b".into()],
+                after: Some("a".into()),
+                ..ranges[0].clone()
+            },
+            &Params::default(),
+        );
+        assert_eq!(wheres, vec!["id > \"a\"", "id in (\"a\", \"b\")"]);
+        // A dense list continues as one child with the same ids.
+        let rest = IdRange {
+            after: Some("id-050".into()),
+            ..ranges[0].clone()
+        };
+        let children = c.split_rest("orders", &rest);
+        assert_eq!(children.len(), 1);
+        assert_eq!(task_payload::<IdRange>(&children[0].kind).unwrap(), rest);
+    }
+
+    #[tokio::test]
+    async fn start_id_splits_only_the_space_after_it_and_filters_by_it() {
+        let c = connector_with_account();
+        let start = "c0000000-0000-0000-0000-000000000000";
+        let plan = c
+            .plan(&job("orders", serde_json::json!({"start_id": start})))
+            .await
+            .unwrap();
+        let ranges: Vec<IdRange> = plan
+            .tasks
+            .iter()
+            .map(|t| task_payload(&t.kind).unwrap())
+            .collect();
+        assert_eq!(ranges.len(), 8);
+        assert_eq!(ranges[0].after.as_deref(), Some(start));
+        assert!(
+            ranges
+                .iter()
+                .skip(1)
+                .all(|r| r.from.as_deref() > Some(start))
+        );
+        let params: Params = serde_json::from_value(plan.params).unwrap();
+        assert_eq!(params.start_id.as_deref(), Some(start));
+        let (wheres, _) = CommercetoolsConnector::predicates(&ranges[3], &params);
+        assert!(wheres.contains(&format!("id > \"{start}\"")), "{wheres:?}");
+    }
+
+    #[test]
+    fn partial_and_mapped_parameters_are_checked() {
+        let c = connector_with_account();
+        let refused = |stream: &str, params: Value| match c.validate(&job(stream, params)) {
+            Err(ConnectorError::InvalidParams(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            refused("orders", serde_json::json!({"ids": ["a\" or id > \""]})).contains("quote")
+        );
+        assert!(refused("categories", serde_json::json!({"ids": ["a"]})).contains("ids"));
+        assert!(refused("customers", serde_json::json!({"start_id": "a"})).contains("start_id"));
+        assert!(
+            refused(
+                "products",
+                serde_json::json!({"staged": true, "klaviyo": {}})
+            )
+            .contains("staged")
+        );
+        assert!(
+            refused("products", serde_json::json!({"klaviyo": {"locale": "en"}}))
+                .contains("klaviyo")
+        );
+        c.validate(&job(
+            "products",
+            serde_json::json!({"klaviyo": {"preferred_locale": "en", "preferred_currency": "EUR", "product_url_template": null}}),
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn mapped_products_reject_unsendable_variants_and_replace_each_items_variants() {
+        let options = klaviyo::Options {
+            preferred_currency: Some("EUR".into()),
+            ..klaviyo::Options::default()
+        };
+        let mut collected = Collected::new("products", Some(options), "en", Utc::now());
+        let mut rejected = Vec::new();
+        let eur = serde_json::json!([{"value": {"currencyCode": "EUR", "centAmount": 500, "fractionDigits": 2}}]);
+        let product = serde_json::json!({
+            "id": "p1", "version": 1, "lastModifiedAt": "2024-01-02T00:00:00.000Z",
+            "name": {"en": "Hat"}, "slug": {"en": "hat"}, "categories": [],
+            "masterVariant": {"id": 1, "sku": "H-1", "prices": eur},
+            "variants": [{"id": 2, "prices": eur}, {"id": 3, "sku": "H-3", "prices": []}]
+        });
+        collected.add(&product, None, &mut rejected);
+        let unpriced = serde_json::json!({
+            "id": "p2", "version": 1, "name": {"en": "Cap"},
+            "masterVariant": {"id": 1, "sku": "C-1", "prices": []}
+        });
+        collected.add(&unpriced, Some("p1"), &mut rejected);
+        let sources: Vec<(&str, Option<&str>)> = rejected
+            .iter()
+            .map(|r| (r.source.as_str(), r.table.as_deref()))
+            .collect();
+        assert_eq!(
+            sources,
+            vec![
+                (
+                    "commercetools products p1 variant 2",
+                    Some("klaviyo.catalog-variant")
+                ),
+                (
+                    "commercetools products p1 variant 3",
+                    Some("klaviyo.catalog-variant")
+                ),
+                ("commercetools products p2", Some("klaviyo.catalog-item")),
+            ]
+        );
+        assert!(rejected[2].error.contains("EUR"), "{}", rejected[2].error);
+        let tables = collected.take();
+        assert_eq!(tables[0].table, "klaviyo.catalog-item");
+        assert_eq!(tables[0].rows.len(), 1);
+        assert_eq!(tables[1].table, "klaviyo.catalog-variant");
+        assert_eq!(tables[1].rows.len(), 1);
+        assert_eq!(
+            tables[1].rows[0][0],
+            serde_json::json!("$custom:::$default:::H-1")
+        );
+        assert_eq!(
+            tables[1].merge.replace_scope,
+            Some(vec!["item_id".to_string()])
+        );
+        assert_eq!(
+            tables[1].merge.scope_keys,
+            vec![vec![serde_json::json!("$custom:::$default:::p1")]]
+        );
+        assert_eq!(
+            collected.cursor_max.as_deref(),
+            Some("2024-01-02T00:00:00.000Z")
         );
     }
 }

@@ -39,6 +39,7 @@ use crate::{
     StreamSpec,
 };
 
+pub mod catalog;
 pub mod client;
 pub mod limiter;
 pub mod params;
@@ -847,7 +848,9 @@ impl Connector for KlaviyoConnector {
     }
 
     fn streams(&self) -> Vec<StreamSpec> {
-        Stream::ALL.iter().map(|s| s.spec()).collect()
+        let mut streams: Vec<StreamSpec> = Stream::ALL.iter().map(|s| s.spec()).collect();
+        streams.extend(catalog::streams());
+        streams
     }
 
     async fn check(&self, account: &str) -> Result<String, ConnectorError> {
@@ -869,11 +872,19 @@ impl Connector for KlaviyoConnector {
     }
 
     fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        if catalog::is_catalog(&job.stream) {
+            return catalog::check(job).map(|_| ());
+        }
         let stream = job_stream(&job.stream)?;
         params::check(stream, &job.params, &self.settings).map(|_| ())
     }
 
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {
+        if catalog::is_catalog(&job.stream) {
+            catalog::check(job)?;
+            self.plan_client(&job.account)?;
+            return catalog::plan(job);
+        }
         let stream = job_stream(&job.stream)?;
         let raw = params::check(stream, &job.params, &self.settings)?;
         let client = self.plan_client(&job.account)?;
@@ -956,6 +967,9 @@ impl Connector for KlaviyoConnector {
         emit: &mut dyn Emit,
     ) -> Result<FetchOutput, ConnectorError> {
         let client = self.fetch_client(&task.account)?;
+        if catalog::is_catalog(&task.stream) {
+            return catalog::fetch(&client, task).await;
+        }
         let base_stream = task.stream.split('/').next().unwrap_or("");
         match (&task.kind, Stream::parse(base_stream)) {
             (
