@@ -97,16 +97,19 @@ mod api;
 mod data;
 mod filter;
 mod limits;
+mod schema;
 mod spec;
+mod written;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::faults::FaultConfig;
-pub use api::router;
+pub use api::{WrittenHandle, router, router_with_handle};
 pub use data::InvalidSpec;
 pub use limits::{RateLimitScope, Tier};
+pub use written::JobTiming;
 
 /// What account to generate. All times are UTC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +187,8 @@ pub struct KlaviyoConfig {
     /// Base of the absolute URLs in `links` (e.g. `http://sandbox:9200`); default
     /// `http://<Host header>`.
     pub public_url: Option<String>,
+    /// How bulk jobs go from `queued` to final.
+    pub jobs: JobTiming,
 }
 
 impl Default for KlaviyoConfig {
@@ -195,6 +200,7 @@ impl Default for KlaviyoConfig {
             rate_limit_scope: RateLimitScope::default(),
             faults: FaultConfig::default(),
             public_url: None,
+            jobs: JobTiming::default(),
         }
     }
 }
