@@ -243,10 +243,14 @@ pub(crate) mod tests {
     }
 
     /// The resolved schema of the response `status` of `method path`.
+    /// (`4XX` is the shared `ClientError` response.)
     pub(crate) fn response_schema(path: &str, method: &str, status: &str) -> Value {
         let spec = spec_of(path);
-        let s = &spec["paths"][path][method]["responses"][status]["content"]["application/vnd.api+json"]
-            ["schema"];
+        let mut r = &spec["paths"][path][method]["responses"][status];
+        while let Some(name) = r["$ref"].as_str().and_then(|x| x.rsplit('/').next()) {
+            r = &spec["components"]["responses"][name];
+        }
+        let s = &r["content"]["application/vnd.api+json"]["schema"];
         assert!(!s.is_null(), "{method} {path} has no {status} body schema");
         resolve(&spec, s, 0)
     }
