@@ -1,5 +1,5 @@
 //! Klaviyo's `filter` query syntax: `equals(metric_id,"X")`, `any(id,["a","b"])`,
-//! `greater-or-equal(datetime,2024-01-01T00:00:00Z)`, `has(profile)`, combined with
+//! `greater-or-equal(datetime,2024-01-01T00:00:00Z)`, `has(profile)`, `contains(title,"x")`, combined with
 //! `and(…)` or top-level commas (both mean AND). `or`/`not` are rejected.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
@@ -14,6 +14,8 @@ pub(crate) enum Op {
     GreaterOrEqual,
     LessThan,
     LessOrEqual,
+    /// `contains(field,"text")`: a substring (the catalog endpoints' `title`, `name`).
+    Contains,
 }
 
 impl Op {
@@ -26,6 +28,7 @@ impl Op {
             "greater-or-equal" => Op::GreaterOrEqual,
             "less-than" => Op::LessThan,
             "less-or-equal" => Op::LessOrEqual,
+            "contains" => Op::Contains,
             _ => return None,
         })
     }
@@ -40,6 +43,7 @@ impl Op {
             Op::GreaterOrEqual => "greater-or-equal",
             Op::LessThan => "less-than",
             Op::LessOrEqual => "less-or-equal",
+            Op::Contains => "contains",
         }
     }
 }

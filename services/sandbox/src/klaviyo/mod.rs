@@ -1,5 +1,6 @@
 //! An emulation of Klaviyo's JSON:API (revision 2026-07-15, after
-//! `specs/klaviyo/{events,profiles,metrics,lists,segments}.json`) over a generated account.
+//! `specs/klaviyo/{events,profiles,metrics,lists,segments,catalogs}.json`) over a generated
+//! account, taking writes too.
 //! What the spec files say per operation (query parameters and their enums, `page[size]`,
 //! rate-limit tiers) is derived into `operations.json` and checked against them (`spec.rs`).
 //!
@@ -56,6 +57,21 @@
 //! also be a whole `links.next` URL or the text after `page%5Bcursor%5D` in it (`=` included),
 //! as Klaviyo's SDKs pass it. A cursor used with a different `filter` or `sort` is a 400.
 //!
+//! # Writes
+//! After `specs/klaviyo/{profiles,events,catalogs}.json` (routes, limits and refusals in
+//! `api/writes.rs` and the files beside it): `POST /api/profiles` (409 `duplicate_profile`
+//! with `meta.duplicate_profile_id`), `PATCH /api/profiles/{id}`, `POST /api/profile-import`
+//! (201/200), profile bulk import jobs with their `import-errors`, `POST /api/events` and
+//! event bulk create jobs (202, no body; a repeat of profile + metric + `unique_id`, or of
+//! the time to the second, is dropped; metrics created on first use), and the catalog
+//! (items, variants, categories: reads, single writes, bulk jobs). Bodies are checked
+//! against the spec's request schemas (`write_schemas.json`, see `schema.rs`): 400 with
+//! `source.pointer`; over 5 MB a 413. The emulator rejects phone numbers that are not E.164.
+//! Bulk jobs go `queued` → `processing` → `complete` (or `cancelled`) as
+//! [`KlaviyoConfig::jobs`] says; their writes become visible when final. What is written is
+//! served by the reads (profiles, events, metrics, catalog) alongside the generated account,
+//! until the configuration's `data` changes. Write tiers come from the spec like the reads'.
+//!
 //! # Rate limits
 //! Per account (API key) and endpoint (or tier, [`RateLimitScope`]), a 1 s burst and a 60 s
 //! steady window (see [`Tier`]), fixed windows (one opens at the first request after the
@@ -79,6 +95,9 @@
 //! - `POST /klaviyo/_admin/events`: `{"metric_id", "profile_id", "datetime", "properties"}`
 //!   appends one event, or `{"count": n, "metric_id"?, "datetime"?}` appends n generated
 //!   ones (random profiles; `datetime` default now) → `{"ids": [...]}`.
+//! - `GET /klaviyo/_admin/written`: what the write endpoints wrote (profiles, metrics,
+//!   events, catalog objects, jobs, counts); in process the same through
+//!   [`router_with_handle`]'s [`WrittenHandle`].
 //! - `POST /klaviyo/_admin/profiles/{id}/touch` with an optional `{"updated": datetime}`
 //!   (default now) sets the profile's `updated` → the profile resource.
 //!
@@ -97,16 +116,19 @@ mod api;
 mod data;
 mod filter;
 mod limits;
+mod schema;
 mod spec;
+mod written;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::faults::FaultConfig;
-pub use api::router;
+pub use api::{WrittenHandle, router, router_with_handle};
 pub use data::InvalidSpec;
 pub use limits::{RateLimitScope, Tier};
+pub use written::JobTiming;
 
 /// What account to generate. All times are UTC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +206,8 @@ pub struct KlaviyoConfig {
     /// Base of the absolute URLs in `links` (e.g. `http://sandbox:9200`); default
     /// `http://<Host header>`.
     pub public_url: Option<String>,
+    /// How bulk jobs go from `queued` to final.
+    pub jobs: JobTiming,
 }
 
 impl Default for KlaviyoConfig {
@@ -195,6 +219,7 @@ impl Default for KlaviyoConfig {
             rate_limit_scope: RateLimitScope::default(),
             faults: FaultConfig::default(),
             public_url: None,
+            jobs: JobTiming::default(),
         }
     }
 }

@@ -56,6 +56,9 @@ pub(crate) const EVENTS_PAGE_SIZE_SINCE: &str = "2026-01-15";
 pub(crate) struct Operation {
     /// The path, e.g. `/api/events`.
     pub path: String,
+    /// The HTTP method in lower case (`post`, `patch`, `delete`); left out for `get`.
+    #[serde(default = "get_method", skip_serializing_if = "is_get")]
+    pub method: String,
     /// `x-klaviyo-ratelimit`: `[burst per second, steady per minute]`.
     pub limits: [u32; 2],
     /// Other tiers for a parameter value: `[parameter, value, burst, steady]`.
@@ -75,6 +78,14 @@ pub(crate) struct Table {
     pub revision: String,
     /// By operation id (`get_events`, …).
     pub operations: BTreeMap<String, Operation>,
+}
+
+fn get_method() -> String {
+    "get".to_owned()
+}
+
+fn is_get(method: &str) -> bool {
+    method == "get"
 }
 
 const TABLE_JSON: &str = include_str!("operations.json");
@@ -103,15 +114,20 @@ pub(crate) fn published(revision: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::{Path, PathBuf};
 
     use serde_json::Value;
 
     use super::*;
 
+    /// The embedded table.
+    pub(crate) fn table() -> &'static Table {
+        &TABLE
+    }
+
     /// The shared folder's Klaviyo specs (`../shared/specs/klaviyo` of the repository).
-    fn spec_dir() -> PathBuf {
+    pub(crate) fn spec_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs/klaviyo")
     }
 
@@ -141,8 +157,8 @@ mod tests {
         [num("Default:"), num("Max:")]
     }
 
-    fn derive_operation(spec: &Value, path: &str) -> (String, Operation) {
-        let op = &spec["paths"][path]["get"];
+    fn derive_operation(spec: &Value, path: &str, method: &str) -> (String, Operation) {
+        let op = &spec["paths"][path][method];
         let id = op["operationId"].as_str().expect("operationId").to_owned();
         let rl = &op["x-klaviyo-ratelimit"];
         let limits = rate(
@@ -151,7 +167,11 @@ mod tests {
         );
         let mut params = BTreeMap::new();
         let mut size = None;
-        for p in op["parameters"].as_array().expect("parameters") {
+        for p in op["parameters"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             if p["in"] != "query" {
                 continue;
             }
@@ -199,6 +219,7 @@ mod tests {
             id,
             Operation {
                 path: path.to_owned(),
+                method: method.to_owned(),
                 limits,
                 limits_when,
                 page_size: size,
@@ -207,19 +228,33 @@ mod tests {
         )
     }
 
-    fn derive(paths: impl IntoIterator<Item = String>) -> Table {
+    /// The spec file of an `/api/<resource>…` path: `<resource>.json`, or the file of the
+    /// family (`catalog-…` → `catalogs`, `profile-…` → `profiles`, `event-…` → `events`).
+    pub(crate) fn spec_file(resource: &str) -> PathBuf {
         let dir = spec_dir();
+        let own = dir.join(format!("{resource}.json"));
+        if own.exists() {
+            return own;
+        }
+        let family = ["catalog", "profile", "event"]
+            .into_iter()
+            .find(|f| resource.starts_with(f))
+            .map_or_else(|| resource.to_owned(), |f| format!("{f}s"));
+        dir.join(format!("{family}.json"))
+    }
+
+    fn derive(paths: impl IntoIterator<Item = (String, String)>) -> Table {
         let mut files: BTreeMap<String, Value> = BTreeMap::new();
         let mut revision = None;
         let mut operations = BTreeMap::new();
-        for path in paths {
+        for (path, method) in paths {
             let resource = path
                 .strip_prefix("/api/")
                 .and_then(|p| p.split('/').next())
                 .expect("an /api/ path")
                 .to_owned();
             let spec = files.entry(resource.clone()).or_insert_with(|| {
-                let file = dir.join(format!("{resource}.json"));
+                let file = spec_file(&resource);
                 let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
                     panic!("reading {} (the shared specs): {e}", file.display())
                 });
@@ -227,7 +262,7 @@ mod tests {
             });
             let v = spec["info"]["version"].as_str().expect("info.version");
             assert_eq!(*revision.get_or_insert_with(|| v.to_owned()), v);
-            let (id, op) = derive_operation(spec, &path);
+            let (id, op) = derive_operation(spec, &path, &method);
             operations.insert(id, op);
         }
         Table {
@@ -238,7 +273,11 @@ mod tests {
 
     #[test]
     fn embedded_table_matches_the_spec_files() {
-        let paths: Vec<String> = TABLE.operations.values().map(|o| o.path.clone()).collect();
+        let paths: Vec<(String, String)> = TABLE
+            .operations
+            .values()
+            .map(|o| (o.path.clone(), o.method.clone()))
+            .collect();
         let derived = derive(paths);
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/klaviyo/operations.json");
         if std::env::var_os("SLUICE_SANDBOX_WRITE_SPEC_TABLE").is_some() {

@@ -73,8 +73,8 @@ impl Ctx<'_> {
             sep(out);
             let _ = write!(out, r#""uuid":"{}""#, e.uuid);
         }
-        let pid = self.d.profile_id(e.profile);
-        let mid = &self.d.metrics[e.m].id;
+        let pid = self.pid(e.profile);
+        let mid = self.mid(e.m);
         // With `include=attributions` the relationship lists them (none: `[]`).
         let attribution_data = if e.attributions {
             match e.attribution {
@@ -108,18 +108,18 @@ impl Ctx<'_> {
         let sort = self.sort_of(&page, &["datetime", "-datetime", "timestamp", "-timestamp"])?;
         // A backward (`links.prev`) page is read in the other direction, then reversed.
         let desc = sort.is_some_and(|s| s.starts_with('-')) != page.back;
-        let mut metrics: Vec<usize> = (0..d.metrics.len()).collect();
+        let mut metrics: Vec<usize> = (0..self.metric_count()).collect();
         let mut profile: Option<u64> = None;
         let mut nothing = false;
         let mut b = Bounds::default();
         for c in &conds {
             let text = c.value.as_ref().and_then(Lit::text).unwrap_or("");
             match c.field.as_str() {
-                "metric_id" => match d.metric_index(text) {
+                "metric_id" => match self.metric_idx(text) {
                     Some(m) => metrics.retain(|&x| x == m),
                     None => nothing = true,
                 },
-                "profile_id" => match d.profile_index(text) {
+                "profile_id" => match self.profile_idx(text) {
                     Some(p) if profile.is_none_or(|q| q == p) => profile = Some(p),
                     _ => nothing = true,
                 },
@@ -148,9 +148,14 @@ impl Ctx<'_> {
         let mut horizons: Vec<EKey> = Vec::new();
         for &m in &metrics {
             let mi = m as i64;
-            let mut ga = d.count_before(m, b.lo);
-            let mut gb = d.count_before(m, b.hi);
-            if let Some((kt, km, ks, ki)) = cur {
+            // Metrics created by events have no generated events.
+            let generated = m < d.metrics.len();
+            let (mut ga, mut gb) = if generated {
+                (d.count_before(m, b.lo), d.count_before(m, b.hi))
+            } else {
+                (0, 0)
+            };
+            if let Some((kt, km, ks, ki)) = cur.filter(|_| generated) {
                 if !desc {
                     let lo = if mi < km || (mi == km && ks == 1) {
                         d.count_before(m, kt.saturating_add(1))

@@ -4,10 +4,13 @@ use super::*;
 
 impl Ctx<'_> {
     pub(super) fn metric_json(&self, m: usize) -> Value {
-        let id = &self.d.metrics[m].id;
-        let attrs = match self.d.metric_attributes(m) {
-            Value::Object(o) => o,
-            _ => Map::new(),
+        let id = self.mid(m);
+        let attrs = match m.checked_sub(self.d.metrics.len()) {
+            None => match self.d.metric_attributes(m) {
+                Value::Object(o) => o,
+                _ => Map::new(),
+            },
+            Some(k) => self.created_metric_attributes(k),
         };
         let mut rels =
             json!({"flow-triggers": {"links": self.rel("metrics", id, "flow-triggers")}});
@@ -29,9 +32,9 @@ impl Ctx<'_> {
         // `check_params`.
         let page = self.page(METRICS_PAGE, METRICS_PAGE)?;
         let conds = self.filter(&page, METRICS_ALLOWED)?;
-        let all: Vec<usize> = (0..self.d.metrics.len())
+        let all: Vec<usize> = (0..self.metric_count())
             .filter(|&m| {
-                let (name, category) = self.d.metric_integration(m);
+                let (name, category) = self.integration_of(m);
                 conds.iter().all(|c| {
                     let v = text_value(c);
                     match c.field.as_str() {

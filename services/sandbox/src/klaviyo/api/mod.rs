@@ -20,10 +20,17 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 mod admin;
+mod bulk_jobs;
+mod catalogs;
+mod event_writes;
 mod events;
 mod groups;
 mod metrics;
+mod profile_writes;
 mod profiles;
+mod writes;
+
+pub use writes::WrittenHandle;
 
 use admin::*;
 
@@ -60,6 +67,8 @@ struct Overlay {
     next_seq: u64,
     /// Touched profiles: index → `updated` (epoch seconds).
     touched: HashMap<u64, i64>,
+    /// What the write endpoints wrote ([`writes`]).
+    written: super::written::Written,
 }
 
 /// The configuration in force and its compiled data.
@@ -88,6 +97,11 @@ impl Shared {
 
 /// Builds the Klaviyo routes (see the module docs) for `config`.
 pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
+    router_with_handle(config).map(|(r, _)| r)
+}
+
+/// [`router`], and a handle on what the write endpoints write (for in-process tests).
+pub fn router_with_handle(config: KlaviyoConfig) -> Result<(Router, WrittenHandle), InvalidSpec> {
     let data = Dataset::new(&config.data)?;
     let overlay = Overlay {
         events: (0..data.metrics.len()).map(|_| BTreeMap::new()).collect(),
@@ -199,20 +213,24 @@ pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
             full: true
         }),
     );
-    Ok(r.route("/api/{*rest}", get(not_found_route))
-        .route("/klaviyo/_admin/stats", get(admin_stats))
-        .route("/klaviyo/_admin/stats/reset", post(admin_stats_reset))
-        .route(
-            "/klaviyo/_admin/faults",
-            get(admin_faults).post(admin_set_faults),
-        )
-        .route(
-            "/klaviyo/_admin/config",
-            get(admin_config).post(admin_set_config),
-        )
-        .route("/klaviyo/_admin/events", post(admin_events))
-        .route("/klaviyo/_admin/profiles/{id}/touch", post(admin_touch))
-        .with_state(shared))
+    let r = writes::routes(r, &layered);
+    Ok((
+        r.route("/api/{*rest}", get(not_found_route))
+            .route("/klaviyo/_admin/stats", get(admin_stats))
+            .route("/klaviyo/_admin/stats/reset", post(admin_stats_reset))
+            .route(
+                "/klaviyo/_admin/faults",
+                get(admin_faults).post(admin_set_faults),
+            )
+            .route(
+                "/klaviyo/_admin/config",
+                get(admin_config).post(admin_set_config),
+            )
+            .route("/klaviyo/_admin/events", post(admin_events))
+            .route("/klaviyo/_admin/profiles/{id}/touch", post(admin_touch))
+            .with_state(shared.clone()),
+        WrittenHandle(shared),
+    ))
 }
 
 /// The emulated operations.
@@ -227,7 +245,12 @@ enum Ep {
     List,
     Segments,
     Segment,
-    Members { lists: bool, full: bool },
+    Members {
+        lists: bool,
+        full: bool,
+    },
+    /// The write side and the reads of written data ([`writes`]).
+    Store(writes::StoreOp),
 }
 
 impl Ep {
@@ -259,6 +282,7 @@ impl Ep {
                 lists: false,
                 full: true,
             } => "get_profiles_for_segment",
+            Ep::Store(op) => op.name(),
         }
     }
 }
@@ -536,6 +560,7 @@ async fn serve(
     query: Option<String>,
 ) -> Response {
     let live = sh.live();
+    writes::settle(&live, writes::now_ms());
     let q = Query::parse(query.as_deref().unwrap_or(""));
     let base = live.config.public_url.clone().unwrap_or_else(|| {
         let host = headers
@@ -888,8 +913,7 @@ impl Ctx<'_> {
             Ep::Metrics => self.metrics(),
             Ep::Metric => {
                 let m = self
-                    .d
-                    .metric_index(&self.id)
+                    .metric_idx(&self.id)
                     .ok_or_else(|| ApiErr::not_found(format!("Metric {} not found.", self.id)))?;
                 Ok(self.single(self.metric_json(m)))
             }
@@ -910,6 +934,7 @@ impl Ctx<'_> {
                 Ok(self.single(self.group_json(lists, g)))
             }
             Ep::Members { lists, full } => self.members(lists, full),
+            Ep::Store(op) => self.store_get(op),
         }
     }
 
@@ -924,6 +949,7 @@ impl Ctx<'_> {
             Ep::List => format!("lists/{}/", self.id),
             Ep::Segments => "segments/".to_owned(),
             Ep::Segment => format!("segments/{}/", self.id),
+            Ep::Store(op) => op.rest(&self.id),
             Ep::Members { lists, full } => format!(
                 "{}/{}/{}",
                 if lists { "lists" } else { "segments" },

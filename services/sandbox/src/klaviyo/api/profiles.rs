@@ -4,6 +4,9 @@ use super::*;
 
 impl Ctx<'_> {
     pub(super) fn updated_of(&self, i: u64) -> i64 {
+        if let Some(k) = i.checked_sub(self.d.spec.profiles) {
+            return self.ov.written.profiles[k as usize].updated;
+        }
         self.ov
             .touched
             .get(&i)
@@ -13,8 +16,8 @@ impl Ctx<'_> {
 
     pub(super) fn profile_json(&self, i: u64, joined: Option<i64>) -> Value {
         let d = self.d;
-        let id = d.profile_id(i);
-        let mut attrs = d.profile_attributes(i, self.updated_of(i));
+        let id = self.pid(i);
+        let mut attrs = self.profile_attrs(i);
         if let Some(j) = joined {
             attrs.insert("joined_group_at".into(), json!(fmt_time(j)));
         }
@@ -82,6 +85,10 @@ impl Ctx<'_> {
 
     /// Indexes of the lists (`lists`) or segments profile `i` belongs to.
     pub(super) fn memberships(&self, lists: bool, i: u64) -> Vec<usize> {
+        if i >= self.d.spec.profiles {
+            // Written profiles join no list or segment.
+            return Vec::new();
+        }
         let n = if lists {
             self.d.lists.len()
         } else {
@@ -96,8 +103,7 @@ impl Ctx<'_> {
     /// and segments.
     pub(super) fn profile(&self) -> Result<Value, ApiErr> {
         let i = self
-            .d
-            .profile_index(&self.id)
+            .profile_idx(&self.id)
             .ok_or_else(|| ApiErr::not_found(format!("Profile {} not found.", self.id)))?;
         let mut doc =
             json!({"data": self.profile_json(i, None), "links": {"self": self.self_link()}});
@@ -122,11 +128,21 @@ impl Ctx<'_> {
     pub(super) fn identity(&self, c: &Cond, set: &mut Option<BTreeSet<u64>>) -> bool {
         let d = self.d;
         let vals = text_value(c);
-        let f: &dyn Fn(&str) -> Option<u64> = match c.field.as_str() {
-            "id" | "profile_id" => &|v| d.profile_index(v),
-            "email" => &|v| d.profile_by_email(v),
-            "phone_number" => &|v| d.profile_by_phone(v),
-            "external_id" => &|v| d.profile_by_external_id(v),
+        let field = c.field.as_str();
+        let f: &dyn Fn(&str) -> Option<u64> = match field {
+            "id" | "profile_id" => &|v| self.profile_idx(v),
+            "email" => &|v| {
+                self.written_identity(field, v)
+                    .or_else(|| d.profile_by_email(v))
+            },
+            "phone_number" => &|v| {
+                self.written_identity(field, v)
+                    .or_else(|| d.profile_by_phone(v))
+            },
+            "external_id" => &|v| {
+                self.written_identity(field, v)
+                    .or_else(|| d.profile_by_external_id(v))
+            },
             _ => return false,
         };
         intersect(set, vals.into_iter().filter_map(f));
@@ -186,7 +202,7 @@ impl Ctx<'_> {
                 p.get(1).copied().unwrap_or(0),
             )
         });
-        let ok = |i: u64| cb.contains(d.profile_created(i)) && ub.contains(self.updated_of(i));
+        let ok = |i: u64| cb.contains(self.created_of(i)) && ub.contains(self.updated_of(i));
         let mut items: Vec<((i64, i64), u64)> = Vec::new();
         let mut horizons = Vec::new();
         match set {
@@ -244,7 +260,8 @@ impl Ctx<'_> {
                 for idx in taken {
                     items.push(((prim(idx), idx as i64), idx));
                 }
-                for (&idx, _) in self.ov.touched.iter() {
+                let written = (0..self.ov.written.profiles.len() as u64).map(|k| n + k);
+                for idx in self.ov.touched.keys().copied().chain(written) {
                     let k = (prim(idx), idx as i64);
                     if ok(idx) && after(&k, cur.as_ref(), desc) {
                         items.push((k, idx));
