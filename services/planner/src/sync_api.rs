@@ -145,7 +145,7 @@ pub async fn start(
             api.bind
         )
     })?;
-    if api.token.is_none() && !bind.ip().is_loopback() {
+    if api.token().is_none() && !bind.ip().is_loopback() {
         warn!(
             requested = %bind,
             "the sync API has no token (SLUICE__SYNC_API__TOKEN), so it listens on loopback only"
@@ -194,7 +194,7 @@ fn message(status: StatusCode, text: impl Into<String>) -> Response {
 
 /// Refuses a request without the configured bearer token (compared in constant time).
 async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
-    if let Some(token) = &api.settings.token
+    if let Some(token) = api.settings.token()
         && !bearer_matches(request.headers(), token)
     {
         return message(

@@ -53,8 +53,8 @@ pub struct SyncApiSettings {
     /// `token`, only a loopback address is served: another host is replaced by
     /// `127.0.0.1`, with a warning.
     pub bind: String,
-    /// Bearer token every request must carry (`Authorization: Bearer <token>`); unset: no
-    /// authentication, loopback only. Never logged.
+    /// Bearer token every request must carry (`Authorization: Bearer <token>`); unset or
+    /// empty: no authentication, loopback only ([`SyncApiSettings::token`]). Never logged.
     pub token: Option<SecretString>,
     /// The named destination the API's jobs write to, default `klaviyo`.
     pub destination: String,
@@ -268,6 +268,14 @@ impl AmqpSettings {
     /// The URL, for building the connection only.
     pub fn url(&self) -> &str {
         self.url.expose_secret()
+    }
+}
+
+impl SyncApiSettings {
+    /// The bearer token, when one is set and not empty (an empty `SLUICE__SYNC_API__TOKEN`,
+    /// as a compose file's `${VAR:-}` gives, means none).
+    pub fn token(&self) -> Option<&SecretString> {
+        self.token.as_ref().filter(|t| !t.expose_secret().is_empty())
     }
 }
 
