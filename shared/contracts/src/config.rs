@@ -60,10 +60,6 @@ pub struct SyncApiSettings {
     pub destination: String,
     /// The commercetools account the API's jobs read, default `default`.
     pub account: String,
-    /// Refuse a sync while the plugin's own lock (custom object
-    /// `klaviyo-ct-plugin-lock/<kind>FullSync` in commercetools) exists, so the plugin and
-    /// sluice never run the same import at once during a migration. Default true.
-    pub honour_legacy_lock: bool,
 }
 
 /// RabbitMQ settings.
@@ -214,7 +210,6 @@ format = "text"
 bind = "127.0.0.1:6779"
 destination = "klaviyo"
 account = "default"
-honour_legacy_lock = true
 "#;
 
 impl Settings {
