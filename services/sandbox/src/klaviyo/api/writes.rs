@@ -29,6 +29,8 @@ use super::*;
 
 /// The largest request body, bytes (Klaviyo's 5 MB payload limit).
 pub(super) const MAX_BODY: usize = 5 * 1024 * 1024;
+/// Bodies read at most (larger ones get axum's plain 413).
+const READ_LIMIT: usize = 4 * MAX_BODY;
 
 /// An operation on written data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,10 +217,9 @@ pub(super) fn routes(
                 }
             }
         };
-        // Bodies up to a little over Klaviyo's limit are read, so that the emulator itself
-        // answers a too-large one (413) as Klaviyo does.
-        let m = layered(m, Ep::Store(op))
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1024 * 1024));
+        // Bodies up to well over Klaviyo's limit are read, so that the emulator itself
+        // answers a too-large one (413) in Klaviyo's error shape.
+        let m = layered(m, Ep::Store(op)).layer(axum::extract::DefaultBodyLimit::max(READ_LIMIT));
         r = r.route(&path, m.clone()).route(&format!("{path}/"), m);
     }
     r.route("/klaviyo/_admin/written", get(admin_written))
@@ -507,20 +508,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// The profiles whose `field` (`email`, `phone_number`, `external_id`) is `value`
-    /// through a write.
-    pub(super) fn written_identity(&self, field: &str, value: &str) -> Option<u64> {
-        let key = match field {
-            "email" => value.to_ascii_lowercase(),
-            _ => value.to_owned(),
-        };
-        let field: &'static str = match field {
-            "email" => "email",
-            "phone_number" => "phone_number",
-            "external_id" => "external_id",
-            _ => return None,
-        };
-        self.ov.written.identifiers.get(&(field, key)).copied()
+    /// The profile whose `field` (`email`, `phone_number`, `external_id`) is `value`: as a
+    /// write set it, else the generated one (unless a write changed that field of it).
+    pub(super) fn identified(&self, field: &str, value: &str) -> Option<u64> {
+        super::profile_writes::identified(self.d, self.ov, field, value)
     }
 
     /// Reads of written data.

@@ -96,6 +96,19 @@ impl App {
         self.call("GET", uri, None).await
     }
 
+    /// Ids of the profiles `GET /api/profiles` finds by `email`.
+    async fn ids_by_email(&self, email: &str) -> Vec<String> {
+        let filter = q(&format!("equals(email,\"{email}\")"));
+        self.get(&format!("/api/profiles?filter={filter}"))
+            .await
+            .body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Polls a job until it is final; its document.
     async fn wait_job(&self, uri: &str) -> Value {
         let mut seen = Vec::new();
@@ -1120,4 +1133,49 @@ async fn oversized_and_malformed_bodies() {
         .body(Body::from("{}"))
         .unwrap();
     assert_eq!(a.router.clone().oneshot(req).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn writes_to_a_generated_profile_change_it_in_place() {
+    let a = app(config(None, fast()));
+    let first = a.get("/api/profiles?page[size]=1").await;
+    let generated = &first.body["data"][0];
+    let (id, email) = (
+        generated["id"].as_str().unwrap().to_owned(),
+        generated["attributes"]["email"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let r = a
+        .post(
+            "/api/profile-import",
+            &profile(json!({"email": email, "title": "Dr", "properties": {"ct": true}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"]["id"], id.as_str());
+    assert_eq!(r.body["data"]["attributes"]["title"], "Dr");
+    // Generated properties are kept, the written one added.
+    assert_eq!(r.body["data"]["attributes"]["properties"]["ct"], true);
+    assert!(r.body["data"]["attributes"]["properties"]["loyalty_tier"].is_string());
+    // A new email by id: found by the new one, no longer by the old one.
+    let r = a
+        .post(
+            "/api/profile-import",
+            &json!({"data": {"type": "profile", "id": id, "attributes": {"email": "moved@example.com"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.ids_by_email("moved@example.com").await, vec![id.clone()]);
+    assert!(a.ids_by_email(&email).await.is_empty());
+    // The old email is free again: a create with it makes a new profile.
+    let r = a
+        .post("/api/profiles", &profile(json!({"email": email})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_ne!(r.body["data"]["id"], id.as_str());
+    // The generated profile reads back changed.
+    let one = a.get(&format!("/api/profiles/{id}")).await;
+    assert_eq!(one.body["data"]["attributes"]["email"], "moved@example.com");
 }
