@@ -671,6 +671,17 @@ impl WrittenHandle {
     pub fn snapshot(&self) -> Value {
         snapshot(&self.0.live())
     }
+
+    /// [`WrittenHandle::snapshot`], typed.
+    ///
+    /// # Panics
+    /// Never in practice: the snapshot is built in the typed shape (checked by a test).
+    pub fn typed(&self) -> super::super::WrittenSnapshot {
+        match serde_json::from_value(self.snapshot()) {
+            Ok(s) => s,
+            Err(e) => panic!("the written snapshot does not fit WrittenSnapshot: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

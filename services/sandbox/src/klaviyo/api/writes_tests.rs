@@ -513,6 +513,10 @@ async fn events_dedup_create_metrics_and_profiles_and_read_back() {
     assert!(r.empty);
     let snap = a.handle.snapshot();
     assert_eq!(snap["counts"]["events"], 5);
+    let typed = a.handle.typed();
+    assert_eq!(typed.events.len(), 5);
+    assert_eq!(typed.events[0].event_properties["$event_id"], "o-1");
+    assert_eq!(typed.metrics.len(), 3);
     assert_eq!(snap["counts"]["profiles"], 2);
 
     // Refusals: a time before 1990, no metric name, a bulk job of 1,001 events.
@@ -934,6 +938,9 @@ async fn catalog_bulk_jobs_lifecycle_errors_and_paging() {
     );
     let snap = a.handle.snapshot();
     assert_eq!(snap["counts"]["catalog_items"], 249);
+    let typed = a.handle.typed();
+    assert_eq!(typed.counts.catalog_items, 249);
+    assert_eq!(typed.catalog_items.len(), 249);
     let renamed = snap["catalog_items"]
         .as_array()
         .unwrap()
