@@ -670,6 +670,13 @@ async fn catalog_single_writes_and_reads() {
     assert_eq!(one.status, 200, "{}", one.body);
     conforms("/api/catalog-items/{id}", "get", "200", &one.body);
     assert_eq!(one.body["included"][0]["attributes"]["sku"], "sku-1");
+    let listed = a.get("/api/catalog-items?include=variants").await;
+    conforms("/api/catalog-items", "get", "200", &listed.body);
+    assert_eq!(
+        listed.body["data"][0]["relationships"]["variants"]["data"],
+        json!([{"type": "catalog-variant", "id": "$custom:::$default:::sku-1"}])
+    );
+    assert_eq!(listed.body["included"][0]["attributes"]["sku"], "sku-1");
     let list = a
         .get(&format!(
             "/api/catalog-items?filter={}",
