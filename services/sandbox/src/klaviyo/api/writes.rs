@@ -16,6 +16,7 @@
 //! | `POST`, `PATCH /{id}`, `DELETE /{id}` on them | 201 / 200 / 204 | L |
 //! | `POST /api/catalog-{item,variant,category}-bulk-{create,update,delete}-jobs` | 202 and the job (≤ 100 objects, ≤ 5 MB; ≤ 500 catalog jobs in progress, else 429) | L |
 //! | `GET` of those jobs `/{id}` | status, counts, `errors[]` | L or XL as the spec says |
+//! | `GET /api/profile-bulk-import-jobs`, `GET /api/catalog-…-bulk-…-jobs` | the jobs of that kind, oldest first (`sort=-created_at`: newest), filter `equals(status,…)` (profile jobs also `any`); 20 / 100 resp. 100 per page | as the spec says |
 //! | `GET /api/catalog-items/{id}/variants`, `…/relationships/categories`, `GET /api/catalog-categories/{id}/relationships/items` | | XL |
 //!
 //! Every body is checked against the spec's request schema ([`schema`]); a refusal is a 400
@@ -50,6 +51,10 @@ pub(super) enum StoreOp {
     CatalogDelete(Resource),
     CatalogBulk(Resource, Action),
     CatalogJob(Resource, Action),
+    /// `GET` of the collection of profile import jobs.
+    ProfileJobs,
+    /// `GET` of the collection of catalog jobs of one kind.
+    CatalogJobs(Resource, Action),
     ItemVariants,
     ItemCategoryIds,
     CategoryItemIds,
@@ -102,6 +107,16 @@ impl StoreOp {
             StoreOp::CatalogJob(Category, Create) => "get_bulk_create_categories_job",
             StoreOp::CatalogJob(Category, Update) => "get_bulk_update_categories_job",
             StoreOp::CatalogJob(Category, Delete) => "get_bulk_delete_categories_job",
+            StoreOp::ProfileJobs => "get_bulk_import_profiles_jobs",
+            StoreOp::CatalogJobs(Item, Create) => "get_bulk_create_catalog_items_jobs",
+            StoreOp::CatalogJobs(Item, Update) => "get_bulk_update_catalog_items_jobs",
+            StoreOp::CatalogJobs(Item, Delete) => "get_bulk_delete_catalog_items_jobs",
+            StoreOp::CatalogJobs(Variant, Create) => "get_bulk_create_variants_jobs",
+            StoreOp::CatalogJobs(Variant, Update) => "get_bulk_update_variants_jobs",
+            StoreOp::CatalogJobs(Variant, Delete) => "get_bulk_delete_variants_jobs",
+            StoreOp::CatalogJobs(Category, Create) => "get_bulk_create_categories_jobs",
+            StoreOp::CatalogJobs(Category, Update) => "get_bulk_update_categories_jobs",
+            StoreOp::CatalogJobs(Category, Delete) => "get_bulk_delete_categories_jobs",
             StoreOp::ItemVariants => "get_variants_for_catalog_item",
             StoreOp::ItemCategoryIds => "get_category_ids_for_catalog_item",
             StoreOp::CategoryItemIds => "get_item_ids_for_catalog_category",
@@ -114,7 +129,9 @@ impl StoreOp {
             StoreOp::CreateProfile => "profiles/".to_owned(),
             StoreOp::UpdateProfile => format!("profiles/{id}/"),
             StoreOp::ImportProfile => "profile-import/".to_owned(),
-            StoreOp::BulkImportProfiles => "profile-bulk-import-jobs/".to_owned(),
+            StoreOp::BulkImportProfiles | StoreOp::ProfileJobs => {
+                "profile-bulk-import-jobs/".to_owned()
+            }
             StoreOp::ProfileJob => format!("profile-bulk-import-jobs/{id}/"),
             StoreOp::ImportErrors => format!("profile-bulk-import-jobs/{id}/import-errors/"),
             StoreOp::CreateEvent => "events/".to_owned(),
@@ -123,7 +140,9 @@ impl StoreOp {
             StoreOp::CatalogGet(r) | StoreOp::CatalogUpdate(r) | StoreOp::CatalogDelete(r) => {
                 format!("{}/{id}/", r.path())
             }
-            StoreOp::CatalogBulk(r, a) => format!("{}/", job_path(r, a)),
+            StoreOp::CatalogBulk(r, a) | StoreOp::CatalogJobs(r, a) => {
+                format!("{}/", job_path(r, a))
+            }
             StoreOp::CatalogJob(r, a) => format!("{}/{id}/", job_path(r, a)),
             StoreOp::ItemVariants => format!("catalog-items/{id}/variants/"),
             StoreOp::ItemCategoryIds => format!("catalog-items/{id}/relationships/categories/"),
@@ -139,6 +158,7 @@ impl StoreOp {
             StoreOp::ImportProfile,
             StoreOp::BulkImportProfiles,
             StoreOp::ProfileJob,
+            StoreOp::ProfileJobs,
             StoreOp::ImportErrors,
             StoreOp::CreateEvent,
             StoreOp::BulkCreateEvents,
@@ -155,7 +175,11 @@ impl StoreOp {
                 StoreOp::CatalogDelete(r),
             ]);
             for a in [Action::Create, Action::Update, Action::Delete] {
-                out.extend([StoreOp::CatalogBulk(r, a), StoreOp::CatalogJob(r, a)]);
+                out.extend([
+                    StoreOp::CatalogBulk(r, a),
+                    StoreOp::CatalogJob(r, a),
+                    StoreOp::CatalogJobs(r, a),
+                ]);
             }
         }
         out
@@ -522,6 +546,8 @@ impl Ctx<'_> {
             StoreOp::CatalogList(r) => self.catalog_list(r, None),
             StoreOp::CatalogGet(r) => self.catalog_one(r),
             StoreOp::CatalogJob(r, a) => self.catalog_job(r, a),
+            StoreOp::ProfileJobs => self.jobs(JobKind::Profiles),
+            StoreOp::CatalogJobs(r, a) => self.jobs(JobKind::Catalog(r, a)),
             StoreOp::ItemVariants => {
                 if !self.ov.written.catalog.items.contains_key(&self.id) {
                     return Err(ApiErr::not_found(format!(

@@ -365,6 +365,25 @@ async fn profile_bulk_import_job_lifecycle_errors_and_rerun() {
         ),
         (Some(3), Some(0))
     );
+    // The jobs' collection, newest first.
+    let jobs = a
+        .get(&format!(
+            "/api/profile-bulk-import-jobs?sort=-created_at&filter={}",
+            q("equals(status,\"complete\")")
+        ))
+        .await;
+    assert_eq!(jobs.status, 200, "{}", jobs.body);
+    conforms("/api/profile-bulk-import-jobs", "get", "200", &jobs.body);
+    let listed: Vec<&str> = jobs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [again["data"]["id"].as_str().unwrap(), job.as_str()]
+    );
     // A re-run is an upsert: three profiles in all.
     let snap = a.handle.snapshot();
     assert_eq!(snap["counts"]["profiles"], 3);
@@ -862,6 +881,30 @@ async fn catalog_bulk_jobs_lifecycle_errors_and_paging() {
         attrs["errors"][0]["source"]["pointer"],
         "/data/attributes/items/data/50/attributes/external_id"
     );
+    for id in &ids[..2] {
+        a.wait_job(&format!("/api/catalog-item-bulk-create-jobs/{id}"))
+            .await;
+    }
+    let jobs = a
+        .get(&format!(
+            "/api/catalog-item-bulk-create-jobs?filter={}",
+            q("equals(status,\"complete\")")
+        ))
+        .await;
+    assert_eq!(jobs.status, 200, "{}", jobs.body);
+    conforms(
+        "/api/catalog-item-bulk-create-jobs",
+        "get",
+        "200",
+        &jobs.body,
+    );
+    let listed: Vec<String> = jobs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, ids);
     // Paging reads each exactly once.
     let mut seen = Vec::new();
     let mut next = Some("/api/catalog-items?page[size]=100".to_owned());
