@@ -389,11 +389,10 @@ impl WriteCx<'_> {
             Err(e) => return Ok(Reply::Raw(e.response("/data"))),
         };
         let cx = self.ctx(ov, Ep::Store(op));
-        let mut resource = cx.profile_json(i, None);
-        // A write's answer has no `links` inside its relationships besides the read's.
-        let id = cx.pid(i);
-        resource["links"] = json!({"self": format!("{}/api/profiles/{id}/", self.base)});
-        let doc = json!({"data": resource, "links": {"self": format!("{}/api/profiles/{id}/", self.base)}});
+        // The profile as `GET /api/profiles/{id}` serves it.
+        let resource = cx.profile_json(i, None);
+        let links = json!({"self": resource["links"]["self"].clone()});
+        let doc = json!({"data": resource, "links": links});
         let status = if created {
             StatusCode::CREATED
         } else {

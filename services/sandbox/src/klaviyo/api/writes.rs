@@ -282,18 +282,22 @@ pub(super) fn settle(live: &Live, now_ms: i64) {
     while ready(&ov) {
         let k = ov.written.applied;
         ov.written.applied += 1;
-        let job = ov.written.jobs[k].clone();
-        let outcome = if job.cancel {
+        let (kind, cancel) = (ov.written.jobs[k].kind, ov.written.jobs[k].cancel);
+        // Taken out while applied (the job list is written to meanwhile), then put back.
+        let payload = std::mem::take(&mut ov.written.jobs[k].payload);
+        let outcome = if cancel {
             super::super::written::JobOutcome::default()
         } else {
-            match job.kind {
-                JobKind::Profiles => apply_profile_job(&live.data, &mut ov, &job.payload, now_ms),
+            match kind {
+                JobKind::Profiles => apply_profile_job(&live.data, &mut ov, &payload, now_ms),
                 JobKind::Catalog(r, a) => {
-                    apply_catalog_job(&mut ov.written, r, a, &job.payload, now_ms)
+                    apply_catalog_job(&mut ov.written, r, a, &payload, now_ms)
                 }
             }
         };
-        ov.written.jobs[k].outcome = Some(outcome);
+        let job = &mut ov.written.jobs[k];
+        job.payload = payload;
+        job.outcome = Some(outcome);
     }
 }
 
