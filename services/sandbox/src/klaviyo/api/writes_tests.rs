@@ -1236,3 +1236,17 @@ async fn writes_to_a_generated_profile_change_it_in_place() {
     let one = a.get(&format!("/api/profiles/{id}")).await;
     assert_eq!(one.body["data"]["attributes"]["email"], "moved@example.com");
 }
+
+#[tokio::test]
+async fn an_injected_error_writes_nothing() {
+    // The fault layer decides 500/502/503 and dropped connections before the handler, so a
+    // writer retrying them cannot double-write; a truncated success has written.
+    let mut c = config(None, fast());
+    c.faults.error_500_share = 1.0;
+    let a = app(c);
+    let e = json!({"data": event("f@example.com", "Placed Order", "2025-03-01T10:00:00Z", Some("o-9"), 1.0)});
+    let r = a.post("/api/events", &e).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(a.handle.snapshot()["counts"]["events"], 0);
+    assert_eq!(a.handle.snapshot()["counts"]["profiles"], 0);
+}
