@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_sandbox::klaviyo::{JobTiming, KlaviyoConfig, KlaviyoDataSpec};
+use sluice_sandbox::klaviyo::{JobTiming, KlaviyoConfig, KlaviyoDataSpec, WrittenSnapshot};
 use sluice_sandbox::{SandboxConfig, run_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -134,6 +134,10 @@ async fn writes_are_read_back_and_follow_the_data() {
     assert_eq!(w["events"][0]["metric"], "Placed Order");
     assert_eq!(w["events"][0]["event_properties"]["$value"], 20);
     assert_eq!(w["profiles"][0]["attributes"]["external_id"], "c-1");
+    // The admin answer fits the typed snapshot.
+    let typed: WrittenSnapshot = serde_json::from_value(w).unwrap();
+    assert_eq!(typed.events[0].metric, "Placed Order");
+    assert_eq!(typed.catalog_categories.len(), 2);
 
     // New faults keep the data and so what was written; new data start afresh.
     let (status, _) = call(addr, "POST", "/klaviyo/_admin/faults", Some(&json!({}))).await;

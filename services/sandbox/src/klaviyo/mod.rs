@@ -128,7 +128,10 @@ pub use crate::faults::FaultConfig;
 pub use api::{WrittenHandle, router, router_with_handle};
 pub use data::InvalidSpec;
 pub use limits::{RateLimitScope, Tier};
-pub use written::JobTiming;
+pub use written::{
+    JobTiming, WrittenCounts, WrittenEvent, WrittenJob, WrittenMetricName, WrittenResource,
+    WrittenSnapshot,
+};
 
 /// What account to generate. All times are UTC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

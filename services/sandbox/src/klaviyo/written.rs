@@ -670,3 +670,116 @@ impl Written {
             .count()
     }
 }
+
+/// What the write endpoints wrote, as `GET /klaviyo/_admin/written` serves it (deserialize
+/// its JSON into this) and [`WrittenHandle::snapshot`](super::WrittenHandle::snapshot) gives
+/// it. Times are RFC 3339 UTC texts as the reads serve them, `timestamp` epoch seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WrittenSnapshot {
+    /// How many of each.
+    pub counts: WrittenCounts,
+    /// Profiles created by writes, and generated profiles a write changed, with their
+    /// attributes as `GET /api/profiles/{id}` serves them.
+    pub profiles: Vec<WrittenResource>,
+    /// Metrics events were written to (`id`, `name`).
+    pub metrics: Vec<WrittenMetricName>,
+    /// Written events in the order written (repeats dropped).
+    pub events: Vec<WrittenEvent>,
+    /// Events dropped as repeats.
+    pub events_deduplicated: u64,
+    /// Catalog items (`category_ids` set).
+    pub catalog_items: Vec<WrittenResource>,
+    /// Catalog variants (`item_id` set).
+    pub catalog_variants: Vec<WrittenResource>,
+    /// Catalog categories.
+    pub catalog_categories: Vec<WrittenResource>,
+    /// Bulk jobs in creation order.
+    pub jobs: Vec<WrittenJob>,
+}
+
+/// How many of each kind [`WrittenSnapshot`] holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenCounts {
+    /// Entries of [`WrittenSnapshot::profiles`].
+    pub profiles: u64,
+    /// Entries of [`WrittenSnapshot::metrics`].
+    pub metrics: u64,
+    /// Entries of [`WrittenSnapshot::events`].
+    pub events: u64,
+    /// Events dropped as repeats.
+    pub events_deduplicated: u64,
+    /// Catalog items.
+    pub catalog_items: u64,
+    /// Catalog variants.
+    pub catalog_variants: u64,
+    /// Catalog categories.
+    pub catalog_categories: u64,
+    /// Bulk jobs created.
+    pub jobs: u64,
+    /// Bulk jobs not final yet.
+    pub jobs_in_progress: u64,
+}
+
+/// A profile or catalog object: its id and attributes as the reads serve them; a variant's
+/// `item_id`, an item's `category_ids`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WrittenResource {
+    /// Its id.
+    pub id: String,
+    /// The attributes as read.
+    pub attributes: Map<String, Value>,
+    /// A variant's item id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// An item's category ids, sorted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_ids: Option<Vec<String>>,
+}
+
+/// A metric by id and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenMetricName {
+    /// Its id.
+    pub id: String,
+    /// The metric's name.
+    pub name: String,
+}
+
+/// One written event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WrittenEvent {
+    /// Its id.
+    pub id: String,
+    /// Its metric's id.
+    pub metric_id: String,
+    /// The metric's name.
+    pub metric: String,
+    /// Its profile's id.
+    pub profile_id: String,
+    /// Epoch seconds.
+    pub timestamp: i64,
+    /// `timestamp` as RFC 3339 UTC.
+    pub datetime: String,
+    /// The event's `uuid`.
+    pub uuid: String,
+    /// `properties` plus `$value`, `$value_currency`, `$event_id` when given.
+    pub event_properties: Value,
+}
+
+/// One bulk job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenJob {
+    /// Its id.
+    pub id: String,
+    /// `profile-bulk-import-job`, `catalog-item-bulk-create-job`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `queued`, `processing`, `complete`, `cancelled`.
+    pub status: String,
+    /// Objects in the job.
+    pub total_count: u64,
+    /// Objects written (0 until final).
+    pub completed_count: u64,
+    /// Objects refused (0 until final).
+    pub failed_count: u64,
+}

@@ -179,3 +179,41 @@ impl Ctx<'_> {
         Ok(self.catalog_job_doc(job, r, a))
     }
 }
+
+const PROFILE_JOBS_ALLOWED: Allowed = &[("status", &[Op::Any, Op::Equals])];
+const CATALOG_JOBS_ALLOWED: Allowed = &[("status", &[Op::Equals])];
+
+impl Ctx<'_> {
+    /// `GET /api/profile-bulk-import-jobs` and `GET /api/catalog-…-bulk-…-jobs`: the jobs of
+    /// `kind` in creation order (newest first with a `-` sort), offset pages.
+    pub(super) fn jobs(&self, kind: JobKind) -> Result<Value, ApiErr> {
+        let (page, allowed) = match kind {
+            JobKind::Profiles => (self.page(20, 100)?, PROFILE_JOBS_ALLOWED),
+            JobKind::Catalog(..) => (self.page(100, 100)?, CATALOG_JOBS_ALLOWED),
+        };
+        let conds = self.filter(&page, allowed)?;
+        let now = super::writes::now_ms();
+        let jobs = &self.ov.written.jobs;
+        let mut all: Vec<usize> = (0..jobs.len())
+            .filter(|&k| {
+                jobs[k].kind == kind
+                    && conds
+                        .iter()
+                        .all(|c| text_value(c).contains(&jobs[k].status(now)))
+            })
+            .collect();
+        if page.sort.as_deref().is_some_and(|s| s.starts_with('-')) {
+            all.reverse();
+        }
+        let mut doc = self.offset_page(&page, all, |k| match kind {
+            JobKind::Profiles => self.profile_job_doc(&jobs[k])["data"].clone(),
+            JobKind::Catalog(r, a) => self.catalog_job_doc(&jobs[k], r, a)["data"].clone(),
+        })?;
+        if let Some(o) = doc.as_object_mut()
+            && self.includes().is_empty()
+        {
+            o.remove("included");
+        }
+        Ok(doc)
+    }
+}

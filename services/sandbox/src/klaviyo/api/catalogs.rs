@@ -167,9 +167,21 @@ impl Ctx<'_> {
             Some(_) => format!("{:012}|{id}", o.created.max(0)),
             None => id.to_owned(),
         };
-        let mut rows: Vec<(String, &String, &CatalogObject)> = cat
-            .map(r)
-            .iter()
+        // `any(ids,[…])` (how a writer looks its ids up) reads just those.
+        let map = cat.map(r);
+        let named: Option<Vec<(&String, &CatalogObject)>> =
+            conds.iter().find(|c| c.field == "ids").map(|c| {
+                let wanted: BTreeSet<&str> = text_value(c).into_iter().collect();
+                wanted
+                    .into_iter()
+                    .filter_map(|id| map.get_key_value(id))
+                    .collect()
+            });
+        let candidates: Box<dyn Iterator<Item = (&String, &CatalogObject)>> = match named {
+            Some(v) => Box::new(v.into_iter()),
+            None => Box::new(map.iter()),
+        };
+        let mut rows: Vec<(String, &String, &CatalogObject)> = candidates
             .filter(|(id, o)| {
                 item.is_none_or(|i| o.item.as_deref() == Some(i))
                     && conds.iter().all(|c| meets(cat, r, id, o, c))
@@ -191,30 +203,34 @@ impl Ctx<'_> {
             None
         };
         let with_variants = r == Resource::Item && self.including("variants");
-        let mut included = Vec::new();
-        let data: Vec<Value> = rows
-            .iter()
-            .map(|(_, id, o)| {
-                let mut v = self.catalog_json(r, id, o);
-                if with_variants {
-                    let variants: Vec<(&String, &CatalogObject)> = cat
-                        .variants
-                        .iter()
-                        .filter(|(_, x)| x.item.as_deref() == Some(id.as_str()))
-                        .collect();
-                    v["relationships"]["variants"]["data"] = variants
-                        .iter()
-                        .map(|(vid, _)| json!({"type": "catalog-variant", "id": vid}))
-                        .collect();
-                    included.extend(
-                        variants
-                            .iter()
-                            .map(|(vid, x)| self.catalog_json(Resource::Variant, vid, x)),
-                    );
+        // The page's items' variants, in one pass over the variants.
+        let mut by_item: HashMap<&str, Vec<(&String, &CatalogObject)>> = HashMap::new();
+        if with_variants {
+            let page_ids: BTreeSet<&str> = rows.iter().map(|(_, id, _)| id.as_str()).collect();
+            for (vid, x) in &cat.variants {
+                if let Some(item) = x.item.as_deref().filter(|i| page_ids.contains(i)) {
+                    by_item.entry(item).or_default().push((vid, x));
                 }
-                v
-            })
-            .collect();
+            }
+        }
+        let mut included = Vec::new();
+        let mut data: Vec<Value> = Vec::with_capacity(rows.len());
+        for (_, id, o) in &rows {
+            let mut v = self.catalog_json(r, id, o);
+            if with_variants {
+                let variants = by_item.remove(id.as_str()).unwrap_or_default();
+                v["relationships"]["variants"]["data"] = variants
+                    .iter()
+                    .map(|(vid, _)| json!({"type": "catalog-variant", "id": vid}))
+                    .collect();
+                included.extend(
+                    variants
+                        .iter()
+                        .map(|(vid, x)| self.catalog_json(Resource::Variant, vid, x)),
+                );
+            }
+            data.push(v);
+        }
         let mut doc = json!({
             "data": data,
             "links": {"self": self.self_link(), "next": next, "prev": Value::Null},

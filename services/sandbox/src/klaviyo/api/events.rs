@@ -148,8 +148,9 @@ impl Ctx<'_> {
         let mut horizons: Vec<EKey> = Vec::new();
         for &m in &metrics {
             let mi = m as i64;
-            // Metrics created by events have no generated events.
-            let generated = m < d.metrics.len();
+            // Metrics created by events, and profiles created by writes, have no generated
+            // events.
+            let generated = m < d.metrics.len() && profile.is_none_or(|p| p < d.spec.profiles);
             let (mut ga, mut gb) = if generated {
                 (d.count_before(m, b.lo), d.count_before(m, b.hi))
             } else {

@@ -97,11 +97,23 @@ impl Shared {
 
 /// Builds the Klaviyo routes (see the module docs) for `config`.
 pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
-    router_with_handle(config).map(|(r, _)| r)
+    build(config, &mut None)
 }
 
 /// [`router`], and a handle on what the write endpoints write (for in-process tests).
 pub fn router_with_handle(config: KlaviyoConfig) -> Result<(Router, WrittenHandle), InvalidSpec> {
+    let mut handle = None;
+    let router = build(config, &mut handle)?;
+    match handle {
+        Some(h) => Ok((router, h)),
+        None => Err(InvalidSpec(
+            "the Klaviyo emulation was built without its state".into(),
+        )),
+    }
+}
+
+/// [`router`], putting the handle on its state into `handle`.
+fn build(config: KlaviyoConfig, handle: &mut Option<WrittenHandle>) -> Result<Router, InvalidSpec> {
     let data = Dataset::new(&config.data)?;
     let overlay = Overlay {
         events: (0..data.metrics.len()).map(|_| BTreeMap::new()).collect(),
@@ -118,6 +130,7 @@ pub fn router_with_handle(config: KlaviyoConfig) -> Result<(Router, WrittenHandl
         stats: Stats::default(),
         faults: Faults::new(config.faults.clone(), fault_body),
     });
+    *handle = Some(WrittenHandle(shared.clone()));
     let auth = klaviyo_auth(&shared);
     let limits = klaviyo_limits(&shared);
     // Each operation, outer to inner: statistics, the key check, the revision, a forced
@@ -214,23 +227,20 @@ pub fn router_with_handle(config: KlaviyoConfig) -> Result<(Router, WrittenHandl
         }),
     );
     let r = writes::routes(r, &layered);
-    Ok((
-        r.route("/api/{*rest}", get(not_found_route))
-            .route("/klaviyo/_admin/stats", get(admin_stats))
-            .route("/klaviyo/_admin/stats/reset", post(admin_stats_reset))
-            .route(
-                "/klaviyo/_admin/faults",
-                get(admin_faults).post(admin_set_faults),
-            )
-            .route(
-                "/klaviyo/_admin/config",
-                get(admin_config).post(admin_set_config),
-            )
-            .route("/klaviyo/_admin/events", post(admin_events))
-            .route("/klaviyo/_admin/profiles/{id}/touch", post(admin_touch))
-            .with_state(shared.clone()),
-        WrittenHandle(shared),
-    ))
+    Ok(r.route("/api/{*rest}", get(not_found_route))
+        .route("/klaviyo/_admin/stats", get(admin_stats))
+        .route("/klaviyo/_admin/stats/reset", post(admin_stats_reset))
+        .route(
+            "/klaviyo/_admin/faults",
+            get(admin_faults).post(admin_set_faults),
+        )
+        .route(
+            "/klaviyo/_admin/config",
+            get(admin_config).post(admin_set_config),
+        )
+        .route("/klaviyo/_admin/events", post(admin_events))
+        .route("/klaviyo/_admin/profiles/{id}/touch", post(admin_touch))
+        .with_state(shared))
 }
 
 /// The emulated operations.
@@ -245,12 +255,12 @@ enum Ep {
     List,
     Segments,
     Segment,
+    /// The write side and the reads of written data ([`writes`]).
+    Store(writes::StoreOp),
     Members {
         lists: bool,
         full: bool,
     },
-    /// The write side and the reads of written data ([`writes`]).
-    Store(writes::StoreOp),
 }
 
 impl Ep {

@@ -12,6 +12,9 @@
 //! A single write answers 400 with `source.pointer` to the attribute; a bulk import job
 //! lists the profile as an import error with that pointer under
 //! `/data/attributes/profiles/data/<n>` and its `original_payload`.
+//!
+//! Not modelled: list memberships (`relationships.lists` of an import job is accepted and
+//! ignored; written profiles belong to no list or segment), `meta.patch_properties`, `_kx`.
 
 use super::super::written::{
     IDENTIFIERS, JobKind, JobOutcome, WrittenProfile, merge_profile, valid_email, valid_phone,
@@ -110,6 +113,14 @@ fn generated_by(d: &Dataset, ov: &Overlay, f: &str, v: &str) -> Option<u64> {
     (!changed).then_some(i)
 }
 
+/// The profile whose identifier `f` is `v`: as a write set it, else the generated one
+/// (unless a write changed that identifier of it).
+pub(super) fn identified(d: &Dataset, ov: &Overlay, f: &str, v: &str) -> Option<u64> {
+    ident_key(f, v)
+        .and_then(|k| ov.written.identifiers.get(&k).copied())
+        .or_else(|| generated_by(d, ov, f, v))
+}
+
 /// The profile a write with `id` and `attrs` is about: `Ok(None)` when there is none yet.
 pub(super) fn find_profile(
     d: &Dataset,
@@ -136,9 +147,7 @@ pub(super) fn find_profile(
     let mut found: Option<u64> = None;
     for f in IDENTIFIERS {
         let Some(v) = ident(attrs, f) else { continue };
-        let hit = ident_key(f, v)
-            .and_then(|k| ov.written.identifiers.get(&k).copied())
-            .or_else(|| generated_by(d, ov, f, v));
+        let hit = identified(d, ov, f, v);
         match (found, hit) {
             (_, None) => {}
             (None, Some(h)) => found = Some(h),
@@ -380,11 +389,10 @@ impl WriteCx<'_> {
             Err(e) => return Ok(Reply::Raw(e.response("/data"))),
         };
         let cx = self.ctx(ov, Ep::Store(op));
-        let mut resource = cx.profile_json(i, None);
-        // A write's answer has no `links` inside its relationships besides the read's.
-        let id = cx.pid(i);
-        resource["links"] = json!({"self": format!("{}/api/profiles/{id}/", self.base)});
-        let doc = json!({"data": resource, "links": {"self": format!("{}/api/profiles/{id}/", self.base)}});
+        // The profile as `GET /api/profiles/{id}` serves it.
+        let resource = cx.profile_json(i, None);
+        let links = json!({"self": resource["links"]["self"].clone()});
+        let doc = json!({"data": resource, "links": links});
         let status = if created {
             StatusCode::CREATED
         } else {

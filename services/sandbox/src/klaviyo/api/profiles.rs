@@ -126,23 +126,11 @@ impl Ctx<'_> {
     /// Resolves identity conditions (`id`/`profile_id`, `email`, `phone_number`,
     /// `external_id`) into candidate profile indexes.
     pub(super) fn identity(&self, c: &Cond, set: &mut Option<BTreeSet<u64>>) -> bool {
-        let d = self.d;
         let vals = text_value(c);
         let field = c.field.as_str();
         let f: &dyn Fn(&str) -> Option<u64> = match field {
             "id" | "profile_id" => &|v| self.profile_idx(v),
-            "email" => &|v| {
-                self.written_identity(field, v)
-                    .or_else(|| d.profile_by_email(v))
-            },
-            "phone_number" => &|v| {
-                self.written_identity(field, v)
-                    .or_else(|| d.profile_by_phone(v))
-            },
-            "external_id" => &|v| {
-                self.written_identity(field, v)
-                    .or_else(|| d.profile_by_external_id(v))
-            },
+            "email" | "phone_number" | "external_id" => &|v| self.identified(field, v),
             _ => return false,
         };
         intersect(set, vals.into_iter().filter_map(f));

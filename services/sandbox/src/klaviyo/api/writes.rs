@@ -16,6 +16,7 @@
 //! | `POST`, `PATCH /{id}`, `DELETE /{id}` on them | 201 / 200 / 204 | L |
 //! | `POST /api/catalog-{item,variant,category}-bulk-{create,update,delete}-jobs` | 202 and the job (≤ 100 objects, ≤ 5 MB; ≤ 500 catalog jobs in progress, else 429) | L |
 //! | `GET` of those jobs `/{id}` | status, counts, `errors[]` | L or XL as the spec says |
+//! | `GET /api/profile-bulk-import-jobs`, `GET /api/catalog-…-bulk-…-jobs` | the jobs of that kind, oldest first (`sort=-created_at`: newest), filter `equals(status,…)` (profile jobs also `any`); 20 / 100 resp. 100 per page | as the spec says |
 //! | `GET /api/catalog-items/{id}/variants`, `…/relationships/categories`, `GET /api/catalog-categories/{id}/relationships/items` | | XL |
 //!
 //! Every body is checked against the spec's request schema ([`schema`]); a refusal is a 400
@@ -29,6 +30,8 @@ use super::*;
 
 /// The largest request body, bytes (Klaviyo's 5 MB payload limit).
 pub(super) const MAX_BODY: usize = 5 * 1024 * 1024;
+/// Bodies read at most (larger ones get axum's plain 413).
+const READ_LIMIT: usize = 4 * MAX_BODY;
 
 /// An operation on written data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +51,10 @@ pub(super) enum StoreOp {
     CatalogDelete(Resource),
     CatalogBulk(Resource, Action),
     CatalogJob(Resource, Action),
+    /// `GET` of the collection of profile import jobs.
+    ProfileJobs,
+    /// `GET` of the collection of catalog jobs of one kind.
+    CatalogJobs(Resource, Action),
     ItemVariants,
     ItemCategoryIds,
     CategoryItemIds,
@@ -100,6 +107,16 @@ impl StoreOp {
             StoreOp::CatalogJob(Category, Create) => "get_bulk_create_categories_job",
             StoreOp::CatalogJob(Category, Update) => "get_bulk_update_categories_job",
             StoreOp::CatalogJob(Category, Delete) => "get_bulk_delete_categories_job",
+            StoreOp::ProfileJobs => "get_bulk_import_profiles_jobs",
+            StoreOp::CatalogJobs(Item, Create) => "get_bulk_create_catalog_items_jobs",
+            StoreOp::CatalogJobs(Item, Update) => "get_bulk_update_catalog_items_jobs",
+            StoreOp::CatalogJobs(Item, Delete) => "get_bulk_delete_catalog_items_jobs",
+            StoreOp::CatalogJobs(Variant, Create) => "get_bulk_create_variants_jobs",
+            StoreOp::CatalogJobs(Variant, Update) => "get_bulk_update_variants_jobs",
+            StoreOp::CatalogJobs(Variant, Delete) => "get_bulk_delete_variants_jobs",
+            StoreOp::CatalogJobs(Category, Create) => "get_bulk_create_categories_jobs",
+            StoreOp::CatalogJobs(Category, Update) => "get_bulk_update_categories_jobs",
+            StoreOp::CatalogJobs(Category, Delete) => "get_bulk_delete_categories_jobs",
             StoreOp::ItemVariants => "get_variants_for_catalog_item",
             StoreOp::ItemCategoryIds => "get_category_ids_for_catalog_item",
             StoreOp::CategoryItemIds => "get_item_ids_for_catalog_category",
@@ -112,7 +129,9 @@ impl StoreOp {
             StoreOp::CreateProfile => "profiles/".to_owned(),
             StoreOp::UpdateProfile => format!("profiles/{id}/"),
             StoreOp::ImportProfile => "profile-import/".to_owned(),
-            StoreOp::BulkImportProfiles => "profile-bulk-import-jobs/".to_owned(),
+            StoreOp::BulkImportProfiles | StoreOp::ProfileJobs => {
+                "profile-bulk-import-jobs/".to_owned()
+            }
             StoreOp::ProfileJob => format!("profile-bulk-import-jobs/{id}/"),
             StoreOp::ImportErrors => format!("profile-bulk-import-jobs/{id}/import-errors/"),
             StoreOp::CreateEvent => "events/".to_owned(),
@@ -121,7 +140,9 @@ impl StoreOp {
             StoreOp::CatalogGet(r) | StoreOp::CatalogUpdate(r) | StoreOp::CatalogDelete(r) => {
                 format!("{}/{id}/", r.path())
             }
-            StoreOp::CatalogBulk(r, a) => format!("{}/", job_path(r, a)),
+            StoreOp::CatalogBulk(r, a) | StoreOp::CatalogJobs(r, a) => {
+                format!("{}/", job_path(r, a))
+            }
             StoreOp::CatalogJob(r, a) => format!("{}/{id}/", job_path(r, a)),
             StoreOp::ItemVariants => format!("catalog-items/{id}/variants/"),
             StoreOp::ItemCategoryIds => format!("catalog-items/{id}/relationships/categories/"),
@@ -137,6 +158,7 @@ impl StoreOp {
             StoreOp::ImportProfile,
             StoreOp::BulkImportProfiles,
             StoreOp::ProfileJob,
+            StoreOp::ProfileJobs,
             StoreOp::ImportErrors,
             StoreOp::CreateEvent,
             StoreOp::BulkCreateEvents,
@@ -153,7 +175,11 @@ impl StoreOp {
                 StoreOp::CatalogDelete(r),
             ]);
             for a in [Action::Create, Action::Update, Action::Delete] {
-                out.extend([StoreOp::CatalogBulk(r, a), StoreOp::CatalogJob(r, a)]);
+                out.extend([
+                    StoreOp::CatalogBulk(r, a),
+                    StoreOp::CatalogJob(r, a),
+                    StoreOp::CatalogJobs(r, a),
+                ]);
             }
         }
         out
@@ -215,10 +241,9 @@ pub(super) fn routes(
                 }
             }
         };
-        // Bodies up to a little over Klaviyo's limit are read, so that the emulator itself
-        // answers a too-large one (413) as Klaviyo does.
-        let m = layered(m, Ep::Store(op))
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1024 * 1024));
+        // Bodies up to well over Klaviyo's limit are read, so that the emulator itself
+        // answers a too-large one (413) in Klaviyo's error shape.
+        let m = layered(m, Ep::Store(op)).layer(axum::extract::DefaultBodyLimit::max(READ_LIMIT));
         r = r.route(&path, m.clone()).route(&format!("{path}/"), m);
     }
     r.route("/klaviyo/_admin/written", get(admin_written))
@@ -257,18 +282,22 @@ pub(super) fn settle(live: &Live, now_ms: i64) {
     while ready(&ov) {
         let k = ov.written.applied;
         ov.written.applied += 1;
-        let job = ov.written.jobs[k].clone();
-        let outcome = if job.cancel {
+        let (kind, cancel) = (ov.written.jobs[k].kind, ov.written.jobs[k].cancel);
+        // Taken out while applied (the job list is written to meanwhile), then put back.
+        let payload = std::mem::take(&mut ov.written.jobs[k].payload);
+        let outcome = if cancel {
             super::super::written::JobOutcome::default()
         } else {
-            match job.kind {
-                JobKind::Profiles => apply_profile_job(&live.data, &mut ov, &job.payload, now_ms),
+            match kind {
+                JobKind::Profiles => apply_profile_job(&live.data, &mut ov, &payload, now_ms),
                 JobKind::Catalog(r, a) => {
-                    apply_catalog_job(&mut ov.written, r, a, &job.payload, now_ms)
+                    apply_catalog_job(&mut ov.written, r, a, &payload, now_ms)
                 }
             }
         };
-        ov.written.jobs[k].outcome = Some(outcome);
+        let job = &mut ov.written.jobs[k];
+        job.payload = payload;
+        job.outcome = Some(outcome);
     }
 }
 
@@ -507,20 +536,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// The profiles whose `field` (`email`, `phone_number`, `external_id`) is `value`
-    /// through a write.
-    pub(super) fn written_identity(&self, field: &str, value: &str) -> Option<u64> {
-        let key = match field {
-            "email" => value.to_ascii_lowercase(),
-            _ => value.to_owned(),
-        };
-        let field: &'static str = match field {
-            "email" => "email",
-            "phone_number" => "phone_number",
-            "external_id" => "external_id",
-            _ => return None,
-        };
-        self.ov.written.identifiers.get(&(field, key)).copied()
+    /// The profile whose `field` (`email`, `phone_number`, `external_id`) is `value`: as a
+    /// write set it, else the generated one (unless a write changed that field of it).
+    pub(super) fn identified(&self, field: &str, value: &str) -> Option<u64> {
+        super::profile_writes::identified(self.d, self.ov, field, value)
     }
 
     /// Reads of written data.
@@ -531,6 +550,8 @@ impl Ctx<'_> {
             StoreOp::CatalogList(r) => self.catalog_list(r, None),
             StoreOp::CatalogGet(r) => self.catalog_one(r),
             StoreOp::CatalogJob(r, a) => self.catalog_job(r, a),
+            StoreOp::ProfileJobs => self.jobs(JobKind::Profiles),
+            StoreOp::CatalogJobs(r, a) => self.jobs(JobKind::Catalog(r, a)),
             StoreOp::ItemVariants => {
                 if !self.ov.written.catalog.items.contains_key(&self.id) {
                     return Err(ApiErr::not_found(format!(
@@ -679,6 +700,17 @@ impl WrittenHandle {
     /// are applied first).
     pub fn snapshot(&self) -> Value {
         snapshot(&self.0.live())
+    }
+
+    /// [`WrittenHandle::snapshot`], typed.
+    ///
+    /// # Panics
+    /// Never in practice: the snapshot is built in the typed shape (checked by a test).
+    pub fn typed(&self) -> super::super::WrittenSnapshot {
+        match serde_json::from_value(self.snapshot()) {
+            Ok(s) => s,
+            Err(e) => panic!("the written snapshot does not fit WrittenSnapshot: {e}"),
+        }
     }
 }
 

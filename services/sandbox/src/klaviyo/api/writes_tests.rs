@@ -96,6 +96,19 @@ impl App {
         self.call("GET", uri, None).await
     }
 
+    /// Ids of the profiles `GET /api/profiles` finds by `email`.
+    async fn ids_by_email(&self, email: &str) -> Vec<String> {
+        let filter = q(&format!("equals(email,\"{email}\")"));
+        self.get(&format!("/api/profiles?filter={filter}"))
+            .await
+            .body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Polls a job until it is final; its document.
     async fn wait_job(&self, uri: &str) -> Value {
         let mut seen = Vec::new();
@@ -352,6 +365,25 @@ async fn profile_bulk_import_job_lifecycle_errors_and_rerun() {
         ),
         (Some(3), Some(0))
     );
+    // The jobs' collection, newest first.
+    let jobs = a
+        .get(&format!(
+            "/api/profile-bulk-import-jobs?sort=-created_at&filter={}",
+            q("equals(status,\"complete\")")
+        ))
+        .await;
+    assert_eq!(jobs.status, 200, "{}", jobs.body);
+    conforms("/api/profile-bulk-import-jobs", "get", "200", &jobs.body);
+    let listed: Vec<&str> = jobs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [again["data"]["id"].as_str().unwrap(), job.as_str()]
+    );
     // A re-run is an upsert: three profiles in all.
     let snap = a.handle.snapshot();
     assert_eq!(snap["counts"]["profiles"], 3);
@@ -500,6 +532,10 @@ async fn events_dedup_create_metrics_and_profiles_and_read_back() {
     assert!(r.empty);
     let snap = a.handle.snapshot();
     assert_eq!(snap["counts"]["events"], 5);
+    let typed = a.handle.typed();
+    assert_eq!(typed.events.len(), 5);
+    assert_eq!(typed.events[0].event_properties["$event_id"], "o-1");
+    assert_eq!(typed.metrics.len(), 3);
     assert_eq!(snap["counts"]["profiles"], 2);
 
     // Refusals: a time before 1990, no metric name, a bulk job of 1,001 events.
@@ -653,6 +689,13 @@ async fn catalog_single_writes_and_reads() {
     assert_eq!(one.status, 200, "{}", one.body);
     conforms("/api/catalog-items/{id}", "get", "200", &one.body);
     assert_eq!(one.body["included"][0]["attributes"]["sku"], "sku-1");
+    let listed = a.get("/api/catalog-items?include=variants").await;
+    conforms("/api/catalog-items", "get", "200", &listed.body);
+    assert_eq!(
+        listed.body["data"][0]["relationships"]["variants"]["data"],
+        json!([{"type": "catalog-variant", "id": "$custom:::$default:::sku-1"}])
+    );
+    assert_eq!(listed.body["included"][0]["attributes"]["sku"], "sku-1");
     let list = a
         .get(&format!(
             "/api/catalog-items?filter={}",
@@ -838,6 +881,30 @@ async fn catalog_bulk_jobs_lifecycle_errors_and_paging() {
         attrs["errors"][0]["source"]["pointer"],
         "/data/attributes/items/data/50/attributes/external_id"
     );
+    for id in &ids[..2] {
+        a.wait_job(&format!("/api/catalog-item-bulk-create-jobs/{id}"))
+            .await;
+    }
+    let jobs = a
+        .get(&format!(
+            "/api/catalog-item-bulk-create-jobs?filter={}",
+            q("equals(status,\"complete\")")
+        ))
+        .await;
+    assert_eq!(jobs.status, 200, "{}", jobs.body);
+    conforms(
+        "/api/catalog-item-bulk-create-jobs",
+        "get",
+        "200",
+        &jobs.body,
+    );
+    let listed: Vec<String> = jobs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, ids);
     // Paging reads each exactly once.
     let mut seen = Vec::new();
     let mut next = Some("/api/catalog-items?page[size]=100".to_owned());
@@ -921,6 +988,9 @@ async fn catalog_bulk_jobs_lifecycle_errors_and_paging() {
     );
     let snap = a.handle.snapshot();
     assert_eq!(snap["counts"]["catalog_items"], 249);
+    let typed = a.handle.typed();
+    assert_eq!(typed.counts.catalog_items, 249);
+    assert_eq!(typed.catalog_items.len(), 249);
     let renamed = snap["catalog_items"]
         .as_array()
         .unwrap()
@@ -1120,4 +1190,63 @@ async fn oversized_and_malformed_bodies() {
         .body(Body::from("{}"))
         .unwrap();
     assert_eq!(a.router.clone().oneshot(req).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn writes_to_a_generated_profile_change_it_in_place() {
+    let a = app(config(None, fast()));
+    let first = a.get("/api/profiles?page[size]=1").await;
+    let generated = &first.body["data"][0];
+    let (id, email) = (
+        generated["id"].as_str().unwrap().to_owned(),
+        generated["attributes"]["email"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let r = a
+        .post(
+            "/api/profile-import",
+            &profile(json!({"email": email, "title": "Dr", "properties": {"ct": true}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"]["id"], id.as_str());
+    assert_eq!(r.body["data"]["attributes"]["title"], "Dr");
+    // Generated properties are kept, the written one added.
+    assert_eq!(r.body["data"]["attributes"]["properties"]["ct"], true);
+    assert!(r.body["data"]["attributes"]["properties"]["loyalty_tier"].is_string());
+    // A new email by id: found by the new one, no longer by the old one.
+    let r = a
+        .post(
+            "/api/profile-import",
+            &json!({"data": {"type": "profile", "id": id, "attributes": {"email": "moved@example.com"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.ids_by_email("moved@example.com").await, vec![id.clone()]);
+    assert!(a.ids_by_email(&email).await.is_empty());
+    // The old email is free again: a create with it makes a new profile.
+    let r = a
+        .post("/api/profiles", &profile(json!({"email": email})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_ne!(r.body["data"]["id"], id.as_str());
+    // The generated profile reads back changed.
+    let one = a.get(&format!("/api/profiles/{id}")).await;
+    assert_eq!(one.body["data"]["attributes"]["email"], "moved@example.com");
+}
+
+#[tokio::test]
+async fn an_injected_error_writes_nothing() {
+    // The fault layer decides 500/502/503 and dropped connections before the handler, so a
+    // writer retrying them cannot double-write; a truncated success has written.
+    let mut c = config(None, fast());
+    c.faults.error_500_share = 1.0;
+    let a = app(c);
+    let e = json!({"data": event("f@example.com", "Placed Order", "2025-03-01T10:00:00Z", Some("o-9"), 1.0)});
+    let r = a.post("/api/events", &e).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(a.handle.snapshot()["counts"]["events"], 0);
+    assert_eq!(a.handle.snapshot()["counts"]["profiles"], 0);
 }
