@@ -297,6 +297,23 @@ async fn orders_map_to_their_events_field_by_field() {
     let c = connector(&sb.url);
     let out = run(&c, "orders", klaviyo(None)).await;
     assert!(out.rejected.is_empty(), "{:#?}", out.rejected);
+    // The products of a page of orders (at most 20 orders, 4 line items each) are looked
+    // up in one request: never more product requests than order pages.
+    let stats: Value = reqwest::get(format!("{}/commercetools/_admin/stats", sb.url))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    let requests = |resource: &str| -> u64 {
+        stats["requests"]["by_resource"][resource]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+    };
+    assert!(
+        requests("products") > 0 && requests("products") <= requests("orders"),
+        "{stats:#}"
+    );
     let events = by_id(&out.rows["klaviyo.event"]);
     let mut expected_ids = BTreeSet::new();
     let mut with_categories = 0;

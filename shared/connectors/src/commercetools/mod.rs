@@ -104,14 +104,11 @@ pub fn streams() -> Vec<StreamSpec> {
                 ));
             }
             if matches!(*name, "customers" | "orders") {
-                params.push(
-                    ParamSpec::optional(
-                        "ids",
-                        ParamKind::List,
-                        "only the resources with these ids; repeat for several",
-                    )
-                    .flag("id"),
-                );
+                params.push(ParamSpec::optional(
+                    "ids",
+                    ParamKind::List,
+                    "only the resources with these ids; repeat for several",
+                ));
             }
             if *name == "orders" {
                 params.push(ParamSpec::optional(
