@@ -45,10 +45,14 @@ impl Drop for Sandbox {
 }
 
 async fn sandbox() -> Sandbox {
-    let config = CommercetoolsConfig {
+    sandbox_with(CommercetoolsConfig {
         data: spec(),
         ..CommercetoolsConfig::default()
-    };
+    })
+    .await
+}
+
+async fn sandbox_with(config: CommercetoolsConfig) -> Sandbox {
     let project = Project::generate(&config.project_key, &config.data).expect("project");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -68,13 +72,14 @@ async fn sandbox() -> Sandbox {
 }
 
 fn settings(url: &str) -> Settings {
+    settings_of(url, sluice_sandbox::commercetools::DEFAULT_PROJECT_KEY)
+}
+
+fn settings_of(url: &str, project: &str) -> Settings {
     let env = [
         ("API_URL", url),
         ("AUTH_URL", url),
-        (
-            "PROJECT_KEY",
-            sluice_sandbox::commercetools::DEFAULT_PROJECT_KEY,
-        ),
+        ("PROJECT_KEY", project),
         (
             "CLIENT_ID",
             sluice_sandbox::commercetools::DEFAULT_CLIENT_ID,
@@ -705,4 +710,85 @@ async fn the_plugins_lock_object_is_found_while_it_exists() {
             .expect("lookup"),
         None
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_example_responses_map_or_are_rejected_with_their_reason() {
+    let examples = sluice_e2e::repo_root().join("../shared/specs/commercetools/examples");
+    assert!(
+        examples.is_dir(),
+        "{} is missing (tests read ../shared)",
+        examples.display()
+    );
+    let config = CommercetoolsConfig {
+        examples_dir: Some(examples),
+        ..CommercetoolsConfig::default()
+    };
+    let key = config.examples_project_key.clone();
+    let sb = sandbox_with(config).await;
+    let c = sluice_connectors::commercetools::connector(
+        &settings_of(&sb.url, &key),
+        &ConnectorContext::default(),
+    )
+    .expect("connector");
+
+    // John Doe: no address, so no location.
+    let out = run(&c, "customers", klaviyo(None)).await;
+    assert!(out.rejected.is_empty(), "{:#?}", out.rejected);
+    assert_eq!(
+        out.rows["klaviyo.profile"],
+        vec![vec![
+            json!("3cdcdcc8-80c5-41bb-abb5-ac8772c9cc24"),
+            json!({"email": "johndoe@example.com", "external_id": "3cdcdcc8-80c5-41bb-abb5-ac8772c9cc24",
+                   "first_name": "John", "last_name": "Doe"})
+        ]]
+    );
+
+    // An open order without customerEmail: its events know the customer by id.
+    let out = run(&c, "orders", klaviyo(None)).await;
+    assert!(out.rejected.is_empty(), "{:#?}", out.rejected);
+    let events = by_id(&out.rows["klaviyo.event"]);
+    let placed = &events["Placed Order:92f5a867-bf19-47ab-982c-6720a03a3921"][1];
+    assert_eq!(
+        placed["profile"]["data"]["attributes"],
+        json!({"external_id": "7297c742-d8b0-484b-aadc-1d0ba6769dc9"})
+    );
+    assert_eq!(events.len(), 2, "Placed Order and one Ordered Product");
+
+    // "Hats" names an ancestor the project does not have: rejected, not misnamed.
+    let out = run(&c, "categories", klaviyo(None)).await;
+    let categories = by_id(&out.rows["klaviyo.catalog-category"]);
+    assert_eq!(
+        categories["$custom:::$default:::1bae3aa3-1e02-49d2-b719-4c5020f50638"][2]["name"],
+        "Long sleeves"
+    );
+    assert_eq!(out.rejected.len(), 1, "{:#?}", out.rejected);
+    assert_eq!(
+        out.rejected[0].source,
+        "commercetools categories c2f93298-c967-44af-8c2a-d2220bf39eb2"
+    );
+    assert!(
+        out.rejected[0].error.contains("123456"),
+        "{}",
+        out.rejected[0].error
+    );
+
+    // Two projections whose master variants have no SKU: items (price 0 without a
+    // preferred currency), their variants rejected, their variant collections replaced.
+    let out = run(&c, "products", klaviyo(None)).await;
+    let items = by_id(&out.rows["klaviyo.catalog-item"]);
+    assert_eq!(items.len(), 2);
+    for item in items.values() {
+        assert_eq!(item[2]["price"], json!(0.0));
+    }
+    assert!(
+        out.rows
+            .get("klaviyo.catalog-variant")
+            .is_none_or(Vec::is_empty)
+    );
+    assert_eq!(out.rejected.len(), 2, "{:#?}", out.rejected);
+    assert!(out.rejected.iter().all(
+        |r| r.error.contains("no SKU") && r.table.as_deref() == Some("klaviyo.catalog-variant")
+    ));
+    assert_eq!(out.scoped.len(), 2);
 }
