@@ -104,14 +104,11 @@ pub fn streams() -> Vec<StreamSpec> {
                 ));
             }
             if matches!(*name, "customers" | "orders") {
-                params.push(
-                    ParamSpec::optional(
-                        "ids",
-                        ParamKind::List,
-                        "only the resources with these ids; repeat for several",
-                    )
-                    .flag("id"),
-                );
+                params.push(ParamSpec::optional(
+                    "ids",
+                    ParamKind::List,
+                    "only the resources with these ids; repeat for several",
+                ));
             }
             if *name == "orders" {
                 params.push(ParamSpec::optional(
@@ -955,14 +952,20 @@ impl Connector for CommercetoolsConnector {
             until = Some(until.map_or(clamp, |u| u.min(clamp)));
         }
         since_before_until(since, until)?;
+        let ids: BTreeSet<String> = request.ids.iter().flatten().cloned().collect();
+        if !ids.is_empty() && request.start_id.is_some() {
+            warnings.push(format!(
+                "{stream}: 'ids' given, so 'start_id' is ignored (as the plugin's ids win over startId)"
+            ));
+        }
         let params = Params {
             since: since.map(cursor),
             until: until.map(cursor),
             staged: request.staged.unwrap_or(false),
-            start_id: request.start_id.clone(),
+            // `ids` wins over `start_id`, as in the plugin.
+            start_id: request.start_id.clone().filter(|_| ids.is_empty()),
             klaviyo: request.klaviyo.clone(),
         };
-        let ids: BTreeSet<String> = request.ids.iter().flatten().cloned().collect();
         let ranges = if !ids.is_empty() {
             let ids: Vec<String> = ids.into_iter().collect();
             ids.chunks(IDS_PER_TASK)
@@ -1180,6 +1183,21 @@ mod tests {
             vec![100, 100, 50]
         );
         assert_eq!(ranges[0].ids[0], "id-000");
+        // `ids` wins over `start_id`.
+        let both = c
+            .plan(&job(
+                "orders",
+                serde_json::json!({"ids": ["b", "a"], "start_id": "z"}),
+            ))
+            .await
+            .unwrap();
+        let params: Params = serde_json::from_value(both.params).unwrap();
+        assert_eq!(params.start_id, None);
+        assert_eq!(both.warnings.len(), 1, "{:?}", both.warnings);
+        assert_eq!(
+            task_payload::<IdRange>(&both.tasks[0].kind).unwrap().ids,
+            vec!["a", "b"]
+        );
         assert_eq!(ranges[2].ids[49], "id-249");
         let (wheres, _) = CommercetoolsConnector::predicates(
             &IdRange {
