@@ -278,6 +278,14 @@ impl Limiters {
             })
             .clone()
     }
+
+    /// The bucket of one operation of `account` (Klaviyo limits each endpoint on its own,
+    /// with the limits of its `tier`): the Klaviyo destination's writes, whose bulk-job
+    /// creation, job polling and lookups must not spend each other's budget.
+    /// `operation` is a fixed name (`POST /api/profile-bulk-import-jobs`).
+    pub fn operation_bucket(&self, account: &str, operation: &str, tier: Tier) -> Arc<Bucket> {
+        self.bucket(&format!("{account} {operation}"), tier)
+    }
 }
 
 #[cfg(test)]
