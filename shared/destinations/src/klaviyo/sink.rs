@@ -56,6 +56,8 @@ const ITEM_WAIT: Duration = Duration::from_secs(60);
 
 /// A failed profile: its index, Klaviyo's error, whether that is about its phone number.
 type ProfileFailure = (usize, String, bool);
+/// Failed profiles, and failures no profile is named for.
+type ProfileFailures = (Vec<ProfileFailure>, Vec<RejectedRecord>);
 /// What [`Klaviyo::post_isolating`] did: the requests accepted (positions and Klaviyo's
 /// answer) and the positions refused, with why.
 type Posted = (Vec<(Vec<usize>, Option<Value>)>, Vec<(usize, String)>);
@@ -327,7 +329,8 @@ impl Klaviyo {
             if round.is_empty() {
                 break;
             }
-            let failures = self.profile_round(&resources, &round).await?;
+            let (failures, loose) = self.profile_round(&resources, &round).await?;
+            w.loose.extend(loose);
             round = Vec::new();
             for (i, error, phone) in failures {
                 let has_phone = resources[i]
@@ -354,12 +357,12 @@ impl Klaviyo {
     }
 
     /// One round of profile import jobs; the profiles that failed, with the error and
-    /// whether it is about the phone number.
+    /// whether it is about the phone number, and the failures no profile is named for.
     async fn profile_round(
         &self,
         resources: &[Value],
         round: &[usize],
-    ) -> Result<Vec<ProfileFailure>, StoreError> {
+    ) -> Result<ProfileFailures, StoreError> {
         let chunks = chunk(round, MAX_PROFILES_PER_JOB, |i| {
             resources[i].to_string().len()
         });
@@ -371,7 +374,7 @@ impl Klaviyo {
                 batch.iter().map(|&i| vec![i]).collect(),
             )
         };
-        let results: Vec<Result<Vec<ProfileFailure>, StoreError>> = stream::iter(chunks)
+        let results: Vec<Result<ProfileFailures, StoreError>> = stream::iter(chunks)
             .map(|c| async move {
                 let (accepted, refused) = self
                     .post_isolating(
@@ -388,6 +391,7 @@ impl Klaviyo {
                         (i, why, phone)
                     })
                     .collect();
+                let mut loose = Vec::new();
                 for (batch, doc) in accepted {
                     let job = self.accepted_job(doc, "profile-bulk-import-jobs")?;
                     let job = self
@@ -400,18 +404,23 @@ impl Klaviyo {
                             self.poll_timeout,
                         )
                         .await?;
-                    failures.extend(self.profile_job_failures(&job, &batch, resources).await?);
+                    let (failed, unnamed) =
+                        self.profile_job_failures(&job, &batch, resources).await?;
+                    failures.extend(failed);
+                    loose.extend(unnamed);
                 }
-                Ok(failures)
+                Ok((failures, loose))
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let mut out = Vec::new();
+        let (mut failures, mut loose) = (Vec::new(), Vec::new());
         for r in results {
-            out.extend(r?);
+            let (f, l) = r?;
+            failures.extend(f);
+            loose.extend(l);
         }
-        Ok(out)
+        Ok((failures, loose))
     }
 
     /// The failed profiles of a final profile import job, from its `import-errors`.
@@ -420,8 +429,9 @@ impl Klaviyo {
         job: &Job,
         batch: &[usize],
         resources: &[Value],
-    ) -> Result<Vec<ProfileFailure>, StoreError> {
+    ) -> Result<ProfileFailures, StoreError> {
         let mut failed: HashMap<usize, (Vec<String>, bool)> = HashMap::new();
+        let mut unmatched: Vec<String> = Vec::new();
         if job.failed_count > 0 || job.status == "cancelled" {
             let errors = self.service.import_errors(&job.id).await?;
             let by = |field: &str| -> HashMap<String, usize> {
@@ -461,9 +471,7 @@ impl Klaviyo {
                         entry.0.push(error.describe());
                         entry.1 |= about_phone(&error);
                     }
-                    None => {
-                        tracing::warn!(destination = %self.name, job = %job.id, error = %error.describe(), "a profile import error names no profile of the job")
-                    }
+                    None => unmatched.push(error.describe()),
                 }
             }
             if job.status == "cancelled" {
@@ -480,7 +488,27 @@ impl Klaviyo {
                 }
             }
         }
-        Ok(failed
+        // Failures Klaviyo counts but no import error ties to a profile of the job.
+        let unaccounted = job.failed_count.saturating_sub(failed.len() as u64);
+        let loose = if unaccounted > 0 || !unmatched.is_empty() {
+            vec![RejectedRecord {
+                source: format!("klaviyo: profile bulk import job {}", job.id),
+                table: Some(PROFILE_TABLE.to_string()),
+                error: format!(
+                    "{unaccounted} of {} profiles failed without an import error naming them: {}",
+                    job.total_count,
+                    if unmatched.is_empty() {
+                        "no error given".to_string()
+                    } else {
+                        unmatched.join("; ")
+                    }
+                ),
+                raw: json!({"job_id": job.id, "failed_count": job.failed_count}),
+            }]
+        } else {
+            Vec::new()
+        };
+        let failed = failed
             .into_iter()
             .map(|(i, (errors, phone))| {
                 (
@@ -493,7 +521,8 @@ impl Klaviyo {
                     phone,
                 )
             })
-            .collect())
+            .collect();
+        Ok((failed, loose))
     }
 
     /// The job of a bulk job's 202 answer.
@@ -945,7 +974,14 @@ impl JobsDone {
                     job.completed_count, job.total_count
                 )
             } else {
-                format!("{what} failed: {}", unnamed.join("; "))
+                format!(
+                    "{what} failed: {}",
+                    if unnamed.is_empty() {
+                        "Klaviyo gave no error".to_string()
+                    } else {
+                        unnamed.join("; ")
+                    }
+                )
             };
             for &p in batch {
                 named.entry(p).or_insert_with(|| vec![why.clone()]);

@@ -1032,3 +1032,143 @@ async fn a_job_never_final_fails_the_part_as_transient() {
     assert!(err.is_transient());
     assert!(err.to_string().contains("still queued"), "{err}");
 }
+
+/// A redelivery after a crash: the first write's create job was still queued when the ids
+/// were looked up, so the second write creates too; Klaviyo refuses the duplicate, the id is
+/// found now, and the object is sent as an update — no reject.
+#[tokio::test]
+async fn a_create_refused_because_the_object_exists_by_now_becomes_an_update() {
+    let server = MockServer::start().await;
+    let absent =
+        ResponseTemplate::new(200).set_body_json(json!({"data": [], "links": {"next": null}}));
+    let present = ResponseTemplate::new(200).set_body_json(json!({"data": [
+        {"type": "catalog-category", "id": "$custom:::$default:::A"}], "links": {"next": null}}));
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-categories"))
+        .respond_with(Sequence::new(vec![absent, present]))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/catalog-category-bulk-create-jobs"))
+        .respond_with(job(
+            "catalog-category-bulk-create-job",
+            "C",
+            "queued",
+            1,
+            0,
+            json!([]),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-category-bulk-create-jobs/C"))
+        .respond_with(job("catalog-category-bulk-create-job", "C", "complete", 1, 1, json!([{"id": "e",
+            "code": "conflict", "title": "Conflict", "detail": "A catalog category with this external_id already exists.",
+            "source": {"pointer": "/data/attributes/categories/data/0"}}])))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/catalog-category-bulk-update-jobs"))
+        .respond_with(job(
+            "catalog-category-bulk-update-job",
+            "U",
+            "queued",
+            1,
+            0,
+            json!([]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-category-bulk-update-jobs/U"))
+        .respond_with(job(
+            "catalog-category-bulk-update-job",
+            "U",
+            "complete",
+            1,
+            0,
+            json!([]),
+        ))
+        .mount(&server)
+        .await;
+    let k = destination(&server);
+    let part = batch(
+        CATEGORY_TABLE,
+        &["id", "attributes"],
+        vec![vec![
+            json!("$custom:::$default:::A"),
+            json!({"external_id": "A", "name": "Women"}),
+        ]],
+    );
+    let out = PartWriter::write(&k, &[vec![&part]]).await.unwrap();
+    assert!(out[0][0].rejected.is_empty(), "{:?}", out[0][0].rejected);
+    assert_eq!(out[0][0].rows, 1);
+    assert_eq!(
+        out[0][0].changes,
+        Some(Changes {
+            inserted: 0,
+            updated: 1,
+            deleted: 0
+        })
+    );
+    let update = bodies(&server, "POST", "/api/catalog-category-bulk-update-jobs").await;
+    assert_eq!(
+        update[0]
+            .pointer("/data/attributes/categories/data/0")
+            .unwrap(),
+        &json!({"type": "catalog-category", "id": "$custom:::$default:::A", "attributes": {"name": "Women"}})
+    );
+}
+
+#[tokio::test]
+async fn profile_failures_no_import_error_names_are_still_reported() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/profile-bulk-import-jobs"))
+        .respond_with(job(
+            "profile-bulk-import-job",
+            "J",
+            "queued",
+            2,
+            0,
+            json!([]),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/profile-bulk-import-jobs/J"))
+        .respond_with(job(
+            "profile-bulk-import-job",
+            "J",
+            "complete",
+            2,
+            1,
+            json!([]),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/profile-bulk-import-jobs/J/import-errors"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": [], "links": {"next": null}})),
+        )
+        .mount(&server)
+        .await;
+    let k = destination(&server);
+    let part = batch(
+        PROFILE_TABLE,
+        &["id", "attributes"],
+        vec![profile_row("a", None), profile_row("b", None)],
+    );
+    let out = PartWriter::write(&k, &[vec![&part]]).await.unwrap();
+    assert_eq!(out[0][0].rejected.len(), 1);
+    let reject = &out[0][0].rejected[0];
+    assert!(
+        reject.error.starts_with("1 of 2 profiles failed"),
+        "{}",
+        reject.error
+    );
+    assert_eq!(reject.raw["job_id"], "J");
+}
