@@ -314,3 +314,101 @@ async fn the_loader_writes_profiles_and_categories_into_klaviyo_and_a_second_pus
     );
     env.teardown().await.expect("teardown");
 }
+
+/// A loader process that dies between its Klaviyo write and the ledger settle (the
+/// protocol's one dangerous point): once restarted, the redelivered part finds every
+/// category in Klaviyo, so it is updated — nothing created twice — and counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_killed_between_the_klaviyo_write_and_the_settle_creates_nothing_twice() {
+    init_logging();
+    let server = MockServer::start().await;
+    let stored = Categories::default();
+    Mock::given(path_regex(
+        "^/api/catalog-categor(ies|y-bulk-(create|update)-jobs)$",
+    ))
+    .respond_with(stored.clone())
+    .mount(&server)
+    .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            "^/api/catalog-category-bulk-(create|update)-jobs/[A-Z]+-[0-9]+$",
+        ))
+        .respond_with(Finished)
+        .mount(&server)
+        .await;
+    let mut env = TestEnv::new().await.expect("test environment");
+    let uri = server.uri();
+    let vars = [
+        (
+            "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__API_KEY",
+            KEY,
+        ),
+        (
+            "SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__DEFAULT__BASE_URL",
+            uri.as_str(),
+        ),
+        ("SLUICE__DESTINATIONS__KV__KIND", "klaviyo"),
+        ("SLUICE__DESTINATIONS__KV__POLL_INTERVAL_MS", "20"),
+        ("SLUICE__LOADER__GROUP_PARTS", "1"),
+    ];
+    let mut crashing = vars.to_vec();
+    crashing.push(("SLUICE_CRASH_AFTER_DESTINATION_WRITE", "1"));
+    let loader = env.spawn("loader", &crashing).expect("loader");
+
+    let job = new_job(&env, &["categories"]).await;
+    publish(&env, &[categories(job)]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = env.exit_status(loader) {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loader never reached its crash point"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(6),
+        "the loader should have aborted at the crash point: {status:?}"
+    );
+    // The categories are in Klaviyo; the ledger has nothing of them.
+    assert_eq!(stored.0.lock().expect("categories").len(), 150);
+    let before = env.report(job).await.expect("report");
+    assert_eq!(
+        (before.summary.state.as_str(), before.summary.rows_loaded),
+        ("running", 0)
+    );
+
+    env.spawn("loader", &vars).expect("loader again");
+    let report = env
+        .wait_job(job, Duration::from_secs(60))
+        .await
+        .expect("job");
+    assert_eq!(report.summary.state.as_str(), "succeeded", "{report:?}");
+    assert_eq!(
+        (report.summary.rows_loaded, report.summary.rows_rejected),
+        (150, 0)
+    );
+    let changes = &report.changes_per_table["klaviyo.catalog-category"];
+    assert_eq!(
+        (changes.inserted, changes.updated),
+        (Some(0), Some(150)),
+        "{changes:?}"
+    );
+    let creates: usize = server
+        .received_requests()
+        .await
+        .expect("requests")
+        .iter()
+        .filter(|r| r.url.path() == "/api/catalog-category-bulk-create-jobs")
+        .map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .matches("\"external_id\"")
+                .count()
+        })
+        .sum();
+    assert_eq!(creates, 150, "each category created once");
+    env.teardown().await.expect("teardown");
+}
