@@ -41,14 +41,16 @@ const COLUMNS: [&str; 5] = ["id", "attributes", "op", "relationships", "item_id"
 
 /// Profiles per profile bulk import job (`POST /api/profile-bulk-import-jobs`).
 pub const MAX_PROFILES_PER_JOB: usize = 10_000;
-/// Largest profile in a profile bulk import job, bytes of JSON (100 KB).
-pub const MAX_PROFILE_BYTES: usize = 100 * 1024;
+/// Largest profile in a profile bulk import job, bytes of JSON (100 KB, read as the
+/// smaller, decimal kilobytes).
+pub const MAX_PROFILE_BYTES: usize = 100_000;
 /// Events per event bulk create job (`POST /api/event-bulk-create-jobs`).
 pub const MAX_EVENTS_PER_JOB: usize = 1_000;
 /// Objects per catalog bulk job.
 pub const MAX_CATALOG_PER_JOB: usize = 100;
-/// Request body of any bulk job, bytes: Klaviyo's 5 MB less room for the envelope.
-pub const MAX_JOB_BYTES: usize = 5 * 1024 * 1024 - 64 * 1024;
+/// Request body of any bulk job, bytes: Klaviyo's 5 MB (decimal, the smaller reading)
+/// less room for the envelope.
+pub const MAX_JOB_BYTES: usize = 5_000_000 - 64 * 1024;
 /// Requests (with their polling) one write keeps in flight.
 const CONCURRENCY: usize = 8;
 /// Longest wait, in a variants write, for catalog items that another part is creating.
@@ -579,8 +581,12 @@ impl Klaviyo {
             let key = |i: usize| events[i].as_ref().map(|e| e.0.as_str());
             key(a).cmp(&key(b)).then(a.cmp(&b))
         });
+        // Each event is counted with its profile and the element around them, as if it were
+        // alone in its group: an overestimate when events share a profile, never under.
         let chunks = chunk(&positions, MAX_EVENTS_PER_JOB, |i| {
-            events[i].as_ref().map_or(0, |e| e.2.to_string().len() + 32)
+            events[i]
+                .as_ref()
+                .map_or(0, |e| e.0.len() + e.2.to_string().len() + 96)
         });
         let build = |batch: &[usize]| {
             let mut data: Vec<Value> = Vec::new();

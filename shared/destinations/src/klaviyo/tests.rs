@@ -1172,3 +1172,78 @@ async fn profile_failures_no_import_error_names_are_still_reported() {
     );
     assert_eq!(reject.raw["job_id"], "J");
 }
+
+#[tokio::test]
+async fn bodies_stay_under_5_mb_and_a_profile_over_100_kb_is_refused_unsent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/event-bulk-create-jobs"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/profile-bulk-import-jobs"))
+        .respond_with(job(
+            "profile-bulk-import-job",
+            "J",
+            "complete",
+            1,
+            0,
+            json!([]),
+        ))
+        .mount(&server)
+        .await;
+    let k = destination(&server);
+    let filler = "x".repeat(20_000);
+    let rows: Vec<Vec<Value>> = (0..600)
+        .map(|n| {
+            vec![
+                json!(format!("M:{n}")),
+                json!({"metric": {"data": {"type": "metric", "attributes": {"name": "M"}}},
+                       "profile": {"data": {"type": "profile", "attributes": {"external_id": format!("p{n}")}}},
+                       "properties": {"blob": filler}, "unique_id": n.to_string()}),
+            ]
+        })
+        .collect();
+    let events = batch(EVENT_TABLE, &["id", "attributes"], rows);
+    let out = PartWriter::write(&k, &[vec![&events]]).await.unwrap();
+    assert_eq!(out[0][0].rows, 600);
+    let sizes: Vec<usize> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/api/event-bulk-create-jobs")
+        .map(|r| r.body.len())
+        .collect();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 5_000_000), "{sizes:?}");
+
+    let huge = vec![
+        json!("big"),
+        json!({"external_id": "big", "properties": {"blob": "y".repeat(120_000)}}),
+    ];
+    let profiles = batch(
+        PROFILE_TABLE,
+        &["id", "attributes"],
+        vec![huge, profile_row("ok", None)],
+    );
+    let out = PartWriter::write(&k, &[vec![&profiles]]).await.unwrap();
+    assert_eq!(out[0][0].rows, 1);
+    assert!(
+        out[0][0].rejected[0].error.contains("100000-byte limit"),
+        "{:?}",
+        out[0][0].rejected
+    );
+    let sent = bodies(&server, "POST", "/api/profile-bulk-import-jobs").await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0]
+            .pointer("/data/attributes/profiles/data")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
