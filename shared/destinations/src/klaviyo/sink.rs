@@ -706,7 +706,7 @@ impl Klaviyo {
         .await?;
         changes.inserted = created.completed;
         changes.updated = updated.completed;
-        self.settle_targets(kind, Action::Update, &update_targets, updated, w);
+        self.settle_targets(kind, &update_targets, updated, w);
 
         // A create refused because the object exists by now (a write of the same part
         // before a crash, still queued when the ids were looked up) becomes an update.
@@ -729,7 +729,7 @@ impl Klaviyo {
                 .catalog_jobs(kind, Action::Update, objs, &retry)
                 .await?;
             changes.updated += again.completed;
-            self.settle_targets(kind, Action::Update, &retry, again, w);
+            self.settle_targets(kind, &retry, again, w);
         }
         w.loose.extend(created.loose);
 
@@ -760,7 +760,6 @@ impl Klaviyo {
     fn settle_targets(
         &self,
         kind: CatalogKind,
-        _action: Action,
         targets: &[Target],
         done: JobsDone,
         w: &mut Written,

@@ -1247,3 +1247,80 @@ async fn bodies_stay_under_5_mb_and_a_profile_over_100_kb_is_refused_unsent() {
         1
     );
 }
+
+#[tokio::test]
+async fn variants_wait_for_their_item_and_are_refused_when_it_never_comes() {
+    let server = MockServer::start().await;
+    let none =
+        ResponseTemplate::new(200).set_body_json(json!({"data": [], "links": {"next": null}}));
+    let a = ResponseTemplate::new(200).set_body_json(json!({"data": [
+        {"type": "catalog-item", "id": "$custom:::$default:::A"}], "links": {"next": null}}));
+    // Item A is created by another part meanwhile (second lookup); item B never is.
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-items"))
+        .respond_with(Sequence::new(vec![none.clone(), a]))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-variants"))
+        .respond_with(none)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/catalog-variant-bulk-create-jobs"))
+        .respond_with(job(
+            "catalog-variant-bulk-create-job",
+            "V",
+            "queued",
+            1,
+            0,
+            json!([]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-variant-bulk-create-jobs/V"))
+        .respond_with(job(
+            "catalog-variant-bulk-create-job",
+            "V",
+            "complete",
+            1,
+            0,
+            json!([]),
+        ))
+        .mount(&server)
+        .await;
+    let k = destination_with(
+        &server,
+        &[("SLUICE__DESTINATIONS__KV__POLL_TIMEOUT_SECONDS", "1")],
+    );
+    let variant = |sku: &str, item: &str| {
+        vec![
+            json!(format!("$custom:::$default:::{sku}")),
+            json!(format!("$custom:::$default:::{item}")),
+            json!({"external_id": sku, "sku": sku, "title": "T", "description": "", "url": "u", "price": 1, "inventory_quantity": 0}),
+        ]
+    };
+    let part = batch(
+        VARIANT_TABLE,
+        &["id", "item_id", "attributes"],
+        vec![variant("SA", "A"), variant("SB", "B")],
+    );
+    let out = PartWriter::write(&k, &[vec![&part]]).await.unwrap();
+    assert_eq!(out[0][0].rows, 1);
+    assert_eq!(out[0][0].rejected.len(), 1);
+    assert_eq!(out[0][0].rejected[0].raw["id"], "$custom:::$default:::SB");
+    assert!(
+        out[0][0].rejected[0].error.contains("is not in Klaviyo"),
+        "{}",
+        out[0][0].rejected[0].error
+    );
+    let created = bodies(&server, "POST", "/api/catalog-variant-bulk-create-jobs").await;
+    assert_eq!(
+        created[0]
+            .pointer("/data/attributes/variants/data/0/attributes/sku")
+            .unwrap(),
+        "SA"
+    );
+}
