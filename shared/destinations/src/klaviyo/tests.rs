@@ -1324,3 +1324,112 @@ async fn variants_wait_for_their_item_and_are_refused_when_it_never_comes() {
         "SA"
     );
 }
+
+#[tokio::test]
+async fn a_refusal_naming_no_object_is_narrowed_by_halves() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-categories"))
+        .respond_with(catalog_lookup(&[]))
+        .mount(&server)
+        .await;
+    struct Create;
+    impl Respond for Create {
+        fn respond(&self, r: &Request) -> ResponseTemplate {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            let data = body
+                .pointer("/data/attributes/categories/data")
+                .unwrap()
+                .as_array()
+                .unwrap();
+            if data
+                .iter()
+                .any(|c| c.pointer("/attributes/name") == Some(&json!("")))
+            {
+                return ResponseTemplate::new(400).set_body_json(json!({"errors": [{"id": "x", "status": 400,
+                    "code": "invalid", "title": "Invalid input.", "detail": "A name may not be blank.", "source": {}}]}));
+            }
+            job(
+                "catalog-category-bulk-create-job",
+                "K",
+                "queued",
+                data.len() as u64,
+                0,
+                json!([]),
+            )
+        }
+    }
+    Mock::given(method("POST"))
+        .and(path("/api/catalog-category-bulk-create-jobs"))
+        .respond_with(Create)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-category-bulk-create-jobs/K"))
+        .respond_with(job(
+            "catalog-category-bulk-create-job",
+            "K",
+            "complete",
+            0,
+            0,
+            json!([]),
+        ))
+        .mount(&server)
+        .await;
+    let k = destination(&server);
+    let rows = (0..20)
+        .map(|i| {
+            let name = if i == 13 {
+                String::new()
+            } else {
+                format!("N{i}")
+            };
+            vec![
+                json!(format!("$custom:::$default:::{i}")),
+                json!({"external_id": i.to_string(), "name": name}),
+            ]
+        })
+        .collect();
+    let part = batch(CATEGORY_TABLE, &["id", "attributes"], rows);
+    let out = PartWriter::write(&k, &[vec![&part]]).await.unwrap();
+    assert_eq!(out[0][0].rows, 19);
+    assert_eq!(out[0][0].rejected.len(), 1);
+    assert_eq!(out[0][0].rejected[0].raw["id"], "$custom:::$default:::13");
+    assert!(
+        out[0][0].rejected[0]
+            .error
+            .contains("A name may not be blank.")
+    );
+    // Every good category was accepted exactly once.
+    let accepted: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/api/catalog-category-bulk-create-jobs")
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .map(|b| {
+            b.pointer("/data/attributes/categories/data")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .filter(|d| {
+            d.iter()
+                .all(|c| c.pointer("/attributes/name") != Some(&json!("")))
+        })
+        .flat_map(|d| {
+            d.into_iter()
+                .map(|c| c["attributes"]["external_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(accepted.len(), 19);
+    assert_eq!(
+        accepted
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        19
+    );
+}
