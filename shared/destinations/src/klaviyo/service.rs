@@ -34,6 +34,9 @@ use sluice_store::StoreError;
 /// In-process retries of a 503/504/524 or a failed connection (beyond the 429 waits).
 pub const TRANSIENT_RETRIES: u32 = 3;
 
+/// Catalog lookups (`any(ids,[…])`, 100 ids each) one call keeps in flight.
+const LOOKUPS_IN_FLIGHT: usize = 4;
+
 /// The `api` label of the destination's requests in the HTTP metrics.
 const API: &str = "klaviyo";
 
@@ -578,23 +581,39 @@ impl Service {
         collection: &str,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
+        use futures::stream::{self, StreamExt};
         let path = format!("/api/{collection}");
         let call = Call::get_catalog(&path);
+        // A few lookups at once: their tier (350/s) is the roomiest, and the bucket paces them.
+        // Owned chunks: a borrowed one makes the future not `Send` for every lifetime.
+        let chunks: Vec<String> = ids
+            .chunks(100)
+            .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
+            .collect();
+        let pages: Vec<Result<Vec<String>, StoreError>> = stream::iter(chunks)
+            .map(|chunk| {
+                let (path, call) = (&path, &call);
+                async move {
+                    let filter = format!("any(ids,{chunk})");
+                    let mut next = Some(relative(
+                        path,
+                        &[("filter", filter), ("page[size]", "100".into())],
+                    ));
+                    let mut found = Vec::new();
+                    while let Some(rel) = next.take() {
+                        let doc = self.get(call, &rel).await?;
+                        found.extend(ids_of(&doc));
+                        next = self.next_link(&doc);
+                    }
+                    Ok(found)
+                }
+            })
+            .buffer_unordered(LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut found = std::collections::HashSet::new();
-        for chunk in ids.chunks(100) {
-            let filter = format!(
-                "any(ids,{})",
-                serde_json::to_string(chunk).unwrap_or_default()
-            );
-            let mut next = Some(relative(
-                &path,
-                &[("filter", filter), ("page[size]", "100".into())],
-            ));
-            while let Some(rel) = next.take() {
-                let doc = self.get(&call, &rel).await?;
-                found.extend(ids_of(&doc));
-                next = self.next_link(&doc);
-            }
+        for page in pages {
+            found.extend(page?);
         }
         Ok(found)
     }
