@@ -118,6 +118,21 @@ async fn session(
             "sluice-loader-parked",
         )
         .await?;
+    // Account-wide rate budgets (Klaviyo) are divided among the loaders: keep the count of
+    // live loaders (consumers of the load queue) current for the destinations.
+    let replicas = {
+        let (broker, count) = (broker.clone(), destinations.replicas());
+        let queue = broker.topology().queue(Route::Load);
+        tokio::spawn(async move {
+            loop {
+                match broker.consumer_count(&queue).await {
+                    Ok(n) => count.store(n.max(1), std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => warn!(error = %e, "could not count loader replicas"),
+                }
+                tokio::time::sleep(REPLICA_POLL).await;
+            }
+        })
+    };
     let limit = usize::from(settings.loader.concurrency);
     let (a, b) = tokio::join!(
         sluice_broker::drive_groups(
@@ -135,6 +150,7 @@ async fn session(
             .clone()
             .handle_parked(d)),
     );
+    replicas.abort();
     broker.close().await;
     a?;
     b?;
@@ -192,6 +208,9 @@ impl JobDestinations {
     }
 }
 
+/// How often the loader counts the live loaders (the load queue's consumers).
+const REPLICA_POLL: Duration = Duration::from_secs(5);
+
 /// How often at most the loader repeats the cancel of one job.
 const CANCEL_ECHO_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -236,8 +255,14 @@ impl Ctx {
                 }
                 Err(e) if e.is_transient() && !self.shutdown.is_cancelled() => {
                     attempt += 1;
-                    self.health.set_database(false);
-                    warn!(error = %e, attempt, "{what}: transient database error; retrying");
+                    // An outside destination's trouble (Klaviyo throttling or a 5xx) says
+                    // nothing of the ledger's database: readiness stays as it is.
+                    if matches!(e, StoreError::Destination { .. }) {
+                        warn!(error = %e, attempt, "{what}: transient destination error; retrying");
+                    } else {
+                        self.health.set_database(false);
+                        warn!(error = %e, attempt, "{what}: transient database error; retrying");
+                    }
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return Err(e),

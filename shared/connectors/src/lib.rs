@@ -36,7 +36,7 @@ pub mod framework;
 pub mod klaviyo;
 pub mod location;
 pub mod sailthru;
-mod telemetry;
+pub mod telemetry;
 pub mod wdn;
 
 pub use framework::{ParamKind, ParamSpec, SettingsError, StreamSpec, TableSpec};

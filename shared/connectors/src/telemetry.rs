@@ -9,7 +9,7 @@ use sluice_contracts::telemetry::status_class;
 
 /// Counts one request and observes its duration: `status` is the response's status, or
 /// `None` when no complete response came (connection error, timeout, interrupted body).
-pub(crate) fn request(api: &'static str, started: Instant, status: Option<u16>) {
+pub fn request(api: &'static str, started: Instant, status: Option<u16>) {
     let class = status.map_or("error", status_class);
     metrics::counter!("sluice_http_requests_total", "api" => api, "status_class" => class)
         .increment(1);
@@ -22,7 +22,7 @@ pub(crate) fn request(api: &'static str, started: Instant, status: Option<u16>) 
 
 /// Observes a wait for the rate limiter before a request (waits under a millisecond are
 /// no wait: the budget had room).
-pub(crate) fn waited(api: &'static str, waited: Duration) {
+pub fn waited(api: &'static str, waited: Duration) {
     if waited >= Duration::from_millis(1) {
         metrics::histogram!("sluice_http_rate_limit_wait_seconds", "api" => api)
             .record(waited.as_secs_f64());
@@ -30,6 +30,6 @@ pub(crate) fn waited(api: &'static str, waited: Duration) {
 }
 
 /// Counts a request about to be repeated in process after a transient failure.
-pub(crate) fn retried(api: &'static str) {
+pub fn retried(api: &'static str) {
     metrics::counter!("sluice_http_retries_total", "api" => api).increment(1);
 }

@@ -6,7 +6,9 @@
 //!   one transaction) or another Postgres database (its own transaction per write);
 //! - [`redshift`]: Amazon Redshift through the Postgres wire protocol, simple queries only:
 //!   `sql` generates the dialect (DDL, staging, de-duplication, `MERGE`), `staging` puts
-//!   large loads on S3 for `COPY`, `sink` is the idempotent write.
+//!   large loads on S3 for `COPY`, `sink` is the idempotent write;
+//! - [`klaviyo`]: Klaviyo's bulk endpoints, for records already mapped to Klaviyo objects
+//!   (`docs/klaviyo-sync.md`): `service` is the HTTP client, `sink` the write.
 //!
 //! A destination is named in settings (`SLUICE__DESTINATIONS__<NAME>__KIND` and the kind's
 //! keys); [`Destinations::build`] turns every section into a [`Destination`] and always has
@@ -18,11 +20,13 @@
 //! the ledger's database. A destination of another dialect derives its DDL from that
 //! catalog, so a stream's table is declared once.
 
+pub mod klaviyo;
 pub mod postgres;
 pub mod redshift;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 
 use serde::Deserialize;
 use sluice_contracts::Settings;
@@ -40,7 +44,7 @@ pub trait Destination: Send + Sync {
     /// The destination's name in settings (`postgres`, `rs`, …).
     fn name(&self) -> &str;
 
-    /// The kind: `postgres` or `redshift`.
+    /// The kind: `postgres`, `redshift` or `klaviyo`.
     fn kind(&self) -> &'static str;
 
     /// How the ledger writes a part's rows here: inside its own transaction (the ledger's
@@ -79,7 +83,7 @@ pub struct TableCount {
     pub rows: i64,
 }
 
-/// One destination section as written, by kind: `kind = "postgres" | "redshift"` and the
+/// One destination section as written, by kind: `kind = "postgres" | "redshift" | "klaviyo"` and the
 /// kind's own keys (unknown keys are refused, naming them).
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -88,6 +92,8 @@ pub enum DestinationConfig {
     Postgres(postgres::PostgresConfig),
     /// See [`redshift::RedshiftConfig`].
     Redshift(redshift::RedshiftConfig),
+    /// See [`klaviyo::KlaviyoConfig`].
+    Klaviyo(klaviyo::KlaviyoConfig),
 }
 
 impl DestinationConfig {
@@ -127,7 +133,7 @@ impl DestinationConfig {
         let env = format!("SLUICE__DESTINATIONS__{}", name.to_uppercase());
         if !section.0.contains_key("kind") {
             return Err(config_error(format!(
-                "destination {name:?} has no kind: set {env}__KIND to postgres or redshift"
+                "destination {name:?} has no kind: set {env}__KIND to postgres, redshift or klaviyo"
             )));
         }
         serde_json::from_value(serde_json::Value::Object(section.0.clone())).map_err(|e| {
@@ -160,6 +166,7 @@ pub(crate) fn config_error(message: String) -> StoreError {
 #[derive(Clone)]
 pub struct Destinations {
     by_name: BTreeMap<String, Arc<dyn Destination>>,
+    replicas: Arc<AtomicU32>,
 }
 
 impl Destinations {
@@ -176,6 +183,7 @@ impl Destinations {
         catalog: &Catalog,
     ) -> Result<Self, StoreError> {
         let mut by_name: BTreeMap<String, Arc<dyn Destination>> = BTreeMap::new();
+        let replicas = Arc::new(AtomicU32::new(1));
         for (name, config) in DestinationConfig::all(settings)? {
             let destination: Arc<dyn Destination> = match config {
                 DestinationConfig::Postgres(c) => {
@@ -184,10 +192,20 @@ impl Destinations {
                 DestinationConfig::Redshift(c) => {
                     Arc::new(c.build(&name, ledger.clone(), catalog.clone())?)
                 }
+                DestinationConfig::Klaviyo(c) => {
+                    Arc::new(c.build(&name, settings, replicas.clone())?)
+                }
             };
             by_name.insert(name, destination);
         }
-        Ok(Self { by_name })
+        Ok(Self { by_name, replicas })
+    }
+
+    /// The live count of loader replicas, which destinations with an account-wide rate
+    /// budget (Klaviyo) divide it by. Starts at 1; the loader keeps it current (its load
+    /// queue's consumer count).
+    pub fn replicas(&self) -> Arc<AtomicU32> {
+        self.replicas.clone()
     }
 
     /// The destination called `name`.

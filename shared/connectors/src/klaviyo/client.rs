@@ -344,7 +344,9 @@ fn shown_path(rel: &str) -> String {
     }
 }
 
-fn describe_reqwest(e: &reqwest::Error) -> String {
+/// What went wrong with a request, without its URL: timed out, connection failed, body
+/// interrupted, and the causes.
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -451,7 +453,7 @@ fn header_number(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64
 
 /// Feeds `RateLimit-*` headers to the bucket. `RateLimit-Reset` is seconds until the window
 /// resets (an epoch-seconds value is converted).
-fn observe(bucket: &Bucket, headers: &reqwest::header::HeaderMap) {
+pub fn observe(bucket: &Bucket, headers: &reqwest::header::HeaderMap) {
     let Some(remaining) = header_number(headers, "ratelimit-remaining") else {
         return;
     };
@@ -467,7 +469,7 @@ fn observe(bucket: &Bucket, headers: &reqwest::header::HeaderMap) {
 }
 
 /// A 429's `Retry-After` (seconds; at least 0.1 s, 1 s when absent or unreadable).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
     let secs = header_number(headers, "retry-after").unwrap_or(1.0);
     Duration::from_secs_f64(secs.clamp(0.1, 86_400.0))
 }

@@ -278,6 +278,14 @@ impl Limiters {
             })
             .clone()
     }
+
+    /// The bucket of one operation of `account` (Klaviyo limits each endpoint on its own,
+    /// with the limits of its `tier`): the Klaviyo destination's writes, whose bulk-job
+    /// creation, job polling and lookups must not spend each other's budget.
+    /// `operation` is a fixed name (`POST /api/profile-bulk-import-jobs`).
+    pub fn operation_bucket(&self, account: &str, operation: &str, tier: Tier) -> Arc<Bucket> {
+        self.bucket(&format!("{account} {operation}"), tier)
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +306,22 @@ mod tests {
         assert!(one.burst <= 350.0);
         // 0 replicas reads as 1.
         assert_eq!(replica_quota(xl, 0.95, 0), one);
+    }
+
+    #[test]
+    fn each_operation_has_its_own_bucket_divided_by_the_replicas() {
+        let replicas = Arc::new(AtomicU32::new(2));
+        let limiters = Limiters::new(&std::collections::BTreeMap::new(), 0.95, replicas);
+        let post =
+            limiters.operation_bucket("default", "POST /api/profile-bulk-import-jobs", Tier::M);
+        let again =
+            limiters.operation_bucket("default", "POST /api/profile-bulk-import-jobs", Tier::M);
+        let poll =
+            limiters.operation_bucket("default", "GET /api/profile-bulk-import-jobs/{id}", Tier::M);
+        assert!(Arc::ptr_eq(&post, &again));
+        assert!(!Arc::ptr_eq(&post, &poll));
+        assert!(!Arc::ptr_eq(&post, &limiters.bucket("default", Tier::M)));
+        assert_eq!(post.quota(), replica_quota(Tier::M.published(), 0.95, 2));
     }
 
     async fn count_for_a_minute(bucket: &Bucket) -> u32 {
