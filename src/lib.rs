@@ -377,6 +377,24 @@ impl TestEnv {
         Ok(format!("http://{bind}"))
     }
 
+    /// Adds a destination `name` of kind `klaviyo` writing with this environment's
+    /// `default` Klaviyo account ([`TestEnv::start_klaviyo_sandbox`] first), with `keys`
+    /// (lowercase: `preferred_currency`, `poll_interval_ms`, …) besides the kind, for
+    /// in-process services and spawned ones. Call before starting services.
+    pub fn add_klaviyo_destination(&mut self, name: &str, keys: &[(&str, &str)]) {
+        let mut section = sluice_contracts::config::Section::default();
+        section.set("kind", "klaviyo");
+        let prefix = format!("SLUICE__DESTINATIONS__{}__", name.to_uppercase());
+        self.extra_env
+            .push((format!("{prefix}KIND"), "klaviyo".to_string()));
+        for (key, value) in keys {
+            section.set(key, *value);
+            self.extra_env
+                .push((format!("{prefix}{}", key.to_uppercase()), value.to_string()));
+        }
+        self.settings.destinations.insert(name.to_string(), section);
+    }
+
     /// Starts a planner in this process.
     pub fn start_planner(&mut self) {
         let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
@@ -999,4 +1017,72 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// What a connector emitted for one job run in process: every task planned and fetched
+/// directly (children included), without broker, database or loader.
+#[derive(Debug, Default)]
+pub struct ConnectorRun {
+    /// Rows per table, in emission order.
+    pub rows: BTreeMap<String, Vec<Vec<serde_json::Value>>>,
+    /// Scope keys (first column) of the parts with a replace scope.
+    pub scoped: std::collections::BTreeSet<String>,
+    /// Records the connector rejected.
+    pub rejected: Vec<sluice_contracts::RejectedRecord>,
+    /// Tasks fetched.
+    pub tasks: usize,
+}
+
+/// Plans a full job of `stream` with `params` for account `default` and fetches every task
+/// and child task of it in turn, collecting what the connector emits ([`ConnectorRun`]):
+/// a test's oracle of "what the source maps to", independent of the pipeline.
+///
+/// # Errors
+/// The connector's planning or fetching errors.
+pub async fn run_connector(
+    connector: &dyn sluice_connectors::Connector,
+    stream: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<ConnectorRun> {
+    let job_id = Uuid::new_v4();
+    let plan = connector
+        .plan(&sluice_connectors::JobSpec {
+            job_id,
+            stream: stream.into(),
+            account: "default".into(),
+            params,
+            mode: Mode::Full,
+            bookmark: None,
+        })
+        .await?;
+    let mut queue: std::collections::VecDeque<_> = plan.tasks.into_iter().collect();
+    let mut out = ConnectorRun::default();
+    while let Some(t) = queue.pop_front() {
+        out.tasks += 1;
+        let task = sluice_contracts::FetchTask {
+            v: MESSAGE_VERSION,
+            task_id: format!("t{}", out.tasks),
+            job_id,
+            connector: connector.name().into(),
+            stream: t.stream,
+            account: "default".into(),
+            kind: t.kind,
+            attempt: 1,
+            params: plan.params.clone(),
+            once: None,
+        };
+        let fetched = connector.fetch(&task).await?;
+        for table in fetched.tables {
+            if table.merge.replace_scope.is_some() {
+                for key in &table.merge.scope_keys {
+                    out.scoped
+                        .insert(key[0].as_str().unwrap_or_default().to_string());
+                }
+            }
+            out.rows.entry(table.table).or_default().extend(table.rows);
+        }
+        out.rejected.extend(fetched.rejected);
+        queue.extend(fetched.children);
+    }
+    Ok(out)
 }

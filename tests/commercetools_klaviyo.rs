@@ -6,13 +6,14 @@
 //! Only the sandbox runs (no broker, no database): tasks are planned and fetched by the
 //! connector directly, children included.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
-use sluice_connectors::{Connector, ConnectorContext, JobSpec};
-use sluice_contracts::{FetchTask, Mode, RejectedRecord, Settings};
+use sluice_connectors::{Connector, ConnectorContext};
+use sluice_contracts::Settings;
+use sluice_e2e::{ConnectorRun, run_connector};
 use sluice_sandbox::commercetools::{
     CommercetoolsConfig, CommercetoolsDataSpec, Project, Resource,
 };
@@ -109,62 +110,16 @@ fn connector(url: &str) -> Arc<dyn Connector> {
         .expect("connector")
 }
 
-/// What a job emitted: rows per table (in emission order), the variant parts' scope keys,
-/// and the rejected records.
-#[derive(Default)]
-struct Emitted {
-    rows: BTreeMap<String, Vec<Vec<Value>>>,
-    scoped: BTreeSet<String>,
-    rejected: Vec<RejectedRecord>,
-}
-
-async fn run(connector: &Arc<dyn Connector>, stream: &str, params: Value) -> Emitted {
-    let job_id = Uuid::new_v4();
-    let plan = connector
-        .plan(&JobSpec {
-            job_id,
-            stream: stream.into(),
-            account: "default".into(),
-            params,
-            mode: Mode::Full,
-            bookmark: None,
-        })
+/// What a job emitted, every emitted table checked to be a Klaviyo one.
+async fn run(connector: &Arc<dyn Connector>, stream: &str, params: Value) -> ConnectorRun {
+    let out = run_connector(connector.as_ref(), stream, params)
         .await
-        .expect("plan");
-    let mut queue: VecDeque<_> = plan.tasks.into_iter().collect();
-    let mut out = Emitted::default();
-    let mut n = 0;
-    while let Some(t) = queue.pop_front() {
-        n += 1;
-        let task = FetchTask {
-            v: 1,
-            task_id: format!("t{n}"),
-            job_id,
-            connector: "commercetools".into(),
-            stream: t.stream,
-            account: "default".into(),
-            kind: t.kind,
-            attempt: 1,
-            params: plan.params.clone(),
-            once: None,
-        };
-        let fetched = connector.fetch(&task).await.expect("fetch");
-        for table in fetched.tables {
-            if table.merge.replace_scope.is_some() {
-                for key in &table.merge.scope_keys {
-                    out.scoped
-                        .insert(key[0].as_str().unwrap_or_default().to_string());
-                }
-            }
-            assert!(
-                table.table.starts_with("klaviyo."),
-                "{stream}: {} emitted in Klaviyo mode",
-                table.table
-            );
-            out.rows.entry(table.table).or_default().extend(table.rows);
-        }
-        out.rejected.extend(fetched.rejected);
-        queue.extend(fetched.children);
+        .expect("plan and fetch");
+    for table in out.rows.keys() {
+        assert!(
+            table.starts_with("klaviyo."),
+            "{stream}: {table} emitted in Klaviyo mode"
+        );
     }
     out
 }
@@ -597,7 +552,7 @@ async fn published_products_map_to_items_and_variants_and_the_unpriced_are_rejec
     assert!(!expected_items.is_empty() && !expected_rejects.is_empty());
 }
 
-fn placed_orders(out: &Emitted) -> BTreeSet<String> {
+fn placed_orders(out: &ConnectorRun) -> BTreeSet<String> {
     out.rows["klaviyo.event"]
         .iter()
         .filter_map(|r| {

@@ -270,7 +270,9 @@ impl SyncApiSettings {
     /// The bearer token, when one is set and not empty (an empty `SLUICE__SYNC_API__TOKEN`,
     /// as a compose file's `${VAR:-}` gives, means none).
     pub fn token(&self) -> Option<&SecretString> {
-        self.token.as_ref().filter(|t| !t.expose_secret().is_empty())
+        self.token
+            .as_ref()
+            .filter(|t| !t.expose_secret().is_empty())
     }
 }
 

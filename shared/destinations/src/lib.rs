@@ -116,16 +116,24 @@ impl DestinationConfig {
 
     /// What a job of `connector`/`stream` writing here must satisfy and carry
     /// ([`JobTerms`]), or why such a job cannot write here (for the planner to fail it at
-    /// once, naming the destination). Postgres and Redshift take every stream as it is.
+    /// once, naming the destination). Postgres and Redshift take every stream as it is, except
+    /// the Klaviyo catalogue's delete-all streams.
     ///
     /// # Errors
     /// A message naming the connector, stream and destination when the destination
     /// cannot take that stream.
-    pub fn job_terms(&self, _connector: &str, _stream: &str) -> Result<JobTerms, String> {
+    pub fn job_terms(&self, connector: &str, stream: &str) -> Result<JobTerms, String> {
         match self {
             DestinationConfig::Postgres(_) | DestinationConfig::Redshift(_) => {
+                if connector == "klaviyo" && stream.starts_with("catalog_") {
+                    return Err(format!(
+                        "klaviyo/{stream} deletes a Klaviyo catalogue: it writes only into a \
+                         destination of kind klaviyo"
+                    ));
+                }
                 Ok(JobTerms::default())
             }
+            DestinationConfig::Klaviyo(k) => k.job_terms(connector, stream),
         }
     }
 

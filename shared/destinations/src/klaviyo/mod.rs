@@ -81,7 +81,23 @@ pub struct KlaviyoConfig {
     /// together; default 0.95.
     #[serde(default = "default_steady_utilisation")]
     pub steady_utilisation: f64,
+    /// Refuse a commercetools sync into this destination while the commercetools–Klaviyo
+    /// plugin's lock object for it exists (custom object
+    /// `klaviyo-ct-plugin-lock/<kind>FullSync`), so the plugin and sluice never push the same
+    /// thing at once during a migration; default true.
+    #[serde(default = "default_true")]
+    pub honour_legacy_lock: bool,
 }
+
+fn default_true() -> bool {
+    true
+}
+
+/// The commercetools streams a Klaviyo destination takes (`docs/klaviyo-sync.md`).
+const COMMERCETOOLS_STREAMS: [&str; 4] = ["customers", "orders", "categories", "products"];
+
+/// The Klaviyo streams whose delete-all jobs a Klaviyo destination takes.
+const DELETE_ALL_STREAMS: [&str; 2] = ["catalog_categories", "catalog_items"];
 
 fn default_account() -> String {
     "default".into()
@@ -97,6 +113,41 @@ fn default_steady_utilisation() -> f64 {
 }
 
 impl KlaviyoConfig {
+    /// What a job into this destination must carry ([`crate::JobTerms`]): commercetools
+    /// streams get the mapping options as `params.klaviyo` (so the fetchers emit Klaviyo
+    /// objects), and products need categories pushed first (items link to their
+    /// categories); the Klaviyo catalogue streams take delete-all jobs as they are.
+    ///
+    /// # Errors
+    /// Any other connector or stream, naming what this destination takes.
+    pub fn job_terms(&self, connector: &str, stream: &str) -> Result<crate::JobTerms, String> {
+        match connector {
+            "commercetools" if COMMERCETOOLS_STREAMS.contains(&stream) => {
+                let mut terms = crate::JobTerms::default();
+                terms.params.insert(
+                    "klaviyo".into(),
+                    serde_json::json!({
+                        "preferred_locale": self.preferred_locale,
+                        "preferred_currency": self.preferred_currency,
+                        "product_url_template": self.product_url_template,
+                        "legacy_lock": self.honour_legacy_lock,
+                    }),
+                );
+                if stream == "products" {
+                    terms.requires.push(("commercetools", "categories"));
+                }
+                Ok(terms)
+            }
+            "klaviyo" if DELETE_ALL_STREAMS.contains(&stream) => Ok(crate::JobTerms::default()),
+            _ => Err(format!(
+                "a Klaviyo destination takes commercetools {} jobs and klaviyo {} (delete-all) \
+                 jobs, not {connector}/{stream}",
+                COMMERCETOOLS_STREAMS.join("|"),
+                DELETE_ALL_STREAMS.join("|"),
+            )),
+        }
+    }
+
     /// Builds the destination called `name`: reads the Klaviyo connector's section for the
     /// account, revision, rate limits and request timeouts. `replicas` is the live loader
     /// count that divides the account's budget. Nothing is sent yet.

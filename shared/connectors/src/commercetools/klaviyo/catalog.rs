@@ -387,6 +387,7 @@ mod tests {
             preferred_locale: Some("de-AT".into()),
             preferred_currency: currency.map(str::to_string),
             product_url_template: Some("https://shop.example/p/{{productSlug}}".into()),
+            ..Options::default()
         }
     }
 

@@ -47,6 +47,10 @@ pub struct Options {
     /// The catalog `url` of a product, `{{productSlug}}` replaced by its localized slug.
     #[serde(default)]
     pub product_url_template: Option<String>,
+    /// Refuse the job while the plugin's lock object of its stream exists in commercetools
+    /// (`klaviyo-ct-plugin-lock/<kind>FullSync`; the destination's `HONOUR_LEGACY_LOCK`).
+    #[serde(default)]
+    pub legacy_lock: bool,
 }
 
 impl Options {
