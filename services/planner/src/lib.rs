@@ -20,6 +20,9 @@ use sluice_store::ledger::{self, NewTask};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+pub mod schedules;
+pub use schedules::{Clock, ManualClock};
+
 /// Attempts at planning a job whose source answers with transient errors.
 const PLAN_ATTEMPTS: u32 = 6;
 
@@ -99,6 +102,19 @@ pub async fn run_with(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_clock(settings, registry, Clock::system(), shutdown).await
+}
+
+/// [`run_with`] with the clock the schedules are fired by (tests move a [`ManualClock`]).
+///
+/// # Errors
+/// See [`run`].
+pub async fn run_with_clock(
+    settings: Settings,
+    registry: Registry,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let health = Health::new();
     AdminServer::start(
         "planner",
@@ -115,7 +131,7 @@ pub async fn run_with(
         return Ok(());
     };
     sluice_service::supervise("planner", &health, &shutdown, || {
-        session(&settings, &registry, &pool, &health, &shutdown)
+        session(&settings, &registry, &pool, &health, &clock, &shutdown)
     })
     .await;
     Ok(())
@@ -126,6 +142,7 @@ async fn session(
     registry: &Registry,
     pool: &Pool,
     health: &Arc<Health>,
+    clock: &Clock,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     sluice_store::migrate(pool).await?;
@@ -165,6 +182,13 @@ async fn session(
         stop.drop_guard()
     };
 
+    let schedules = schedules::spawn(
+        broker.clone(),
+        pool.clone(),
+        clock.clone(),
+        shutdown.child_token(),
+    );
+
     let consumer = broker
         .consume(
             &broker.topology().queue(Route::Jobs),
@@ -194,6 +218,7 @@ async fn session(
     .await;
     drop(outbox);
     drop(sampler);
+    drop(schedules);
     broker.close().await;
     Ok(result?)
 }

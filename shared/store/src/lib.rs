@@ -8,7 +8,8 @@
 //!   (claim, write, settle) whatever the destination;
 //! - [`load`]: the Postgres upsert path — validate a batch's shape, binary COPY into a
 //!   staging table, then `INSERT … ON CONFLICT DO UPDATE` guarded by the version column;
-//! - [`cell`]: converting JSON values of a batch into typed Postgres values.
+//! - [`cell`]: converting JSON values of a batch into typed Postgres values;
+//! - [`tls`]: `sslmode`/`sslrootcert` of connection URLs, with rustls.
 //!
 //! The store knows SQL, never an outside API: it learns a destination table's columns,
 //! types and primary key from the Postgres catalog.
@@ -17,6 +18,7 @@ pub mod cell;
 pub mod db;
 pub mod ledger;
 pub mod load;
+pub mod tls;
 
 pub use db::{Pool, connect, connect_existing, migrate};
 
