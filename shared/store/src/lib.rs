@@ -34,8 +34,9 @@ pub enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// No connection could be taken from the pool.
-    #[error("cannot get a database connection: {0}")]
+    /// No connection could be taken from the pool (with the driver's cause: a refused
+    /// connection, a TLS certificate that is not trusted, …).
+    #[error("cannot get a database connection: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A migration failed.
     #[error("migration failed: {0}")]
@@ -110,6 +111,15 @@ pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         },
+    }
+}
+
+/// A pool error with the cause of a failed connection, which deadpool's own message
+/// leaves out.
+fn describe_pool(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(e) => describe_postgres(e),
+        other => other.to_string(),
     }
 }
 
