@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sluice_broker::{Broker, Headers, Route};
+use sluice_service::metrics;
 use sluice_store::Pool;
 use sluice_store::ledger::{
     self,
@@ -205,19 +206,29 @@ async fn tick(
         let Some(schedule) = store::lock_due_schedule(&tx, now).await? else {
             break;
         };
-        handle(broker, &tx, &schedule, now).await?;
+        let outcomes = handle(broker, &tx, &schedule, now).await?;
         tx.commit().await?;
+        // Counted once committed: a rolled-back slot is handled again.
+        for outcome in outcomes {
+            metrics::counter!(
+                "sluice_schedule_slots_total",
+                "connector" => schedule.connector.clone(),
+                "outcome" => outcome.as_str(),
+            )
+            .increment(1);
+        }
     }
     Ok(store::earliest_next_slot(&**pool.get().await?).await?)
 }
 
-/// Handles one due schedule inside `tx`, which holds its row lock.
+/// Handles one due schedule inside `tx`, which holds its row lock; returns the outcomes
+/// it recorded.
 async fn handle(
     broker: &Broker,
     tx: &deadpool_postgres::Transaction<'_>,
     schedule: &Schedule,
     now: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<SlotOutcome>> {
     let name = &schedule.name;
     let cadence = match schedule.cadence() {
         Ok(c) => c,
@@ -225,16 +236,18 @@ async fn handle(
             // Written by hand around sluicectl: stop firing it rather than fail every tick.
             warn!(schedule = %name, error = %e, "schedules: pausing a schedule that cannot be read");
             store::set_paused(&**tx, name, true).await?;
-            return Ok(());
+            return Ok(Vec::new());
         }
     };
     let Some(next_slot) = schedule.next_slot else {
         // Added or resumed: start at the first slot after now, catching nothing up.
         let first = cadence.next_after(now);
         info!(schedule = %name, next_slot = ?first, "schedules: armed");
-        return advance(tx, name, first).await;
+        advance(tx, name, first).await?;
+        return Ok(Vec::new());
     };
     let plan = plan_slots(&cadence, next_slot, now, schedule.catch_up);
+    let mut outcomes = Vec::new();
     if let Some((first, n)) = plan.missed {
         let reason = format!(
             "{n}{} slot(s) from {} passed while no planner ran (catch-up {})",
@@ -244,11 +257,13 @@ async fn handle(
         );
         warn!(schedule = %name, %reason, "schedules: missed slots");
         store::record_slot(tx, name, first, SlotOutcome::Missed, None, Some(&reason)).await?;
+        outcomes.push(SlotOutcome::Missed);
     }
     if let Some(slot) = plan.run {
-        fire(broker, tx, schedule, slot).await?;
+        outcomes.push(fire(broker, tx, schedule, slot).await?);
     }
-    advance(tx, name, plan.next_slot).await
+    advance(tx, name, plan.next_slot).await?;
+    Ok(outcomes)
 }
 
 /// Moves `next_slot` on; an expression that matches no later time (`0 0 30 2 *`, refused
@@ -274,13 +289,13 @@ async fn fire(
     tx: &deadpool_postgres::Transaction<'_>,
     schedule: &Schedule,
     slot: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SlotOutcome> {
     let name = &schedule.name;
     let job_id = schedule.job_id(slot);
     if store::job_exists(&**tx, job_id).await? {
         // Published by an attempt that did not commit: its request was consumed.
         store::record_slot(tx, name, slot, SlotOutcome::Fired, Some(job_id), None).await?;
-        return Ok(());
+        return Ok(SlotOutcome::Fired);
     }
     if let Some(active) = store::active_job_of_stream(
         &**tx,
@@ -305,7 +320,7 @@ async fn fire(
             Some(&reason),
         )
         .await?;
-        return Ok(());
+        return Ok(SlotOutcome::Skipped);
     }
     // requested_at is when the request is made (wall time, like `sluicectl sync`); the
     // slot's time is in sluice.schedule_runs.
@@ -316,7 +331,7 @@ async fn fire(
         .publish(Route::Jobs, &request, Headers::default().traced(job_id))
         .await?;
     info!(schedule = %name, %slot, %job_id, "schedules: slot fired");
-    Ok(())
+    Ok(SlotOutcome::Fired)
 }
 
 #[cfg(test)]
