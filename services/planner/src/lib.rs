@@ -5,6 +5,7 @@
 //! tasks in one transaction and publishes them. Tasks are an outbox: a task is marked
 //! published only after its publish is confirmed, and a background loop re-publishes any
 //! recorded task that is not (a crash between commit and publish loses nothing).
+//! Beside it, [`schedules`] fires the stored schedules' slots as job requests.
 
 use std::sync::Arc;
 use std::time::Duration;

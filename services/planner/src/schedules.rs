@@ -193,29 +193,41 @@ pub fn spawn(broker: Arc<Broker>, pool: Pool, clock: Clock, stop: CancellationTo
 }
 
 /// Handles every schedule due at the clock's now, one transaction each; returns when the
-/// next known slot comes.
+/// next known slot comes. A schedule that fails (its publish, its transaction) is left
+/// due for the next tick and does not hold up the others.
 async fn tick(
     broker: &Broker,
     pool: &Pool,
     clock: &Clock,
 ) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let mut failed: Vec<String> = Vec::new();
     loop {
         let now = clock.now();
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(schedule) = store::lock_due_schedule(&tx, now).await? else {
+        let Some(schedule) = store::lock_due_schedule(&tx, now, &failed).await? else {
             break;
         };
-        let outcomes = handle(broker, &tx, &schedule, now).await?;
-        tx.commit().await?;
-        // Counted once committed: a rolled-back slot is handled again.
-        for outcome in outcomes {
-            metrics::counter!(
-                "sluice_schedule_slots_total",
-                "connector" => schedule.connector.clone(),
-                "outcome" => outcome.as_str(),
-            )
-            .increment(1);
+        let handled = match handle(broker, &tx, &schedule, now).await {
+            Ok(outcomes) => tx.commit().await.map(|()| outcomes).map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        match handled {
+            Ok(outcomes) => {
+                // Counted once committed: a rolled-back slot is handled again.
+                for outcome in outcomes {
+                    metrics::counter!(
+                        "sluice_schedule_slots_total",
+                        "connector" => schedule.connector.clone(),
+                        "outcome" => outcome.as_str(),
+                    )
+                    .increment(1);
+                }
+            }
+            Err(e) => {
+                warn!(schedule = %schedule.name, error = %format!("{e:#}"), "schedules: handling a due schedule failed; retrying");
+                failed.push(schedule.name);
+            }
         }
     }
     Ok(store::earliest_next_slot(&**pool.get().await?).await?)

@@ -298,7 +298,11 @@ fn print_schedule(s: &Schedule) {
     println!("catch-up  {}", s.catch_up);
     println!(
         "sync      {}/{}/{} into {} ({})",
-        s.connector, s.account, s.stream, s.destination, s.mode
+        s.connector,
+        s.account,
+        s.stream,
+        s.destination,
+        s.mode.as_str()
     );
     println!("params    {}", s.params);
     println!("state     {}", if s.paused { "paused" } else { "active" });

@@ -168,7 +168,7 @@ pub struct Schedule {
     /// The jobs' parameters, as `sluicectl sync` builds them from its options.
     pub params: Value,
     /// Full or incremental.
-    pub mode: String,
+    pub mode: Mode,
     /// Paused schedules fire nothing (and catch nothing up when resumed).
     pub paused: bool,
     /// The first slot the planner has not handled yet, UTC; `None` until a planner has
@@ -207,11 +207,7 @@ impl Schedule {
             stream: self.stream.clone(),
             account: self.account.clone(),
             params: self.params.clone(),
-            mode: if self.mode == Mode::Incremental.as_str() {
-                Mode::Incremental
-            } else {
-                Mode::Full
-            },
+            mode: self.mode,
             requested_at,
             destination: self.destination.clone(),
         }
@@ -233,7 +229,12 @@ fn schedule(r: &tokio_postgres::Row) -> Schedule {
         account: r.get(7),
         destination: r.get(8),
         params: r.get(9),
-        mode: r.get(10),
+        // The column's CHECK allows these two only.
+        mode: if r.get::<_, &str>(10) == Mode::Incremental.as_str() {
+            Mode::Incremental
+        } else {
+            Mode::Full
+        },
         paused: r.get(11),
         next_slot: r.get(12),
         created_at: r.get(13),
@@ -418,25 +419,28 @@ pub async fn slot_records(
 }
 
 /// Locks one schedule that needs the planner at `now` — not paused, and with no
-/// `next_slot` yet or one at or before `now` — skipping schedules another planner holds,
-/// so every due schedule is handled by exactly one planner at a time. The lock lasts
-/// until `tx` ends; whoever takes it next sees the `next_slot` this one committed.
+/// `next_slot` yet or one at or before `now` — skipping schedules another planner holds
+/// and those named in `except` (they failed in this round), so every due schedule is
+/// handled by exactly one planner at a time. The lock lasts until `tx` ends; whoever
+/// takes it next sees the `next_slot` this one committed.
 ///
 /// # Errors
 /// Database errors.
 pub async fn lock_due_schedule(
     tx: &Transaction<'_>,
     now: DateTime<Utc>,
+    except: &[String],
 ) -> Result<Option<Schedule>, StoreError> {
     let row = tx
         .query_opt(
             &format!(
                 "SELECT {SCHEDULE_COLUMNS} FROM sluice.schedules
                   WHERE NOT paused AND (next_slot IS NULL OR next_slot <= $1)
+                    AND name <> ALL($2)
                   ORDER BY next_slot NULLS FIRST, name LIMIT 1
                     FOR UPDATE SKIP LOCKED"
             ),
-            &[&now],
+            &[&now, &except],
         )
         .await
         .context(|| "looking for due schedules".into())?;
@@ -643,7 +647,7 @@ mod tests {
             account: "default".into(),
             destination: "postgres".into(),
             params: serde_json::json!({"export": "/x.zip"}),
-            mode: "incremental".into(),
+            mode: Mode::Incremental,
             paused: false,
             next_slot: None,
             created_at: Utc::now(),
