@@ -7,6 +7,7 @@
 //! recorded task that is not (a crash between commit and publish loses nothing).
 //!
 //! [`sync_api`] serves the commercetools–Klaviyo plugin's HTTP API on top of that intake.
+//! Beside it, [`schedules`] fires the stored schedules' slots as job requests.
 
 pub mod sync_api;
 
@@ -25,6 +26,9 @@ use sluice_store::Pool;
 use sluice_store::ledger::{self, NewTask};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
+
+pub mod schedules;
+pub use schedules::{Clock, ManualClock};
 
 /// Attempts at planning a job whose source answers with transient errors.
 const PLAN_ATTEMPTS: u32 = 6;
@@ -105,6 +109,19 @@ pub async fn run_with(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_clock(settings, registry, Clock::system(), shutdown).await
+}
+
+/// [`run_with`] with the clock the schedules are fired by (tests move a [`ManualClock`]).
+///
+/// # Errors
+/// See [`run`].
+pub async fn run_with_clock(
+    settings: Settings,
+    registry: Registry,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let health = Health::new();
     AdminServer::start(
         "planner",
@@ -135,6 +152,7 @@ pub async fn run_with(
             &pool,
             &health,
             &broker_slot,
+            &clock,
             &shutdown,
         )
     })
@@ -148,6 +166,7 @@ async fn session(
     pool: &Pool,
     health: &Arc<Health>,
     broker_slot: &sync_api::BrokerSlot,
+    clock: &Clock,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     sluice_store::migrate(pool).await?;
@@ -188,6 +207,13 @@ async fn session(
         stop.drop_guard()
     };
 
+    let schedules = schedules::spawn(
+        broker.clone(),
+        pool.clone(),
+        clock.clone(),
+        shutdown.child_token(),
+    );
+
     let consumer = broker
         .consume(
             &broker.topology().queue(Route::Jobs),
@@ -214,6 +240,7 @@ async fn session(
     .await;
     drop(outbox);
     drop(sampler);
+    drop(schedules);
     broker_slot
         .write()
         .unwrap_or_else(|p| p.into_inner())

@@ -1,5 +1,5 @@
-//! `sluicectl`, the operator's CLI: apply migrations, start syncs and follow them, inspect
-//! and cancel jobs, and look at or replay the parking lot.
+//! `sluicectl`, the operator's CLI: apply migrations, start syncs and follow them, schedule
+//! them, inspect and cancel jobs, and look at or replay the parking lot.
 //!
 //! It reads the same configuration as the services (`SLUICE_CONFIG`, `SLUICE__…`), talks to
 //! RabbitMQ to publish requests and to Postgres to read the ledger. Output meant for scripts
@@ -15,6 +15,7 @@ mod follow;
 mod freshness;
 mod jobs;
 mod klaviyo;
+mod schedules;
 mod sync;
 mod tables;
 
@@ -72,6 +73,9 @@ pub enum Command {
     /// Inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Syncs fired on a cron cadence by the planner.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Where each stream's next incremental job continues.
     #[command(subcommand)]
     Bookmarks(BookmarksCommand),
@@ -278,6 +282,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             check::check(&settings, &connector, &account).await
         }
         Command::Jobs(cmd) => jobs::jobs(&settings, cmd).await,
+        Command::Schedules(cmd) => schedules::schedules(&settings, cmd).await,
         Command::Bookmarks(cmd) => bookmarks::bookmarks(&settings, cmd).await,
         Command::Tables {
             schema,

@@ -133,6 +133,14 @@ pub const METRICS: &[Metric] = &[
         buckets: &[],
     },
     Metric {
+        name: "sluice_schedule_slots_total",
+        kind: Kind::Counter,
+        service: "planner",
+        labels: &["connector", "outcome"],
+        help: "Slots of schedules handled by the planners: fired (a job was requested), skipped (the stream's previous job was still active) or missed (no planner ran at their time; one per run of missed slots).",
+        buckets: &[],
+    },
+    Metric {
         name: "sluice_queue_messages",
         kind: Kind::Gauge,
         service: "planner",

@@ -1,11 +1,9 @@
 //! Pool, database creation and migrations.
 
-use std::str::FromStr;
-
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use deadpool_postgres::{ManagerConfig, RecyclingMethod};
 use sluice_contracts::config::DatabaseSettings;
-use tokio_postgres::NoTls;
 
+use crate::tls::PgConfig;
 use crate::{Context, StoreError, quote_ident};
 
 /// A pool of Postgres connections.
@@ -19,7 +17,7 @@ mod embedded {
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365;
 
 fn parse(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Url(e.to_string()))
+    Ok(PgConfig::parse(url)?.config)
 }
 
 /// Creates the database named in `settings.url` when it does not exist yet, connecting to
@@ -28,17 +26,15 @@ fn parse(url: &str) -> Result<tokio_postgres::Config, StoreError> {
 /// # Errors
 /// Connection or permission errors (the user needs `CREATEDB` to create it).
 pub async fn ensure_database(settings: &DatabaseSettings) -> Result<(), StoreError> {
-    let config = parse(settings.url())?;
-    let Some(name) = config.get_dbname().map(str::to_string) else {
+    let pg = PgConfig::parse(settings.url())?;
+    let Some(name) = pg.config.get_dbname().map(str::to_string) else {
         return Ok(());
     };
-    let mut admin = config.clone();
+    let mut admin = pg.config.clone();
     admin.dbname("postgres");
-    let (client, connection) = admin
-        .connect(NoTls)
-        .await
-        .context(|| "connecting to the postgres maintenance database".into())?;
-    let task = tokio::spawn(connection);
+    let client = pg
+        .connect_one(&admin, "the postgres maintenance database")
+        .await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
@@ -61,7 +57,6 @@ pub async fn ensure_database(settings: &DatabaseSettings) -> Result<(), StoreErr
         }
     }
     drop(client);
-    let _ = task.await;
     Ok(())
 }
 
@@ -153,20 +148,17 @@ fn server_of(config: &tokio_postgres::Config) -> String {
 /// # Errors
 /// A malformed URL.
 pub fn pool(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
-    let mut config = parse(settings.url())?;
+    let mut pg = PgConfig::parse(settings.url())?;
+    let config = &mut pg.config;
     // The loader's `CREATE TEMP TABLE IF NOT EXISTS` would otherwise log a NOTICE per batch.
     let options = match config.get_options() {
         Some(o) => format!("{o} -c client_min_messages=warning"),
         None => "-c client_min_messages=warning".to_string(),
     };
     config.options(&options);
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = pg.manager(ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    })?;
     Pool::builder(manager)
         .max_size(settings.pool_size.max(1))
         .runtime(deadpool_postgres::Runtime::Tokio1)

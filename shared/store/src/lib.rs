@@ -8,7 +8,8 @@
 //!   (claim, write, settle) whatever the destination;
 //! - [`load`]: the Postgres upsert path — validate a batch's shape, binary COPY into a
 //!   staging table, then `INSERT … ON CONFLICT DO UPDATE` guarded by the version column;
-//! - [`cell`]: converting JSON values of a batch into typed Postgres values.
+//! - [`cell`]: converting JSON values of a batch into typed Postgres values;
+//! - [`tls`]: `sslmode`/`sslrootcert` of connection URLs, with rustls.
 //!
 //! The store knows SQL, never an outside API: it learns a destination table's columns,
 //! types and primary key from the Postgres catalog.
@@ -17,6 +18,7 @@ pub mod cell;
 pub mod db;
 pub mod ledger;
 pub mod load;
+pub mod tls;
 
 pub use db::{Pool, connect, connect_existing, migrate};
 
@@ -32,8 +34,9 @@ pub enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// No connection could be taken from the pool.
-    #[error("cannot get a database connection: {0}")]
+    /// No connection could be taken from the pool (with the driver's cause: a refused
+    /// connection, a TLS certificate that is not trusted, …).
+    #[error("cannot get a database connection: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A migration failed.
     #[error("migration failed: {0}")]
@@ -108,6 +111,15 @@ pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         },
+    }
+}
+
+/// A pool error with the cause of a failed connection, which deadpool's own message
+/// leaves out.
+fn describe_pool(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(e) => describe_postgres(e),
+        other => other.to_string(),
     }
 }
 

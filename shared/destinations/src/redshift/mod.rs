@@ -30,17 +30,15 @@ mod sink;
 pub mod sql;
 pub mod staging;
 
-use std::str::FromStr;
-
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use deadpool_postgres::{ManagerConfig, RecyclingMethod};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sluice_contracts::config::DatabaseSettings;
 use sluice_store::ledger::Write;
 use sluice_store::load::Catalog;
+use sluice_store::tls::PgConfig;
 use sluice_store::{Pool, StoreError};
 use tokio::sync::OnceCell;
-use tokio_postgres::NoTls;
 
 use self::sql::Flavour;
 use self::staging::S3Staging;
@@ -124,7 +122,9 @@ impl RedshiftConfig {
     /// `iam_role` where no stand-in is forced.
     pub fn build(self, name: &str, ledger: Pool, catalog: Catalog) -> Result<Redshift, StoreError> {
         let env = format!("SLUICE__DESTINATIONS__{}", name.to_uppercase());
-        let pg = tokio_postgres::Config::from_str(self.url.expose_secret()).map_err(|e| {
+        // `sslmode`/`sslrootcert` of the URL (Redshift accepts TLS; a cluster with
+        // `require_ssl` refuses anything else): `sluice_store::tls`.
+        let pg = PgConfig::parse(self.url.expose_secret()).map_err(|e| {
             config_error(format!(
                 "destination {name}: {env}__URL is not a valid URL: {e}"
             ))
@@ -135,13 +135,11 @@ impl RedshiftConfig {
                  Redshift's COPY needs the role it assumes to read the bucket"
             )));
         }
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
+        let manager = pg
+            .manager(ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
-            },
-        );
+            })
+            .map_err(|e| config_error(format!("destination {name}: {e}")))?;
         let pool = Pool::builder(manager)
             .max_size(self.pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -7,7 +7,8 @@
 //! - [`reports`]: what `sluicectl jobs list|show` prints;
 //! - [`bookmarks`]: listing and resetting stream bookmarks (`sluicectl bookmarks`);
 //! - [`resources`]: once-per-resource child tasks, fresh resources skipped, and the outbox
-//!   that publishes recorded tasks.
+//!   that publishes recorded tasks;
+//! - [`schedules`]: stored schedules, their cadence, and what became of each slot.
 //!
 //! Every function that changes a job's state takes the job row lock first
 //! (`SELECT … FOR NO KEY UPDATE`) and the task rows after it, always in that order, so
@@ -104,6 +105,9 @@ macro_rules! text_enum {
         }
     };
 }
+
+// After `text_enum!`, which it uses.
+pub mod schedules;
 
 text_enum! {
     /// A job's state (`sluice.jobs.state`): `queued → running → succeeded | failed |
