@@ -46,7 +46,7 @@ use uuid::Uuid;
 /// Invalid configuration (naming the setting) or an unrecoverable start-up problem.
 pub async fn main() -> anyhow::Result<()> {
     let settings = sluice_contracts::Settings::load()?;
-    sluice_service::init_tracing(&settings.log);
+    let _telemetry = sluice_service::init_tracing(&settings, "sluice-loader");
     run(settings, sluice_service::shutdown_signal()).await
 }
 
@@ -212,6 +212,37 @@ impl Echoed {
     }
 }
 
+/// The span of loading one part: a child of the fetch span that published it, with the
+/// messaging attributes of its delivery. `group`: parts in its transaction.
+fn load_span(
+    destination: &dyn Destination,
+    delivery: &Delivery,
+    batch: &RecordBatch,
+    group: usize,
+) -> tracing::Span {
+    let span = info_span!(
+        "load",
+        otel.kind = "consumer",
+        job_id = %batch.job_id,
+        task_id = %batch.task_id,
+        part = batch.part,
+        table = %batch.table,
+        rows = batch.rows.len(),
+        task_complete = batch.task_complete,
+        destination = destination.name(),
+        group,
+    );
+    sluice_broker::follow(&span, delivery);
+    span
+}
+
+/// Marks the end of a job in its trace: a `job.complete` span, the child of the span that
+/// settled its last task (a part's load, or a task's outcome).
+fn job_finished(job_id: Uuid, state: &impl std::fmt::Display) {
+    info_span!("job.complete", job_id = %job_id, state = %state)
+        .in_scope(|| info!(%state, "job finished"));
+}
+
 /// Settles a delivery: ack on success, requeue when the database is away.
 async fn settle(delivery: &Delivery, done: bool) {
     sluice_broker::settle(delivery, done).await;
@@ -347,7 +378,14 @@ impl Ctx {
         batches: Vec<RecordBatch>,
     ) {
         if batches.len() > 1 {
-            match self.apply_group(destination, &batches).await {
+            // One span per part, opened before the transaction they share, each the child
+            // of the fetch that published its part.
+            let spans: Vec<tracing::Span> = deliveries
+                .iter()
+                .zip(&batches)
+                .map(|(delivery, batch)| load_span(destination, delivery, batch, batches.len()))
+                .collect();
+            match self.apply_group(destination, &batches, &spans).await {
                 Some(done) => {
                     for delivery in &deliveries {
                         settle(delivery, done).await;
@@ -381,6 +419,7 @@ impl Ctx {
         &self,
         destination: &dyn Destination,
         batches: &[RecordBatch],
+        spans: &[tracing::Span],
     ) -> Option<bool> {
         let started = Instant::now();
         let result = self
@@ -391,10 +430,9 @@ impl Ctx {
         match result {
             Ok(results) => {
                 let seconds = started.elapsed().as_secs_f64();
-                for (batch, applied) in batches.iter().zip(results) {
-                    let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
+                for ((batch, applied), span) in batches.iter().zip(results).zip(spans) {
                     self.note_applied(destination.name(), batch, &applied, batches.len())
-                        .instrument(span)
+                        .instrument(span.clone())
                         .await;
                 }
                 metrics::histogram!("sluice_loader_transaction_duration_seconds", "destination" => destination.name().to_string())
@@ -474,7 +512,7 @@ impl Ctx {
             }
         }
         if let Some(state) = &applied.job_finished {
-            info!(%state, "job finished");
+            job_finished(batch.job_id, state);
         }
     }
 
@@ -518,7 +556,8 @@ impl Ctx {
                     .await;
             }
         };
-        let span = info_span!("outcome", job_id = %outcome.job_id, task_id = %outcome.task_id);
+        let span = info_span!("outcome", otel.kind = "consumer", job_id = %outcome.job_id, task_id = %outcome.task_id, outcome = ?outcome.outcome);
+        sluice_broker::follow(&span, delivery);
         async {
             match self
                 .with_retries("task outcome", || {
@@ -534,7 +573,7 @@ impl Ctx {
             {
                 Ok(finished) => {
                     if let Some(state) = finished {
-                        info!(%state, "job finished");
+                        job_finished(outcome.job_id, &state);
                     }
                     true
                 }
@@ -554,7 +593,7 @@ impl Ctx {
         delivery: &Delivery,
         batch: RecordBatch,
     ) -> bool {
-        let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table, destination = destination.name());
+        let span = load_span(destination, delivery, &batch, 1);
         async {
             let started = Instant::now();
             let result = self
