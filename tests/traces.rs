@@ -386,7 +386,12 @@ fn render(spans: &[Captured], root: &Captured) -> String {
         };
         let attrs: Vec<String> = SHOWN
             .iter()
-            .filter_map(|k| span.attr(k).map(|v| format!("{k}={v}")))
+            .filter_map(|k| {
+                let shown = k
+                    .strip_prefix("messaging.rabbitmq.destination.")
+                    .unwrap_or(k);
+                span.attr(k).map(|v| format!("{shown}={v}"))
+            })
             .collect();
         let ms = span.end_ns.saturating_sub(span.start_ns) as f64 / 1e6;
         out.push_str(&format!(
