@@ -700,13 +700,11 @@ impl TestEnv {
         };
         ledger::insert_job(&**self.pool.get().await?, &request).await?;
         let broker = Broker::connect(&self.settings.amqp, "sluice-e2e").await?;
-        broker
-            .publish(
-                Route::Jobs,
-                &request,
-                Headers::default().traced(request.job_id),
-            )
-            .await?;
+        // As sluicectl does: the request is the root span of the job's trace.
+        let root = sluice_service::job_root_span(&request, "test");
+        let headers = root.in_scope(|| Headers::default().traced(request.job_id));
+        broker.publish(Route::Jobs, &request, headers).await?;
+        drop(root);
         broker.close().await;
         Ok(request.job_id)
     }

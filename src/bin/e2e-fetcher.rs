@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
         return sluice_fetcher::main().await;
     }
     let settings = sluice_contracts::Settings::load()?;
-    sluice_service::init_tracing(&settings.log);
+    let _telemetry = sluice_service::init_tracing(&settings, "sluice-fetcher");
     let context = sluice_connectors::ConnectorContext::default();
     let mut registry = sluice_connectors::Registry::from_settings_with(&settings, context.clone())?;
     registry.insert(Arc::new(sluice_e2e::poison::PoisonConnector));

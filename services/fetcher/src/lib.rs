@@ -45,7 +45,7 @@ const CANCEL_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Invalid configuration (naming the setting) or an unrecoverable start-up problem.
 pub async fn main() -> anyhow::Result<()> {
     let settings = sluice_contracts::Settings::load()?;
-    sluice_service::init_tracing(&settings.log);
+    let _telemetry = sluice_service::init_tracing(&settings, "sluice-fetcher");
     run(settings, sluice_service::shutdown_signal()).await
 }
 
@@ -223,7 +223,8 @@ impl Ctx {
     async fn handle(self, delivery: Delivery) {
         let settle = match FetchTask::decode(&delivery.data) {
             Ok(task) => {
-                let span = info_span!("fetch", job_id = %task.job_id, task_id = %task.task_id, stream = %task.stream, attempt = task.attempt);
+                let span = info_span!("fetch", otel.kind = "consumer", job_id = %task.job_id, task_id = %task.task_id, connector = %task.connector, stream = %task.stream, attempt = task.attempt, parts = tracing::field::Empty);
+                sluice_broker::follow(&span, &delivery);
                 self.run_task(task, &delivery.data).instrument(span).await
             }
             Err(e) => {
@@ -292,6 +293,7 @@ impl Ctx {
         match result {
             Ok(output) => match self.ship(&task, output, first_part).await {
                 Ok(parts) => {
+                    tracing::Span::current().record("parts", parts);
                     info!(
                         parts,
                         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -46,7 +46,7 @@ use uuid::Uuid;
 /// Invalid configuration (naming the setting) or an unrecoverable start-up problem.
 pub async fn main() -> anyhow::Result<()> {
     let settings = sluice_contracts::Settings::load()?;
-    sluice_service::init_tracing(&settings.log);
+    let _telemetry = sluice_service::init_tracing(&settings, "sluice-loader");
     run(settings, sluice_service::shutdown_signal()).await
 }
 
@@ -231,6 +231,30 @@ impl Echoed {
     }
 }
 
+/// The span of loading one part: a child of the fetch span that published it, with the
+/// messaging attributes of its delivery. `group`: parts in its transaction.
+fn load_span(
+    destination: &dyn Destination,
+    delivery: &Delivery,
+    batch: &RecordBatch,
+    group: usize,
+) -> tracing::Span {
+    let span = info_span!(
+        "load",
+        otel.kind = "consumer",
+        job_id = %batch.job_id,
+        task_id = %batch.task_id,
+        part = batch.part,
+        table = %batch.table,
+        rows = batch.rows.len(),
+        task_complete = batch.task_complete,
+        destination = destination.name(),
+        group,
+    );
+    sluice_broker::follow(&span, delivery);
+    span
+}
+
 /// Settles a delivery: ack on success, requeue when the database is away.
 async fn settle(delivery: &Delivery, done: bool) {
     sluice_broker::settle(delivery, done).await;
@@ -372,7 +396,14 @@ impl Ctx {
         batches: Vec<RecordBatch>,
     ) {
         if batches.len() > 1 {
-            match self.apply_group(destination, &batches).await {
+            // One span per part, opened before the transaction they share, each the child
+            // of the fetch that published its part.
+            let spans: Vec<tracing::Span> = deliveries
+                .iter()
+                .zip(&batches)
+                .map(|(delivery, batch)| load_span(destination, delivery, batch, batches.len()))
+                .collect();
+            match self.apply_group(destination, &batches, &spans).await {
                 Some(done) => {
                     for delivery in &deliveries {
                         settle(delivery, done).await;
@@ -406,6 +437,7 @@ impl Ctx {
         &self,
         destination: &dyn Destination,
         batches: &[RecordBatch],
+        spans: &[tracing::Span],
     ) -> Option<bool> {
         let started = Instant::now();
         let result = self
@@ -416,10 +448,9 @@ impl Ctx {
         match result {
             Ok(results) => {
                 let seconds = started.elapsed().as_secs_f64();
-                for (batch, applied) in batches.iter().zip(results) {
-                    let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table);
+                for ((batch, applied), span) in batches.iter().zip(results).zip(spans) {
                     self.note_applied(destination.name(), batch, &applied, batches.len())
-                        .instrument(span)
+                        .instrument(span.clone())
                         .await;
                 }
                 metrics::histogram!("sluice_loader_transaction_duration_seconds", "destination" => destination.name().to_string())
@@ -514,6 +545,9 @@ impl Ctx {
             },
             Err(_) => None,
         };
+        // The `job.complete` span ends the job's trace (docs/operations.md, "Traces").
+        let span = info_span!("job.complete", job_id = %job_id, state = %state);
+        let _entered = span.enter();
         match summary {
             Some(s) => info!(
                 %state,
@@ -568,7 +602,8 @@ impl Ctx {
                     .await;
             }
         };
-        let span = info_span!("outcome", job_id = %outcome.job_id, task_id = %outcome.task_id);
+        let span = info_span!("outcome", otel.kind = "consumer", job_id = %outcome.job_id, task_id = %outcome.task_id, outcome = ?outcome.outcome);
+        sluice_broker::follow(&span, delivery);
         async {
             match self
                 .with_retries("task outcome", || {
@@ -584,7 +619,7 @@ impl Ctx {
             {
                 Ok(finished) => {
                     if let Some(state) = finished {
-                        info!(%state, "job finished");
+                        self.log_job_end(outcome.job_id, state).await;
                     }
                     true
                 }
@@ -604,7 +639,7 @@ impl Ctx {
         delivery: &Delivery,
         batch: RecordBatch,
     ) -> bool {
-        let span = info_span!("load", job_id = %batch.job_id, task_id = %batch.task_id, part = batch.part, table = %batch.table, destination = destination.name());
+        let span = load_span(destination, delivery, &batch, 1);
         async {
             let started = Instant::now();
             let result = self

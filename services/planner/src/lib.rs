@@ -84,7 +84,7 @@ async fn sample_queues(broker: Arc<Broker>, stop: CancellationToken) {
 /// Invalid configuration (naming the setting) or an unrecoverable start-up problem.
 pub async fn main() -> anyhow::Result<()> {
     let settings = sluice_contracts::Settings::load()?;
-    sluice_service::init_tracing(&settings.log);
+    let _telemetry = sluice_service::init_tracing(&settings, "sluice-planner");
     run(settings, sluice_service::shutdown_signal()).await
 }
 
@@ -281,7 +281,8 @@ impl Ctx {
                 return;
             }
         };
-        let span = info_span!("plan", job_id = %request.job_id, connector = %request.connector, stream = %request.stream);
+        let span = info_span!("plan", otel.kind = "consumer", job_id = %request.job_id, connector = %request.connector, stream = %request.stream, tasks = tracing::field::Empty);
+        sluice_broker::follow(&span, &delivery);
         // `Err` is a database, broker or source hiccup: retry in place with backoff rather
         // than requeueing, which would count against the queue's delivery limit.
         let mut backoff = Backoff::default();
@@ -484,6 +485,7 @@ impl Ctx {
             ledger::insert_rejects(&*tx, req.job_id, None, &plan.rejected).await?;
             tx.commit().await?;
         }
+        tracing::Span::current().record("tasks", tasks.len());
         info!(
             tasks = tasks.len(),
             warnings = plan.warnings.len(),

@@ -30,7 +30,7 @@ use sluice_store::ledger::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 /// How late a slot may be handled and still count as on time (not missed). The loop looks
 /// at least every [`POLL`], so only an outage or a stalled database makes a slot this late.
@@ -339,8 +339,12 @@ async fn fire(
     let request = schedule.request(slot, Utc::now());
     ledger::insert_job(&**tx, &request).await?;
     store::record_slot(tx, name, slot, SlotOutcome::Fired, Some(job_id), None).await?;
+    // The root of the job's trace (docs/operations.md, "Traces").
+    let root = sluice_service::job_root_span(&request, "schedule");
+    let headers = root.in_scope(|| Headers::default().traced(job_id));
     broker
-        .publish(Route::Jobs, &request, Headers::default().traced(job_id))
+        .publish(Route::Jobs, &request, headers)
+        .instrument(root)
         .await?;
     info!(schedule = %name, %slot, %job_id, "schedules: slot fired");
     Ok(SlotOutcome::Fired)

@@ -39,7 +39,7 @@ use sluice_contracts::{
 use sluice_store::Pool;
 use sluice_store::ledger::{self, CancelResult, JobState};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 use uuid::Uuid;
 
 /// The broker connection of the planner's current session, when it has one: the API
@@ -415,12 +415,13 @@ async fn start_sync(State(api): State<Api>, Path(segment): Path<String>, body: B
         }
         Err(e) => return internal(&e.into()),
     }
+    // The root of the job's trace: the planner's `plan` span continues from its
+    // `traceparent` (docs/operations.md, "Traces").
+    let root = sluice_service::job_root_span(&request, "http");
+    let headers = root.in_scope(|| Headers::default().traced(request.job_id));
     if let Err(e) = broker
-        .publish(
-            Route::Jobs,
-            &request,
-            Headers::default().traced(request.job_id),
-        )
+        .publish(Route::Jobs, &request, headers)
+        .instrument(root)
         .await
     {
         return internal(&e.into());

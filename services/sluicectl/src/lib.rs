@@ -31,6 +31,7 @@ use sluice_destinations::Destinations;
 use sluice_store::Pool;
 use sluice_store::ledger;
 use sluice_store::load::Catalog;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The command line.
@@ -244,7 +245,8 @@ pub fn parse_cli(
 /// Configuration, connection and database errors, with context.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load()?;
-    init_logging();
+    // Kept to the end: dropping it exports the spans still buffered (a job's root span).
+    let _telemetry = sluice_service::init_cli_tracing(&settings, "sluicectl");
     match cli.command {
         Command::Migrate { destination } => {
             let pool = sluice_store::connect(&settings.database).await?;
@@ -295,15 +297,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// The configured destinations, over the ledger's pool.
 pub(crate) fn destinations(settings: &Settings, pool: &Pool) -> anyhow::Result<Destinations> {
     Ok(Destinations::build(settings, pool, &Catalog::default())?)
@@ -349,15 +342,18 @@ async fn sync_job(
         requested_at: Utc::now(),
         destination: options.destination.clone(),
     };
-    ledger::insert_job(&**pool.get().await?, &request).await?;
-    broker
-        .publish(
-            Route::Jobs,
-            &request,
-            Headers::default().traced(request.job_id),
-        )
-        .await
-        .context("publishing the job request")?;
+    // The job's trace starts here: the request is its root span.
+    let root = sluice_service::job_root_span(&request, "sluicectl");
+    let headers = root.in_scope(|| Headers::default().traced(request.job_id));
+    async {
+        ledger::insert_job(&**pool.get().await?, &request).await?;
+        broker
+            .publish(Route::Jobs, &request, headers)
+            .await
+            .context("publishing the job request")
+    }
+    .instrument(root)
+    .await?;
     broker.close().await;
     println!("{}", request.job_id);
     if !options.wait {

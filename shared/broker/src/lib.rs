@@ -21,6 +21,7 @@
 //! queues of tokens), for caps such as an outside API's concurrent requests.
 
 pub mod permits;
+pub mod tracecontext;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use sluice_contracts::redact::redact_url;
 
 pub use lapin;
 pub use permits::{Permit, SharedPermits};
+pub use tracecontext::follow;
 
 /// Header naming the retry tier of a message on the retry exchange. It must not start with
 /// `x-`: a headers exchange ignores such binding arguments under `x-match: all`, which would
@@ -317,14 +319,12 @@ impl Headers {
         self
     }
 
-    /// Adds a W3C `traceparent` whose trace id is the job id, so every message of a job
-    /// belongs to one trace.
-    pub fn traced(self, job_id: uuid::Uuid) -> Self {
-        let span: u64 = rand::random::<u64>() | 1;
-        self.with(
-            TRACEPARENT_HEADER,
-            format!("00-{}-{span:016x}-01", job_id.simple()),
-        )
+    /// Adds the W3C trace context of the job: the current span's `traceparent` (and
+    /// `tracestate`) when the span belongs to the job's trace — whose trace id is the job
+    /// id —, else a `traceparent` naming the job's trace ([`tracecontext`]).
+    pub fn traced(mut self, job_id: uuid::Uuid) -> Self {
+        tracecontext::inject(&mut self.0, job_id);
+        self
     }
 }
 

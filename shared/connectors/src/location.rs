@@ -174,6 +174,7 @@ pub fn open_location(
             let store = HttpBuilder::new()
                 .with_url(origin)
                 .with_retry(no_retries())
+                .with_http_connector(TracedConnector::default())
                 .with_client_options(ClientOptions::new().with_allow_http(true))
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
@@ -183,7 +184,8 @@ pub fn open_location(
         LocationKind::S3 { bucket, key } => {
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(no_retries());
+                .with_retry(no_retries())
+                .with_http_connector(TracedConnector::default());
             if let Some(account) = account {
                 if let Some(region) = &account.region {
                     builder = builder.with_region(region);
@@ -204,6 +206,52 @@ pub fn open_location(
             let path = Path::from_url_path(&key).map_err(|e| invalid(e.to_string()))?;
             Ok((Arc::new(store), path))
         }
+    }
+}
+
+/// The `api` label of the requests that read export locations (`http(s)://`, `s3://`).
+const EXPORT_API: &str = "export";
+
+/// `object_store`'s reqwest connector, with a client span and the request metrics
+/// (`crate::telemetry::Request`) for each request it sends: a location read is a `HEAD` and
+/// ranged `GET`s, one request per attempt (its retries are off).
+#[derive(Debug, Default)]
+struct TracedConnector(object_store::client::ReqwestConnector);
+
+impl object_store::client::HttpConnector for TracedConnector {
+    fn connect(
+        &self,
+        options: &ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        Ok(object_store::client::HttpClient::new(TracedService(
+            self.0.connect(options)?,
+        )))
+    }
+}
+
+#[derive(Debug)]
+struct TracedService(object_store::client::HttpClient);
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for TracedService {
+    async fn call(
+        &self,
+        request: object_store::client::HttpRequest,
+    ) -> Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        use tracing::Instrument;
+        let method = match request.method().as_str() {
+            "GET" => "GET",
+            "HEAD" => "HEAD",
+            "PUT" => "PUT",
+            "POST" => "POST",
+            _ => "_OTHER",
+        };
+        // An object's path is the location itself, not a route: every read has the same
+        // template. The span ends with the response's head; the body streams after it.
+        let traced = crate::telemetry::Request::start(EXPORT_API, method, "/{object}", 0);
+        let response = self.0.execute(request).instrument(traced.span()).await;
+        traced.finish(response.as_ref().ok().map(|r| r.status().as_u16()));
+        response
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Settings {
     pub destinations: BTreeMap<String, Section>,
     /// Logging.
     pub log: LogSettings,
+    /// Traces exported with OpenTelemetry (off unless an OTLP endpoint is configured).
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// The commercetools–Klaviyo plugin's HTTP API, served by the planner.
     pub sync_api: SyncApiSettings,
 }
@@ -170,6 +173,31 @@ pub struct LogSettings {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+}
+
+/// OpenTelemetry traces (`SLUICE__TELEMETRY__…`). Off unless an OTLP endpoint is known:
+/// [`TelemetrySettings::otlp_endpoint`], or the standard `OTEL_EXPORTER_OTLP_ENDPOINT` /
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` variables, which the exporter reads itself (as it
+/// does `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+/// `OTEL_TRACES_SAMPLER` and the `OTEL_BSP_*` batch settings).
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP receiver (protobuf), as `OTEL_EXPORTER_OTLP_ENDPOINT` is
+    /// written: `http://otel-collector:4318`; spans are posted to `<it>/v1/traces`. Wins
+    /// over the `OTEL_EXPORTER_OTLP_*ENDPOINT` variables. Absent or empty: see the type.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetrySettings {
+    /// The configured endpoint, when not empty.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+    }
 }
 
 /// A configuration that cannot be loaded, naming the setting.
@@ -311,6 +339,16 @@ mod tests {
             "pk_secret_123"
         );
         assert!(!format!("{s:?}").contains("pk_secret_123"));
+        assert_eq!(s.telemetry.endpoint(), None, "traces are off by default");
+        let traced = Settings::load_from(
+            None,
+            [(
+                "SLUICE__TELEMETRY__OTLP_ENDPOINT".to_string(),
+                "http://collector:4318".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(traced.telemetry.endpoint(), Some("http://collector:4318"));
 
         let mut section = Section::default();
         section.set("accounts.default.base_url", "http://127.0.0.1:9");

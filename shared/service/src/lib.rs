@@ -1,5 +1,6 @@
 //! Plumbing every sluice service shares:
-//! - [`init_tracing`]: `tracing` subscriber, text or JSON, filter from settings or `RUST_LOG`;
+//! - [`init_tracing`]: `tracing` subscriber, text or JSON, filter from settings or `RUST_LOG`,
+//!   and OpenTelemetry traces when configured ([`telemetry`]);
 //! - [`AdminServer`]: the admin HTTP port — `/livez` (the process answers; never checks
 //!   dependencies), `/readyz` (the service's own readiness check: broker and database
 //!   reachable), `/metrics` (Prometheus text format);
@@ -7,6 +8,7 @@
 //! - [`Backoff`]: capped exponential backoff for reconnect loops.
 
 pub mod health;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,28 +20,87 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sluice_contracts::config::LogSettings;
+use sluice_contracts::Settings;
 use sluice_contracts::telemetry::{Kind, METRICS};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics;
+pub use telemetry::{TelemetryGuard, job_root_span};
 
 /// Installs the global tracing subscriber once (later calls are no-ops, so tests that start
-/// several services in one process are fine).
-pub fn init_tracing(settings: &LogSettings) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// several services in one process are fine): logs as `settings.log` says (`RUST_LOG` wins),
+/// and OpenTelemetry traces when an OTLP endpoint is configured ([`telemetry`]).
+/// `service` (`sluice-planner`, …) is the traces' `service.name` unless `OTEL_SERVICE_NAME`
+/// names one. Keep the guard until the process ends: dropping it exports the last spans.
+pub fn init_tracing(settings: &Settings, service: &'static str) -> TelemetryGuard {
+    install(settings, service, &settings.log.level, Output::Stdout)
+}
+
+/// [`init_tracing`] for a command-line tool: logs go to stderr (stdout is the tool's
+/// output), `warn` and above unless `RUST_LOG` says otherwise.
+pub fn init_cli_tracing(settings: &Settings, service: &'static str) -> TelemetryGuard {
+    install(settings, service, "warn", Output::Stderr)
+}
+
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+fn install(
+    settings: &Settings,
+    service: &'static str,
+    level: &str,
+    output: Output,
+) -> TelemetryGuard {
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    let _ = if settings.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, filter::Targets};
+    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = settings.log.format == "json";
+    let fmt: Boxed = match (output, json) {
+        (Output::Stdout, false) => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
+        (Output::Stdout, true) => tracing_subscriber::fmt::layer().json().boxed(),
+        (Output::Stderr, false) => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        (Output::Stderr, true) => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    // Each layer filters for itself: the log level never thins out the traces.
+    let mut layers = vec![fmt.with_filter(filter).boxed()];
+    let traces = match telemetry::layer(&settings.telemetry, service) {
+        Ok(Some(layer)) => {
+            let ours = Targets::new().with_target("sluice", tracing::Level::INFO);
+            layers.push(layer.with_filter(ours).boxed());
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            eprintln!("sluice: traces are off: {e:#}");
+            false
+        }
+    };
+    let installed = tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_ok();
+    if installed && traces {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+    }
+    TelemetryGuard::new(installed && traces)
 }
 
 fn prometheus() -> PrometheusHandle {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use super::settings::CommercetoolsAccount;
 use crate::{ConnectorError, telemetry};
@@ -133,8 +134,8 @@ impl Client {
         if let Some(scopes) = &self.account.scopes {
             form.push(("scope", scopes.clone()));
         }
-        let started = Instant::now();
-        let response = self
+        let request = telemetry::Request::start(AUTH_API, "POST", "/oauth/token", 0);
+        let sent = self
             .http
             .post(&url)
             .basic_auth(
@@ -143,26 +144,37 @@ impl Client {
             )
             .form(&form)
             .send()
-            .await
-            .map_err(|e| {
-                telemetry::request(AUTH_API, started, None);
+            .instrument(request.span())
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                request.finish(None);
                 let dns = crate::is_dns_failure(&crate::error_chain(&e));
                 let text = format!("commercetools token request: {}", e.without_url());
-                if dns {
+                let error = if dns {
                     permanent(format!(
                         "{text}: the host of {} could not be resolved (DNS), tried once: check auth_url",
                         sluice_contracts::redact::redact_url(&self.account.auth_url)
                     ))
                 } else {
                     transient(text)
-                }
-            })?;
+                };
+                return Err(error);
+            }
+        };
         let status = response.status();
-        let body = response.text().await.map_err(|e| {
-            telemetry::request(AUTH_API, started, None);
-            transient(format!("commercetools token response: {}", e.without_url()))
-        })?;
-        telemetry::request(AUTH_API, started, Some(status.as_u16()));
+        let body = match response.text().instrument(request.span()).await {
+            Ok(body) => body,
+            Err(e) => {
+                request.finish(None);
+                return Err(transient(format!(
+                    "commercetools token response: {}",
+                    e.without_url()
+                )));
+            }
+        };
+        request.finish(Some(status.as_u16()));
         if status.is_server_error() {
             return Err(transient(format!(
                 "commercetools token request: HTTP {status}"
@@ -275,15 +287,18 @@ impl Client {
         let mut renewed = false;
         let mut attempt = 0;
         let mut delay = Duration::from_millis(250);
+        let route = format!("/{{projectKey}}/{endpoint}");
         loop {
             let token = self.token(false).await?;
-            let started = Instant::now();
+            let request =
+                telemetry::Request::start(API, "GET", &route, attempt + u32::from(renewed));
             let sent = self
                 .http
                 .get(&url)
                 .bearer_auth(token.expose_secret())
                 .query(query)
                 .send()
+                .instrument(request.span())
                 .await;
             let failure = match sent {
                 Ok(response) => {
@@ -295,9 +310,14 @@ impl Client {
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .filter(|s| s.is_finite() && *s >= 0.0)
                         .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())));
-                    let text = response.text().await;
+                    if let Some(wait) = retry_after
+                        && status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    {
+                        request.retry_after(wait);
+                    }
+                    let text = response.text().instrument(request.span()).await;
                     let answered = text.as_ref().ok().map(|_| status.as_u16());
-                    telemetry::request(API, started, answered);
+                    request.finish(answered);
                     match text {
                         Ok(body) if status.is_success() => {
                             match serde_json::from_str::<Value>(&body) {
@@ -344,14 +364,14 @@ impl Client {
                     }
                 }
                 Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
-                    telemetry::request(API, started, None);
+                    request.finish(None);
                     return Err(permanent(format!(
                         "GET {path}: the host of {} could not be resolved (DNS), tried once: check api_url",
                         sluice_contracts::redact::redact_url(&self.account.api_url)
                     )));
                 }
                 Err(e) => {
-                    telemetry::request(API, started, None);
+                    request.finish(None);
                     format!("GET {path}: {}", e.without_url())
                 }
             };

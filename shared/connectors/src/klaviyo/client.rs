@@ -18,6 +18,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 /// In-process retries of a transient failure of one request (beyond the 429 waits).
 pub const TRANSIENT_RETRIES: u32 = 3;
 
@@ -36,6 +38,17 @@ use crate::{ConnectorError, telemetry};
 
 /// The `api` label of Klaviyo's requests.
 const API: &str = "klaviyo";
+
+/// The words of Klaviyo's paths (every other segment is an id), for `url.template`.
+const ROUTE_WORDS: &[&str] = &[
+    "api",
+    "events",
+    "profiles",
+    "metrics",
+    "lists",
+    "segments",
+    "relationships",
+];
 
 /// Settings of one account's client.
 #[derive(Clone)]
@@ -203,7 +216,7 @@ impl Client {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
         loop {
-            match self.get_once(tier, rel).await {
+            match self.get_once(tier, rel, attempt).await {
                 Ok(page) => return Ok(page),
                 // Throttling was already waited out in `get_once`: not retried again here.
                 Err((e @ ConnectorError::Transient(_), Retry::Yes))
@@ -220,8 +233,15 @@ impl Client {
         }
     }
 
-    async fn get_once(&self, tier: Tier, rel: &str) -> Result<Page, (ConnectorError, Retry)> {
+    /// One request of [`Client::get`] (`attempt`: retries before it), waiting out 429s.
+    async fn get_once(
+        &self,
+        tier: Tier,
+        rel: &str,
+        attempt: u32,
+    ) -> Result<Page, (ConnectorError, Retry)> {
         let shown = shown_path(rel);
+        let route = telemetry::route_template(rel, ROUTE_WORDS);
         let url = format!("{}{rel}", self.base);
         let bucket = self.bucket(tier);
         let mut waits = 0u32;
@@ -229,10 +249,11 @@ impl Client {
             let waiting = Instant::now();
             bucket.acquire().await;
             telemetry::waited(API, waiting.elapsed());
-            let started = Instant::now();
-            let response = match self.http.get(&url).send().await {
+            let request = telemetry::Request::start(API, "GET", &route, attempt + waits);
+            let response = match self.http.get(&url).send().instrument(request.span()).await {
                 Ok(r) => r,
                 Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
+                    request.finish(None);
                     // Not retried: a name that does not resolve is a wrong base URL.
                     return Err((
                         ConnectorError::Permanent(anyhow::anyhow!(
@@ -243,7 +264,7 @@ impl Client {
                     ));
                 }
                 Err(e) => {
-                    telemetry::request(API, started, None);
+                    request.finish(None);
                     return Err((
                         ConnectorError::Transient(anyhow::anyhow!(
                             "{}",
@@ -258,8 +279,13 @@ impl Client {
             if status.as_u16() == 429 {
                 let retry_after = retry_after(response.headers());
                 bucket.pause(retry_after);
-                let body = response.text().await.unwrap_or_default();
-                telemetry::request(API, started, Some(429));
+                request.retry_after(retry_after);
+                let body = response
+                    .text()
+                    .instrument(request.span())
+                    .await
+                    .unwrap_or_default();
+                request.finish(Some(429));
                 if waits >= self.config.max_throttle_waits
                     || retry_after > self.config.max_retry_after
                 {
@@ -279,13 +305,13 @@ impl Client {
                 tracing::debug!(path = %shown, retry_after_s = retry_after.as_secs_f64(), waits, "klaviyo throttled; waiting");
                 continue;
             }
-            let body = match response.bytes().await {
+            let body = match response.bytes().instrument(request.span()).await {
                 Ok(b) => {
-                    telemetry::request(API, started, Some(status.as_u16()));
+                    request.finish(Some(status.as_u16()));
                     b
                 }
                 Err(e) => {
-                    telemetry::request(API, started, None);
+                    request.finish(None);
                     return Err((
                         ConnectorError::Transient(anyhow::anyhow!(
                             "{}",

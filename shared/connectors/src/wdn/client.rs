@@ -9,10 +9,24 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::settings::WdnSettings;
-use crate::{ConnectorContext, ConnectorError};
+use crate::{ConnectorContext, ConnectorError, telemetry};
+use tracing::Instrument;
 
 /// The name of the permits that cap WDN's concurrent requests.
 pub const PERMITS: &str = "wdn";
+
+/// The `api` label of WDN's requests.
+const API: &str = "wdn";
+
+/// The words of WDN's paths (every other segment is an id), for `url.template`.
+const ROUTE_WORDS: &[&str] = &[
+    "searches",
+    "brand_search",
+    "brands",
+    "products",
+    "retailers",
+    "offers",
+];
 
 /// A WDN API client.
 pub struct Client {
@@ -66,8 +80,9 @@ impl Client {
         let max_wait = Duration::from_millis(self.settings.backoff_max_ms);
         let attempts = self.settings.max_attempts.max(1);
         let mut last = String::new();
+        let route = telemetry::route_template(path, ROUTE_WORDS);
         for attempt in 1..=attempts {
-            match self.try_once(&url, query).await? {
+            match self.try_once(&url, &route, query, attempt - 1).await? {
                 Try::Done(body) => return Ok(body),
                 Try::Again(retry_after, why) => {
                     last = why;
@@ -77,6 +92,7 @@ impl Client {
                     let pause = retry_after
                         .map_or(wait, |r| r.max(wait))
                         .min(max_wait.max(wait));
+                    telemetry::retried(API);
                     tracing::debug!(%url, attempt, wait_ms = pause.as_millis() as u64, reason = %last, "WDN request failed; trying again");
                     tokio::time::sleep(pause).await;
                     wait = (wait * 2).min(max_wait);
@@ -88,16 +104,34 @@ impl Client {
         )))
     }
 
-    async fn try_once(&self, url: &str, query: &[(&str, String)]) -> Result<Try, ConnectorError> {
+    /// One try of a request (`route`: its path template; `resends`: tries before it).
+    async fn try_once(
+        &self,
+        url: &str,
+        route: &str,
+        query: &[(&str, String)],
+        resends: u32,
+    ) -> Result<Try, ConnectorError> {
         // The permit is held until the body has been read: the API counts a request in
         // flight until its response is complete.
         let permit = self
             .ctx
             .acquire(PERMITS, self.settings.max_concurrency)
             .await?;
-        let response = match self.http.get(url).query(query).send().await {
+        let request = telemetry::Request::start(API, "GET", route, resends);
+        let response = match self
+            .http
+            .get(url)
+            .query(query)
+            .send()
+            .instrument(request.span())
+            .await
+        {
             Ok(r) => r,
-            Err(e) => return Ok(Try::Again(None, format!("request failed: {e}"))),
+            Err(e) => {
+                request.finish(None);
+                return Ok(Try::Again(None, format!("request failed: {e}")));
+            }
         };
         let status = response.status();
         let retry_after = response
@@ -106,11 +140,20 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response.bytes().await;
+        if let Some(wait) = retry_after {
+            request.retry_after(wait);
+        }
+        let body = response.bytes().instrument(request.span()).await;
         drop(permit);
         let body = match body {
-            Ok(b) => b,
-            Err(e) => return Ok(Try::Again(None, format!("reading the body failed: {e}"))),
+            Ok(b) => {
+                request.finish(Some(status.as_u16()));
+                b
+            }
+            Err(e) => {
+                request.finish(None);
+                return Ok(Try::Again(None, format!("reading the body failed: {e}")));
+            }
         };
         if status == StatusCode::NOT_FOUND {
             return Ok(Try::Done(None));
