@@ -98,6 +98,7 @@ mod data;
 mod filter;
 mod limits;
 mod spec;
+mod truth;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,7 @@ pub use crate::faults::FaultConfig;
 pub use api::router;
 pub use data::InvalidSpec;
 pub use limits::{RateLimitScope, Tier};
+pub use truth::*;
 
 /// What account to generate. All times are UTC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -40,6 +40,7 @@ use crate::{
 };
 
 pub mod client;
+pub mod engagement;
 pub mod limiter;
 pub mod params;
 pub mod records;
@@ -847,7 +848,11 @@ impl Connector for KlaviyoConnector {
     }
 
     fn streams(&self) -> Vec<StreamSpec> {
-        Stream::ALL.iter().map(|s| s.spec()).collect()
+        Stream::ALL
+            .iter()
+            .map(|s| s.spec())
+            .chain(engagement::Stream::ALL.iter().map(|s| s.spec()))
+            .collect()
     }
 
     async fn check(&self, account: &str) -> Result<String, ConnectorError> {
@@ -864,16 +869,24 @@ impl Connector for KlaviyoConnector {
 
     fn stream_label(&self, stream: &str, params: &Value) -> Option<String> {
         // The planner resolved every metric of the job to its name (`Params.metric_names`).
-        let metric = stream.strip_prefix("events/")?;
+        let metric = stream
+            .strip_prefix("events/")
+            .or_else(|| stream.strip_prefix("metric_aggregates/"))?;
         params["metric_names"][metric].as_str().map(str::to_string)
     }
 
     fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
+        if let Some(stream) = engagement::Stream::parse(&job.stream) {
+            return engagement::check(stream, &job.params);
+        }
         let stream = job_stream(&job.stream)?;
         params::check(stream, &job.params, &self.settings).map(|_| ())
     }
 
     async fn plan(&self, job: &JobSpec) -> Result<Plan, ConnectorError> {
+        if let Some(stream) = engagement::Stream::parse(&job.stream) {
+            return self.plan_engagement(stream, job).await;
+        }
         let stream = job_stream(&job.stream)?;
         let raw = params::check(stream, &job.params, &self.settings)?;
         let client = self.plan_client(&job.account)?;
@@ -957,6 +970,9 @@ impl Connector for KlaviyoConnector {
     ) -> Result<FetchOutput, ConnectorError> {
         let client = self.fetch_client(&task.account)?;
         let base_stream = task.stream.split('/').next().unwrap_or("");
+        if let Some(stream) = engagement::Stream::parse(base_stream) {
+            return self.fetch_engagement(stream, task, &client, emit).await;
+        }
         match (&task.kind, Stream::parse(base_stream)) {
             (
                 TaskKind::TimeRange {

@@ -20,6 +20,8 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 mod admin;
+mod aggregates;
+mod engagement;
 mod events;
 mod groups;
 mod metrics;
@@ -135,9 +137,11 @@ pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
     macro_rules! ep {
         ($e:expr) => {
             layered(
-                get(|st: St, h: HeaderMap, RawQuery(q): RawQuery| async move {
-                    serve(st, $e, None, h, q).await
-                }),
+                get(
+                    move |st: St, h: HeaderMap, RawQuery(q): RawQuery| async move {
+                        serve(st, $e, None, h, q).await
+                    },
+                ),
                 $e,
             )
         };
@@ -146,7 +150,7 @@ pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
         ($e:expr) => {
             layered(
                 get(
-                    |st: St, Path(id): Path<String>, h: HeaderMap, RawQuery(q): RawQuery| async move {
+                    move |st: St, Path(id): Path<String>, h: HeaderMap, RawQuery(q): RawQuery| async move {
                         serve(st, $e, Some(id), h, q).await
                     },
                 ),
@@ -199,6 +203,17 @@ pub fn router(config: KlaviyoConfig) -> Result<Router, InvalidSpec> {
             full: true
         }),
     );
+    let r = engagement::Route::mount(r, |r, path, ep, with_id| {
+        both(r, path, if with_id { ep_id!(ep) } else { ep!(ep) })
+    });
+    let r = both(
+        r,
+        "/api/metric-aggregates",
+        layered(
+            post(aggregates::metric_aggregates),
+            Ep::Engagement(engagement::Route::MetricAggregates),
+        ),
+    );
     Ok(r.route("/api/{*rest}", get(not_found_route))
         .route("/klaviyo/_admin/stats", get(admin_stats))
         .route("/klaviyo/_admin/stats/reset", post(admin_stats_reset))
@@ -227,7 +242,12 @@ enum Ep {
     List,
     Segments,
     Segment,
-    Members { lists: bool, full: bool },
+    Members {
+        lists: bool,
+        full: bool,
+    },
+    /// Campaigns, flows, templates, tags, metric aggregates (`engagement`, `aggregates`).
+    Engagement(engagement::Route),
 }
 
 impl Ep {
@@ -259,6 +279,7 @@ impl Ep {
                 lists: false,
                 full: true,
             } => "get_profiles_for_segment",
+            Ep::Engagement(r) => r.name(),
         }
     }
 }
@@ -280,6 +301,10 @@ pub(super) const OPERATION_IDS: &[&str] = &[
     "get_profile_ids_for_segment",
     "get_profiles_for_segment",
 ];
+
+/// The operation ids of the `engagement` and `aggregates` routes.
+#[cfg(test)]
+pub(super) const ENGAGEMENT_OPERATION_IDS: &[&str] = engagement::Route::OPERATION_IDS;
 
 /// A JSON:API error.
 struct ApiErr {
@@ -910,6 +935,7 @@ impl Ctx<'_> {
                 Ok(self.single(self.group_json(lists, g)))
             }
             Ep::Members { lists, full } => self.members(lists, full),
+            Ep::Engagement(r) => self.engagement(r),
         }
     }
 
@@ -934,6 +960,7 @@ impl Ctx<'_> {
                     "relationships/profiles/"
                 }
             ),
+            Ep::Engagement(r) => r.path(&self.id),
         };
         format!("{}/api/{rest}", self.base)
     }
