@@ -479,6 +479,13 @@ fn parse(stream: Stream, params: &Value) -> Result<Request, ConnectorError> {
             MEASUREMENTS.join(", ")
         )));
     }
+    if let Some(interval) = &request.interval
+        && !["day", "hour"].contains(&interval.as_str())
+    {
+        return Err(invalid(format!(
+            "parameter 'interval' must be day or hour, found {interval:?}"
+        )));
+    }
     if let Some(by) = &request.by {
         if by.len() > MAX_BY {
             return Err(invalid(format!(

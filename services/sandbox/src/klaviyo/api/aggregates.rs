@@ -27,6 +27,47 @@ pub const MAX_DAYS_BY_HOUR: i64 = 31;
 /// Most dimensions in `by`.
 pub const MAX_BY: usize = 3;
 
+/// The dimensions `by` may name: the enum of `attributes.by` in `specs/klaviyo/metrics.json`
+/// (`MetricAggregateQueryResourceObject`); others are a 400.
+const BY_DIMENSIONS: &[&str] = &[
+    "$attributed_channel",
+    "$attributed_flow",
+    "$attributed_message",
+    "$attributed_variation",
+    "$campaign_channel",
+    "$flow",
+    "$flow_channel",
+    "$message",
+    "$message_send_cohort",
+    "$usage_amount",
+    "$value_currency",
+    "$variation",
+    "$variation_send_cohort",
+    "Bot Click",
+    "Bounce Type",
+    "Campaign Name",
+    "Client Canonical",
+    "Client Name",
+    "Client Type",
+    "Email Domain",
+    "Failure Source",
+    "Failure Type",
+    "From Number",
+    "From Phone Region",
+    "Inbox Provider",
+    "List",
+    "Message Format",
+    "Message Name",
+    "Message Type",
+    "Method",
+    "Segment Count",
+    "Subject",
+    "To Number",
+    "To Phone Region",
+    "URL",
+    "form_id",
+];
+
 const DATETIME_ALLOWED: Allowed = &[("datetime", &[Op::GreaterOrEqual, Op::LessThan])];
 
 fn invalid(pointer: &str, detail: impl Into<String>) -> ApiErr {
@@ -147,6 +188,15 @@ fn query(d: &Dataset, ov: &Overlay, body: &[u8]) -> Result<Value, ApiErr> {
             ));
         }
     };
+    if let Some(bad) = by.iter().find(|b| !BY_DIMENSIONS.contains(&b.as_str())) {
+        return Err(invalid(
+            "/data/attributes/by",
+            format!(
+                "'{bad}' is not a valid dimension of `by`. Allowed: {}",
+                BY_DIMENSIONS.join(", ")
+            ),
+        ));
+    }
     if by.len() > MAX_BY {
         return Err(invalid(
             "/data/attributes/by",

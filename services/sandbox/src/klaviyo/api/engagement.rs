@@ -197,7 +197,17 @@ fn as_text(v: &Value) -> Option<String> {
 }
 
 impl Ctx<'_> {
+    /// The document of a GET `route`. The spec's `CollectionLinks` are not nullable:
+    /// `links.next` and `links.prev` are left out where there is no such page.
     pub(super) fn engagement(&self, route: Route) -> Result<Value, ApiErr> {
+        let mut doc = self.engagement_doc(route)?;
+        if let Some(links) = doc["links"].as_object_mut() {
+            links.retain(|_, v| !v.is_null());
+        }
+        Ok(doc)
+    }
+
+    fn engagement_doc(&self, route: Route) -> Result<Value, ApiErr> {
         match route {
             Route::Campaigns => self.campaigns(),
             Route::CampaignMessages => {
@@ -627,7 +637,8 @@ impl Ctx<'_> {
         let created = d.flow_created(f) + a as i64 * 60;
         let next = (a + 1 < FLOW_ACTIONS).then(|| d.flow_action_id(f, a + 1));
         let definition = if Dataset::flow_action_sends(a) {
-            json!({"id": id, "type": "send-email", "links": {"next": next}, "data": null})
+            json!({"id": id, "type": "send-email", "links": {"next": next},
+                   "data": {"status": if FLOWS[f].2 == "live" { "live" } else { "draft" }}})
         } else {
             json!({"id": id, "type": "time-delay", "links": {"next": next},
                    "data": {"unit": "days", "value": 1 + a / 2, "secondary_value": null}})
