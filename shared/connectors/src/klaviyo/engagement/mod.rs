@@ -18,6 +18,13 @@
 //! messages, tags, tag groups, tag links and metric aggregates S; templates and profiles L —
 //! the account's buckets the other streams use.
 
+mod aggregates;
+mod campaigns;
+mod flows;
+mod rows;
+mod tags;
+
+use rows::{suppression_rows, template_rows};
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
@@ -965,419 +972,60 @@ impl KlaviyoConnector {
         }
         Ok(out.finish(rows.finish(), self.lag()))
     }
-
-    fn campaign_rows(
-        &self,
-        task: &FetchTask,
-        page_no: u32,
-        page: &Page,
-        rows: &mut Collector,
-        out: &mut Out,
-    ) {
-        let channel = task.stream.strip_prefix("campaigns/").unwrap_or("");
-        let messages: BTreeMap<String, &Value> = page
-            .included
-            .iter()
-            .filter(|i| i["type"] == "campaign-message")
-            .filter_map(|i| i["id"].as_str().map(|id| (id.to_string(), i)))
-            .collect();
-        for item in &page.data {
-            let converted = (|| -> Result<_, String> {
-                let (id, mut a) = envelope(item, "campaign")?;
-                let what = format!("campaign {id}");
-                let updated = take_time(&mut a, "updated_at", &what)?;
-                let row = vec![
-                    json!(id),
-                    json!(channel),
-                    take_text(&mut a, "name"),
-                    take_text(&mut a, "status"),
-                    take_bool(&mut a, "archived"),
-                    take_json(&mut a, "audiences"),
-                    take_json(&mut a, "send_options"),
-                    take_json(&mut a, "tracking_options"),
-                    take_json(&mut a, "send_strategy"),
-                    take_time(&mut a, "created_at", &what)?,
-                    take_time(&mut a, "scheduled_at", &what)?,
-                    updated.clone(),
-                    take_time(&mut a, "send_time", &what)?,
-                    Value::Object(a),
-                ];
-                let mut brought = Vec::new();
-                for mid in related_ids(item, "campaign-messages") {
-                    let Some(m) = messages.get(&mid) else {
-                        continue;
-                    };
-                    let (_, mut ma) = envelope(m, "campaign-message")?;
-                    let what = format!("campaign message {mid}");
-                    let definition = take_json(&mut ma, "definition");
-                    brought.push((
-                        &CAMPAIGN_MESSAGES,
-                        vec![
-                            json!(id),
-                            json!(mid),
-                            definition["channel"].clone(),
-                            definition["label"].clone(),
-                            definition["content"]["subject"].clone(),
-                            related(m, "template"),
-                            take_json(&mut ma, "send_times"),
-                            definition,
-                            take_time(&mut ma, "created_at", &what)?,
-                            take_time(&mut ma, "updated_at", &what)?,
-                            Value::Object(ma),
-                        ],
-                    ));
-                }
-                Ok((row, brought, updated))
-            })();
-            match converted {
-                Ok((row, brought, updated)) => {
-                    out.see(updated.as_str().and_then(records::parse_time));
-                    rows.add(&CAMPAIGNS, row, brought);
-                }
-                Err(e) => out.reject(task, page_no, CAMPAIGNS.name, e, item),
-            }
-        }
-    }
-
-    async fn flow_rows(
-        &self,
-        task: &FetchTask,
-        client: &Client,
-        page_no: u32,
-        page: &Page,
-        rows: &mut Collector,
-        out: &mut Out,
-    ) -> Result<(), ConnectorError> {
-        let actions: BTreeMap<String, &Value> = page
-            .included
-            .iter()
-            .filter(|i| i["type"] == "flow-action")
-            .filter_map(|i| i["id"].as_str().map(|id| (id.to_string(), i)))
-            .collect();
-        let mut sending = Vec::new();
-        for item in &page.data {
-            let converted = (|| -> Result<_, String> {
-                let (id, mut a) = envelope(item, "flow")?;
-                let what = format!("flow {id}");
-                let row = vec![
-                    json!(id),
-                    take_text(&mut a, "name"),
-                    take_text(&mut a, "status"),
-                    take_bool(&mut a, "archived"),
-                    take_text(&mut a, "trigger_type"),
-                    take_time(&mut a, "created", &what)?,
-                    take_time(&mut a, "updated", &what)?,
-                    Value::Object(a),
-                ];
-                let mut brought = Vec::new();
-                let mut sends = Vec::new();
-                for aid in related_ids(item, "flow-actions") {
-                    let Some(action) = actions.get(&aid) else {
-                        continue;
-                    };
-                    let (_, mut aa) = envelope(action, "flow-action")?;
-                    let what = format!("flow action {aid}");
-                    let definition = take_json(&mut aa, "definition");
-                    let kind = definition["type"].clone();
-                    if kind.as_str().is_some_and(|k| k.starts_with("send-")) {
-                        sends.push(aid.clone());
-                    }
-                    brought.push((
-                        &FLOW_ACTIONS,
-                        vec![
-                            json!(id),
-                            json!(aid),
-                            kind,
-                            take_time(&mut aa, "created", &what)?,
-                            take_time(&mut aa, "updated", &what)?,
-                            definition,
-                            Value::Object(aa),
-                        ],
-                    ));
-                }
-                Ok((id, row, brought, sends))
-            })();
-            match converted {
-                Ok((id, row, brought, sends)) => {
-                    rows.add(&FLOWS, row, brought);
-                    sending.extend(sends.into_iter().map(|a| (id.clone(), a)));
-                }
-                Err(e) => out.reject(task, page_no, FLOWS.name, e, item),
-            }
-        }
-        // Messages hang off sending actions only: one request per such action.
-        for (flow_id, action_id) in sending {
-            let mut rel = Some(Client::relative(
-                &format!("/api/flow-actions/{action_id}/flow-messages"),
-                &[],
-            ));
-            while let Some(r) = rel.take() {
-                let messages = client.get(Tier::S, &r).await?;
-                for m in &messages.data {
-                    let converted = (|| -> Result<_, String> {
-                        let (id, mut a) = envelope(m, "flow-message")?;
-                        let what = format!("flow message {id}");
-                        let definition = take_json(&mut a, "definition");
-                        Ok(vec![
-                            json!(id),
-                            json!(flow_id),
-                            json!(action_id),
-                            take_text(&mut a, "channel"),
-                            definition["name"].clone(),
-                            definition["subject_line"].clone(),
-                            definition["template_id"].clone(),
-                            take_time(&mut a, "created", &what)?,
-                            take_time(&mut a, "updated", &what)?,
-                            definition,
-                            Value::Object(a),
-                        ])
-                    })();
-                    match converted {
-                        Ok(row) => rows.add_row(&FLOW_MESSAGES, row),
-                        Err(e) => out.reject(task, page_no, FLOW_MESSAGES.name, e, m),
-                    }
-                }
-                rel = messages
-                    .next
-                    .as_deref()
-                    .and_then(|n| client.relative_next(n));
-            }
-        }
-        Ok(())
-    }
-
-    async fn tag_rows(
-        &self,
-        task: &FetchTask,
-        client: &Client,
-        page_no: u32,
-        page: &Page,
-        rows: &mut Collector,
-        out: &mut Out,
-    ) -> Result<(), ConnectorError> {
-        for item in &page.data {
-            let (id, mut a) = match envelope(item, "tag") {
-                Ok(x) => x,
-                Err(e) => {
-                    out.reject(task, page_no, TAGS.name, e, item);
-                    continue;
-                }
-            };
-            let row = vec![
-                json!(id),
-                take_text(&mut a, "name"),
-                related(item, "tag-group"),
-                Value::Object(a),
-            ];
-            let mut brought = Vec::new();
-            for (kind, table) in [
-                ("campaigns", &TAG_CAMPAIGNS),
-                ("flows", &TAG_FLOWS),
-                ("lists", &TAG_LISTS),
-                ("segments", &TAG_SEGMENTS),
-            ] {
-                let linked = client
-                    .get(
-                        Tier::S,
-                        &Client::relative(&format!("/api/tags/{id}/relationships/{kind}"), &[]),
-                    )
-                    .await?;
-                for l in &linked.data {
-                    if let Some(lid) = l["id"].as_str() {
-                        brought.push((table, vec![json!(id), json!(lid)]));
-                    }
-                }
-            }
-            rows.add(&TAGS, row, brought);
-        }
-        Ok(())
-    }
-
-    async fn fetch_aggregates(
-        &self,
-        task: &FetchTask,
-        client: &Client,
-        p: &Params,
-        metric: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<FetchOutput, ConnectorError> {
-        let mut out = Out::new();
-        if end <= start {
-            return Ok(out.finish(Vec::new(), self.lag()));
-        }
-        let interval = p.interval.clone().unwrap_or_else(|| "day".into());
-        let measurements = if p.measurements.is_empty() {
-            MEASUREMENTS.iter().map(|m| (*m).to_string()).collect()
-        } else {
-            p.measurements.clone()
-        };
-        let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
-        let mut attributes = json!({
-            "metric_id": metric,
-            "measurements": measurements,
-            "interval": interval,
-            "filter": [
-                format!("greater-or-equal(datetime,{})", fmt(start)),
-                format!("less-than(datetime,{})", fmt(end)),
-            ],
-            "timezone": "UTC",
-        });
-        if !p.by.is_empty() {
-            attributes["by"] = json!(p.by);
-        }
-        let body = json!({"data": {"type": "metric-aggregate", "attributes": attributes}});
-        let page = client
-            .post(Tier::S, "/api/metric-aggregates", &body)
-            .await?;
-        let grouping = Value::Array(p.by.iter().map(|b| json!(b)).collect()).to_string();
-        let mut rows = Vec::new();
-        for doc in &page.data {
-            let a = &doc["attributes"];
-            let dates: Vec<Option<String>> = a["dates"]
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .map(|x| {
-                            x.as_str()
-                                .and_then(records::parse_time)
-                                .map(windows::cursor)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for row in a["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                let dims = row["dimensions"].clone();
-                if !dims.is_array() {
-                    out.reject(
-                        task,
-                        1,
-                        METRIC_AGGREGATES.name,
-                        "aggregate row without a `dimensions` array".into(),
-                        row,
-                    );
-                    continue;
-                }
-                let Some(ms) = row["measurements"].as_object() else {
-                    out.reject(
-                        task,
-                        1,
-                        METRIC_AGGREGATES.name,
-                        "aggregate row without a `measurements` object".into(),
-                        row,
-                    );
-                    continue;
-                };
-                for (measurement, series) in ms {
-                    for (i, v) in series
-                        .as_array()
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
-                        .iter()
-                        .enumerate()
-                    {
-                        let Some(Some(date)) = dates.get(i) else {
-                            out.reject(
-                                task,
-                                1,
-                                METRIC_AGGREGATES.name,
-                                format!("measurement {measurement}: value {i} has no date"),
-                                row,
-                            );
-                            break;
-                        };
-                        rows.push(vec![
-                            json!(metric),
-                            json!(interval),
-                            json!(date),
-                            json!(grouping),
-                            json!(dims.to_string()),
-                            json!(measurement),
-                            v.as_f64().map_or(Value::Null, Value::from),
-                        ]);
-                    }
-                }
-            }
-        }
-        out.see(Some(end));
-        Ok(out.finish(vec![METRIC_AGGREGATES.table_rows(dedup(rows))], self.lag()))
-    }
 }
 
-/// Rows of one part must have distinct keys: the last copy of a key wins.
-fn dedup(rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
-    let mut seen = HashSet::new();
-    let mut out: Vec<Vec<Value>> = rows
-        .into_iter()
-        .rev()
-        .filter(|r| seen.insert(r[..6].iter().map(Value::to_string).collect::<Vec<_>>()))
-        .collect();
-    out.reverse();
-    out
-}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
 
-fn template_rows(task: &FetchTask, page_no: u32, page: &Page, rows: &mut Collector, out: &mut Out) {
-    for item in &page.data {
-        let converted = (|| -> Result<_, String> {
-            let (id, mut a) = envelope(item, "template")?;
-            let what = format!("template {id}");
-            Ok(vec![
-                json!(id),
-                take_text(&mut a, "name"),
-                take_text(&mut a, "editor_type"),
-                take_text(&mut a, "html"),
-                take_text(&mut a, "text"),
-                take_text(&mut a, "amp"),
-                take_time(&mut a, "created", &what)?,
-                take_time(&mut a, "updated", &what)?,
-                Value::Object(a),
-            ])
-        })();
-        match converted {
-            Ok(row) => rows.add_row(&TEMPLATES, row),
-            Err(e) => out.reject(task, page_no, TEMPLATES.name, e, item),
-        }
-    }
-}
-
-fn suppression_rows(
-    task: &FetchTask,
-    page_no: u32,
-    page: &Page,
-    rows: &mut Collector,
-    out: &mut Out,
-) {
-    for item in &page.data {
-        let Some(id) = item["id"].as_str() else {
-            out.reject(
-                task,
-                page_no,
-                SUPPRESSIONS.name,
-                "profile without a string `id`".into(),
-                item,
-            );
-            continue;
-        };
-        let email = item["attributes"]["email"].clone();
-        let list = &item["attributes"]["subscriptions"]["email"]["marketing"]["suppression"];
-        for s in list.as_array().map(Vec::as_slice).unwrap_or_default() {
-            let Some(reason) = s["reason"].as_str() else {
-                out.reject(
-                    task,
-                    page_no,
-                    SUPPRESSIONS.name,
-                    format!("profile {id}: a suppression without a reason"),
-                    item,
-                );
-                continue;
-            };
-            let at = s["timestamp"]
-                .as_str()
-                .and_then(records::parse_time)
-                .map_or(Value::Null, |t| json!(windows::cursor(t)));
-            rows.add_row(
-                &SUPPRESSIONS,
-                vec![json!(id), json!(reason), at, email.clone()],
+    /// Every request the engagement streams send, with the tier they send it at: each is
+    /// the operation's `x-klaviyo-ratelimit` in the shared spec files.
+    #[test]
+    fn every_request_goes_at_its_operations_tier() {
+        let used: &[(&str, &str, &str, Tier)] = &[
+            ("campaigns", "get", "/api/campaigns", Tier::M),
+            ("flows", "get", "/api/flows", Tier::S),
+            (
+                "flows",
+                "get",
+                "/api/flow-actions/{id}/flow-messages",
+                Tier::S,
+            ),
+            ("templates", "get", "/api/templates", Tier::L),
+            ("tags", "get", "/api/tags", Tier::S),
+            ("tags", "get", "/api/tag-groups", Tier::S),
+            (
+                "tags",
+                "get",
+                "/api/tags/{id}/relationships/campaigns",
+                Tier::S,
+            ),
+            ("tags", "get", "/api/tags/{id}/relationships/flows", Tier::S),
+            ("tags", "get", "/api/tags/{id}/relationships/lists", Tier::S),
+            (
+                "tags",
+                "get",
+                "/api/tags/{id}/relationships/segments",
+                Tier::S,
+            ),
+            ("profiles", "get", "/api/profiles", Tier::L),
+            ("metrics", "post", "/api/metric-aggregates", Tier::S),
+        ];
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs/klaviyo");
+        for (file, method, path, tier) in used {
+            let text = std::fs::read_to_string(dir.join(format!("{file}.json"))).unwrap();
+            let spec: Value = serde_json::from_str(&text).unwrap();
+            let rl = &spec["paths"][*path][*method]["x-klaviyo-ratelimit"];
+            let published = tier.published();
+            assert_eq!(
+                (rl["burst"].as_str(), rl["steady"].as_str()),
+                (
+                    Some(format!("{}/s", published.burst_per_second).as_str()),
+                    Some(format!("{}/m", published.steady_per_minute).as_str())
+                ),
+                "{method} {path}"
             );
         }
     }
