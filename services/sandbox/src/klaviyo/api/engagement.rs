@@ -215,7 +215,7 @@ impl Ctx<'_> {
                 let data = vec![self.campaign_message_json(&c)];
                 let included = self
                     .including("campaign")
-                    .then(|| vec![self.campaign_json(&c)]);
+                    .then(|| vec![self.campaign_json(&c, None)]);
                 let mut doc = json!({"data": data, "links": {"self": self.self_link(), "next": null, "prev": null}});
                 if let Some(inc) = included {
                     doc["included"] = Value::Array(inc);
@@ -481,8 +481,9 @@ impl Ctx<'_> {
         let campaigns = self.d.campaigns();
         let all: Vec<Value> = campaigns
             .iter()
-            .map(|c| {
-                let mut r = self.campaign_json(c);
+            .enumerate()
+            .map(|(i, c)| {
+                let mut r = self.campaign_json(c, Some(i));
                 r["meta_channel"] = json!(c.channel);
                 r
             })
@@ -510,7 +511,9 @@ impl Ctx<'_> {
         Ok(doc)
     }
 
-    pub(super) fn campaign_json(&self, c: &Campaign) -> Value {
+    /// A campaign resource; `index` is its position in [`Dataset::campaigns`] (found when
+    /// not given) for its tags.
+    pub(super) fn campaign_json(&self, c: &Campaign, index: Option<usize>) -> Value {
         let d = self.d;
         let email = c.channel == "email";
         let list_ids: Vec<&str> = d.lists.iter().take(1).map(|g| g.id.as_str()).collect();
@@ -531,7 +534,9 @@ impl Ctx<'_> {
                 json!([{"type": "campaign-message", "id": c.message_id}]);
         }
         if self.including("tags") {
-            let index = d.campaigns().iter().position(|x| x.id == c.id).unwrap_or(0);
+            let index = index
+                .or_else(|| d.campaigns().iter().position(|x| x.id == c.id))
+                .unwrap_or(0);
             rels["tags"]["data"] = (0..TAGS.len())
                 .filter(|&t| d.tagged(t, "campaign", index))
                 .map(|t| json!({"type": "tag", "id": d.tag_id(t)}))

@@ -893,7 +893,12 @@ impl KlaviyoConnector {
                 ),
                 vec![&SUPPRESSIONS],
             ),
-            Stream::MetricAggregates => unreachable!("a time-range stream"),
+            Stream::MetricAggregates => {
+                return Err(permanent(format!(
+                    "klaviyo task {} of stream {} is a page task; expected a time range",
+                    task.task_id, task.stream
+                )));
+            }
         })
     }
 
