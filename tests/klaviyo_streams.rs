@@ -130,6 +130,29 @@ async fn engagement_streams_land_with_exactly_the_sandbox_ids_and_content() {
     .await;
     assert_eq!(typed, set(["0".to_string()]));
 
+    // An incremental job reads per channel from the bookmark (the greatest updated_at)
+    // minus the lookback (3600 s): the campaigns updated in that last hour, with their
+    // messages.
+    let job = env
+        .request_job_mode("klaviyo", "campaigns", json!({}), Mode::Incremental)
+        .await
+        .expect("job");
+    let report = env.wait_job(job, WAIT).await.expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{report:#?}");
+    let recent: usize = ["email", "sms"]
+        .iter()
+        .map(|channel| {
+            let of: Vec<_> = served.iter().filter(|c| c.channel == *channel).collect();
+            let last = of.iter().map(|c| c.updated_at).max().expect("campaigns");
+            of.iter().filter(|c| c.updated_at >= last - 3600).count()
+        })
+        .sum();
+    assert_eq!(
+        report.summary.rows_loaded,
+        2 * recent as i64,
+        "campaign and message rows of the last hour only: {report:#?}"
+    );
+
     // Flows, their actions and messages.
     let served_flows = flows(&spec);
     assert_eq!(
