@@ -17,6 +17,11 @@
 //! | `GET /api/{lists,segments}/{id}/relationships/profiles` (`{type, id}` only) | L | 20 / 100 |
 //! | `GET /api/{lists,segments}/{id}/profiles` (full profiles plus `joined_group_at`) | L (lists: M with `additional-fields[profile]=predictive_analytics`) | 20 / 100 |
 //!
+//! Campaigns, flows, templates, tags (`specs/klaviyo/{campaigns,flows,templates,tags}.json`)
+//! and `POST /api/metric-aggregates` (`metrics.json`, computed from the account's events):
+//! see `api/engagement.rs` and `api/aggregates.rs`; their ground truth is in the
+//! functions ([`campaigns`], [`flows`], [`tag_links`], [`suppressions`], …).
+//!
 //! Membership routes filter on `email`, `phone_number` (any/equals), segments also on
 //! `profile_id`, and `joined_group_at` comparisons; sort `joined_group_at` / `-joined_group_at`.
 //!

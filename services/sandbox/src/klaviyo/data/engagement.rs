@@ -78,7 +78,7 @@ pub struct Campaign {
 pub struct FlowMessage {
     /// Id (6 characters).
     pub id: String,
-    /// The flow's index in [`FLOWS`].
+    /// The flow's index (in generation order).
     pub flow: usize,
     /// The action's index within the flow.
     pub action: usize,
