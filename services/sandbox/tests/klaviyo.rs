@@ -315,7 +315,7 @@ async fn auth_revision_and_parameter_errors() {
     let r = api(a, &query("/api/events", &[("page[cursor]", "zz")])).await;
     assert_eq!(r.status, 400);
     assert_eq!(api(a, "/api/metrics/nope00").await.status, 404);
-    assert_eq!(api(a, "/api/campaigns").await.status, 404);
+    assert_eq!(api(a, "/api/forms").await.status, 404);
     let one = api(a, &format!("/api/metrics/{metric}")).await;
     assert_eq!(one.status, 200);
     assert_eq!(one.json()["data"]["attributes"]["name"], "Placed Order");

@@ -425,7 +425,7 @@ mod tests {
                 vec!["sync", "klaviyo", "metrics", "--incremental"],
                 "incremental",
             ),
-            (vec!["sync", "klaviyo", "campaigns"], "campaigns"),
+            (vec!["sync", "klaviyo", "forms"], "forms"),
             (
                 vec!["sync", "sailthru", "--export", "missing.zip"],
                 "missing.zip",

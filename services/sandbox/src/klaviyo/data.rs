@@ -29,6 +29,10 @@ use serde_json::{Map, Value, json};
 
 use super::KlaviyoDataSpec;
 
+mod engagement;
+pub use engagement::{Campaign, FlowMessage};
+pub(crate) use engagement::{FLOW_ACTIONS, FLOWS, TAG_GROUPS, TAGS, TEMPLATES};
+
 /// The golden-ratio increment of SplitMix64.
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Seconds per slot.
@@ -674,7 +678,6 @@ impl Dataset {
     pub(crate) fn event_properties(&self, m: usize, idx: u64, ts: i64) -> Value {
         let metric = &self.metrics[m];
         let r = h3(self.event_key, m as u64, idx, 3);
-        let day = fmt_time(ts - ts.rem_euclid(DAY));
         match metric.kind {
             Kind::Order => {
                 let n = 1 + (r % 3) as usize;
@@ -702,12 +705,13 @@ impl Dataset {
             }
             Kind::Email => {
                 let mut p = json!({
-                    "Campaign Name": format!("Daily campaign {}", &day[..10]),
                     "Subject": SUBJECTS[(r % SUBJECTS.len() as u64) as usize],
-                    "$message": short_id(self.event_key, (ts / DAY) as u64 & 0xffff),
                     "Email Domain": DOMAINS[((r >> 8) % DOMAINS.len() as u64) as usize],
                     "$ESP": (r >> 16) % 3,
                 });
+                if let Some(o) = p.as_object_mut() {
+                    o.extend(self.email_origin(ts, r));
+                }
                 if metric.name.starts_with("Clicked") {
                     p["URL"] = json!(format!("https://shop.example.com/p/{}", (r >> 24) % 500));
                 }

@@ -18,6 +18,11 @@
 //! | `GET /api/{lists,segments}/{id}/relationships/profiles` (`{type, id}` only) | L | 20 / 100 |
 //! | `GET /api/{lists,segments}/{id}/profiles` (full profiles plus `joined_group_at`) | L (lists: M with `additional-fields[profile]=predictive_analytics`) | 20 / 100 |
 //!
+//! Campaigns, flows, templates, tags (`specs/klaviyo/{campaigns,flows,templates,tags}.json`)
+//! and `POST /api/metric-aggregates` (`metrics.json`, computed from the account's events):
+//! see `api/engagement.rs` and `api/aggregates.rs`; their ground truth is in the
+//! functions ([`campaigns`], [`flows`], [`tag_links`], [`suppressions`], …).
+//!
 //! Membership routes filter on `email`, `phone_number` (any/equals), segments also on
 //! `profile_id`, and `joined_group_at` comparisons; sort `joined_group_at` / `-joined_group_at`.
 //!
@@ -118,6 +123,7 @@ mod filter;
 mod limits;
 mod schema;
 mod spec;
+mod truth;
 mod written;
 
 use chrono::{DateTime, TimeZone as _, Utc};
@@ -128,6 +134,7 @@ pub use crate::faults::FaultConfig;
 pub use api::{WrittenHandle, router, router_with_handle};
 pub use data::InvalidSpec;
 pub use limits::{RateLimitScope, Tier};
+pub use truth::*;
 pub use written::{
     JobTiming, WrittenCounts, WrittenEvent, WrittenJob, WrittenMetricName, WrittenResource,
     WrittenSnapshot,

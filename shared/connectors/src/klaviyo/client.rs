@@ -213,10 +213,31 @@ impl Client {
     /// # Errors
     /// See the module documentation.
     pub async fn get(&self, tier: Tier, rel: &str) -> Result<Page, ConnectorError> {
+        self.send(tier, rel, None).await
+    }
+
+    /// POSTs a JSON:API document to `rel` (a query like `POST /api/metric-aggregates`) and
+    /// decodes the answer as [`Client::get`] does, with the same retries: such queries read
+    /// and change nothing, so sending one again is harmless.
+    ///
+    /// # Errors
+    /// See the module documentation.
+    pub async fn post(&self, tier: Tier, rel: &str, body: &Value) -> Result<Page, ConnectorError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| ConnectorError::Permanent(anyhow::anyhow!("encoding POST {rel}: {e}")))?;
+        self.send(tier, rel, Some(&bytes)).await
+    }
+
+    async fn send(
+        &self,
+        tier: Tier,
+        rel: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Page, ConnectorError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
         loop {
-            match self.get_once(tier, rel, attempt).await {
+            match self.get_once(tier, rel, attempt, body).await {
                 Ok(page) => return Ok(page),
                 // Throttling was already waited out in `get_once`: not retried again here.
                 Err((e @ ConnectorError::Transient(_), Retry::Yes))
@@ -233,14 +254,17 @@ impl Client {
         }
     }
 
-    /// One request of [`Client::get`] (`attempt`: retries before it), waiting out 429s.
+    /// One request of [`Client::send`] (`attempt`: retries before it; `body`: a POST's
+    /// JSON, else a GET), waiting out 429s.
     async fn get_once(
         &self,
         tier: Tier,
         rel: &str,
         attempt: u32,
+        body: Option<&[u8]>,
     ) -> Result<Page, (ConnectorError, Retry)> {
-        let shown = shown_path(rel);
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let shown = format!("{method} {}", shown_path(rel));
         let route = telemetry::route_template(rel, ROUTE_WORDS);
         let url = format!("{}{rel}", self.base);
         let bucket = self.bucket(tier);
@@ -249,15 +273,23 @@ impl Client {
             let waiting = Instant::now();
             bucket.acquire().await;
             telemetry::waited(API, waiting.elapsed());
-            let request = telemetry::Request::start(API, "GET", &route, attempt + waits);
-            let response = match self.http.get(&url).send().instrument(request.span()).await {
+            let request = telemetry::Request::start(API, method, &route, attempt + waits);
+            let call = match body {
+                None => self.http.get(&url),
+                Some(b) => self
+                    .http
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/vnd.api+json")
+                    .body(b.to_vec()),
+            };
+            let response = match call.send().instrument(request.span()).await {
                 Ok(r) => r,
                 Err(e) if crate::is_dns_failure(&crate::error_chain(&e)) => {
                     request.finish(None);
                     // Not retried: a name that does not resolve is a wrong base URL.
                     return Err((
                         ConnectorError::Permanent(anyhow::anyhow!(
-                            "GET {shown}: the host of {} could not be resolved (DNS), tried once: check the account's base_url (SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__<ACCOUNT>__BASE_URL)",
+                            "{shown}: the host of {} could not be resolved (DNS), tried once: check the account's base_url (SLUICE__CONNECTORS__KLAVIYO__ACCOUNTS__<ACCOUNT>__BASE_URL)",
                             sluice_contracts::redact::redact_url(&self.base)
                         )),
                         Retry::No,
@@ -268,7 +300,7 @@ impl Client {
                     return Err((
                         ConnectorError::Transient(anyhow::anyhow!(
                             "{}",
-                            self.scrub(format!("GET {shown}: {}", describe_reqwest(&e)))
+                            self.scrub(format!("{shown}: {}", describe_reqwest(&e)))
                         )),
                         Retry::Yes,
                     ));
@@ -293,7 +325,7 @@ impl Client {
                         ConnectorError::Transient(anyhow::anyhow!(
                             "{}",
                             self.scrub(format!(
-                                "GET {shown}: throttled by Klaviyo (429, Retry-After {}s) after {waits} in-process waits: {}",
+                                "{shown}: throttled by Klaviyo (429, Retry-After {}s) after {waits} in-process waits: {}",
                                 retry_after.as_secs_f64(),
                                 error_detail(&body)
                             ))
@@ -316,7 +348,7 @@ impl Client {
                         ConnectorError::Transient(anyhow::anyhow!(
                             "{}",
                             self.scrub(format!(
-                                "GET {shown}: reading the {status} response body failed: {}",
+                                "{shown}: reading the {status} response body failed: {}",
                                 describe_reqwest(&e)
                             ))
                         )),
@@ -328,7 +360,7 @@ impl Client {
                 return decode(&body).map_err(|why| {
                     (
                         ConnectorError::Transient(anyhow::anyhow!(
-                            "GET {shown}: undecodable {status} response ({} bytes): {why}",
+                            "{shown}: undecodable {status} response ({} bytes): {why}",
                             body.len()
                         )),
                         Retry::Yes,
@@ -336,7 +368,7 @@ impl Client {
                 });
             }
             let detail = self.scrub(error_detail(&String::from_utf8_lossy(&body)));
-            let message = format!("GET {shown}: Klaviyo answered {status}: {detail}");
+            let message = format!("{shown}: Klaviyo answered {status}: {detail}");
             return Err(if status.is_server_error() || status.as_u16() == 408 {
                 (
                     ConnectorError::Transient(anyhow::anyhow!(message)),

@@ -41,6 +41,7 @@ use crate::{
 
 pub mod catalog;
 pub mod client;
+pub mod engagement;
 pub mod limiter;
 pub mod params;
 pub mod records;
@@ -850,6 +851,7 @@ impl Connector for KlaviyoConnector {
     fn streams(&self) -> Vec<StreamSpec> {
         let mut streams: Vec<StreamSpec> = Stream::ALL.iter().map(|s| s.spec()).collect();
         streams.extend(catalog::streams());
+        streams.extend(engagement::Stream::ALL.iter().map(|s| s.spec()));
         streams
     }
 
@@ -867,13 +869,18 @@ impl Connector for KlaviyoConnector {
 
     fn stream_label(&self, stream: &str, params: &Value) -> Option<String> {
         // The planner resolved every metric of the job to its name (`Params.metric_names`).
-        let metric = stream.strip_prefix("events/")?;
+        let metric = stream
+            .strip_prefix("events/")
+            .or_else(|| stream.strip_prefix("metric_aggregates/"))?;
         params["metric_names"][metric].as_str().map(str::to_string)
     }
 
     fn validate(&self, job: &JobSpec) -> Result<(), ConnectorError> {
         if catalog::is_catalog(&job.stream) {
             return catalog::check(job).map(|_| ());
+        }
+        if let Some(stream) = engagement::Stream::parse(&job.stream) {
+            return engagement::check(stream, &job.params);
         }
         let stream = job_stream(&job.stream)?;
         params::check(stream, &job.params, &self.settings).map(|_| ())
@@ -884,6 +891,9 @@ impl Connector for KlaviyoConnector {
             catalog::check(job)?;
             self.plan_client(&job.account)?;
             return catalog::plan(job);
+        }
+        if let Some(stream) = engagement::Stream::parse(&job.stream) {
+            return self.plan_engagement(stream, job).await;
         }
         let stream = job_stream(&job.stream)?;
         let raw = params::check(stream, &job.params, &self.settings)?;
@@ -971,6 +981,9 @@ impl Connector for KlaviyoConnector {
             return catalog::fetch(&client, task).await;
         }
         let base_stream = task.stream.split('/').next().unwrap_or("");
+        if let Some(stream) = engagement::Stream::parse(base_stream) {
+            return self.fetch_engagement(stream, task, &client, emit).await;
+        }
         match (&task.kind, Stream::parse(base_stream)) {
             (
                 TaskKind::TimeRange {

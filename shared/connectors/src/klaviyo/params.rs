@@ -60,8 +60,7 @@ pub enum Stream {
 }
 
 /// Every stream name, for messages.
-pub const STREAMS: &str =
-    "metrics, events, profiles, lists, segments, list_members, segment_members";
+pub const STREAMS: &str = "metrics, events, profiles, lists, segments, list_members, segment_members, campaigns, flows, templates, tags, suppressions, metric_aggregates";
 
 impl Stream {
     /// Every stream, in the order `sluicectl streams` lists them.

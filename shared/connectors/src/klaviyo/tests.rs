@@ -562,7 +562,20 @@ async fn plan_resolves_metric_names_and_rejects_bad_params() {
             json!({"since": "2024-01-02T00:00:00Z", "until": "2024-01-01T00:00:00Z"}),
             "since",
         ),
-        ("campaigns", json!({}), "campaigns"),
+        ("forms", json!({}), "forms"),
+        ("campaigns", json!({"channels": ["fax"]}), "channels"),
+        ("campaigns", json!({"page_size": 5}), "page_size"),
+        (
+            "metric_aggregates",
+            json!({"by": ["$message", "$flow", "URL", "Subject"]}),
+            "'by'",
+        ),
+        (
+            "metric_aggregates",
+            json!({"measurements": ["median"]}),
+            "measurements",
+        ),
+        ("metric_aggregates", json!({"interval": "week"}), "interval"),
     ] {
         let err = c.plan(&job(stream, params)).await.unwrap_err();
         assert!(

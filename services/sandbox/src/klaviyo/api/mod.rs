@@ -20,8 +20,10 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 mod admin;
+mod aggregates;
 mod bulk_jobs;
 mod catalogs;
+mod engagement;
 mod event_writes;
 mod events;
 mod groups;
@@ -162,9 +164,11 @@ fn build(config: KlaviyoConfig, handle: &mut Option<WrittenHandle>) -> Result<Ro
     macro_rules! ep {
         ($e:expr) => {
             layered(
-                get(|st: St, h: HeaderMap, RawQuery(q): RawQuery| async move {
-                    serve(st, $e, None, h, q).await
-                }),
+                get(
+                    move |st: St, h: HeaderMap, RawQuery(q): RawQuery| async move {
+                        serve(st, $e, None, h, q).await
+                    },
+                ),
                 $e,
             )
         };
@@ -173,7 +177,7 @@ fn build(config: KlaviyoConfig, handle: &mut Option<WrittenHandle>) -> Result<Ro
         ($e:expr) => {
             layered(
                 get(
-                    |st: St, Path(id): Path<String>, h: HeaderMap, RawQuery(q): RawQuery| async move {
+                    move |st: St, Path(id): Path<String>, h: HeaderMap, RawQuery(q): RawQuery| async move {
                         serve(st, $e, Some(id), h, q).await
                     },
                 ),
@@ -227,6 +231,17 @@ fn build(config: KlaviyoConfig, handle: &mut Option<WrittenHandle>) -> Result<Ro
         }),
     );
     let r = writes::routes(r, &layered);
+    let r = engagement::Route::mount(r, |r, path, ep, with_id| {
+        both(r, path, if with_id { ep_id!(ep) } else { ep!(ep) })
+    });
+    let r = both(
+        r,
+        "/api/metric-aggregates",
+        layered(
+            post(aggregates::metric_aggregates),
+            Ep::Engagement(engagement::Route::MetricAggregates),
+        ),
+    );
     Ok(r.route("/api/{*rest}", get(not_found_route))
         .route("/klaviyo/_admin/stats", get(admin_stats))
         .route("/klaviyo/_admin/stats/reset", post(admin_stats_reset))
@@ -261,6 +276,8 @@ enum Ep {
         lists: bool,
         full: bool,
     },
+    /// Campaigns, flows, templates, tags, metric aggregates (`engagement`, `aggregates`).
+    Engagement(engagement::Route),
 }
 
 impl Ep {
@@ -293,6 +310,7 @@ impl Ep {
                 full: true,
             } => "get_profiles_for_segment",
             Ep::Store(op) => op.name(),
+            Ep::Engagement(r) => r.name(),
         }
     }
 }
@@ -314,6 +332,10 @@ pub(super) const OPERATION_IDS: &[&str] = &[
     "get_profile_ids_for_segment",
     "get_profiles_for_segment",
 ];
+
+/// The operation ids of the `engagement` and `aggregates` routes.
+#[cfg(test)]
+pub(super) const ENGAGEMENT_OPERATION_IDS: &[&str] = engagement::Route::OPERATION_IDS;
 
 /// A JSON:API error.
 struct ApiErr {
@@ -945,6 +967,7 @@ impl Ctx<'_> {
             }
             Ep::Members { lists, full } => self.members(lists, full),
             Ep::Store(op) => self.store_get(op),
+            Ep::Engagement(r) => self.engagement(r),
         }
     }
 
@@ -970,6 +993,7 @@ impl Ctx<'_> {
                     "relationships/profiles/"
                 }
             ),
+            Ep::Engagement(r) => r.path(&self.id),
         };
         format!("{}/api/{rest}", self.base)
     }

@@ -24,14 +24,20 @@ impl Ctx<'_> {
         let extra = self.q.list("additional-fields[profile]");
         let r = h3(d.spec.seed, i, 77, 0);
         if extra.iter().any(|x| x == "subscriptions") {
+            let suppression: Vec<Value> = d
+                .suppression(i)
+                .map(|(reason, t)| json!({"reason": reason, "timestamp": fmt_time(t)}))
+                .into_iter()
+                .collect();
+            let subscribed = !r.is_multiple_of(5) && suppression.is_empty();
             attrs.insert(
                 "subscriptions".into(),
                 json!({"email": {"marketing": {
-                    "can_receive_email_marketing": !r.is_multiple_of(5),
-                    "consent": if !r.is_multiple_of(5) { "SUBSCRIBED" } else { "UNSUBSCRIBED" },
+                    "can_receive_email_marketing": subscribed,
+                    "consent": if subscribed { "SUBSCRIBED" } else { "UNSUBSCRIBED" },
                     "consent_timestamp": fmt_time(d.profile_created(i)),
                     "method": "FORM",
-                    "suppression": [],
+                    "suppression": suppression,
                     "list_suppressions": [],
                 }}}),
             );
