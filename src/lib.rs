@@ -388,7 +388,14 @@ impl TestEnv {
         self.extra_env
             .push((format!("{prefix}KIND"), "klaviyo".to_string()));
         for (key, value) in keys {
-            section.set(key, *value);
+            // As the settings loader parses environment variables (`try_parsing`).
+            let typed: serde_json::Value = value
+                .parse::<i64>()
+                .map(serde_json::Value::from)
+                .or_else(|_| value.parse::<f64>().map(serde_json::Value::from))
+                .or_else(|_| value.parse::<bool>().map(serde_json::Value::from))
+                .unwrap_or_else(|_| serde_json::Value::from(*value));
+            section.set(key, typed);
             self.extra_env
                 .push((format!("{prefix}{}", key.to_uppercase()), value.to_string()));
         }
