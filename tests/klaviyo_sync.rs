@@ -571,3 +571,212 @@ async fn a_project_pushed_in_order_lands_exactly_mapped_and_a_second_push_change
 
     env.teardown().await.expect("teardown");
 }
+
+/// An access token of the commercetools emulator's default API client.
+async fn commercetools_token(base: &str) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(
+            sluice_sandbox::commercetools::DEFAULT_CLIENT_ID,
+            Some(sluice_sandbox::commercetools::DEFAULT_CLIENT_SECRET),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token JSON");
+    answer["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_string()
+}
+
+/// POSTs to the sync API; returns the status, the body and the job id header.
+async fn sync_api(api: &str, route: &str, body: Value) -> (u16, String, Option<uuid::Uuid>) {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        let Ok(answer) = client
+            .post(format!("{api}/sync/{route}"))
+            .json(&body)
+            .send()
+            .await
+        else {
+            // The planner binds the port as it starts.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let status = answer.status().as_u16();
+        if status == 503 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let job = answer
+            .headers()
+            .get("x-sluice-job-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        return (status, answer.text().await.expect("body"), job);
+    }
+    panic!("the sync API did not answer");
+}
+
+async fn api_push(env: &TestEnv, api: &str, route: &str, body: Value) -> JobReport {
+    let (status, text, job) = sync_api(api, route, body.clone()).await;
+    assert_eq!(status, 202, "{route} {body}: {text}");
+    let report = env
+        .wait_job(job.expect("the job id header"), WAIT)
+        .await
+        .expect("job ends");
+    assert_eq!(report.summary.state, "succeeded", "{route}: {report:#?}");
+    report
+}
+
+fn placed_orders(state: &WrittenSnapshot) -> BTreeSet<String> {
+    state
+        .events
+        .iter()
+        .filter(|e| e.metric == "Placed Order")
+        .map(|e| {
+            e.event_properties["$event_id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_plugins_api_drives_the_sync_lock_order_partial_imports_and_delete_all() {
+    init_logging();
+    let spec = CommercetoolsDataSpec {
+        seed: 32,
+        customers: 150,
+        orders: 400,
+        categories: 20,
+        products: 60,
+        ..CommercetoolsDataSpec::default()
+    };
+    let mut env = TestEnv::new().await.expect("test environment");
+    let commercetools = env
+        .start_commercetools_sandbox(CommercetoolsConfig {
+            data: spec.clone(),
+            ..CommercetoolsConfig::default()
+        })
+        .await
+        .expect("commercetools sandbox");
+    let klaviyo = env
+        .start_klaviyo_sandbox(account())
+        .await
+        .expect("Klaviyo sandbox");
+    env.add_klaviyo_destination(
+        DESTINATION,
+        &[
+            ("preferred_locale", LOCALE),
+            ("product_url_template", TEMPLATE),
+            ("poll_interval_ms", "50"),
+        ],
+    );
+    let api = env.enable_sync_api(DESTINATION).expect("sync API port");
+    env.start_pipeline(2);
+
+    // The plugin's lock object makes the same sync a 423 naming it, until it is gone.
+    let project = sluice_sandbox::commercetools::DEFAULT_PROJECT_KEY;
+    let token = commercetools_token(&commercetools).await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{commercetools}/{project}/custom-objects"))
+        .bearer_auth(&token)
+        .json(
+            &json!({"container": "klaviyo-ct-plugin-lock", "key": "customerFullSync",
+                      "value": {"locked": true}}),
+        )
+        .send()
+        .await
+        .expect("lock");
+    assert_eq!(created.status().as_u16(), 201);
+    let (status, text, _) = sync_api(&api, "customers", json!({})).await;
+    assert_eq!(status, 423, "{text}");
+    assert!(
+        text.contains("klaviyo-ct-plugin-lock/customerFullSync"),
+        "{text}"
+    );
+    let deleted = http
+        .delete(format!(
+            "{commercetools}/{project}/custom-objects/klaviyo-ct-plugin-lock/customerFullSync"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("unlock");
+    assert!(deleted.status().is_success());
+    let customers = api_push(&env, &api, "customers", json!({})).await;
+    assert_eq!(customers.summary.rows_loaded as u64, spec.customers);
+
+    // Products before categories: refused with the order to follow.
+    let (status, text, _) = sync_api(&api, "products", json!({})).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("commercetools/categories"), "{text}");
+    api_push(&env, &api, "categories", json!({})).await;
+    api_push(&env, &api, "products", json!({})).await;
+    let state = written(&klaviyo).await;
+    assert_eq!(state.counts.catalog_categories, u64::from(spec.categories));
+    assert!(state.counts.catalog_items > 0 && state.counts.catalog_variants > 0);
+
+    // Partial imports: `ids`, then `startId` (the orders after it in id order).
+    let mut orders = sluice_sandbox::commercetools::ids(&spec, Resource::Orders);
+    orders.sort();
+    let chosen: Vec<String> = orders.iter().step_by(97).cloned().collect();
+    api_push(&env, &api, "orders", json!({"ids": chosen})).await;
+    assert_eq!(
+        placed_orders(&written(&klaviyo).await),
+        chosen.iter().cloned().collect::<BTreeSet<_>>(),
+        "exactly the orders named"
+    );
+    let start = &orders[orders.len() - 40];
+    api_push(&env, &api, "orders", json!({"startId": start})).await;
+    let expected: BTreeSet<String> = orders
+        .iter()
+        .filter(|id| *id > start)
+        .chain(&chosen)
+        .cloned()
+        .collect();
+    assert_eq!(placed_orders(&written(&klaviyo).await), expected);
+
+    // deleteAll: refused without the confirmation, then the whole catalogue of items goes.
+    let (status, text, _) = sync_api(&api, "products", json!({"deleteAll": true})).await;
+    assert_eq!(status, 400, "{text}");
+    api_push(
+        &env,
+        &api,
+        "products",
+        json!({"deleteAll": true, "confirmDeletion": "products"}),
+    )
+    .await;
+    let state = written(&klaviyo).await;
+    assert_eq!(state.counts.catalog_items, 0, "every item deleted");
+    assert_eq!(state.counts.catalog_variants, 0, "and every variant");
+    assert_eq!(
+        state.counts.catalog_categories,
+        u64::from(spec.categories),
+        "categories stay"
+    );
+
+    // The status keeps each kind's last summary.
+    let status: Value = reqwest::get(format!("{api}/sync/status"))
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        status["customers"]["last"]["imported"],
+        json!(spec.customers),
+        "{status:#}"
+    );
+    assert_eq!(status["customers"]["last"]["errored"], 0);
+    assert_eq!(status["products"]["last"]["state"], "succeeded");
+
+    env.teardown().await.expect("teardown");
+}
