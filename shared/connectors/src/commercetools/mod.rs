@@ -952,6 +952,23 @@ impl Connector for CommercetoolsConnector {
             until = Some(until.map_or(clamp, |u| u.min(clamp)));
         }
         since_before_until(since, until)?;
+        // Migration safety: while the plugin's lock object of this sync exists, the plugin
+        // runs it (or crashed while running it); pushing the same thing at once would race.
+        if let Some(options) = &request.klaviyo
+            && options.legacy_lock
+            && let Some(key) = legacy_lock_key(stream)
+        {
+            let path = format!("custom-objects/{LEGACY_LOCK_CONTAINER}/{key}");
+            if let Some(lock) = self.client(&job.account)?.resource(&path).await? {
+                return Err(ConnectorError::InvalidParams(format!(
+                    "the commercetools–Klaviyo plugin's lock {LEGACY_LOCK_CONTAINER}/{key} exists \
+                     (created {}): the plugin is running this sync, or crashed while running it; \
+                     delete the custom object once the plugin is stopped, or set \
+                     SLUICE__DESTINATIONS__<NAME>__HONOUR_LEGACY_LOCK=false",
+                    lock["createdAt"].as_str().unwrap_or("at an unknown time")
+                )));
+            }
+        }
         let ids: BTreeSet<String> = request.ids.iter().flatten().cloned().collect();
         if !ids.is_empty() && request.start_id.is_some() {
             warnings.push(format!(
