@@ -369,7 +369,7 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 }
 
 /// Decodes a JSON:API document.
-fn decode(body: &[u8]) -> Result<Page, String> {
+pub(crate) fn decode(body: &[u8]) -> Result<Page, String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let data = match doc.get("data") {
         Some(Value::Array(a)) => a.clone(),

@@ -36,7 +36,7 @@ use sluice_contracts::{FetchTask, Mode, PageRef, RejectedRecord, TaskKind};
 
 use crate::{
     Connector, ConnectorContext, ConnectorError, Emit, FetchOutput, JobSpec, Plan, PlannedTask,
-    StreamSpec,
+    StreamSpec, TableRows,
 };
 
 pub mod catalog;
@@ -163,6 +163,107 @@ impl Outcome {
             cursor_max: self.max_time.map(|t| windows::cursor(t.min(limit))),
         }
     }
+
+    /// Converts one page of a time window — events (`partition`: the task's metric) with
+    /// their `include=profile` profiles, or profiles — into rows and rejects, and returns the
+    /// time of the page's last timed record. `at_latest` holds the keys of the records at
+    /// the latest time seen (a split re-reads that instant, see `fetch_window`).
+    #[allow(clippy::too_many_arguments)]
+    fn add_window_page(
+        &mut self,
+        task: &FetchTask,
+        page_no: u32,
+        page: Page,
+        events: bool,
+        partition: Option<&str>,
+        include_profile: bool,
+        at_latest: &mut (Option<DateTime<Utc>>, HashSet<String>),
+    ) -> Option<DateTime<Utc>> {
+        let mut last: Option<DateTime<Utc>> = None;
+        for item in &page.data {
+            let converted = if events {
+                records::event(item, partition).map(|(row, t)| (records::EVENTS, row, t))
+            } else {
+                records::profile(item).map(|(row, t)| (records::PROFILES, row, t))
+            };
+            match converted {
+                Ok((table, row, t)) => {
+                    if t.is_some() {
+                        if at_latest.0 != t {
+                            *at_latest = (t, HashSet::new());
+                        }
+                        at_latest.1.insert(row[0].to_string());
+                        last = t;
+                    }
+                    self.add(table, row);
+                    self.see_time(t);
+                }
+                Err(e) => self.reject(
+                    task,
+                    page_no,
+                    if events {
+                        records::EVENTS
+                    } else {
+                        records::PROFILES
+                    },
+                    e,
+                    item,
+                ),
+            }
+        }
+        if include_profile {
+            for inc in &page.included {
+                if inc.get("type").and_then(Value::as_str) != Some("profile") {
+                    continue;
+                }
+                match records::profile(inc) {
+                    Ok((row, _)) => self.add(records::PROFILES, row),
+                    Err(e) => self.reject(task, page_no, records::PROFILES, e, inc),
+                }
+            }
+        }
+        last
+    }
+
+    /// The rows collected so far, to emit, except the records of `table` keyed by `held`
+    /// (those at the latest instant), which stay: a split re-reads that instant and drops
+    /// them.
+    fn hand_over(&mut self, table: &str, held: &HashSet<String>) -> Vec<TableRows> {
+        let held = self.remove(table, held);
+        let rows = self.rows.take();
+        for row in held {
+            self.add(table, row);
+        }
+        rows
+    }
+}
+
+/// One middle page of an events task as the fetcher handles it — decode the body,
+/// convert its records (and `included` profiles), hand the rows over — for
+/// `benches/fetch_cpu.rs`, which measures the CPU per event of exactly this path.
+///
+/// # Errors
+/// An undecodable body.
+#[doc(hidden)]
+pub fn bench_events_page(
+    task: &FetchTask,
+    body: &[u8],
+    partition: Option<&str>,
+    include_profile: bool,
+) -> Result<Vec<TableRows>, String> {
+    let page = client::decode(body)?;
+    let mut out = Outcome::new();
+    let mut at_latest = (None, HashSet::new());
+    out.add_window_page(
+        task,
+        1,
+        page,
+        true,
+        partition,
+        include_profile,
+        &mut at_latest,
+    );
+    Ok(out.hand_over(records::EVENTS, &at_latest.1))
 }
 
 fn permanent(message: String) -> ConnectorError {
@@ -513,42 +614,16 @@ impl KlaviyoConnector {
         while let Some(r) = rel.take() {
             let page = client.get(tier, &r).await?;
             pages += 1;
-            let mut last: Option<DateTime<Utc>> = None;
-            for item in &page.data {
-                let converted = if events {
-                    records::event(item, partition).map(|(row, t)| (records::EVENTS, row, t))
-                } else {
-                    records::profile(item).map(|(row, t)| (records::PROFILES, row, t))
-                };
-                match converted {
-                    Ok((table, row, t)) => {
-                        if t.is_some() {
-                            if at_latest.0 != t {
-                                at_latest = (t, HashSet::new());
-                            }
-                            at_latest.1.insert(row[0].to_string());
-                            last = t;
-                        }
-                        out.add(table, row);
-                        out.see_time(t);
-                    }
-                    Err(e) => out.reject(
-                        task,
-                        pages,
-                        if events {
-                            records::EVENTS
-                        } else {
-                            records::PROFILES
-                        },
-                        e,
-                        item,
-                    ),
-                }
-            }
-            if events && p.include_profile {
-                self.add_included_profiles(task, pages, &page, &mut out);
-            }
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
+            let last = out.add_window_page(
+                task,
+                pages,
+                page,
+                events,
+                partition,
+                events && p.include_profile,
+                &mut at_latest,
+            );
             if next.is_some()
                 && may_split
                 && pages >= self.dense_pages()
@@ -587,33 +662,11 @@ impl KlaviyoConnector {
             if next.is_some() {
                 // Hand this page's rows over now, so a task holds one page. The records at
                 // the latest instant stay: a split re-reads that instant and drops them.
-                let held = out.remove(table, &at_latest.1);
-                emit.emit(out.rows.take()).await?;
-                for row in held {
-                    out.add(table, row);
-                }
+                emit.emit(out.hand_over(table, &at_latest.1)).await?;
             }
             rel = next;
         }
         Ok(out.into_output(self.lag()))
-    }
-
-    fn add_included_profiles(
-        &self,
-        task: &FetchTask,
-        page_no: u32,
-        page: &Page,
-        out: &mut Outcome,
-    ) {
-        for inc in &page.included {
-            if inc.get("type").and_then(Value::as_str) != Some("profile") {
-                continue;
-            }
-            match records::profile(inc) {
-                Ok((row, _)) => out.add(records::PROFILES, row),
-                Err(e) => out.reject(task, page_no, records::PROFILES, e, inc),
-            }
-        }
     }
 
     /// Fetches profiles by id, in requests of at most 100.
