@@ -15,7 +15,8 @@
 //!     target/release/deps/fetch_cpu-<hash> 20
 //! ```
 //!
-//! instructions per event = the run's total `Ir` / (ITERATIONS × events per page).
+//! instructions per event = the run's total `Ir` / ((ITERATIONS + 1) × 1,000): `measured`
+//! also runs one warm-up page.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -59,12 +60,15 @@ fn main() -> anyhow::Result<()> {
         params: serde_json::Value::Null,
         once: None,
     };
-    // One warm-up page outside the measurement, also to count what a page holds.
-    let (events, bytes) = measured(&task, &body, &metric, include_profile, 1)?;
+    // One warm-up page (cold caches, first allocations), also to count what a page holds:
+    // a middle page hands over all its events but those at its last instant, which wait
+    // for the next page (a split would re-read them), so 999 of the 1,000 converted here.
+    let (handed_over, bytes) = measured(&task, &body, &metric, include_profile, 1)?;
     anyhow::ensure!(
-        events == PAGE_SIZE,
-        "the sandbox served {events} events, not a full page of {PAGE_SIZE}"
+        (PAGE_SIZE - 10..=PAGE_SIZE).contains(&handed_over),
+        "the sandbox served a page of {handed_over} events, not a full page of {PAGE_SIZE}"
     );
+    let events = PAGE_SIZE;
 
     let cpu = process_cpu_seconds();
     let wall = Instant::now();
@@ -89,7 +93,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The measured work: `iterations` pages from `body` to encoded parts. Returns the events
-/// of the last page and the bytes of its parts.
+/// the last page handed over and the bytes of its parts.
 #[inline(never)]
 fn measured(
     task: &FetchTask,

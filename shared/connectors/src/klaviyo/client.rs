@@ -370,20 +370,22 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 
 /// Decodes a JSON:API document.
 pub(crate) fn decode(body: &[u8]) -> Result<Page, String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let data = match doc.get("data") {
-        Some(Value::Array(a)) => a.clone(),
+    let mut doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    // The resources are taken out of the document, not copied: a page's data is most of
+    // what a fetcher handles.
+    let data = match doc.get_mut("data").map(Value::take) {
+        Some(Value::Array(a)) => a,
         Some(Value::Null) | None => Vec::new(),
-        Some(v @ Value::Object(_)) => vec![v.clone()],
+        Some(v @ Value::Object(_)) => vec![v],
         Some(other) => {
             return Err(format!(
                 "`data` must be an array or an object, found {}",
-                super::records::short(other)
+                super::records::short(&other)
             ));
         }
     };
-    let included = match doc.get("included") {
-        Some(Value::Array(a)) => a.clone(),
+    let included = match doc.get_mut("included").map(Value::take) {
+        Some(Value::Array(a)) => a,
         _ => Vec::new(),
     };
     let next = doc

@@ -126,13 +126,13 @@ impl Outcome {
         }
     }
 
-    /// Takes out the rows of `table` whose key (first value, as JSON text) is one of
-    /// `keys`, returning them.
-    fn remove(&mut self, table: &str, keys: &HashSet<String>) -> Vec<Vec<Value>> {
+    /// Takes out the rows of `table` whose key (first value) is one of `keys`, returning
+    /// them.
+    fn remove(&mut self, table: &str, keys: &HashSet<Value>) -> Vec<Vec<Value>> {
         match records::spec(table) {
             Some(spec) if !keys.is_empty() => self
                 .rows
-                .remove(spec, |row| keys.contains(&row[0].to_string())),
+                .remove(spec, |row| row.first().is_some_and(|k| keys.contains(k))),
             _ => Vec::new(),
         }
     }
@@ -177,28 +177,34 @@ impl Outcome {
         events: bool,
         partition: Option<&str>,
         include_profile: bool,
-        at_latest: &mut (Option<DateTime<Utc>>, HashSet<String>),
+        at_latest: &mut (Option<DateTime<Utc>>, HashSet<Value>),
     ) -> Option<DateTime<Utc>> {
         let mut last: Option<DateTime<Utc>> = None;
-        for item in &page.data {
+        let Page { data, included, .. } = page;
+        for item in data {
+            // Events move into their rows (most of a fetcher's work is its events); a bad
+            // record comes back whole for its reject.
             let converted = if events {
-                records::event(item, partition).map(|(row, t)| (records::EVENTS, row, t))
+                records::event_owned(item, partition).map(|(row, t)| (records::EVENTS, row, t))
             } else {
-                records::profile(item).map(|(row, t)| (records::PROFILES, row, t))
+                records::profile(&item)
+                    .map(|(row, t)| (records::PROFILES, row, t))
+                    .map_err(|e| (e, item))
             };
             match converted {
                 Ok((table, row, t)) => {
                     if t.is_some() {
                         if at_latest.0 != t {
-                            *at_latest = (t, HashSet::new());
+                            at_latest.0 = t;
+                            at_latest.1.clear();
                         }
-                        at_latest.1.insert(row[0].to_string());
+                        at_latest.1.insert(row[0].clone());
                         last = t;
                     }
                     self.add(table, row);
                     self.see_time(t);
                 }
-                Err(e) => self.reject(
+                Err((e, item)) => self.reject(
                     task,
                     page_no,
                     if events {
@@ -207,12 +213,12 @@ impl Outcome {
                         records::PROFILES
                     },
                     e,
-                    item,
+                    &item,
                 ),
             }
         }
         if include_profile {
-            for inc in &page.included {
+            for inc in &included {
                 if inc.get("type").and_then(Value::as_str) != Some("profile") {
                     continue;
                 }
@@ -228,7 +234,7 @@ impl Outcome {
     /// The rows collected so far, to emit, except the records of `table` keyed by `held`
     /// (those at the latest instant), which stay: a split re-reads that instant and drops
     /// them.
-    fn hand_over(&mut self, table: &str, held: &HashSet<String>) -> Vec<TableRows> {
+    fn hand_over(&mut self, table: &str, held: &HashSet<Value>) -> Vec<TableRows> {
         let held = self.remove(table, held);
         let rows = self.rows.take();
         for row in held {
@@ -610,7 +616,7 @@ impl KlaviyoConnector {
         let mut may_split = true;
         // The keys of the records at the latest time seen: a split re-reads that instant in
         // its first child, so these leave this task's rows and every record loads once.
-        let mut at_latest: (Option<DateTime<Utc>>, HashSet<String>) = (None, HashSet::new());
+        let mut at_latest: (Option<DateTime<Utc>>, HashSet<Value>) = (None, HashSet::new());
         while let Some(r) = rel.take() {
             let page = client.get(tier, &r).await?;
             pages += 1;
