@@ -447,10 +447,12 @@ impl Collector {
 
     /// The rows collected so far, leaving the collector empty (for emitting page by page).
     pub fn take(&mut self) -> Vec<TableRows> {
+        // Sized like the page just taken: the next page is usually as large, and growing
+        // the key index from empty rehashes every key several times per page.
         let empty = Collector {
             tables: self.tables.clone(),
-            records: Vec::new(),
-            by_key: std::collections::HashMap::new(),
+            records: Vec::with_capacity(self.records.len()),
+            by_key: std::collections::HashMap::with_capacity(self.by_key.len()),
             scope_version: self.scope_version.clone(),
             scope_parent: self.scope_parent,
             live: 0,

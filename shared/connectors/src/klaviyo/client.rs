@@ -428,27 +428,30 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
     }
 }
 
-/// Decodes a JSON:API document.
-fn decode(body: &[u8]) -> Result<Page, String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let data = match doc.get("data") {
-        Some(Value::Array(a)) => a.clone(),
-        Some(Value::Null) | None => Vec::new(),
-        Some(v @ Value::Object(_)) => vec![v.clone()],
-        Some(other) => {
+/// Decodes a JSON:API document. The `links` of its resources and of their relationships are
+/// skipped, not built: no row keeps them, and on Klaviyo's events they are about half of a
+/// page's bytes, so building and dropping them was a large share of a fetcher's CPU per
+/// event (issue 15, `docs/benchmarks.md`).
+pub(crate) fn decode(body: &[u8]) -> Result<Page, String> {
+    let doc: Document = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let data = match doc.data.0 {
+        Value::Array(a) => a,
+        Value::Null => Vec::new(),
+        v @ Value::Object(_) => vec![v],
+        other => {
             return Err(format!(
                 "`data` must be an array or an object, found {}",
-                super::records::short(other)
+                super::records::short(&other)
             ));
         }
     };
-    let included = match doc.get("included") {
-        Some(Value::Array(a)) => a.clone(),
+    let included = match doc.included.0 {
+        Value::Array(a) => a,
         _ => Vec::new(),
     };
     let next = doc
-        .get("links")
-        .and_then(|l| l.get("next"))
+        .links
+        .get("next")
         .and_then(Value::as_str)
         .map(str::to_string);
     Ok(Page {
@@ -456,6 +459,131 @@ fn decode(body: &[u8]) -> Result<Page, String> {
         included,
         next,
     })
+}
+
+/// The parts of a JSON:API document a page needs (other members are skipped).
+#[derive(serde::Deserialize)]
+struct Document {
+    #[serde(default)]
+    data: Resources,
+    #[serde(default)]
+    included: Resources,
+    #[serde(default)]
+    links: Value,
+}
+
+/// `data` or `included`: a resource or an array of resources, each without its `links` and
+/// its relationships' `links`; any other JSON as it is (for `decode` to refuse or ignore).
+#[derive(Default)]
+struct Resources(Value);
+
+impl<'de> serde::Deserialize<'de> for Resources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Linkless(Level::Resources)).map(Resources)
+    }
+}
+
+/// Where [`Linkless`] is in a document: which members named `links` it skips.
+#[derive(Clone, Copy)]
+enum Level {
+    /// `data`/`included`: an array of resources, or one.
+    Resources,
+    /// A resource object: skips `links`.
+    Resource,
+    /// A resource's `relationships` object.
+    Relationships,
+    /// One relationship object: skips `links`.
+    Relationship,
+}
+
+/// Reads a JSON value as `serde_json::Value` would, leaving out the `links` members of its
+/// [`Level`].
+#[derive(Clone, Copy)]
+struct Linkless(Level);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Linkless {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Linkless {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        match self.0 {
+            Level::Resources => {
+                while let Some(v) = seq.next_element_seed(Linkless(Level::Resource))? {
+                    out.push(v);
+                }
+            }
+            _ => {
+                while let Some(v) = seq.next_element::<Value>()? {
+                    out.push(v);
+                }
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        // One resource as `data` (not an array): this map is the resource itself.
+        let level = match self.0 {
+            Level::Resources => Level::Resource,
+            other => other,
+        };
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = match (level, key.as_str()) {
+                (Level::Resource | Level::Relationship, "links") => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+                (Level::Resource, "relationships") => {
+                    map.next_value_seed(Linkless(Level::Relationships))?
+                }
+                (Level::Relationships, _) => map.next_value_seed(Linkless(Level::Relationship))?,
+                _ => map.next_value::<Value>()?,
+            };
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Klaviyo's error text: `code: detail (source)` of each error, else the body's start.
@@ -536,6 +664,59 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_decode_without_the_links_of_resources_and_relationships() {
+        let body = serde_json::json!({
+            "data": [
+                {"type": "event", "id": "E1", "links": {"self": "x"},
+                 "attributes": {"links": {"kept": true}, "n": 1.5, "k": [1, {"links": 2}]},
+                 "relationships": {
+                     "profile": {"data": {"type": "profile", "id": "P1"},
+                                 "links": {"self": "y", "related": "z"}},
+                     "odd": 5}},
+                "not a resource"
+            ],
+            "included": [{"type": "profile", "id": "P1", "links": {"self": "p"}}],
+            "links": {"self": "s", "next": "https://a.klaviyo.com/api/events?page%5Bcursor%5D=c"},
+            "meta": {"ignored": true}
+        });
+        let page = decode(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            page.data,
+            vec![
+                serde_json::json!({"type": "event", "id": "E1",
+                    "attributes": {"links": {"kept": true}, "n": 1.5, "k": [1, {"links": 2}]},
+                    "relationships": {"profile": {"data": {"type": "profile", "id": "P1"}},
+                                      "odd": 5}}),
+                serde_json::json!("not a resource"),
+            ]
+        );
+        assert_eq!(
+            page.included,
+            vec![serde_json::json!({"type": "profile", "id": "P1"})]
+        );
+        assert_eq!(
+            page.next.as_deref(),
+            Some("https://a.klaviyo.com/api/events?page%5Bcursor%5D=c")
+        );
+
+        let one = decode(br#"{"data": {"type": "metric", "id": "M", "links": {}}, "included": 3}"#)
+            .unwrap();
+        assert_eq!(
+            one.data,
+            vec![serde_json::json!({"type": "metric", "id": "M"})]
+        );
+        assert!(one.included.is_empty() && one.next.is_none());
+        assert!(decode(br#"{"data": null}"#).unwrap().data.is_empty());
+        assert!(decode(b"{}").unwrap().data.is_empty());
+        let err = decode(br#"{"data": "x"}"#).unwrap_err();
+        assert!(
+            err.contains("`data` must be an array or an object"),
+            "{err}"
+        );
+        assert!(decode(b"{\"data\": [").is_err());
+    }
 
     #[test]
     fn relative_urls_and_details() {

@@ -36,7 +36,7 @@ use sluice_contracts::{FetchTask, Mode, PageRef, RejectedRecord, TaskKind};
 
 use crate::{
     Connector, ConnectorContext, ConnectorError, Emit, FetchOutput, JobSpec, Plan, PlannedTask,
-    StreamSpec,
+    StreamSpec, TableRows,
 };
 
 pub mod catalog;
@@ -127,13 +127,13 @@ impl Outcome {
         }
     }
 
-    /// Takes out the rows of `table` whose key (first value, as JSON text) is one of
-    /// `keys`, returning them.
-    fn remove(&mut self, table: &str, keys: &HashSet<String>) -> Vec<Vec<Value>> {
+    /// Takes out the rows of `table` whose key (first value) is one of `keys`, returning
+    /// them.
+    fn remove(&mut self, table: &str, keys: &HashSet<Value>) -> Vec<Vec<Value>> {
         match records::spec(table) {
             Some(spec) if !keys.is_empty() => self
                 .rows
-                .remove(spec, |row| keys.contains(&row[0].to_string())),
+                .remove(spec, |row| row.first().is_some_and(|k| keys.contains(k))),
             _ => Vec::new(),
         }
     }
@@ -164,6 +164,113 @@ impl Outcome {
             cursor_max: self.max_time.map(|t| windows::cursor(t.min(limit))),
         }
     }
+
+    /// Converts one page of a time window — events (`partition`: the task's metric) with
+    /// their `include=profile` profiles, or profiles — into rows and rejects, and returns the
+    /// time of the page's last timed record. `at_latest` holds the keys of the records at
+    /// the latest time seen (a split re-reads that instant, see `fetch_window`).
+    #[allow(clippy::too_many_arguments)]
+    fn add_window_page(
+        &mut self,
+        task: &FetchTask,
+        page_no: u32,
+        page: Page,
+        events: bool,
+        partition: Option<&str>,
+        include_profile: bool,
+        at_latest: &mut (Option<DateTime<Utc>>, HashSet<Value>),
+    ) -> Option<DateTime<Utc>> {
+        let mut last: Option<DateTime<Utc>> = None;
+        let Page { data, included, .. } = page;
+        for item in data {
+            // Events move into their rows (most of a fetcher's work is its events); a bad
+            // record comes back whole for its reject.
+            let converted = if events {
+                records::event_owned(item, partition).map(|(row, t)| (records::EVENTS, row, t))
+            } else {
+                records::profile(&item)
+                    .map(|(row, t)| (records::PROFILES, row, t))
+                    .map_err(|e| (e, item))
+            };
+            match converted {
+                Ok((table, row, t)) => {
+                    if t.is_some() {
+                        if at_latest.0 != t {
+                            at_latest.0 = t;
+                            at_latest.1.clear();
+                        }
+                        at_latest.1.insert(row[0].clone());
+                        last = t;
+                    }
+                    self.add(table, row);
+                    self.see_time(t);
+                }
+                Err((e, item)) => self.reject(
+                    task,
+                    page_no,
+                    if events {
+                        records::EVENTS
+                    } else {
+                        records::PROFILES
+                    },
+                    e,
+                    &item,
+                ),
+            }
+        }
+        if include_profile {
+            for inc in &included {
+                if inc.get("type").and_then(Value::as_str) != Some("profile") {
+                    continue;
+                }
+                match records::profile(inc) {
+                    Ok((row, _)) => self.add(records::PROFILES, row),
+                    Err(e) => self.reject(task, page_no, records::PROFILES, e, inc),
+                }
+            }
+        }
+        last
+    }
+
+    /// The rows collected so far, to emit, except the records of `table` keyed by `held`
+    /// (those at the latest instant), which stay: a split re-reads that instant and drops
+    /// them.
+    fn hand_over(&mut self, table: &str, held: &HashSet<Value>) -> Vec<TableRows> {
+        let held = self.remove(table, held);
+        let rows = self.rows.take();
+        for row in held {
+            self.add(table, row);
+        }
+        rows
+    }
+}
+
+/// One middle page of an events task as the fetcher handles it — decode the body,
+/// convert its records (and `included` profiles), hand the rows over — for
+/// `benches/fetch_cpu.rs`, which measures the CPU per event of exactly this path.
+///
+/// # Errors
+/// An undecodable body.
+#[doc(hidden)]
+pub fn bench_events_page(
+    task: &FetchTask,
+    body: &[u8],
+    partition: Option<&str>,
+    include_profile: bool,
+) -> Result<Vec<TableRows>, String> {
+    let page = client::decode(body)?;
+    let mut out = Outcome::new();
+    let mut at_latest = (None, HashSet::new());
+    out.add_window_page(
+        task,
+        1,
+        page,
+        true,
+        partition,
+        include_profile,
+        &mut at_latest,
+    );
+    Ok(out.hand_over(records::EVENTS, &at_latest.1))
 }
 
 fn permanent(message: String) -> ConnectorError {
@@ -510,46 +617,20 @@ impl KlaviyoConnector {
         let mut may_split = true;
         // The keys of the records at the latest time seen: a split re-reads that instant in
         // its first child, so these leave this task's rows and every record loads once.
-        let mut at_latest: (Option<DateTime<Utc>>, HashSet<String>) = (None, HashSet::new());
+        let mut at_latest: (Option<DateTime<Utc>>, HashSet<Value>) = (None, HashSet::new());
         while let Some(r) = rel.take() {
             let page = client.get(tier, &r).await?;
             pages += 1;
-            let mut last: Option<DateTime<Utc>> = None;
-            for item in &page.data {
-                let converted = if events {
-                    records::event(item, partition).map(|(row, t)| (records::EVENTS, row, t))
-                } else {
-                    records::profile(item).map(|(row, t)| (records::PROFILES, row, t))
-                };
-                match converted {
-                    Ok((table, row, t)) => {
-                        if t.is_some() {
-                            if at_latest.0 != t {
-                                at_latest = (t, HashSet::new());
-                            }
-                            at_latest.1.insert(row[0].to_string());
-                            last = t;
-                        }
-                        out.add(table, row);
-                        out.see_time(t);
-                    }
-                    Err(e) => out.reject(
-                        task,
-                        pages,
-                        if events {
-                            records::EVENTS
-                        } else {
-                            records::PROFILES
-                        },
-                        e,
-                        item,
-                    ),
-                }
-            }
-            if events && p.include_profile {
-                self.add_included_profiles(task, pages, &page, &mut out);
-            }
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
+            let last = out.add_window_page(
+                task,
+                pages,
+                page,
+                events,
+                partition,
+                events && p.include_profile,
+                &mut at_latest,
+            );
             if next.is_some()
                 && may_split
                 && pages >= self.dense_pages()
@@ -588,33 +669,11 @@ impl KlaviyoConnector {
             if next.is_some() {
                 // Hand this page's rows over now, so a task holds one page. The records at
                 // the latest instant stay: a split re-reads that instant and drops them.
-                let held = out.remove(table, &at_latest.1);
-                emit.emit(out.rows.take()).await?;
-                for row in held {
-                    out.add(table, row);
-                }
+                emit.emit(out.hand_over(table, &at_latest.1)).await?;
             }
             rel = next;
         }
         Ok(out.into_output(self.lag()))
-    }
-
-    fn add_included_profiles(
-        &self,
-        task: &FetchTask,
-        page_no: u32,
-        page: &Page,
-        out: &mut Outcome,
-    ) {
-        for inc in &page.included {
-            if inc.get("type").and_then(Value::as_str) != Some("profile") {
-                continue;
-            }
-            match records::profile(inc) {
-                Ok((row, _)) => out.add(records::PROFILES, row),
-                Err(e) => out.reject(task, page_no, records::PROFILES, e, inc),
-            }
-        }
     }
 
     /// Fetches profiles by id, in requests of at most 100.

@@ -8,6 +8,8 @@
 
 use super::windows;
 use crate::TableSpec;
+use std::borrow::Cow;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -178,16 +180,7 @@ impl<'a> Resource<'a> {
     /// A message naming the field when `id` is missing or not a string, or `attributes`
     /// is not an object.
     pub fn parse(kind: &'static str, value: &'a Value) -> Result<Self, String> {
-        let id = match value.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            other => {
-                return Err(format!(
-                    "{kind} without a usable `id` (found {})",
-                    other.map_or("nothing".into(), short)
-                ));
-            }
-        };
+        let id = envelope_id(kind, value)?.into_owned();
         let attrs = match value.get("attributes") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(o)) => o.clone(),
@@ -262,16 +255,6 @@ impl<'a> Resource<'a> {
         }
     }
 
-    /// The id of a to-one relationship (`relationships.<name>.data.id`).
-    fn related_id(&self, name: &str) -> Option<String> {
-        self.rels?
-            .get(name)?
-            .get("data")?
-            .get("id")?
-            .as_str()
-            .map(str::to_string)
-    }
-
     /// The remaining attributes, plus relationship data not in `typed`, as the `extra` object.
     fn extra(self, typed: &[&str]) -> Value {
         let mut extra = self.attrs;
@@ -289,6 +272,18 @@ impl<'a> Resource<'a> {
             }
         }
         Value::Object(extra)
+    }
+}
+
+/// A resource's `id`: a non-empty string, or a number as its decimal text.
+fn envelope_id<'a>(kind: &str, value: &'a Value) -> Result<Cow<'a, str>, String> {
+    match value.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(Cow::Borrowed(s)),
+        Some(Value::Number(n)) => Ok(Cow::Owned(n.to_string())),
+        other => Err(format!(
+            "{kind} without a usable `id` (found {})",
+            other.map_or("nothing".into(), short)
+        )),
     }
 }
 
@@ -335,78 +330,185 @@ pub fn event(
     value: &Value,
     partition: Option<&str>,
 ) -> Result<(Vec<Value>, Option<DateTime<Utc>>), String> {
-    let mut r = Resource::parse("event", value)?;
-    let metric_id = r
-        .related_id("metric")
-        .map(Value::String)
-        .unwrap_or(Value::Null);
-    let profile_id = r
-        .related_id("profile")
-        .map(Value::String)
-        .unwrap_or(Value::Null);
-    let attr_metric = r.text("metric_id")?;
-    let attr_profile = r.text("profile_id")?;
-    let metric_id = if metric_id.is_null() {
-        if attr_metric.is_null() {
-            partition.map_or(Value::Null, |p| Value::String(p.to_string()))
-        } else {
-            attr_metric
-        }
-    } else {
-        metric_id
-    };
-    let profile_id = if profile_id.is_null() {
-        attr_profile
-    } else {
-        profile_id
-    };
-    let timestamp = match r.attrs.remove("timestamp") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-                .map(|f| f as i64)
-        }) {
-            Some(i) => Some(i),
-            None => {
-                return Err(r.bad("timestamp", "an integer (epoch seconds)", &Value::Number(n)));
-            }
-        },
-        Some(other) => return Err(r.bad("timestamp", "an integer (epoch seconds)", &other)),
-    };
-    let datetime = match r.time_value("datetime")? {
-        Some(t) => Some(t),
-        None => match timestamp {
-            Some(s) => Some(DateTime::<Utc>::from_timestamp(s, 0).ok_or_else(|| {
-                r.bad("timestamp", "epoch seconds within range", &Value::from(s))
-            })?),
-            None => None,
-        },
-    };
-    let uuid = r.text("uuid")?;
-    let props = r.object("event_properties")?;
-    let value_num = match props.get("$value") {
-        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(Value::from),
-        _ => None,
+    event_owned(value.clone(), partition).map_err(|(error, _)| error)
+}
+
+/// [`event`] of a resource the caller gives up: its `event_properties` and other attributes
+/// move into the row instead of being copied (a page's events are most of a fetcher's
+/// work). Every field is checked before anything moves, so a malformed event comes back
+/// whole with the error, as the raw record of its reject.
+///
+/// # Errors
+/// The field that is malformed, naming the event, and the event unchanged.
+pub fn event_owned(value: Value, partition: Option<&str>) -> Result<EventRow, (String, Value)> {
+    match EventFields::check(&value, partition) {
+        Ok(fields) => Ok(fields.into_row(value)),
+        Err(error) => Err((error, value)),
     }
-    .unwrap_or(Value::Null);
-    let row = vec![
-        Value::String(r.id.clone()),
-        metric_id,
-        profile_id,
-        datetime.map_or(Value::Null, |t| Value::String(windows::cursor(t))),
-        timestamp.map_or(Value::Null, Value::from),
-        uuid,
-        value_num,
-        props,
-    ];
-    Ok((push(row, r.extra(&["metric", "profile"])), datetime))
+}
+
+/// An event's `klaviyo.events` row and its time (`datetime`, UTC).
+pub type EventRow = (Vec<Value>, Option<DateTime<Utc>>);
+
+/// What [`event_owned`] reads of an event before taking it apart.
+struct EventFields {
+    id: String,
+    metric_id: Value,
+    profile_id: Value,
+    timestamp: Option<i64>,
+    datetime: Option<DateTime<Utc>>,
+    value: Value,
+}
+
+/// Attributes of an event that have their own column (or fill one).
+const EVENT_TYPED_ATTRIBUTES: [&str; 6] = [
+    "metric_id",
+    "profile_id",
+    "timestamp",
+    "datetime",
+    "uuid",
+    "event_properties",
+];
+
+impl EventFields {
+    /// Checks every field in the order [`Resource`] reads them (so errors name the same
+    /// field first) without copying anything large.
+    fn check(value: &Value, partition: Option<&str>) -> Result<Self, String> {
+        let id = envelope_id("event", value)?;
+        let attrs = match value.get("attributes") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(o)) => Some(o),
+            Some(other) => {
+                return Err(format!(
+                    "event {id}: `attributes` must be an object, found {}",
+                    short(other)
+                ));
+            }
+        };
+        let attr = |field: &str| attrs.and_then(|a| a.get(field));
+        let bad = |field: &str, want: &str, found: &Value| {
+            format!(
+                "event {id}: `attributes.{field}` must be {want}, found {}",
+                short(found)
+            )
+        };
+        let text = |field: &str| match attr(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(bad(field, "a string", other)),
+        };
+        let related = |name: &str| {
+            value
+                .get("relationships")?
+                .as_object()?
+                .get(name)?
+                .get("data")?
+                .get("id")?
+                .as_str()
+        };
+        let attr_metric = text("metric_id")?;
+        let attr_profile = text("profile_id")?;
+        let metric_id = related("metric").or(attr_metric).or(partition);
+        let profile_id = related("profile").or(attr_profile);
+        let timestamp = match attr("timestamp") {
+            None | Some(Value::Null) => None,
+            Some(found @ Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                    .map(|f| f as i64)
+            }) {
+                Some(i) => Some(i),
+                None => return Err(bad("timestamp", "an integer (epoch seconds)", found)),
+            },
+            Some(other) => return Err(bad("timestamp", "an integer (epoch seconds)", other)),
+        };
+        let datetime = match attr("datetime") {
+            None | Some(Value::Null) => None,
+            Some(found @ Value::String(s)) => match parse_time(s) {
+                Some(t) => Some(t),
+                None => return Err(bad("datetime", "an ISO 8601 date-time", found)),
+            },
+            Some(other) => return Err(bad("datetime", "an ISO 8601 date-time", other)),
+        };
+        let datetime = match (datetime, timestamp) {
+            (Some(t), _) => Some(t),
+            (None, Some(s)) => {
+                Some(DateTime::<Utc>::from_timestamp(s, 0).ok_or_else(|| {
+                    bad("timestamp", "epoch seconds within range", &Value::from(s))
+                })?)
+            }
+            (None, None) => None,
+        };
+        text("uuid")?;
+        let props = match attr("event_properties") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(o)) => Some(o),
+            Some(other) => return Err(bad("event_properties", "an object", other)),
+        };
+        let value_num = match props.and_then(|p| p.get("$value")) {
+            Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Value::from),
+            _ => None,
+        }
+        .unwrap_or(Value::Null);
+        let owned = |s: Option<&str>| s.map_or(Value::Null, |s| Value::String(s.to_string()));
+        Ok(Self {
+            id: id.into_owned(),
+            metric_id: owned(metric_id),
+            profile_id: owned(profile_id),
+            timestamp,
+            datetime,
+            value: value_num,
+        })
+    }
+
+    /// The row, moving the checked event's attributes and relationships into it.
+    fn into_row(self, value: Value) -> EventRow {
+        let mut resource = match value {
+            Value::Object(o) => o,
+            _ => Map::new(),
+        };
+        let mut attrs = match resource.remove("attributes") {
+            Some(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        let uuid = attrs.remove("uuid").unwrap_or(Value::Null);
+        let props = attrs.remove("event_properties").unwrap_or(Value::Null);
+        for field in EVENT_TYPED_ATTRIBUTES {
+            attrs.remove(field);
+        }
+        if let Some(Value::Object(rels)) = resource.remove("relationships") {
+            let other: Map<String, Value> = rels
+                .into_iter()
+                .filter(|(k, _)| k != "metric" && k != "profile")
+                .filter_map(|(k, mut v)| match v.get_mut("data").map(Value::take) {
+                    None | Some(Value::Null) => None,
+                    Some(data) => Some((k, data)),
+                })
+                .collect();
+            if !other.is_empty() {
+                attrs.insert("relationships".into(), Value::Object(other));
+            }
+        }
+        let row = vec![
+            Value::String(self.id),
+            self.metric_id,
+            self.profile_id,
+            self.datetime
+                .map_or(Value::Null, |t| Value::String(windows::cursor(t))),
+            self.timestamp.map_or(Value::Null, Value::from),
+            uuid,
+            self.value,
+            props,
+            Value::Object(attrs),
+        ];
+        (row, self.datetime)
+    }
 }
 
 /// A profile, with its `updated` time, → its `klaviyo.profiles` row.
@@ -539,5 +641,49 @@ mod tests {
         assert!(updated.is_some());
         let bad = json!({"type": "profile", "id": "P2", "attributes": {"email": 5}});
         assert!(profile(&bad).unwrap_err().contains("attributes.email"));
+    }
+
+    #[test]
+    fn an_owned_event_gives_the_same_row_and_a_bad_one_comes_back_whole() {
+        let ev = json!({"type": "event", "id": "E1", "attributes": {
+            "timestamp": 1704067200, "uuid": "u", "metric_id": "M9", "profile_id": "P9",
+            "event_properties": {"$value": "7.5", "k": [1, 2]}, "new_field": {"a": null}},
+            "relationships": {"profile": {"data": {"type": "profile", "id": "P1"}},
+                              "attributions": {"data": [{"type": "x", "id": "1"}]},
+                              "empty": {"data": null}}});
+        let borrowed = event(&ev, Some("M0")).unwrap();
+        let owned = event_owned(ev.clone(), Some("M0")).unwrap();
+        assert_eq!(owned, borrowed);
+        let (row, t) = owned;
+        // No metric relationship: the attribute's, not the partition's; the relationship's
+        // profile over the attribute's; the datetime from `timestamp`.
+        assert_eq!(row[1], "M9");
+        assert_eq!(row[2], "P1");
+        assert_eq!(row[3], "2024-01-01T00:00:00.000000Z");
+        assert_eq!(t.map(|t| t.timestamp()), Some(1704067200));
+        assert_eq!(row[6], 7.5);
+        assert_eq!(row[7], json!({"$value": "7.5", "k": [1, 2]}));
+        assert_eq!(
+            row[8],
+            json!({"new_field": {"a": null},
+                   "relationships": {"attributions": [{"type": "x", "id": "1"}]}})
+        );
+
+        let bad = json!({"type": "event", "id": 42, "attributes": {
+            "uuid": "u", "event_properties": {"$value": 1}, "datetime": 5}});
+        let (err, back) = event_owned(bad.clone(), None).unwrap_err();
+        assert!(err.contains("event 42: `attributes.datetime`"), "{err}");
+        assert_eq!(back, bad);
+        let (err, _) = event_owned(
+            json!({"id": "E", "attributes": {"event_properties": []}}),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`attributes.event_properties` must be an object"),
+            "{err}"
+        );
+        let (err, _) = event_owned(json!({"attributes": {}}), None).unwrap_err();
+        assert!(err.contains("without a usable `id`"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! Time windows: even splits of a range, the split of a dense window's rest, and the text
 //! forms of instants (filters, cursors).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 
 /// One half-open UTC window `[start, end)`.
 pub type Window = (DateTime<Utc>, DateTime<Utc>);
@@ -9,7 +9,39 @@ pub type Window = (DateTime<Utc>, DateTime<Utc>);
 /// The cursor form of an instant: `%Y-%m-%dT%H:%M:%S%.6fZ`, UTC, always six fraction digits,
 /// so cursors compare correctly as strings.
 pub fn cursor(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    // Written digit by digit: chrono's `format` interprets its pattern on every call, and
+    // every event's `datetime` comes through here (issue 15). Years outside 0..=9999 and
+    // leap seconds keep chrono's rendering.
+    let (year, nanos) = (t.year(), t.nanosecond());
+    let Ok(year @ 0..=9999) = u32::try_from(year) else {
+        return t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    };
+    if nanos >= 1_000_000_000 {
+        return t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    }
+    let mut s = String::with_capacity(27);
+    push_digits(&mut s, year, 4);
+    s.push('-');
+    push_digits(&mut s, t.month(), 2);
+    s.push('-');
+    push_digits(&mut s, t.day(), 2);
+    s.push('T');
+    push_digits(&mut s, t.hour(), 2);
+    s.push(':');
+    push_digits(&mut s, t.minute(), 2);
+    s.push(':');
+    push_digits(&mut s, t.second(), 2);
+    s.push('.');
+    push_digits(&mut s, nanos / 1000, 6);
+    s.push('Z');
+    s
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(s: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        s.push(char::from(b'0' + (n / 10u32.pow(place) % 10) as u8));
+    }
 }
 
 /// The form of an instant in a Klaviyo filter: `2024-01-01T00:00:00Z` for whole seconds,
@@ -76,6 +108,35 @@ mod tests {
 
     fn ts(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn cursors_are_written_as_chrono_formats_them() {
+        use chrono::NaiveDate;
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
+        for t in [
+            ts("2024-01-01T00:00:00Z"),
+            ts("2024-02-29T23:59:59.999999999Z"),
+            ts("0001-03-04T05:06:07.000001Z"),
+            ts("9999-12-31T23:59:59.123456Z"),
+            DateTime::<Utc>::from_timestamp(253_402_300_800, 7_000).unwrap(),
+            DateTime::<Utc>::from_timestamp(-62_198_755_200, 0).unwrap(),
+            leap,
+        ] {
+            assert_eq!(
+                cursor(t),
+                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                "{t:?}"
+            );
+        }
+        assert_eq!(
+            cursor(ts("2024-05-06T07:08:09.010203Z")),
+            "2024-05-06T07:08:09.010203Z"
+        );
     }
 
     fn contiguous(ws: &[Window], start: DateTime<Utc>, end: DateTime<Utc>) {
