@@ -301,10 +301,13 @@ fn assert_state_is_the_mapping(state: &WrittenSnapshot, oracle: &BTreeMap<&str, 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_project_pushed_in_order_lands_exactly_mapped_and_a_second_push_changes_nothing() {
-    init_logging();
-    let spec = project();
+/// A test environment with the sandbox's commercetools emulation of `spec`, a Klaviyo
+/// emulation ([`account`]) and the destination `klaviyo` writing into it with `options`
+/// (besides a fast poll). Returns the environment and both emulations' base URLs.
+async fn environment(
+    spec: &CommercetoolsDataSpec,
+    options: &[(&str, &str)],
+) -> (TestEnv, String, String) {
     let mut env = TestEnv::new().await.expect("test environment");
     let commercetools = env
         .start_commercetools_sandbox(CommercetoolsConfig {
@@ -317,15 +320,25 @@ async fn a_project_pushed_in_order_lands_exactly_mapped_and_a_second_push_change
         .start_klaviyo_sandbox(account())
         .await
         .expect("Klaviyo sandbox");
-    env.add_klaviyo_destination(
-        DESTINATION,
+    let mut keys = options.to_vec();
+    keys.push(("poll_interval_ms", "50"));
+    env.add_klaviyo_destination(DESTINATION, &keys);
+    (env, commercetools, klaviyo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_pushed_in_order_lands_exactly_mapped_and_a_second_push_changes_nothing() {
+    init_logging();
+    let spec = project();
+    let (mut env, commercetools, klaviyo) = environment(
+        &spec,
         &[
             ("preferred_locale", LOCALE),
             ("preferred_currency", CURRENCY),
             ("product_url_template", TEMPLATE),
-            ("poll_interval_ms", "50"),
         ],
-    );
+    )
+    .await;
     // Incremental pushes below read exactly what changed: no lookback, no lag.
     env.set_connector_setting("commercetools", "lookback_seconds", "0");
     env.set_connector_setting("commercetools", "lag_seconds", "0");
@@ -678,26 +691,14 @@ async fn the_plugins_api_drives_the_sync_lock_order_partial_imports_and_delete_a
         products: 60,
         ..CommercetoolsDataSpec::default()
     };
-    let mut env = TestEnv::new().await.expect("test environment");
-    let commercetools = env
-        .start_commercetools_sandbox(CommercetoolsConfig {
-            data: spec.clone(),
-            ..CommercetoolsConfig::default()
-        })
-        .await
-        .expect("commercetools sandbox");
-    let klaviyo = env
-        .start_klaviyo_sandbox(account())
-        .await
-        .expect("Klaviyo sandbox");
-    env.add_klaviyo_destination(
-        DESTINATION,
+    let (mut env, commercetools, klaviyo) = environment(
+        &spec,
         &[
             ("preferred_locale", LOCALE),
             ("product_url_template", TEMPLATE),
-            ("poll_interval_ms", "50"),
         ],
-    );
+    )
+    .await;
     let api = env.enable_sync_api(DESTINATION).expect("sync API port");
     env.start_pipeline(2);
 
