@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sluice_contracts::Mode;
 use sluice_e2e::{ConnectorRun, TestEnv, init_logging, run_connector};
-use sluice_sandbox::commercetools::{CommercetoolsConfig, CommercetoolsDataSpec, Resource};
+use sluice_sandbox::commercetools::{
+    CommercetoolsConfig, CommercetoolsDataSpec, DEFAULT_PROJECT_KEY, Resource,
+};
 use sluice_sandbox::klaviyo::{JobTiming, KlaviyoConfig, KlaviyoDataSpec, WrittenSnapshot};
 use sluice_store::ledger::JobReport;
 
@@ -472,12 +474,16 @@ async fn a_project_pushed_in_order_lands_exactly_mapped_and_a_second_push_change
         .iter()
         .map(|v| v.as_str().expect("an id").to_string())
         .collect();
-    let at_bookmark: Vec<String> = sluice_sandbox::commercetools::ids(&spec, Resource::Customers)
+    // Generated once: `sluice_sandbox::commercetools::resource` generates the project anew
+    // on every call.
+    let generated = sluice_sandbox::commercetools::Project::generate(DEFAULT_PROJECT_KEY, &spec)
+        .expect("the project");
+    let at_bookmark: Vec<String> = generated
+        .ids(Resource::Customers)
         .into_iter()
         .filter(|id| !touched.contains(id))
         .filter(|id| {
-            let c = sluice_sandbox::commercetools::resource(&spec, Resource::Customers, id)
-                .expect("a customer");
+            let c = generated.get(Resource::Customers, id).expect("a customer");
             let modified = c["lastModifiedAt"].as_str().expect("lastModifiedAt");
             DateTime::parse_from_rfc3339(modified)
                 .expect("lastModifiedAt")
