@@ -400,6 +400,13 @@ impl TestEnv {
                 .push((format!("{prefix}{}", key.to_uppercase()), value.to_string()));
         }
         self.settings.destinations.insert(name.to_string(), section);
+        // A destination called `klaviyo` would turn the planner's sync API on at its fixed
+        // default port, which parallel tests share: on only through `enable_sync_api`.
+        if self.settings.sync_api.enabled.is_none() {
+            self.settings.sync_api.enabled = Some(false);
+            self.extra_env
+                .push(("SLUICE__SYNC_API__ENABLED".to_string(), "false".to_string()));
+        }
     }
 
     /// Starts a planner in this process.
