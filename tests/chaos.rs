@@ -432,6 +432,9 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                     ("poll_interval_ms", "50"),
                 ],
             );
+            // A Klaviyo destination turns the sync API on: a free port, not the plugin's
+            // 6779 (taken by anything else on the box, the planner would exit).
+            env.enable_sync_api(SYNC_DESTINATION)?;
             Ok(Prepared {
                 env,
                 // Known from the fault-free push (see `run`).
