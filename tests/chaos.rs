@@ -13,18 +13,25 @@
 //! ```
 //!
 //! - `SLUICE_CHAOS_RUNS` (default 20): how many runs; run `i` uses seed `SLUICE_CHAOS_SEED + i`.
-//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. A seed `5k + 1` loads Klaviyo events,
-//!   `5k + 3` the orders of a generated commercetools project (8,000 orders and their line
-//!   items, with 502s, 503s, dropped connections and truncated bodies), `5k + 4` a
+//! - `SLUICE_CHAOS_SEED` (default 1): the first seed. A seed `6k + 1` loads Klaviyo events,
+//!   `6k + 3` the orders of a generated commercetools project (8,000 orders and their line
+//!   items, with 502s, 503s, dropped connections and truncated bodies), `6k + 4` a
 //!   generated What Drops Now catalogue (the same faults, under the API's real limit of 5
 //!   concurrent requests; besides the content, the offers answers may exceed one per product
 //!   only by the tasks a killed fetcher held, the answers a fault spoiled and one outbox
-//!   batch per killed loader or planner: a restarted run fetches only what was missing); `5k` a generated Sailthru export into
-//!   Postgres, `5k + 2` the same into a Redshift stand-in, where the first loader also
+//!   batch per killed loader or planner: a restarted run fetches only what was missing); `6k` a generated Sailthru export into
+//!   Postgres, `6k + 2` the same into a Redshift stand-in, where the first loader also
 //!   aborts right after its N-th write into Redshift and before the ledger settles it (N
-//!   drawn from the seed: the one crash point of the outside-destination protocol). The
-//!   seed fixes the schedule, so `SLUICE_CHAOS_SEED=<seed> SLUICE_CHAOS_RUNS=1` replays one
-//!   run.
+//!   drawn from the seed: the one crash point of the outside-destination protocol); `6k + 5`
+//!   the commercetools → Klaviyo sync (`docs/klaviyo-sync.md`): a generated project (30
+//!   categories, 150 products, 300 customers, 1,500 orders) pushed in order — categories,
+//!   products, customers, orders, one job each — into the Klaviyo emulator answering 5 %
+//!   5xx, dropping 2 % of connections and throwing a 429 burst, the kills landing anywhere
+//!   in the four jobs; the emulator's final state (profiles by `external_id`, events by
+//!   metric and `$event_id`, catalog objects by id, without the ids and times the emulator
+//!   assigns) must equal a fault-free push's, and each job's ledger must count the rows
+//!   loaded and rejected of the fault-free push. The seed fixes the schedule, so
+//!   `SLUICE_CHAOS_SEED=<seed> SLUICE_CHAOS_RUNS=1` replays one run.
 //!
 //! It prints one line per run (seed, source, the kills that happened, the result) and a last
 //! line `chaos: N passed, M failed`, and fails if any run failed.
@@ -44,7 +51,9 @@ use sluice_e2e::{
 use sluice_sandbox::commercetools::{
     CommercetoolsConfig, CommercetoolsDataSpec, DEFAULT_PROJECT_KEY, Project, Resource,
 };
-use sluice_sandbox::klaviyo::{FaultConfig, KlaviyoConfig, KlaviyoDataSpec, event_ids, metric_id};
+use sluice_sandbox::klaviyo::{
+    FaultConfig, JobTiming, KlaviyoConfig, KlaviyoDataSpec, WrittenSnapshot, event_ids, metric_id,
+};
 use sluice_sandbox::wdn::{NAMED_BRANDS, WdnConfig, WdnDataSpec, WdnStats};
 use uuid::Uuid;
 
@@ -66,18 +75,21 @@ enum Source {
     Commercetools,
     /// A generated What Drops Now catalogue, with API faults.
     Wdn,
+    /// A generated commercetools project pushed into Klaviyo, with Klaviyo faults.
+    KlaviyoSync,
 }
 
 impl Source {
-    /// Seeds `5k + 1` load Klaviyo, `5k + 3` commercetools, `5k + 4` WDN, `5k` Sailthru
-    /// into Postgres, `5k + 2` into Redshift.
+    /// Seeds `6k + 1` load Klaviyo, `6k + 3` commercetools, `6k + 4` WDN, `6k` Sailthru
+    /// into Postgres, `6k + 2` into Redshift, `6k + 5` sync commercetools into Klaviyo.
     fn of(seed: u64) -> Self {
-        match seed % 5 {
+        match seed % 6 {
             2 => Self::SailthruRedshift,
             0 => Self::Sailthru,
             1 => Self::Klaviyo,
             3 => Self::Commercetools,
-            _ => Self::Wdn,
+            4 => Self::Wdn,
+            _ => Self::KlaviyoSync,
         }
     }
 
@@ -150,7 +162,7 @@ impl Scenario {
                 action: Action::Kill { service, down },
             });
         }
-        if source == Source::Klaviyo {
+        if matches!(source, Source::Klaviyo | Source::KlaviyoSync) {
             steps.push(Step {
                 at: At::Rows((total_rows as f64 * rng.random_range(0.1..0.8)) as i64),
                 action: Action::Throttle {
@@ -215,6 +227,8 @@ fn tables(source: Source) -> Vec<String> {
             "commercetools.order_line_items".to_string(),
         ],
         Source::Wdn => WDN_TABLES.iter().map(|t| (*t).to_string()).collect(),
+        // Its content is the Klaviyo emulator's state, not a table.
+        Source::KlaviyoSync => Vec::new(),
     }
 }
 
@@ -250,6 +264,8 @@ struct Prepared {
     redshift: Option<sluice_store::Pool>,
     /// WDN runs: the API's base URL and the offers requests a fault-free run makes.
     wdn: Option<(String, u64)>,
+    /// Klaviyo sync runs: the jobs are the pushes of [`SYNC_STREAMS`] into Klaviyo.
+    sync: bool,
 }
 
 async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<Prepared> {
@@ -276,6 +292,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 sandbox: None,
                 redshift,
                 wdn: None,
+                sync: false,
             })
         }
         Source::Commercetools => {
@@ -315,6 +332,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 sandbox: None,
                 redshift: None,
                 wdn: None,
+                sync: false,
             })
         }
         Source::Klaviyo => {
@@ -339,6 +357,7 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 sandbox: Some(sandbox),
                 redshift: None,
                 wdn: None,
+                sync: false,
             })
         }
         Source::Wdn => {
@@ -372,9 +391,224 @@ async fn prepare(source: Source, faults: Option<FaultConfig>) -> anyhow::Result<
                 sandbox: None,
                 redshift: None,
                 wdn: Some((base, truth.product_requests)),
+                sync: false,
+            })
+        }
+        Source::KlaviyoSync => {
+            env.start_commercetools_sandbox(CommercetoolsConfig {
+                data: sync_project(),
+                ..CommercetoolsConfig::default()
+            })
+            .await?;
+            let sandbox = env
+                .start_klaviyo_sandbox(KlaviyoConfig {
+                    data: KlaviyoDataSpec {
+                        seed: 31,
+                        profiles: 5,
+                        events_per_metric: 5,
+                        ..KlaviyoDataSpec::default()
+                    },
+                    // The destination paces itself by the tiers; the emulator's own limiter
+                    // would only add waits. Its 429s come from the throttle bursts.
+                    rate_limit_scale: None,
+                    faults: faults.unwrap_or_default(),
+                    jobs: JobTiming {
+                        queued_ms: 40,
+                        processing_ms: 60,
+                        cancelled_share: 0.0,
+                    },
+                    ..KlaviyoConfig::default()
+                })
+                .await?;
+            env.add_klaviyo_destination(
+                SYNC_DESTINATION,
+                &[
+                    ("preferred_locale", "en-GB"),
+                    ("preferred_currency", "EUR"),
+                    (
+                        "product_url_template",
+                        "https://shop.example/products/{{productSlug}}",
+                    ),
+                    ("poll_interval_ms", "50"),
+                ],
+            );
+            // A Klaviyo destination turns the sync API on: a free port, not the plugin's
+            // 6779 (taken by anything else on the box, the planner would exit).
+            env.enable_sync_api(SYNC_DESTINATION)?;
+            Ok(Prepared {
+                env,
+                // Known from the fault-free push (see `run`).
+                total: 0,
+                expected: BTreeMap::new(),
+                sailthru_url: None,
+                sandbox: Some(sandbox),
+                redshift: None,
+                wdn: None,
+                sync: true,
             })
         }
     }
+}
+
+/// The Klaviyo destination of sync runs.
+const SYNC_DESTINATION: &str = "klaviyo";
+/// The documented order of a first push (`docs/klaviyo-sync.md`, "Order of imports").
+const SYNC_STREAMS: [&str; 4] = ["categories", "products", "customers", "orders"];
+/// The key of [`Truth`] holding a sync's final Klaviyo state (the others are its streams).
+const SYNC_STATE: &str = "klaviyo state";
+
+/// The generated commercetools project every sync run pushes into Klaviyo.
+fn sync_project() -> CommercetoolsDataSpec {
+    CommercetoolsDataSpec {
+        seed: 6,
+        customers: 300,
+        orders: 1_500,
+        categories: 30,
+        products: 150,
+        ..CommercetoolsDataSpec::default()
+    }
+}
+
+/// 2.5 % 500s, 2.5 % 503s and 2 % dropped connections on every Klaviyo request (the 429
+/// bursts are scheduled steps).
+fn sync_faults(seed: u64) -> FaultConfig {
+    FaultConfig {
+        seed,
+        error_500_share: 0.025,
+        error_503_share: 0.025,
+        drop_share: 0.02,
+        ..FaultConfig::default()
+    }
+}
+
+/// What the emulator holds after a sync, without what it assigns itself (profile, event and
+/// metric ids, created/updated times, counters, jobs): profiles by `external_id` (or email)
+/// with their attributes, events by `<metric>:<$event_id>` with time, properties (value
+/// included) and their profile's `external_id`/email, catalog objects by id with attributes,
+/// item and categories.
+fn sync_state(state: &WrittenSnapshot) -> serde_json::Value {
+    fn strip(attributes: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+        let mut a = attributes.clone();
+        for assigned in ["created", "updated", "last_event_date"] {
+            a.remove(assigned);
+        }
+        serde_json::Value::Object(a)
+    }
+    let who = |attributes: &serde_json::Map<String, serde_json::Value>| {
+        attributes
+            .get("external_id")
+            .filter(|v| !v.is_null())
+            .or_else(|| attributes.get("email"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    let profile_of: BTreeMap<&str, String> = state
+        .profiles
+        .iter()
+        .map(|p| (p.id.as_str(), who(&p.attributes)))
+        .collect();
+    let profiles: BTreeMap<String, serde_json::Value> = state
+        .profiles
+        .iter()
+        .map(|p| (who(&p.attributes), strip(&p.attributes)))
+        .collect();
+    let events: BTreeMap<String, serde_json::Value> = state
+        .events
+        .iter()
+        .map(|e| {
+            let unique = e.event_properties["$event_id"].as_str().unwrap_or("?");
+            (
+                format!("{}:{unique}", e.metric),
+                json!({
+                    "time": e.timestamp,
+                    "properties": e.event_properties,
+                    "profile": profile_of.get(e.profile_id.as_str()),
+                }),
+            )
+        })
+        .collect();
+    let catalog = |objects: &[sluice_sandbox::klaviyo::WrittenResource]| {
+        objects
+            .iter()
+            .map(|o| {
+                (
+                    o.id.clone(),
+                    json!({
+                        "attributes": strip(&o.attributes),
+                        "item": o.item_id,
+                        "categories": o.category_ids,
+                    }),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    json!({
+        "profiles": profiles,
+        // Two events under one key would be a duplicate the emulator failed to drop.
+        "event_count": state.events.len(),
+        "events": events,
+        "catalog_categories": catalog(&state.catalog_categories),
+        "catalog_items": catalog(&state.catalog_items),
+        "catalog_variants": catalog(&state.catalog_variants),
+    })
+}
+
+/// Where two [`sync_state`]s differ: the first few keys, per kind.
+fn state_difference(want: &serde_json::Value, got: &serde_json::Value) -> String {
+    let mut out = Vec::new();
+    for (kind, w) in want.as_object().into_iter().flatten() {
+        let g = &got[kind];
+        match (w.as_object(), g.as_object()) {
+            (Some(w), Some(g)) => {
+                let missing: Vec<&String> = w.keys().filter(|k| !g.contains_key(*k)).collect();
+                let extra: Vec<&String> = g.keys().filter(|k| !w.contains_key(*k)).collect();
+                let changed: Vec<&String> = w
+                    .iter()
+                    .filter(|(k, v)| g.get(*k).is_some_and(|gv| gv != *v))
+                    .map(|(k, _)| k)
+                    .collect();
+                if !missing.is_empty() || !extra.is_empty() || !changed.is_empty() {
+                    let first = changed
+                        .first()
+                        .map(|k| format!(" (first: {k}: want {} got {})", w[*k], g[*k]));
+                    out.push(format!(
+                        "{kind}: {} missing {:?}, {} extra {:?}, {} changed{}",
+                        missing.len(),
+                        missing.iter().take(3).collect::<Vec<_>>(),
+                        extra.len(),
+                        extra.iter().take(3).collect::<Vec<_>>(),
+                        changed.len(),
+                        first.unwrap_or_default()
+                    ));
+                }
+            }
+            _ if w != g => out.push(format!("{kind}: want {w}, got {g}")),
+            _ => {}
+        }
+    }
+    out.join("; ")
+}
+
+async fn written(sandbox: &str) -> anyhow::Result<WrittenSnapshot> {
+    Ok(reqwest::get(format!("{sandbox}/klaviyo/_admin/written"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// Requests the push of `stream` into the sync destination.
+async fn request_sync(env: &TestEnv, stream: &str) -> anyhow::Result<Uuid> {
+    env.request_job_into(
+        "commercetools",
+        stream,
+        "default",
+        json!({}),
+        sluice_contracts::Mode::Full,
+        SYNC_DESTINATION,
+    )
+    .await
 }
 
 /// The generated commercetools project every commercetools run loads the orders of.
@@ -472,8 +706,15 @@ async fn request(p: &Prepared) -> anyhow::Result<Uuid> {
     }
 }
 
-/// Waits for `at`; `Ok(false)` when the job ended first.
-async fn reached(env: &TestEnv, job: Uuid, started: Instant, at: At) -> anyhow::Result<bool> {
+/// Waits for `at` (rows counted from `base`, the rows of the run's earlier jobs);
+/// `Ok(false)` when the job ended first.
+async fn reached(
+    env: &TestEnv,
+    job: Uuid,
+    started: Instant,
+    at: At,
+    base: i64,
+) -> anyhow::Result<bool> {
     loop {
         let report = env.report(job).await?;
         if report.summary.state.is_terminal() {
@@ -481,7 +722,7 @@ async fn reached(env: &TestEnv, job: Uuid, started: Instant, at: At) -> anyhow::
         }
         let due = match at {
             At::Millis(ms) => started.elapsed() >= Duration::from_millis(ms),
-            At::Rows(n) => report.summary.rows_loaded >= n,
+            At::Rows(n) => base + report.summary.rows_loaded >= n,
         };
         if due {
             return Ok(true);
@@ -528,16 +769,7 @@ async fn verify(p: &Prepared, job: Uuid, truth: &Truth) -> anyhow::Result<()> {
         report.summary.rows_loaded,
         p.total
     );
-    let client = p.env.pool.get().await?;
-    let locks: i64 = client
-        .query_one(
-            "SELECT count(*) FROM sluice.locks WHERE job_id = $1",
-            &[&job],
-        )
-        .await?
-        .get(0);
-    ensure!(locks == 0, "the stream lock is still held");
-    Ok(())
+    lock_released(&p.env, job).await
 }
 
 /// A fault-free load of `source`: the content every chaos run must reproduce.
@@ -545,6 +777,30 @@ async fn reference(source: Source) -> anyhow::Result<Truth> {
     let mut p = prepare(source, None).await?;
     for name in ["planner", "fetcher", "fetcher", "loader"] {
         spawn(&mut p.env, name)?;
+    }
+    if p.sync {
+        let mut truth = Truth::new();
+        for stream in SYNC_STREAMS {
+            let job = request_sync(&p.env, stream).await?;
+            let report = p.env.wait_job(job, JOB_TIMEOUT).await?;
+            ensure!(
+                report.summary.state == "succeeded",
+                "the fault-free {stream} push ended {}: {report:?}",
+                report.summary.state
+            );
+            truth.insert(
+                stream.to_string(),
+                (
+                    format!("{} rejected", report.summary.rows_rejected),
+                    report.summary.rows_loaded,
+                ),
+            );
+        }
+        let sandbox = p.sandbox.clone().context("a sync without Klaviyo")?;
+        let state = sync_state(&written(&sandbox).await?);
+        truth.insert(SYNC_STATE.to_string(), (state.to_string(), 0));
+        p.env.teardown().await?;
+        return Ok(truth);
     }
     let job = request(&p).await?;
     let report = p.env.wait_job(job, JOB_TIMEOUT).await?;
@@ -572,15 +828,18 @@ async fn reference(source: Source) -> anyhow::Result<Truth> {
 async fn run(seed: u64, truth: &Truth) -> (Vec<String>, anyhow::Result<()>) {
     let mut log = Vec::new();
     let source = Source::of(seed);
-    let faults = matches!(
-        source,
-        Source::Klaviyo | Source::Commercetools | Source::Wdn
-    )
-    .then(|| klaviyo_faults(seed, 0.0));
+    let faults = match source {
+        Source::Klaviyo | Source::Commercetools | Source::Wdn => Some(klaviyo_faults(seed, 0.0)),
+        Source::KlaviyoSync => Some(sync_faults(seed)),
+        Source::Sailthru | Source::SailthruRedshift => None,
+    };
     let mut p = match prepare(source, faults.clone()).await {
         Ok(p) => p,
         Err(e) => return (log, Err(e)),
     };
+    if p.sync {
+        p.total = SYNC_STREAMS.iter().map(|s| truth[*s].1).sum();
+    }
     let scenario = Scenario::new(seed, p.total);
     let result = follow(&mut p, &scenario, faults, &mut log, truth).await;
     let result = match result {
@@ -597,6 +856,163 @@ async fn run(seed: u64, truth: &Truth) -> (Vec<String>, anyhow::Result<()>) {
     (log, result)
 }
 
+/// The spawned services of a run (their [`TestEnv::spawn`] slots).
+struct Services {
+    planner: usize,
+    fetchers: [usize; 2],
+    loader: usize,
+}
+
+/// Carries out one step's action during `job`; `base` is the rows loaded by the run's
+/// earlier jobs (for the log).
+async fn apply(
+    p: &mut Prepared,
+    services: &mut Services,
+    action: Action,
+    faults: &Option<FaultConfig>,
+    (job, base): (Uuid, i64),
+    started: Instant,
+    log: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    match action {
+        Action::Kill { service, down } => {
+            let slot = match service {
+                Service::Planner => &mut services.planner,
+                Service::Fetcher(i) => &mut services.fetchers[i],
+                Service::Loader => &mut services.loader,
+            };
+            p.env.kill(*slot)?;
+            let rows = base + p.env.report(job).await?.summary.rows_loaded;
+            log.push(format!(
+                "kill {service:?} at {:.1}s/{rows} rows, down {:.1}s",
+                started.elapsed().as_secs_f64(),
+                down.as_secs_f64()
+            ));
+            tokio::time::sleep(down).await;
+            let name = match service {
+                Service::Planner => "planner",
+                Service::Fetcher(_) => "fetcher",
+                Service::Loader => "loader",
+            };
+            *slot = spawn(&mut p.env, name)?;
+        }
+        Action::Throttle { seconds } => {
+            let sandbox = p
+                .sandbox
+                .as_deref()
+                .context("throttling without a sandbox")?;
+            let base = faults.clone().unwrap_or_default();
+            reqwest::Client::new()
+                .post(format!("{sandbox}/klaviyo/_admin/faults"))
+                .json(&FaultConfig {
+                    throttle_seconds: seconds,
+                    ..base
+                })
+                .send()
+                .await?
+                .error_for_status()?;
+            log.push(format!(
+                "429 for {seconds:.1}s at {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn lock_released(env: &TestEnv, job: Uuid) -> anyhow::Result<()> {
+    let locks: i64 = env
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM sluice.locks WHERE job_id = $1",
+            &[&job],
+        )
+        .await?
+        .get(0);
+    ensure!(locks == 0, "the stream lock of job {job} is still held");
+    Ok(())
+}
+
+/// A sync run: the four pushes one after the other, the schedule's steps landing in
+/// whichever push is under way when their time or row count (over all four) comes.
+async fn follow_sync(
+    p: &mut Prepared,
+    scenario: &Scenario,
+    faults: Option<FaultConfig>,
+    log: &mut Vec<String>,
+    truth: &Truth,
+) -> anyhow::Result<()> {
+    let mut services = Services {
+        planner: spawn(&mut p.env, "planner")?,
+        fetchers: [spawn(&mut p.env, "fetcher")?, spawn(&mut p.env, "fetcher")?],
+        loader: spawn(&mut p.env, "loader")?,
+    };
+    let started = Instant::now();
+    let mut steps = scenario.steps.iter().peekable();
+    let mut base = 0;
+    for stream in SYNC_STREAMS {
+        let job = request_sync(&p.env, stream).await?;
+        while let Some(step) = steps.peek() {
+            if !reached(&p.env, job, started, step.at, base).await? {
+                break;
+            }
+            apply(
+                p,
+                &mut services,
+                step.action,
+                &faults,
+                (job, base),
+                started,
+                log,
+            )
+            .await?;
+            steps.next();
+        }
+        let report = p.env.wait_job(job, JOB_TIMEOUT).await?;
+        ensure!(
+            report.summary.state == "succeeded",
+            "the {stream} push ended {}: {:?}; failed tasks {:?}",
+            report.summary.state,
+            report.summary.error,
+            report.failed_tasks
+        );
+        let (rejected, rows) = &truth[stream];
+        ensure!(
+            report.summary.rows_loaded == *rows,
+            "the ledger counts {} loaded rows of the {stream} push, the fault-free push {rows}: a part was lost or loaded twice",
+            report.summary.rows_loaded
+        );
+        ensure!(
+            &format!("{} rejected", report.summary.rows_rejected) == rejected,
+            "the {stream} push: {} rejected, the fault-free push {rejected}: {:?}",
+            report.summary.rows_rejected,
+            report.rejected
+        );
+        lock_released(&p.env, job).await?;
+        base += report.summary.rows_loaded;
+    }
+    for step in steps {
+        log.push(format!("the pushes ended before {:?}", step.at));
+    }
+    let sandbox = p.sandbox.clone().context("a sync run without Klaviyo")?;
+    let got = sync_state(&written(&sandbox).await?);
+    let want: serde_json::Value = serde_json::from_str(&truth[SYNC_STATE].0)?;
+    ensure!(
+        got == want,
+        "Klaviyo's state differs from a fault-free push: {}",
+        state_difference(&want, &got)
+    );
+    let stats = klaviyo_stats(&sandbox).await?;
+    log.push(format!(
+        "sandbox: {} faults, {} throttled of {} requests; {base} rows",
+        stats["total"]["faults"], stats["total"]["throttled"], stats["total"]["total"]
+    ));
+    log.push(format!("done in {:.1}s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
 async fn follow(
     p: &mut Prepared,
     scenario: &Scenario,
@@ -604,10 +1020,13 @@ async fn follow(
     log: &mut Vec<String>,
     truth: &Truth,
 ) -> anyhow::Result<()> {
-    let mut planner = spawn(&mut p.env, "planner")?;
-    let mut fetchers = [spawn(&mut p.env, "fetcher")?, spawn(&mut p.env, "fetcher")?];
+    if p.sync {
+        return follow_sync(p, scenario, faults, log, truth).await;
+    }
+    let planner = spawn(&mut p.env, "planner")?;
+    let fetchers = [spawn(&mut p.env, "fetcher")?, spawn(&mut p.env, "fetcher")?];
     let started = Instant::now();
-    let (mut loader, job) = match scenario.crash_after_write {
+    let (loader, job) = match scenario.crash_after_write {
         Some(n) => {
             let mut vars = service_env("loader");
             let n = n.to_string();
@@ -638,54 +1057,26 @@ async fn follow(
         }
         None => (spawn(&mut p.env, "loader")?, request(p).await?),
     };
+    let mut services = Services {
+        planner,
+        fetchers,
+        loader,
+    };
     for step in &scenario.steps {
-        if !reached(&p.env, job, started, step.at).await? {
+        if !reached(&p.env, job, started, step.at, 0).await? {
             log.push(format!("job ended before {:?}", step.at));
             break;
         }
-        match step.action {
-            Action::Kill { service, down } => {
-                let slot = match service {
-                    Service::Planner => &mut planner,
-                    Service::Fetcher(i) => &mut fetchers[i],
-                    Service::Loader => &mut loader,
-                };
-                p.env.kill(*slot)?;
-                let rows = p.env.report(job).await?.summary.rows_loaded;
-                log.push(format!(
-                    "kill {service:?} at {:.1}s/{rows} rows, down {:.1}s",
-                    started.elapsed().as_secs_f64(),
-                    down.as_secs_f64()
-                ));
-                tokio::time::sleep(down).await;
-                let name = match service {
-                    Service::Planner => "planner",
-                    Service::Fetcher(_) => "fetcher",
-                    Service::Loader => "loader",
-                };
-                *slot = spawn(&mut p.env, name)?;
-            }
-            Action::Throttle { seconds } => {
-                let sandbox = p
-                    .sandbox
-                    .as_deref()
-                    .context("throttling without a sandbox")?;
-                let base = faults.clone().unwrap_or_default();
-                reqwest::Client::new()
-                    .post(format!("{sandbox}/klaviyo/_admin/faults"))
-                    .json(&FaultConfig {
-                        throttle_seconds: seconds,
-                        ..base
-                    })
-                    .send()
-                    .await?
-                    .error_for_status()?;
-                log.push(format!(
-                    "429 for {seconds:.1}s at {:.1}s",
-                    started.elapsed().as_secs_f64()
-                ));
-            }
-        }
+        apply(
+            p,
+            &mut services,
+            step.action,
+            &faults,
+            (job, 0),
+            started,
+            log,
+        )
+        .await?;
     }
     verify(p, job, truth).await?;
     if let Some((base, needed)) = &p.wdn {
