@@ -26,8 +26,7 @@ use sluice_broker::{
     ATTEMPTS_HEADER, Broker, ERROR_HEADER, Grouping, Headers, Route, first_death, header_str,
 };
 use sluice_contracts::{
-    ControlAction, ControlMessage, FetchTask, JobRequest, MESSAGE_VERSION, Message, Outcome,
-    RecordBatch, Settings, TaskOutcome,
+    ControlMessage, FetchTask, JobRequest, Message, Outcome, RecordBatch, Settings, TaskOutcome,
 };
 use sluice_destinations::{Destination, Destinations};
 use sluice_service::health::Health;
@@ -539,8 +538,8 @@ impl Ctx {
     /// the plugin's users expect it, besides `sluicectl jobs show` and `GET /sync/status`.
     async fn log_job_end(&self, job_id: Uuid, state: ledger::JobState) {
         let summary = match self.pool.get().await {
-            Ok(client) => match ledger::job_report(&**client, job_id).await {
-                Ok(Some(report)) => ledger::sync_summary(&**client, &report.summary).await.ok(),
+            Ok(client) => match ledger::job_summary(&**client, job_id).await {
+                Ok(Some(job)) => ledger::sync_summary(&**client, &job).await.ok(),
                 _ => None,
             },
             Err(_) => None,
@@ -576,11 +575,7 @@ impl Ctx {
         };
         match state {
             Ok(Some(ledger::JobState::Cancelled)) => {
-                let message = ControlMessage {
-                    v: MESSAGE_VERSION,
-                    job_id,
-                    action: ControlAction::Cancel,
-                };
+                let message = ControlMessage::cancel(job_id);
                 match self.broker.broadcast(&message).await {
                     Ok(()) => {
                         info!(%job_id, "a cancelled job's part arrived; cancel broadcast again")

@@ -33,8 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sluice_broker::{Broker, Headers, Route};
 use sluice_contracts::{
-    ControlAction, ControlMessage, JobRequest, MESSAGE_VERSION, Mode, Settings,
-    config::SyncApiSettings,
+    ControlMessage, JobRequest, MESSAGE_VERSION, Mode, Settings, config::SyncApiSettings,
 };
 use sluice_store::Pool;
 use sluice_store::ledger::{self, CancelResult, JobState};
@@ -432,12 +431,12 @@ async fn start_sync(State(api): State<Api>, Path(segment): Path<String>, body: B
     let deadline = tokio::time::Instant::now() + PLANNING_WAIT;
     loop {
         let report = match api.pool.get().await {
-            Ok(client) => ledger::job_report(&**client, request.job_id).await,
+            Ok(client) => ledger::job_summary(&**client, request.job_id).await,
             Err(e) => return internal(&e.into()),
         };
         match report {
-            Ok(Some(r)) if r.summary.state == JobState::Failed => {
-                let error = r.summary.error.unwrap_or_default();
+            Ok(Some(job)) if job.state == JobState::Failed => {
+                let error = job.error.unwrap_or_default();
                 if error.contains("already has a running job") {
                     return already();
                 }
@@ -446,7 +445,7 @@ async fn start_sync(State(api): State<Api>, Path(segment): Path<String>, body: B
                 }
                 return message(StatusCode::BAD_REQUEST, error);
             }
-            Ok(Some(r)) if r.summary.state != JobState::Queued => break,
+            Ok(Some(job)) if job.state != JobState::Queued => break,
             Ok(_) => {}
             Err(e) => return internal(&e.into()),
         }
@@ -485,13 +484,7 @@ async fn stop_sync(State(api): State<Api>, Path(segment): Path<String>) -> Respo
     // Fetchers drop the job's tasks at once on the control broadcast; the ledger's cancel
     // alone already keeps anything more from being settled.
     if let Some(broker) = api.broker()
-        && let Err(e) = broker
-            .broadcast(&ControlMessage {
-                v: MESSAGE_VERSION,
-                job_id: job,
-                action: ControlAction::Cancel,
-            })
-            .await
+        && let Err(e) = broker.broadcast(&ControlMessage::cancel(job)).await
     {
         warn!(%job, error = %e, "the cancel broadcast failed; fetchers learn of it from the ledger");
     }
@@ -517,9 +510,9 @@ async fn status_body(api: &Api) -> anyhow::Result<Value> {
     let mut out = serde_json::Map::new();
     for kind in SyncKind::ALL {
         let running = match api.running(kind).await? {
-            Some(job) => ledger::job_report(&**client, job)
+            Some(job) => ledger::job_summary(&**client, job)
                 .await?
-                .map(|r| serde_json::to_value(&r.summary))
+                .map(serde_json::to_value)
                 .transpose()?,
             None => None,
         };

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sluice_broker::Broker;
-use sluice_contracts::{ControlAction, ControlMessage, MESSAGE_VERSION, Settings};
+use sluice_contracts::{ControlMessage, Settings};
 use sluice_store::Pool;
 use sluice_store::ledger::{self, CancelResult, JobReport};
 use uuid::Uuid;
@@ -137,13 +137,7 @@ pub(crate) async fn jobs(settings: &Settings, cmd: JobsCommand) -> anyhow::Resul
         JobsCommand::Cancel { id } => match ledger::cancel_job(&pool, id).await? {
             CancelResult::Cancelled => {
                 let broker = Broker::connect(&settings.amqp, "sluicectl").await?;
-                broker
-                    .broadcast(&ControlMessage {
-                        v: MESSAGE_VERSION,
-                        job_id: id,
-                        action: ControlAction::Cancel,
-                    })
-                    .await?;
+                broker.broadcast(&ControlMessage::cancel(id)).await?;
                 broker.close().await;
                 println!("cancelled job {id}");
                 Ok(ExitCode::SUCCESS)

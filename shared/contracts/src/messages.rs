@@ -423,6 +423,17 @@ pub struct ControlMessage {
     pub action: ControlAction,
 }
 
+impl ControlMessage {
+    /// "Cancel `job_id`": fetchers drop its tasks at once.
+    pub fn cancel(job_id: Uuid) -> Self {
+        Self {
+            v: MESSAGE_VERSION,
+            job_id,
+            action: ControlAction::Cancel,
+        }
+    }
+}
+
 impl Message for ControlMessage {
     const KIND: &'static str = "ControlMessage";
     fn version(&self) -> u32 {

@@ -81,6 +81,21 @@ pub async fn list_jobs(
     Ok(rows.iter().map(summary).collect())
 }
 
+/// The summary line of one job (one query; [`job_report`] has the rest), or `None`.
+///
+/// # Errors
+/// Database errors.
+pub async fn job_summary(
+    client: &impl GenericClient,
+    job_id: Uuid,
+) -> Result<Option<JobSummary>, StoreError> {
+    let row = client
+        .query_opt(&format!("{SUMMARY_SQL} WHERE j.id = $1"), &[&job_id])
+        .await
+        .context(|| format!("reading job {job_id}"))?;
+    Ok(row.as_ref().map(summary))
+}
+
 /// Everything `sluicectl jobs show` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobReport {
@@ -143,14 +158,9 @@ pub async fn job_report(
     client: &impl GenericClient,
     job_id: Uuid,
 ) -> Result<Option<JobReport>, StoreError> {
-    let Some(row) = client
-        .query_opt(&format!("{SUMMARY_SQL} WHERE j.id = $1"), &[&job_id])
-        .await
-        .context(|| format!("reading job {job_id}"))?
-    else {
+    let Some(summary) = job_summary(client, job_id).await? else {
         return Ok(None);
     };
-    let summary = summary(&row);
     let extra = client
         .query_one(
             "SELECT mode, params, warnings FROM sluice.jobs WHERE id = $1",
