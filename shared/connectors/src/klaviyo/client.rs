@@ -77,11 +77,12 @@ pub struct Client {
     limiters: Arc<Limiters>,
 }
 
-/// A JSON:API document and its next page.
+/// A JSON:API document and its next page. `D` is how a resource of `data` is read: a JSON
+/// value ([`decode`]), or a row already (`events_page::decode`).
 #[derive(Debug)]
-pub struct Page {
+pub struct Page<D = Value> {
     /// The document's `data` array (a single resource is wrapped into one).
-    pub data: Vec<Value>,
+    pub data: Vec<D>,
     /// The document's `included` resources.
     pub included: Vec<Value>,
     /// `links.next` as path and query relative to the base URL (`/api/events?page%5B…`).
@@ -213,7 +214,22 @@ impl Client {
     /// # Errors
     /// See the module documentation.
     pub async fn get(&self, tier: Tier, rel: &str) -> Result<Page, ConnectorError> {
-        self.send(tier, rel, None).await
+        self.send(tier, rel, None, &decode).await
+    }
+
+    /// [`Client::get`] with the page's body read by `decode` (a typed reader, such as
+    /// `events_page::decode`) instead of the generic [`decode`].
+    ///
+    /// # Errors
+    /// See the module documentation; a body `decode` refuses is a transient error, as in
+    /// [`Client::get`].
+    pub async fn get_with<T>(
+        &self,
+        tier: Tier,
+        rel: &str,
+        decode: &(dyn Fn(&[u8]) -> Result<T, String> + Sync),
+    ) -> Result<T, ConnectorError> {
+        self.send(tier, rel, None, decode).await
     }
 
     /// POSTs a JSON:API document to `rel` (a query like `POST /api/metric-aggregates`) and
@@ -225,19 +241,20 @@ impl Client {
     pub async fn post(&self, tier: Tier, rel: &str, body: &Value) -> Result<Page, ConnectorError> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ConnectorError::Permanent(anyhow::anyhow!("encoding POST {rel}: {e}")))?;
-        self.send(tier, rel, Some(&bytes)).await
+        self.send(tier, rel, Some(&bytes), &decode).await
     }
 
-    async fn send(
+    async fn send<T>(
         &self,
         tier: Tier,
         rel: &str,
         body: Option<&[u8]>,
-    ) -> Result<Page, ConnectorError> {
+        decode: &(dyn Fn(&[u8]) -> Result<T, String> + Sync),
+    ) -> Result<T, ConnectorError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
         loop {
-            match self.get_once(tier, rel, attempt, body).await {
+            match self.get_once(tier, rel, attempt, body, decode).await {
                 Ok(page) => return Ok(page),
                 // Throttling was already waited out in `get_once`: not retried again here.
                 Err((e @ ConnectorError::Transient(_), Retry::Yes))
@@ -256,13 +273,14 @@ impl Client {
 
     /// One request of [`Client::send`] (`attempt`: retries before it; `body`: a POST's
     /// JSON, else a GET), waiting out 429s.
-    async fn get_once(
+    async fn get_once<T>(
         &self,
         tier: Tier,
         rel: &str,
         attempt: u32,
         body: Option<&[u8]>,
-    ) -> Result<Page, (ConnectorError, Retry)> {
+        decode: &(dyn Fn(&[u8]) -> Result<T, String> + Sync),
+    ) -> Result<T, (ConnectorError, Retry)> {
         let method = if body.is_some() { "POST" } else { "GET" };
         let shown = format!("{method} {}", shown_path(rel));
         let route = telemetry::route_template(rel, ROUTE_WORDS);
@@ -445,10 +463,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Page, String> {
             ));
         }
     };
-    let included = match doc.included.0 {
-        Value::Array(a) => a,
-        _ => Vec::new(),
-    };
+    let included = doc.included.into_vec();
     let next = doc
         .links
         .get("next")
@@ -475,7 +490,18 @@ struct Document {
 /// `data` or `included`: a resource or an array of resources, each without its `links` and
 /// its relationships' `links`; any other JSON as it is (for `decode` to refuse or ignore).
 #[derive(Default)]
-struct Resources(Value);
+pub(crate) struct Resources(Value);
+
+impl Resources {
+    /// The resources of an `included` array; nothing for any other JSON (as [`decode`]
+    /// reads `included`).
+    pub(crate) fn into_vec(self) -> Vec<Value> {
+        match self.0 {
+            Value::Array(a) => a,
+            _ => Vec::new(),
+        }
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Resources {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

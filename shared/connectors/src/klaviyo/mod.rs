@@ -42,6 +42,7 @@ use crate::{
 pub mod catalog;
 pub mod client;
 pub mod engagement;
+pub mod events_page;
 pub mod limiter;
 pub mod params;
 pub mod records;
@@ -165,35 +166,25 @@ impl Outcome {
         }
     }
 
-    /// Converts one page of a time window — events (`partition`: the task's metric) with
-    /// their `include=profile` profiles, or profiles — into rows and rejects, and returns the
-    /// time of the page's last timed record. `at_latest` holds the keys of the records at
-    /// the latest time seen (a split re-reads that instant, see `fetch_window`).
-    #[allow(clippy::too_many_arguments)]
+    /// Adds one page of a time window — events with their `include=profile` profiles
+    /// (`table` [`records::EVENTS`], `page` from [`events_page::decode`]), or profiles
+    /// ([`records::PROFILES`]) — as rows and rejects, and returns the time of the page's last
+    /// timed record. `at_latest` holds the keys of the records at the latest time seen (a
+    /// split re-reads that instant, see `fetch_window`).
     fn add_window_page(
         &mut self,
         task: &FetchTask,
         page_no: u32,
-        page: Page,
-        events: bool,
-        partition: Option<&str>,
+        table: &'static str,
+        page: Page<events_page::Converted>,
         include_profile: bool,
         at_latest: &mut (Option<DateTime<Utc>>, HashSet<Value>),
     ) -> Option<DateTime<Utc>> {
         let mut last: Option<DateTime<Utc>> = None;
         let Page { data, included, .. } = page;
-        for item in data {
-            // Events move into their rows (most of a fetcher's work is its events); a bad
-            // record comes back whole for its reject.
-            let converted = if events {
-                records::event_owned(item, partition).map(|(row, t)| (records::EVENTS, row, t))
-            } else {
-                records::profile(&item)
-                    .map(|(row, t)| (records::PROFILES, row, t))
-                    .map_err(|e| (e, item))
-            };
+        for converted in data {
             match converted {
-                Ok((table, row, t)) => {
+                Ok((row, t)) => {
                     if t.is_some() {
                         if at_latest.0 != t {
                             at_latest.0 = t;
@@ -205,27 +196,17 @@ impl Outcome {
                     self.add(table, row);
                     self.see_time(t);
                 }
-                Err((e, item)) => self.reject(
-                    task,
-                    page_no,
-                    if events {
-                        records::EVENTS
-                    } else {
-                        records::PROFILES
-                    },
-                    e,
-                    &item,
-                ),
+                Err((e, item)) => self.reject(task, page_no, table, e, &item),
             }
         }
         if include_profile {
-            for inc in &included {
+            for inc in included {
                 if inc.get("type").and_then(Value::as_str) != Some("profile") {
                     continue;
                 }
-                match records::profile(inc) {
+                match records::profile_owned(inc) {
                     Ok((row, _)) => self.add(records::PROFILES, row),
-                    Err(e) => self.reject(task, page_no, records::PROFILES, e, inc),
+                    Err((e, inc)) => self.reject(task, page_no, records::PROFILES, e, &inc),
                 }
             }
         }
@@ -258,15 +239,14 @@ pub fn bench_events_page(
     partition: Option<&str>,
     include_profile: bool,
 ) -> Result<Vec<TableRows>, String> {
-    let page = client::decode(body)?;
+    let page = events_page::decode(body, partition)?;
     let mut out = Outcome::new();
     let mut at_latest = (None, HashSet::new());
     out.add_window_page(
         task,
         1,
+        records::EVENTS,
         page,
-        true,
-        partition,
         include_profile,
         &mut at_latest,
     );
@@ -619,15 +599,26 @@ impl KlaviyoConnector {
         // its first child, so these leave this task's rows and every record loads once.
         let mut at_latest: (Option<DateTime<Utc>>, HashSet<Value>) = (None, HashSet::new());
         while let Some(r) = rel.take() {
-            let page = client.get(tier, &r).await?;
+            // Events are read typed, straight into rows (issue 15); profiles the generic way.
+            let page = if events {
+                client
+                    .get_with(tier, &r, &|body| events_page::decode(body, partition))
+                    .await?
+            } else {
+                let page = client.get(tier, &r).await?;
+                Page {
+                    data: page.data.into_iter().map(records::profile_owned).collect(),
+                    included: page.included,
+                    next: page.next,
+                }
+            };
             pages += 1;
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
             let last = out.add_window_page(
                 task,
                 pages,
+                table,
                 page,
-                events,
-                partition,
                 events && p.include_profile,
                 &mut at_latest,
             );

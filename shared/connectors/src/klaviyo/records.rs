@@ -257,22 +257,31 @@ impl<'a> Resource<'a> {
 
     /// The remaining attributes, plus relationship data not in `typed`, as the `extra` object.
     fn extra(self, typed: &[&str]) -> Value {
-        let mut extra = self.attrs;
-        if let Some(rels) = self.rels {
-            let other: Map<String, Value> = rels
-                .iter()
-                .filter(|(k, _)| !typed.contains(&k.as_str()))
-                .filter_map(|(k, v)| match v.get("data") {
-                    None | Some(Value::Null) => None,
-                    Some(data) => Some((k.clone(), data.clone())),
-                })
-                .collect();
-            if !other.is_empty() {
-                extra.insert("relationships".into(), Value::Object(other));
-            }
-        }
-        Value::Object(extra)
+        extra_of(self.attrs, self.rels, typed)
     }
+}
+
+/// `attrs` (the attributes without a column), plus the data of relationships not in
+/// `typed` under `relationships`, as a row's `extra` object.
+fn extra_of(
+    mut extra: Map<String, Value>,
+    rels: Option<&Map<String, Value>>,
+    typed: &[&str],
+) -> Value {
+    if let Some(rels) = rels {
+        let other: Map<String, Value> = rels
+            .iter()
+            .filter(|(k, _)| !typed.contains(&k.as_str()))
+            .filter_map(|(k, v)| match v.get("data") {
+                None | Some(Value::Null) => None,
+                Some(data) => Some((k.clone(), data.clone())),
+            })
+            .collect();
+        if !other.is_empty() {
+            extra.insert("relationships".into(), Value::Object(other));
+        }
+    }
+    Value::Object(extra)
 }
 
 /// A resource's `id`: a non-empty string, or a number as its decimal text.
@@ -516,28 +525,119 @@ impl EventFields {
 /// # Errors
 /// The field that is malformed, naming the profile.
 pub fn profile(value: &Value) -> Result<(Vec<Value>, Option<DateTime<Utc>>), String> {
-    let mut r = Resource::parse("profile", value)?;
-    let mut row = vec![Value::String(r.id.clone())];
-    for field in [
-        "email",
-        "phone_number",
-        "external_id",
-        "first_name",
-        "last_name",
-        "organization",
-        "locale",
-        "title",
-        "image",
-    ] {
-        row.push(r.text(field)?);
+    profile_owned(value.clone()).map_err(|(error, _)| error)
+}
+
+/// How a typed attribute of a profile is read (its column's type).
+#[derive(Clone, Copy)]
+enum Field {
+    /// A string, or null.
+    Text,
+    /// An ISO 8601 date-time string ([`parse_time`]) → RFC 3339 UTC text, or null.
+    Time,
+    /// A JSON object kept as it is, or null.
+    Object,
+}
+
+/// The typed attributes of a profile, in the column order of [`PROFILES_TABLE`] (after
+/// `id`; `extra` takes the rest).
+const PROFILE_FIELDS: [(&str, Field); 14] = [
+    ("email", Field::Text),
+    ("phone_number", Field::Text),
+    ("external_id", Field::Text),
+    ("first_name", Field::Text),
+    ("last_name", Field::Text),
+    ("organization", Field::Text),
+    ("locale", Field::Text),
+    ("title", Field::Text),
+    ("image", Field::Text),
+    ("created", Field::Time),
+    ("updated", Field::Time),
+    ("last_event_date", Field::Time),
+    ("location", Field::Object),
+    ("properties", Field::Object),
+];
+
+/// [`profile`] of a resource the caller gives up: its attributes move into the row
+/// instead of being copied (`include=profile` pages carry a profile per event). Every field
+/// is checked before anything moves, so a malformed profile comes back whole with the
+/// error, as the raw record of its reject.
+///
+/// # Errors
+/// The field that is malformed, naming the profile, and the profile unchanged.
+pub fn profile_owned(value: Value) -> Result<(Vec<Value>, Option<DateTime<Utc>>), (String, Value)> {
+    let (id, updated) = match check_profile(&value) {
+        Ok(checked) => checked,
+        Err(error) => return Err((error, value)),
+    };
+    let mut resource = match value {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
+    let mut attrs = match resource.remove("attributes") {
+        Some(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
+    let mut row = Vec::with_capacity(PROFILE_FIELDS.len() + 2);
+    row.push(Value::String(id));
+    for (name, field) in PROFILE_FIELDS {
+        let cell = match (field, attrs.remove(name)) {
+            (_, None | Some(Value::Null)) => Value::Null,
+            // Checked above: every time parses.
+            (Field::Time, Some(Value::String(s))) => {
+                parse_time(&s).map_or(Value::Null, |t| Value::String(windows::cursor(t)))
+            }
+            (_, Some(v)) => v,
+        };
+        row.push(cell);
     }
-    row.push(r.time("created")?);
-    let updated = r.time_value("updated")?;
-    row.push(updated.map_or(Value::Null, |t| Value::String(windows::cursor(t))));
-    row.push(r.time("last_event_date")?);
-    row.push(r.object("location")?);
-    row.push(r.object("properties")?);
-    Ok((push(row, r.extra(&[])), updated))
+    let rels = resource.get("relationships").and_then(Value::as_object);
+    row.push(extra_of(attrs, rels, &[]));
+    Ok((row, updated))
+}
+
+/// Checks a profile's envelope and typed attributes without copying them, in the order
+/// [`PROFILE_FIELDS`] lists them (so the first malformed field is the one named): its id
+/// and `updated` time.
+fn check_profile(value: &Value) -> Result<(String, Option<DateTime<Utc>>), String> {
+    const KIND: &str = "profile";
+    let id = envelope_id(KIND, value)?.into_owned();
+    let attrs = match value.get("attributes") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => Some(o),
+        Some(other) => {
+            return Err(format!(
+                "{KIND} {id}: `attributes` must be an object, found {}",
+                short(other)
+            ));
+        }
+    };
+    let bad = |name: &str, want: &str, found: &Value| {
+        format!(
+            "{KIND} {id}: `attributes.{name}` must be {want}, found {}",
+            short(found)
+        )
+    };
+    let mut updated = None;
+    for (name, field) in PROFILE_FIELDS {
+        let Some(found) = attrs.and_then(|a| a.get(name)) else {
+            continue;
+        };
+        match (field, found) {
+            (_, Value::Null)
+            | (Field::Text, Value::String(_))
+            | (Field::Object, Value::Object(_)) => {}
+            (Field::Time, Value::String(s)) => match parse_time(s) {
+                Some(t) if name == "updated" => updated = Some(t),
+                Some(_) => {}
+                None => return Err(bad(name, "an ISO 8601 date-time", found)),
+            },
+            (Field::Text, _) => return Err(bad(name, "a string", found)),
+            (Field::Time, _) => return Err(bad(name, "an ISO 8601 date-time", found)),
+            (Field::Object, _) => return Err(bad(name, "an object", found)),
+        }
+    }
+    Ok((id, updated))
 }
 
 /// A list → its `klaviyo.lists` row.
@@ -641,6 +741,73 @@ mod tests {
         assert!(updated.is_some());
         let bad = json!({"type": "profile", "id": "P2", "attributes": {"email": 5}});
         assert!(profile(&bad).unwrap_err().contains("attributes.email"));
+    }
+
+    #[test]
+    fn an_owned_profile_fills_every_column_and_a_bad_one_comes_back_whole() {
+        let p = json!({"type": "profile", "id": "P1",
+            "attributes": {
+                "email": "a@b.c", "phone_number": "+15005550006", "external_id": "x",
+                "first_name": "A", "last_name": "B", "organization": "O", "locale": "en-US",
+                "title": "T", "image": "i", "created": "2023-01-01 00:00:00",
+                "updated": "2024-01-01T01:00:00+01:00", "last_event_date": null,
+                "location": {"city": "X"}, "properties": {"k": 1}, "new": 2},
+            "relationships": {"lists": {"data": [{"type": "list", "id": "L"}]}, "segments": {"data": null}}});
+        let (row, updated) = profile_owned(p.clone()).unwrap();
+        assert_eq!(
+            row,
+            vec![
+                json!("P1"),
+                json!("a@b.c"),
+                json!("+15005550006"),
+                json!("x"),
+                json!("A"),
+                json!("B"),
+                json!("O"),
+                json!("en-US"),
+                json!("T"),
+                json!("i"),
+                json!("2023-01-01T00:00:00.000000Z"),
+                json!("2024-01-01T00:00:00.000000Z"),
+                json!(null),
+                json!({"city": "X"}),
+                json!({"k": 1}),
+                json!({"new": 2, "relationships": {"lists": [{"type": "list", "id": "L"}]}}),
+            ]
+        );
+        assert_eq!(
+            updated.map(windows::cursor).as_deref(),
+            Some("2024-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(profile(&p).unwrap().0, row);
+        // Each typed field with a value of the wrong type: the error names that field (the
+        // first in column order when two are wrong) and the profile comes back unchanged.
+        for (field, bad) in [
+            ("email", json!(5)),
+            ("image", json!({"u": 1})),
+            ("created", json!("yesterday")),
+            ("updated", json!(17)),
+            ("location", json!("X")),
+            ("properties", json!([1])),
+        ] {
+            let mut q = p.clone();
+            q["attributes"][field] = bad.clone();
+            q["attributes"]["properties"] = if field == "properties" {
+                bad
+            } else {
+                json!(true)
+            };
+            let (error, raw) = profile_owned(q.clone()).unwrap_err();
+            assert!(
+                error.starts_with(&format!("profile P1: `attributes.{field}` must be")),
+                "{error}"
+            );
+            assert_eq!(raw, q);
+        }
+        let (error, _) = profile_owned(json!({"id": "P3", "attributes": [1]})).unwrap_err();
+        assert!(error.contains("`attributes` must be an object"), "{error}");
+        let (error, _) = profile_owned(json!({"attributes": {}})).unwrap_err();
+        assert!(error.contains("without a usable `id`"), "{error}");
     }
 
     #[test]

@@ -1,0 +1,865 @@
+//! A page of `GET /api/events` decoded straight into `klaviyo.events` rows (issue 15).
+//!
+//! [`client::decode`](super::client) builds a `serde_json::Value` tree of every resource and
+//! [`records::event_owned`] then takes it apart; for events — most of what a fetcher reads —
+//! that tree was over half of a fetcher's instructions per event (`docs/benchmarks.md`,
+//! "Issue 15"). Here a typed visitor reads each event in one pass over the body and keeps
+//! only what the row needs: the id (borrowed from the body while read), the typed
+//! attributes, the ids of `relationships.metric` and `relationships.profile`, and as JSON
+//! values only `event_properties`, the attributes without a column and the data of other
+//! relationships (the row's `extra`). `type` and every `links` are skipped unbuilt.
+//!
+//! The typed reader takes exactly the well-formed events and gives up on anything else (a
+//! wrong type anywhere, an unparsable time, a missing id): then the page is read the generic
+//! way, whose [`records::event_owned`] names the bad field and returns the event whole for
+//! its reject. Rows and rejects are therefore the generic path's; the tests compare the two
+//! paths on every field's bad variants.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Deserializer;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::client::Page;
+use super::records::{self, EventRow};
+use super::windows;
+
+/// One event of a page: its row and time, or why it is malformed and the event as JSON
+/// (without its `links`, as [`client::decode`](super::client) reads resources).
+pub type Converted = Result<EventRow, (String, Value)>;
+
+/// Decodes a JSON:API document of events (`GET /api/events`: `data`, optional `included`,
+/// `links.next`) into [`Converted`] events, in `data` order, with the document's
+/// `included` resources (without their `links`) and its next link. `partition` is the
+/// task's metric id, the `metric_id` of events that name none.
+///
+/// One pass over the body reads every event typed; should any event not be well formed,
+/// the page is decoded again the generic way ([`client::decode`](super::client) and
+/// [`records::event_owned`] per event), which names what is wrong with each.
+///
+/// # Errors
+/// A body that is not JSON, or whose `data` is not an array, an object or null (the
+/// generic decode's messages).
+pub fn decode(body: &[u8], partition: Option<&str>) -> Result<Page<Converted>, String> {
+    match typed(body, partition) {
+        Some(page) => Ok(page),
+        None => generic(body, partition),
+    }
+}
+
+/// The typed read of a page; `None` when it is not JSON or any event is not well formed.
+fn typed(body: &[u8], partition: Option<&str>) -> Option<Page<Converted>> {
+    let doc = serde_json::from_slice::<Document<'_>>(body).ok()?;
+    let data = doc
+        .data
+        .0
+        .into_iter()
+        .map(|event| event.into_row(partition).map(Ok))
+        .collect::<Option<Vec<Converted>>>()?;
+    Some(Page {
+        data,
+        included: doc.included.into_vec(),
+        next: doc.links.and_then(|l| l.next).map(Key::into_owned),
+    })
+}
+
+/// The generic read: [`client::decode`](super::client), then [`records::event_owned`].
+fn generic(body: &[u8], partition: Option<&str>) -> Result<Page<Converted>, String> {
+    let page = super::client::decode(body)?;
+    Ok(Page {
+        data: page
+            .data
+            .into_iter()
+            .map(|event| records::event_owned(event, partition))
+            .collect(),
+        included: page.included,
+        next: page.next,
+    })
+}
+
+/// The members of an events document a page needs; the typed read gives up (an error)
+/// on the first event that is not well formed.
+#[derive(serde::Deserialize)]
+struct Document<'a> {
+    #[serde(borrow, default)]
+    data: Events<'a>,
+    #[serde(default)]
+    included: super::client::Resources,
+    #[serde(borrow, default)]
+    links: Option<Links<'a>>,
+}
+
+/// `data`: an array of events, one event, or null.
+#[derive(Default)]
+struct Events<'a>(Vec<Event<'a>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Events<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EventsVisitor).map(Events)
+    }
+}
+
+struct EventsVisitor;
+
+impl<'de> Visitor<'de> for EventsVisitor {
+    type Value = Vec<Event<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of events, an event or null")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Typed(event)) = seq.next_element::<Typed<'de>>()? {
+            events.push(event);
+        }
+        Ok(events)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        EventVisitor.visit_map(map).map(|event| vec![event])
+    }
+}
+
+/// `links` of a document: only `next` is read.
+#[derive(serde::Deserialize)]
+struct Links<'a> {
+    #[serde(borrow, default)]
+    next: Option<Key<'a>>,
+}
+
+/// An event read by the typed visitor (an error when it is not of the shape the typed
+/// path takes: then the generic path reads the page).
+struct Typed<'a>(Event<'a>);
+
+/// The parts of a well-formed event a row needs.
+#[derive(Default)]
+struct Event<'a> {
+    id: Option<Cow<'a, str>>,
+    /// `attributes`: `None` when absent or null.
+    attributes: Option<Attributes<'a>>,
+    /// Ids of `relationships.metric.data` and `relationships.profile.data`, when strings.
+    metric: Option<Cow<'a, str>>,
+    profile: Option<Cow<'a, str>>,
+    /// The data of other relationships, non-null only, for `extra.relationships`.
+    other_relationships: Map<String, Value>,
+}
+
+/// An event's attributes.
+#[derive(Default)]
+struct Attributes<'a> {
+    metric_id: Option<Cow<'a, str>>,
+    profile_id: Option<Cow<'a, str>>,
+    timestamp: Option<i64>,
+    datetime: Option<DateTime<Utc>>,
+    uuid: Option<String>,
+    event_properties: Option<Map<String, Value>>,
+    /// Attributes without a column, for `extra`.
+    extra: Map<String, Value>,
+}
+
+impl Event<'_> {
+    /// The row, as [`records::event_owned`] builds it; `None` for what it would refuse.
+    fn into_row(self, partition: Option<&str>) -> Option<EventRow> {
+        let id = self.id?;
+        let attrs = self.attributes.unwrap_or_default();
+        let datetime = match (attrs.datetime, attrs.timestamp) {
+            (Some(t), _) => Some(t),
+            (None, Some(s)) => Some(DateTime::<Utc>::from_timestamp(s, 0)?),
+            (None, None) => None,
+        };
+        let metric_id = self
+            .metric
+            .or(attrs.metric_id)
+            .map(Cow::into_owned)
+            .or_else(|| partition.map(str::to_string));
+        let profile_id = self.profile.or(attrs.profile_id).map(Cow::into_owned);
+        let value = match attrs
+            .event_properties
+            .as_ref()
+            .and_then(|p| p.get("$value"))
+        {
+            Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Value::from),
+            _ => None,
+        }
+        .unwrap_or(Value::Null);
+        let mut extra = attrs.extra;
+        if !self.other_relationships.is_empty() {
+            extra.insert(
+                "relationships".into(),
+                Value::Object(self.other_relationships),
+            );
+        }
+        let text = |s: Option<String>| s.map_or(Value::Null, Value::String);
+        let row = vec![
+            Value::String(id.into_owned()),
+            text(metric_id),
+            text(profile_id),
+            datetime.map_or(Value::Null, |t| Value::String(windows::cursor(t))),
+            attrs.timestamp.map_or(Value::Null, Value::from),
+            text(attrs.uuid),
+            value,
+            attrs.event_properties.map_or(Value::Null, Value::Object),
+            Value::Object(extra),
+        ];
+        Some((row, datetime))
+    }
+}
+
+/// Gives up on the typed path for this event (the generic path will say why).
+fn give_up<E: de::Error>() -> E {
+    E::custom("not a well-formed event")
+}
+
+impl<'de> serde::Deserialize<'de> for Typed<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EventVisitor).map(Typed)
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event resource object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut event = Event::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key {
+                "id" => match map.next_value::<Id<'de>>()?.0 {
+                    Some(id) => event.id = Some(id),
+                    None => return Err(give_up()),
+                },
+                "attributes" => event.attributes = map.next_value::<AttributesOf<'de>>()?.0,
+                "relationships" => {
+                    let rels = map.next_value::<Relationships<'de>>()?;
+                    event.metric = rels.metric;
+                    event.profile = rels.profile;
+                    event.other_relationships = rels.other;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// `id`: a non-empty string, or a number as its decimal text (as `records` reads it);
+/// `None` for anything else.
+struct Id<'a>(Option<Cow<'a, str>>);
+
+impl<'de> serde::Deserialize<'de> for Id<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = d.deserialize_any(CowOrNumber)?;
+        Ok(Id(v.filter(|s| !s.is_empty())))
+    }
+}
+
+/// A string (borrowed when the body has no escapes in it) or a number's decimal text as
+/// `serde_json` prints it; `None` for other JSON.
+struct CowOrNumber;
+
+impl<'de> Visitor<'de> for CowOrNumber {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or a number")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(Value::from(v).to_string())))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(Value::from(v).to_string())))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(Value::from(v).to_string())))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+/// A nullable string attribute: `Err` (give up) for any other JSON.
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor).map(Text)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// `attributes`: `None` when null; an object read field by field; else give up.
+struct AttributesOf<'a>(Option<Attributes<'a>>);
+
+impl<'de> serde::Deserialize<'de> for AttributesOf<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AttributesVisitor).map(AttributesOf)
+    }
+}
+
+struct AttributesVisitor;
+
+impl<'de> Visitor<'de> for AttributesVisitor {
+    type Value = Option<Attributes<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an attributes object or null")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut a = Attributes::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key {
+                "metric_id" => a.metric_id = map.next_value::<Text<'de>>()?.0,
+                "profile_id" => a.profile_id = map.next_value::<Text<'de>>()?.0,
+                "uuid" => a.uuid = map.next_value::<Text<'de>>()?.0.map(Cow::into_owned),
+                "timestamp" => {
+                    a.timestamp = match map.next_value::<Value>()? {
+                        Value::Null => None,
+                        Value::Number(n) => Some(
+                            n.as_i64()
+                                .or_else(|| {
+                                    n.as_f64()
+                                        .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                                        .map(|f| f as i64)
+                                })
+                                .ok_or_else(give_up)?,
+                        ),
+                        _ => return Err(give_up()),
+                    }
+                }
+                "datetime" => {
+                    a.datetime = match map.next_value::<Text<'de>>()?.0 {
+                        None => None,
+                        Some(s) => Some(records::parse_time(&s).ok_or_else(give_up)?),
+                    }
+                }
+                "event_properties" => {
+                    a.event_properties = match map.next_value::<Value>()? {
+                        Value::Null => None,
+                        Value::Object(o) => Some(o),
+                        _ => return Err(give_up()),
+                    }
+                }
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    a.extra.insert(key.into_owned(), value);
+                }
+            }
+        }
+        Ok(Some(a))
+    }
+}
+
+/// `relationships`, as `records::event_owned` reads them: the string ids of
+/// `metric.data.id` and `profile.data.id`, and the non-null `data` of every other
+/// relationship (each relationship's `links` skipped). Anything that is not an object
+/// reads as no relationships.
+#[derive(Default)]
+struct Relationships<'a> {
+    metric: Option<Cow<'a, str>>,
+    profile: Option<Cow<'a, str>>,
+    other: Map<String, Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Relationships<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RelationshipsVisitor)
+    }
+}
+
+struct RelationshipsVisitor;
+
+impl<'de> Visitor<'de> for RelationshipsVisitor {
+    type Value = Relationships<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a relationships object")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Relationships::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Relationships::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Relationships::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Relationships::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Relationships::default())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Relationships::default())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Relationships::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut rels = Relationships::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key {
+                "metric" => rels.metric = map.next_value_seed(RelationshipId)?,
+                "profile" => rels.profile = map.next_value_seed(RelationshipId)?,
+                _ => {
+                    if let Some(data) = map.next_value_seed(RelationshipData)?
+                        && !data.is_null()
+                    {
+                        rels.other.insert(key.into_owned(), data);
+                    } else {
+                        // A later copy of the key that has no data removes an earlier one,
+                        // as the last member wins in a parsed object.
+                        rels.other.remove(&*key);
+                    }
+                }
+            }
+        }
+        Ok(rels)
+    }
+}
+
+/// A relationship object → `data.id` when `data` is an object with a string `id`.
+struct RelationshipId;
+
+impl<'de> DeserializeSeed<'de> for RelationshipId {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(MemberOf {
+            member: "data",
+            then: DataId,
+        })
+        .map(Option::flatten)
+    }
+}
+
+/// A relationship object → its `data` member as JSON (links skipped).
+struct RelationshipData;
+
+impl<'de> DeserializeSeed<'de> for RelationshipData {
+    type Value = Option<Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(MemberOf {
+            member: "data",
+            then: PhantomValue,
+        })
+    }
+}
+
+/// Reads a `Value` (a seed for [`MemberOf`]).
+#[derive(Clone, Copy)]
+struct PhantomValue;
+
+impl<'de> DeserializeSeed<'de> for PhantomValue {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+}
+
+/// `data` of a relationship → its `id` when an object with a string `id`.
+#[derive(Clone, Copy)]
+struct DataId;
+
+impl<'de> DeserializeSeed<'de> for DataId {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(MemberOf {
+            member: "id",
+            then: TextSeed,
+        })
+        .map(Option::flatten)
+    }
+}
+
+/// A string member (`None` for other JSON: `records` reads such ids as absent).
+#[derive(Clone, Copy)]
+struct TextSeed;
+
+impl<'de> DeserializeSeed<'de> for TextSeed {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(StrOnly)
+    }
+}
+
+/// A string, or `None` for any other JSON (read and skipped).
+struct StrOnly;
+
+impl<'de> Visitor<'de> for StrOnly {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+/// Reads one member of an object with the seed `then` (the last copy of a repeated
+/// member wins, as in a parsed object); `None` when the JSON is not an object or has no
+/// such member.
+struct MemberOf<S> {
+    member: &'static str,
+    then: S,
+}
+
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for MemberOf<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if *key == *self.member {
+                found = Some(map.next_value_seed(self.then)?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object member's name or a link, borrowed from the body unless it has escapes (serde's
+/// own `Cow<str>` always allocates).
+struct Key<'a>(Cow<'a, str>);
+
+impl Key<'_> {
+    fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl std::ops::Deref for Key<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor)?
+            .map(Key)
+            .ok_or_else(|| de::Error::custom("expected a string"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A well-formed event in Klaviyo's shape (`GET /api/events`, `links` included).
+    fn event() -> Value {
+        json!({
+            "type": "event",
+            "id": "4vRpBT3F2cz",
+            "attributes": {
+                "timestamp": 1_704_067_200,
+                "event_properties": {"$value": 12.5, "Items": [{"Sku": "A"}], "$extra": {"x": null}},
+                "datetime": "2024-01-01T00:00:00+00:00",
+                "uuid": "8b0f7c00-8bf6-11ee-8001-2b1a2a5f2e11",
+                "something_new": [1, 2]
+            },
+            "relationships": {
+                "profile": {"data": {"type": "profile", "id": "01HPROFILE"}, "links": {"self": "x"}},
+                "metric": {"data": {"type": "metric", "id": "Y6Hmxn"}, "links": {"self": "y"}},
+                "attributions": {"data": [{"type": "attribution", "id": "a1"}], "links": {"self": "z"}}
+            },
+            "links": {"self": "https://a.klaviyo.com/api/events/4vRpBT3F2cz/"}
+        })
+    }
+
+    fn body(data: &Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "data": data,
+            "links": {"self": "s", "next": "https://a.klaviyo.com/api/events/?page%5Bcursor%5D=bmV4dA", "prev": null}
+        }))
+        .unwrap()
+    }
+
+    fn same(a: &Page<Converted>, b: &Page<Converted>) {
+        assert_eq!(a.data, b.data);
+        assert_eq!(a.included, b.included);
+        assert_eq!(a.next, b.next);
+    }
+
+    /// Variants of the event, each changed at one place: `(what, the event)`.
+    fn variants() -> Vec<(String, Value)> {
+        let mut out = vec![("as is".to_string(), event())];
+        let mut set = |what: &str, path: &[&str], value: Value| {
+            let mut e = event();
+            let mut at = &mut e;
+            for p in &path[..path.len() - 1] {
+                at = at.get_mut(*p).unwrap();
+            }
+            let last = path[path.len() - 1];
+            if value == json!("<remove>") {
+                at.as_object_mut().unwrap().remove(last);
+            } else {
+                at[last] = value;
+            }
+            out.push((format!("{what} {}", path.join(".")), e));
+        };
+        let odd = [
+            json!(null),
+            json!(""),
+            json!(7),
+            json!(-3.5),
+            json!(true),
+            json!([1]),
+            json!({"a": 1}),
+            json!("not a time"),
+            json!("2024-01-02 03:04:05.123"),
+            json!("é\"quoted\"\u{1}"),
+            json!(1.7e9),
+            json!(1e300),
+            json!("<remove>"),
+        ];
+        for v in &odd {
+            for path in [
+                &["id"][..],
+                &["attributes"],
+                &["attributes", "timestamp"],
+                &["attributes", "datetime"],
+                &["attributes", "uuid"],
+                &["attributes", "metric_id"],
+                &["attributes", "profile_id"],
+                &["attributes", "event_properties"],
+                &["attributes", "event_properties", "$value"],
+                &["attributes", "something_new"],
+                &["attributes", "relationships"],
+                &["relationships"],
+                &["relationships", "metric"],
+                &["relationships", "metric", "data"],
+                &["relationships", "metric", "data", "id"],
+                &["relationships", "profile", "data", "id"],
+                &["relationships", "attributions"],
+                &["relationships", "attributions", "data"],
+                &["type"],
+                &["links"],
+            ] {
+                set(&format!("{v}"), path, v.clone());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn typed_rows_and_rejects_equal_the_generic_path_for_every_variant() {
+        let mut typed_taken = 0;
+        for (what, e) in variants() {
+            for partition in [None, Some("PARTITION")] {
+                let b = body(&json!([e.clone()]));
+                let generic = generic(&b, partition).unwrap();
+                let decoded = decode(&b, partition).unwrap();
+                same(&decoded, &generic);
+                // Whatever the generic path turns into a row, the typed path must read
+                // without giving up: only malformed events take the slow path.
+                match typed(&b, partition) {
+                    Some(t) => {
+                        same(&t, &generic);
+                        typed_taken += 1;
+                    }
+                    None => assert!(
+                        generic.data.iter().any(Result::is_err),
+                        "{what}: a well-formed event fell back to the generic path"
+                    ),
+                }
+                let single = decode(&serde_json::to_vec(&json!({"data": e})).unwrap(), partition);
+                let single_generic = generic_single(&e, partition);
+                assert_eq!(
+                    single.unwrap().data,
+                    single_generic,
+                    "{what}: as lone `data`"
+                );
+            }
+        }
+        assert!(
+            typed_taken > 100,
+            "the typed path read only {typed_taken} variants"
+        );
+    }
+
+    fn generic_single(e: &Value, partition: Option<&str>) -> Vec<Converted> {
+        generic(&serde_json::to_vec(&json!({"data": e})).unwrap(), partition)
+            .unwrap()
+            .data
+    }
+
+    #[test]
+    fn one_malformed_event_leaves_the_others_rows_and_is_rejected_whole() {
+        let mut bad = event();
+        bad["attributes"]["datetime"] = json!("yesterday");
+        let mut second = event();
+        second["id"] = json!("second");
+        let b = body(&json!([event(), bad, second]));
+        let page = decode(&b, None).unwrap();
+        assert_eq!(page.data.len(), 3);
+        assert!(page.data[0].is_ok() && page.data[2].is_ok());
+        let (error, raw) = page.data[1].as_ref().unwrap_err();
+        assert!(error.contains("attributes.datetime"), "{error}");
+        assert_eq!(raw["attributes"]["datetime"], json!("yesterday"));
+        assert!(raw.get("links").is_none(), "links are not kept in rejects");
+        same(&page, &generic(&b, None).unwrap());
+    }
+
+    #[test]
+    fn escaped_keys_duplicates_and_included_profiles_read_as_parsed_json_does() {
+        // Escaped member names, a repeated member (the last wins), an `included` profile
+        // and a document without `links`.
+        let text = br#"{"data":[{"type":"event","i\u0064":"x1","id":"x2",
+            "attributes":{"uuid":"u1","uuid":null,"datetime":"2024-01-01T00:00:00Z",
+              "event_properties":{"$value":"  3.25 "},"\u0061":1},
+            "relationships":{"other":{"data":{"id":"o"}},"other":{"data":null},
+              "metric":{"data":{"id":"m1"}}}}],
+            "included":[{"type":"profile","id":"p","attributes":{},"links":{"self":"l"}}]}"#;
+        let typed_page = typed(text, None).unwrap();
+        same(&typed_page, &generic(text, None).unwrap());
+        let (row, _) = typed_page.data[0].as_ref().unwrap();
+        assert_eq!(row[0], json!("x2"));
+        assert_eq!(row[1], json!("m1"));
+        assert_eq!(row[5], json!(null));
+        assert_eq!(row[6], json!(3.25));
+        assert_eq!(row[8], json!({"a": 1}));
+        assert_eq!(
+            typed_page.included,
+            vec![json!({"type": "profile", "id": "p", "attributes": {}})]
+        );
+        assert_eq!(typed_page.next, None);
+    }
+
+    #[test]
+    fn bodies_that_are_not_documents_are_refused_as_the_generic_decode_refuses_them() {
+        for text in [&b"not json"[..], br#"{"data": 5}"#, br#"{"data": "x"}"#] {
+            assert_eq!(
+                decode(text, None).err(),
+                super::super::client::decode(text).err()
+            );
+            assert!(decode(text, None).is_err());
+        }
+        assert!(decode(br#"{"data": null}"#, None).unwrap().data.is_empty());
+    }
+}
