@@ -565,7 +565,7 @@ const PROFILE_FIELDS: [(&str, Field); 14] = [
 ///
 /// # Errors
 /// The field that is malformed, naming the profile, and the profile unchanged.
-pub fn profile_owned(value: Value) -> Result<(Vec<Value>, Option<DateTime<Utc>>), (String, Value)> {
+pub fn profile_owned(value: Value) -> Result<TimedRow, (String, Value)> {
     let (id, times) = match check_profile(&value) {
         Ok(checked) => checked,
         Err(error) => return Err((error, value)),
@@ -602,15 +602,19 @@ pub fn profile_owned(value: Value) -> Result<(Vec<Value>, Option<DateTime<Utc>>)
     Ok((row, times[PROFILE_UPDATED]))
 }
 
+/// A row and its record's time (UTC), when it has one.
+pub type TimedRow = (Vec<Value>, Option<DateTime<Utc>>);
+
+/// The times of a profile's [`PROFILE_FIELDS`], by position (`None` for other fields).
+type ProfileTimes = [Option<DateTime<Utc>>; PROFILE_FIELDS.len()];
+
 /// The position of `updated` in [`PROFILE_FIELDS`].
 const PROFILE_UPDATED: usize = 10;
 
 /// Checks a profile's envelope and typed attributes without copying them, in the order
 /// [`PROFILE_FIELDS`] lists them (so the first malformed field is the one named): its id
 /// and, by position in [`PROFILE_FIELDS`], its times.
-fn check_profile(
-    value: &Value,
-) -> Result<(String, [Option<DateTime<Utc>>; PROFILE_FIELDS.len()]), String> {
+fn check_profile(value: &Value) -> Result<(String, ProfileTimes), String> {
     const KIND: &str = "profile";
     let id = envelope_id(KIND, value)?.into_owned();
     let attrs = match value.get("attributes") {
