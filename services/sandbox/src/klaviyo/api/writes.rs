@@ -684,7 +684,8 @@ fn part_page(
                         "timestamp": ts,
                         "datetime": fmt_time(ts),
                         "uuid": e.uuid,
-                        "event_properties": e.properties,
+                        "event_properties": serde_json::from_str::<Value>(&e.properties)
+                            .unwrap_or(Value::Null),
                     }))
                 })
                 .collect();
