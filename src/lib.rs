@@ -1056,6 +1056,35 @@ pub async fn run_connector(
     stream: &str,
     params: serde_json::Value,
 ) -> anyhow::Result<ConnectorRun> {
+    let mut out = ConnectorRun::default();
+    out.tasks = each_fetched(connector, stream, params, |fetched| {
+        for table in fetched.tables {
+            if table.merge.replace_scope.is_some() {
+                for key in &table.merge.scope_keys {
+                    out.scoped
+                        .insert(key[0].as_str().unwrap_or_default().to_string());
+                }
+            }
+            out.rows.entry(table.table).or_default().extend(table.rows);
+        }
+        out.rejected.extend(fetched.rejected);
+    })
+    .await?;
+    Ok(out)
+}
+
+/// [`run_connector`] without holding what was fetched: hands `each` the output of every
+/// task and child task (its `children` already queued) in fetch order, so a test keeps
+/// only what it needs of a large source. Returns the number of tasks fetched.
+///
+/// # Errors
+/// The connector's planning or fetching errors.
+pub async fn each_fetched(
+    connector: &dyn sluice_connectors::Connector,
+    stream: &str,
+    params: serde_json::Value,
+    mut each: impl FnMut(sluice_connectors::FetchOutput),
+) -> anyhow::Result<usize> {
     let job_id = Uuid::new_v4();
     let plan = connector
         .plan(&sluice_connectors::JobSpec {
@@ -1068,12 +1097,12 @@ pub async fn run_connector(
         })
         .await?;
     let mut queue: std::collections::VecDeque<_> = plan.tasks.into_iter().collect();
-    let mut out = ConnectorRun::default();
+    let mut tasks = 0;
     while let Some(t) = queue.pop_front() {
-        out.tasks += 1;
+        tasks += 1;
         let task = sluice_contracts::FetchTask {
             v: MESSAGE_VERSION,
-            task_id: format!("t{}", out.tasks),
+            task_id: format!("t{tasks}"),
             job_id,
             connector: connector.name().into(),
             stream: t.stream,
@@ -1083,18 +1112,9 @@ pub async fn run_connector(
             params: plan.params.clone(),
             once: None,
         };
-        let fetched = connector.fetch(&task).await?;
-        for table in fetched.tables {
-            if table.merge.replace_scope.is_some() {
-                for key in &table.merge.scope_keys {
-                    out.scoped
-                        .insert(key[0].as_str().unwrap_or_default().to_string());
-                }
-            }
-            out.rows.entry(table.table).or_default().extend(table.rows);
-        }
-        out.rejected.extend(fetched.rejected);
-        queue.extend(fetched.children);
+        let mut fetched = connector.fetch(&task).await?;
+        queue.extend(std::mem::take(&mut fetched.children));
+        each(fetched);
     }
-    Ok(out)
+    Ok(tasks)
 }

@@ -32,6 +32,8 @@
 //!   assigns) must equal a fault-free push's, and each job's ledger must count the rows
 //!   loaded and rejected of the fault-free push. The seed fixes the schedule, so
 //!   `SLUICE_CHAOS_SEED=<seed> SLUICE_CHAOS_RUNS=1` replays one run.
+//! - `SLUICE_CHAOS_SEEDS` (e.g. `5,11,17`): exactly these seeds instead, in this order (to
+//!   run the seeds of one source, such as the sync's `6k + 5`).
 //!
 //! It prints one line per run (seed, source, the kills that happened, the result) and a last
 //! line `chaos: N passed, M failed`, and fails if any run failed.
@@ -1149,9 +1151,21 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[ignore = "long randomized suite: cargo test --release --test chaos -- --ignored --nocapture"]
 async fn randomized_kills_and_api_faults_lose_and_duplicate_nothing() {
     init_logging();
-    let runs = env_u64("SLUICE_CHAOS_RUNS", 20);
-    let first = env_u64("SLUICE_CHAOS_SEED", 1);
-    let seeds: Vec<u64> = (first..first + runs).collect();
+    let seeds: Vec<u64> = match std::env::var("SLUICE_CHAOS_SEEDS") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| {
+                s.trim().parse().unwrap_or_else(|_| {
+                    panic!("SLUICE_CHAOS_SEEDS={list}: {s:?} is not a seed (a whole number)")
+                })
+            })
+            .collect(),
+        Err(_) => {
+            let runs = env_u64("SLUICE_CHAOS_RUNS", 20);
+            let first = env_u64("SLUICE_CHAOS_SEED", 1);
+            (first..first + runs).collect()
+        }
+    };
     let mut truths: BTreeMap<Source, Truth> = BTreeMap::new();
     let (mut passed, mut failed) = (0, Vec::new());
     for seed in seeds {

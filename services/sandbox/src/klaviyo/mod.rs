@@ -101,8 +101,11 @@
 //!   appends one event, or `{"count": n, "metric_id"?, "datetime"?}` appends n generated
 //!   ones (random profiles; `datetime` default now) → `{"ids": [...]}`.
 //! - `GET /klaviyo/_admin/written`: what the write endpoints wrote (profiles, metrics,
-//!   events, catalog objects, jobs, counts); in process the same through
-//!   [`router_with_handle`]'s [`WrittenHandle`].
+//!   events, catalog objects, jobs, counts) as one document; in process the same through
+//!   [`router_with_handle`]'s [`WrittenHandle`]. `GET /klaviyo/_admin/written/counts`
+//!   serves the counts alone, and `GET /klaviyo/_admin/written/{part}?offset=&limit=` one
+//!   list of it a page at a time ([`WrittenPage`]; `limit` ≤ 1000), for states too large
+//!   to read back whole.
 //! - `POST /klaviyo/_admin/profiles/{id}/touch` with an optional `{"updated": datetime}`
 //!   (default now) sets the profile's `updated` → the profile resource.
 //!
@@ -136,8 +139,8 @@ pub use data::InvalidSpec;
 pub use limits::{RateLimitScope, Tier};
 pub use truth::*;
 pub use written::{
-    JobTiming, WrittenCounts, WrittenEvent, WrittenJob, WrittenMetricName, WrittenResource,
-    WrittenSnapshot,
+    JobTiming, WrittenCounts, WrittenEvent, WrittenJob, WrittenMetricName, WrittenPage,
+    WrittenResource, WrittenSnapshot,
 };
 
 /// What account to generate. All times are UTC.

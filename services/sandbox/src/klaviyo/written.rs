@@ -697,7 +697,28 @@ pub struct WrittenSnapshot {
     pub jobs: Vec<WrittenJob>,
 }
 
-/// How many of each kind [`WrittenSnapshot`] holds.
+/// One page of one list of [`WrittenSnapshot`], as `GET /klaviyo/_admin/written/{part}`
+/// serves it (`part`: `profiles`, `metrics`, `events`, `catalog_items`,
+/// `catalog_variants`, `catalog_categories` or `jobs`; query `offset` (default 0) and
+/// `limit` (1..=1000, default 1000)), so that a large written state is read back a page at
+/// a time instead of as one document. The entries are in the snapshot's order; `T` is
+/// the snapshot's entry type ([`WrittenResource`], [`WrittenEvent`], …).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WrittenPage<T> {
+    /// The part's name.
+    pub part: String,
+    /// Entries of the part in all.
+    pub total: u64,
+    /// Position of the first entry of `data` in the part.
+    pub offset: u64,
+    /// The `offset` of the next page; `None` on the last page.
+    pub next_offset: Option<u64>,
+    /// The entries.
+    pub data: Vec<T>,
+}
+
+/// How many of each kind [`WrittenSnapshot`] holds (also served alone by
+/// `GET /klaviyo/_admin/written/counts`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrittenCounts {
     /// Entries of [`WrittenSnapshot::profiles`].

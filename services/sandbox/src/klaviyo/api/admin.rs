@@ -157,12 +157,12 @@ fn push_event(
     }
     ov.events[m].insert(
         (ts, seq),
-        Appended {
-            id: id.clone(),
-            uuid: d.event_uuid(m, (1 << 39) | seq, ts),
+        Appended::new(
+            id.clone(),
+            d.event_uuid(m, (1 << 39) | seq, ts),
             profile,
-            properties,
-        },
+            &properties,
+        ),
     );
     id
 }

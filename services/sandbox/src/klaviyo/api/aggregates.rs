@@ -270,7 +270,8 @@ fn query(d: &Dataset, ov: &Overlay, body: &[u8]) -> Result<Value, ApiErr> {
     }
     if let Some(events) = ov.events.get(m) {
         for (&(ts, _), e) in events.range((lo, 0)..(hi, 0)) {
-            add(ts, e.profile, &e.properties);
+            let props = serde_json::from_str(&e.properties).unwrap_or(Value::Null);
+            add(ts, e.profile, &props);
         }
     }
     let starts: Vec<i64> = {

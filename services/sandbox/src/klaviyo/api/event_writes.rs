@@ -140,15 +140,7 @@ fn write_event(
     ov.next_seq += 1;
     let id = d.appended_event_id(m, seq);
     let uuid = d.event_uuid(m, (1 << 39) | seq, ts);
-    ov.events[m].insert(
-        (ts, seq),
-        Appended {
-            id,
-            uuid,
-            profile: p,
-            properties: Value::Object(props),
-        },
-    );
+    ov.events[m].insert((ts, seq), Appended::new(id, uuid, p, &Value::Object(props)));
     let r: EventRef = (m, ts, seq);
     ov.written.events.push(r);
     if let Some(k) = p.checked_sub(d.spec.profiles) {

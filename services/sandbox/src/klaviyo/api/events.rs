@@ -15,7 +15,8 @@ pub(super) struct Written<'a> {
     pub uuid: &'a str,
     /// Profile index.
     pub profile: u64,
-    pub props: &'a Value,
+    /// `event_properties` as JSON text.
+    pub props: &'a str,
     /// Its attribution's id, if it has one (and they were asked for).
     pub attribution: Option<&'a str>,
     /// Whether `include=attributions` was asked for.
@@ -63,7 +64,7 @@ impl Ctx<'_> {
         if want("event_properties") {
             sep(out);
             out.push_str(r#""event_properties":"#);
-            out.push_str(&serde_json::to_string(e.props).unwrap_or_else(|_| "{}".into()));
+            out.push_str(e.props);
         }
         if want("datetime") {
             sep(out);
@@ -252,7 +253,7 @@ impl Ctx<'_> {
                 EItem::Gen { m, idx } => {
                     let id = d.event_id(m, idx);
                     let p = d.event_profile(m, idx);
-                    let props = d.event_properties(m, idx, ts);
+                    let props = d.event_properties(m, idx, ts).to_string();
                     let uuid = d.event_uuid(m, idx, ts);
                     let attribution = attributions.then(|| d.event_attribution(m, idx)).flatten();
                     let e = Written {

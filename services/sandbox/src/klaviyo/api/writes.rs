@@ -247,6 +247,7 @@ pub(super) fn routes(
         r = r.route(&path, m.clone()).route(&format!("{path}/"), m);
     }
     r.route("/klaviyo/_admin/written", get(admin_written))
+        .route("/klaviyo/_admin/written/{part}", get(admin_written_part))
 }
 
 /// The id of the `k`-th job (of kind `kind`): 32 hex digits of a hash of both and `seed`.
@@ -569,9 +570,199 @@ impl Ctx<'_> {
 
 // ---- admin ----
 
+/// The lists of what was written, each served whole by `GET /klaviyo/_admin/written` and
+/// page by page by `GET /klaviyo/_admin/written/{part}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Part {
+    Profiles,
+    Metrics,
+    Events,
+    CatalogItems,
+    CatalogVariants,
+    CatalogCategories,
+    Jobs,
+}
+
+impl Part {
+    pub(super) const ALL: [Part; 7] = [
+        Part::Profiles,
+        Part::Metrics,
+        Part::Events,
+        Part::CatalogItems,
+        Part::CatalogVariants,
+        Part::CatalogCategories,
+        Part::Jobs,
+    ];
+
+    /// The member of the snapshot holding it, and the path segment of its pages.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Part::Profiles => "profiles",
+            Part::Metrics => "metrics",
+            Part::Events => "events",
+            Part::CatalogItems => "catalog_items",
+            Part::CatalogVariants => "catalog_variants",
+            Part::CatalogCategories => "catalog_categories",
+            Part::Jobs => "jobs",
+        }
+    }
+
+    pub(super) fn parse(name: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Entries `offset..offset + limit` of `part` (in a stable order: profiles by profile
+/// index, metrics by metric index, events in the order written, catalog objects by id,
+/// jobs in creation order) and how many there are in all. Jobs that became final are
+/// applied by the caller ([`settle`]) first.
+fn part_page(
+    live: &Live,
+    ov: &Overlay,
+    now: i64,
+    part: Part,
+    offset: usize,
+    limit: usize,
+) -> (usize, Vec<Value>) {
+    let w = WriteCx {
+        live,
+        base: "",
+        id: "",
+        now_ms: now,
+    };
+    let cx = w.ctx(ov, Ep::Profiles);
+    let d = &live.data;
+    let written: &Written = &ov.written;
+    match part {
+        Part::Profiles => {
+            // Generated profiles a write changed, then the profiles writes created.
+            let mut changed: Vec<u64> = written.overrides.keys().copied().collect();
+            changed.sort_unstable();
+            let created = (0..written.profiles.len() as u64).map(|k| d.spec.profiles + k);
+            let total = changed.len() + written.profiles.len();
+            let page = changed
+                .into_iter()
+                .chain(created)
+                .skip(offset)
+                .take(limit)
+                .map(|i| json!({"id": cx.pid(i), "attributes": cx.profile_attrs(i)}))
+                .collect();
+            (total, page)
+        }
+        Part::Metrics => {
+            let mut metrics: Vec<(usize, &String)> = written
+                .metric_names
+                .iter()
+                .map(|(name, &m)| (m, name))
+                .collect();
+            metrics.sort_unstable();
+            let page = metrics
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|&(m, name)| json!({"id": cx.mid(m), "name": name}))
+                .collect();
+            (metrics.len(), page)
+        }
+        Part::Events => {
+            let page = written
+                .events
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .filter_map(|&(m, ts, seq)| {
+                    let e = ov.events.get(m)?.get(&(ts, seq))?;
+                    let name = match m.checked_sub(d.metrics.len()) {
+                        None => &d.metrics[m].name,
+                        Some(k) => &written.metrics[k].name,
+                    };
+                    Some(json!({
+                        "id": e.id,
+                        "metric_id": cx.mid(m),
+                        "metric": name,
+                        "profile_id": cx.pid(e.profile),
+                        "timestamp": ts,
+                        "datetime": fmt_time(ts),
+                        "uuid": e.uuid,
+                        "event_properties": serde_json::from_str::<Value>(&e.properties)
+                            .unwrap_or(Value::Null),
+                    }))
+                })
+                .collect();
+            (written.events.len(), page)
+        }
+        Part::CatalogItems | Part::CatalogVariants | Part::CatalogCategories => {
+            let r = match part {
+                Part::CatalogItems => Resource::Item,
+                Part::CatalogVariants => Resource::Variant,
+                _ => Resource::Category,
+            };
+            let objects = written.catalog.map(r);
+            let page = objects
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|(id, o)| {
+                    let mut v = json!({
+                        "id": id,
+                        "attributes": super::super::written::Catalog::attributes_json(r, o),
+                    });
+                    if let Some(item) = &o.item {
+                        v["item_id"] = json!(item);
+                    }
+                    if r == Resource::Item {
+                        v["category_ids"] = json!(o.categories);
+                    }
+                    v
+                })
+                .collect();
+            (objects.len(), page)
+        }
+        Part::Jobs => {
+            let page = written
+                .jobs
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|j| {
+                    let (completed, failed) = j
+                        .outcome
+                        .as_ref()
+                        .map_or((0, 0), |o| (o.completed, o.failed));
+                    json!({
+                        "id": j.id,
+                        "type": j.kind.type_name(),
+                        "status": j.status(now),
+                        "total_count": j.payload.len(),
+                        "completed_count": completed,
+                        "failed_count": failed,
+                    })
+                })
+                .collect();
+            (written.jobs.len(), page)
+        }
+    }
+}
+
+/// How many of each part there are ([`WrittenCounts`](super::super::WrittenCounts)).
+fn counts(ov: &Overlay) -> Value {
+    let written: &Written = &ov.written;
+    json!({
+        "profiles": written.overrides.len() + written.profiles.len(),
+        "metrics": written.metric_names.len(),
+        "events": written.events.len(),
+        "events_deduplicated": written.events_deduplicated,
+        "catalog_items": written.catalog.items.len(),
+        "catalog_variants": written.catalog.variants.len(),
+        "catalog_categories": written.catalog.categories.len(),
+        "jobs": written.jobs.len(),
+        "jobs_in_progress": written.jobs.iter().filter(|j| j.in_progress()).count(),
+    })
+}
+
 /// What was written, as `GET /klaviyo/_admin/written` serves it: `{"profiles": [{id,
-/// attributes}] (written ones and generated ones a write changed), "metrics": [{id, name}],
-/// "events": [{id, metric_id, metric, profile_id, datetime, timestamp, uuid,
+/// attributes}] (generated ones a write changed, then written ones), "metrics": [{id,
+/// name}], "events": [{id, metric_id, metric, profile_id, datetime, timestamp, uuid,
 /// event_properties}], "events_deduplicated", "catalog_items" | "catalog_variants" |
 /// "catalog_categories": [{id, attributes, item_id?, category_ids?}], "jobs": [{id, type,
 /// status, total_count, completed_count, failed_count}], "counts": {…}}`.
@@ -579,115 +770,99 @@ pub(super) fn snapshot(live: &Live) -> Value {
     let now = now_ms();
     settle(live, now);
     let ov = live.overlay.read().unwrap_or_else(|p| p.into_inner());
-    let w = WriteCx {
-        live,
-        base: "",
-        id: "",
-        now_ms: now,
-    };
-    let cx = w.ctx(&ov, Ep::Profiles);
-    let d = &live.data;
-    let written: &Written = &ov.written;
-    let mut profiles: Vec<Value> = written
-        .overrides
-        .keys()
-        .map(|&i| json!({"id": cx.pid(i), "attributes": cx.profile_attrs(i)}))
-        .collect();
-    profiles.extend((0..written.profiles.len() as u64).map(|k| {
-        let i = d.spec.profiles + k;
-        json!({"id": cx.pid(i), "attributes": cx.profile_attrs(i)})
-    }));
-    let metrics: Vec<Value> = written
-        .metric_names
-        .iter()
-        .map(|(name, &m)| json!({"id": cx.mid(m), "name": name}))
-        .collect();
-    let events: Vec<Value> = written
-        .events
-        .iter()
-        .filter_map(|&(m, ts, seq)| {
-            let e = ov.events.get(m)?.get(&(ts, seq))?;
-            let name = match m.checked_sub(d.metrics.len()) {
-                None => d.metrics[m].name.clone(),
-                Some(k) => written.metrics[k].name.clone(),
-            };
-            Some(json!({
-                "id": e.id,
-                "metric_id": cx.mid(m),
-                "metric": name,
-                "profile_id": cx.pid(e.profile),
-                "timestamp": ts,
-                "datetime": fmt_time(ts),
-                "uuid": e.uuid,
-                "event_properties": e.properties,
-            }))
-        })
-        .collect();
-    let catalog = |r: Resource| -> Vec<Value> {
-        written
-            .catalog
-            .map(r)
-            .iter()
-            .map(|(id, o)| {
-                let mut v = json!({
-                    "id": id,
-                    "attributes": super::super::written::Catalog::attributes_json(r, o),
-                });
-                if let Some(item) = &o.item {
-                    v["item_id"] = json!(item);
-                }
-                if r == Resource::Item {
-                    v["category_ids"] = json!(o.categories);
-                }
-                v
-            })
-            .collect()
-    };
-    let jobs: Vec<Value> = written
-        .jobs
-        .iter()
-        .map(|j| {
-            let o = j.outcome.clone().unwrap_or_default();
-            json!({
-                "id": j.id,
-                "type": j.kind.type_name(),
-                "status": j.status(now),
-                "total_count": j.payload.len(),
-                "completed_count": o.completed,
-                "failed_count": o.failed,
-            })
-        })
-        .collect();
-    let (items, variants, categories) = (
-        catalog(Resource::Item),
-        catalog(Resource::Variant),
-        catalog(Resource::Category),
-    );
+    let mut out = json!({
+        "counts": counts(&ov),
+        "events_deduplicated": ov.written.events_deduplicated,
+    });
+    for part in Part::ALL {
+        out[part.name()] = Value::Array(part_page(live, &ov, now, part, 0, usize::MAX).1);
+    }
+    out
+}
+
+/// Entries of one part of the written state, as `GET /klaviyo/_admin/written/{part}`
+/// serves them: `{"part", "total", "offset", "next_offset" (null on the last page),
+/// "data": [...]}` (the entries as in [`snapshot`]); `GET /klaviyo/_admin/written/counts`
+/// serves the counts alone.
+pub(super) fn written_page(live: &Live, part: Part, offset: usize, limit: usize) -> Value {
+    let now = now_ms();
+    settle(live, now);
+    let ov = live.overlay.read().unwrap_or_else(|p| p.into_inner());
+    let (total, data) = part_page(live, &ov, now, part, offset, limit);
+    let end = offset.saturating_add(data.len());
     json!({
-        "counts": {
-            "profiles": profiles.len(),
-            "metrics": metrics.len(),
-            "events": events.len(),
-            "events_deduplicated": written.events_deduplicated,
-            "catalog_items": items.len(),
-            "catalog_variants": variants.len(),
-            "catalog_categories": categories.len(),
-            "jobs": jobs.len(),
-            "jobs_in_progress": written.jobs.iter().filter(|j| j.in_progress()).count(),
-        },
-        "profiles": profiles,
-        "metrics": metrics,
-        "events": events,
-        "events_deduplicated": written.events_deduplicated,
-        "catalog_items": items,
-        "catalog_variants": variants,
-        "catalog_categories": categories,
-        "jobs": jobs,
+        "part": part.name(),
+        "total": total,
+        "offset": offset,
+        "next_offset": (end < total && !data.is_empty()).then_some(end),
+        "data": data,
     })
 }
 
+/// The counts of [`snapshot`] alone.
+pub(super) fn written_counts(live: &Live) -> Value {
+    settle(live, now_ms());
+    counts(&live.overlay.read().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The most entries one page of `GET /klaviyo/_admin/written/{part}` serves (and its
+/// default): a page of events of a large order is a few megabytes.
+pub(super) const WRITTEN_PAGE_MAX: usize = 1_000;
+
 async fn admin_written(State(sh): St) -> Response {
     (StatusCode::OK, axum::Json(snapshot(&sh.live()))).into_response()
+}
+
+async fn admin_written_part(
+    State(sh): St,
+    Path(part): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let bad =
+        |msg: String| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg}))).into_response();
+    if part == "counts" {
+        return (StatusCode::OK, axum::Json(written_counts(&sh.live()))).into_response();
+    }
+    let Some(p) = Part::parse(&part) else {
+        let names: Vec<&str> = Part::ALL.iter().map(|p| p.name()).collect();
+        return bad(format!(
+            "/klaviyo/_admin/written/{part}: no such part; one of counts, {}",
+            names.join(", ")
+        ));
+    };
+    let (mut offset, mut limit) = (0, WRITTEN_PAGE_MAX);
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let number = |what: &str| {
+            v.parse::<usize>().map_err(|_| {
+                format!("/klaviyo/_admin/written/{part}: {what}={v:?} is not a whole number")
+            })
+        };
+        match k.as_ref() {
+            "offset" => match number("offset") {
+                Ok(n) => offset = n,
+                Err(e) => return bad(e),
+            },
+            "limit" => match number("limit") {
+                Ok(n) if (1..=WRITTEN_PAGE_MAX).contains(&n) => limit = n,
+                Ok(n) => {
+                    return bad(format!(
+                        "/klaviyo/_admin/written/{part}: limit={n} is outside 1..={WRITTEN_PAGE_MAX}"
+                    ));
+                }
+                Err(e) => return bad(e),
+            },
+            other => {
+                return bad(format!(
+                    "/klaviyo/_admin/written/{part}: unknown parameter {other:?} (offset, limit)"
+                ));
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        axum::Json(written_page(&sh.live(), p, offset, limit)),
+    )
+        .into_response()
 }
 
 /// A handle on a running emulation's written state, for in-process tests

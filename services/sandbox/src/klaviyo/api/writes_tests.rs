@@ -1250,3 +1250,96 @@ async fn an_injected_error_writes_nothing() {
     assert_eq!(a.handle.snapshot()["counts"]["events"], 0);
     assert_eq!(a.handle.snapshot()["counts"]["profiles"], 0);
 }
+
+#[tokio::test]
+async fn the_written_state_pages_concatenate_to_the_whole_snapshot() {
+    let a = app(config(None, fast()));
+    for k in 0..5 {
+        let (email, unique) = (format!("b{k}@example.com"), format!("u-{k}"));
+        let metric = if k % 2 == 0 {
+            "Placed Order"
+        } else {
+            "Ordered Product"
+        };
+        let at = "2025-03-01T10:00:00Z";
+        let e = json!({"data": event(&email, metric, at, Some(&unique), f64::from(k))});
+        assert_eq!(a.post("/api/events", &e).await.status, 202);
+    }
+    for k in 0..3 {
+        let c = json!({"data": category(&format!("c-{k}"), "Shoes")});
+        assert_eq!(a.post("/api/catalog-categories", &c).await.status, 201);
+    }
+    let cats = ["$custom:::$default:::c-0", "$custom:::$default:::c-2"];
+    let it = json!({"data": item("p-1", "Boot", &cats)});
+    assert_eq!(a.post("/api/catalog-items", &it).await.status, 201);
+    for sku in ["s-1", "s-2", "s-3"] {
+        let v = json!({"data": variant(sku, ITEM)});
+        assert_eq!(a.post("/api/catalog-variants", &v).await.status, 201);
+    }
+    let job = json!({"data": {"type": "catalog-category-bulk-create-job", "attributes": {"categories": {"data": [
+        category("c-9", "Hats")]}}}});
+    let r = a.post("/api/catalog-category-bulk-create-jobs", &job).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["data"]["id"].as_str().unwrap().to_owned();
+    a.wait_job(&format!("/api/catalog-category-bulk-create-jobs/{id}"))
+        .await;
+
+    let snap = a.handle.snapshot();
+    let counts = a.get("/klaviyo/_admin/written/counts").await;
+    assert_eq!(counts.status, 200);
+    assert_eq!(counts.body, snap["counts"]);
+    assert_eq!(counts.body["events"], 5);
+    assert_eq!(counts.body["catalog_categories"], 4);
+    for part in [
+        "profiles",
+        "metrics",
+        "events",
+        "catalog_items",
+        "catalog_variants",
+        "catalog_categories",
+        "jobs",
+    ] {
+        let mut got = Vec::new();
+        let mut offset = Some(0);
+        let mut pages = 0;
+        while let Some(o) = offset {
+            let page = a
+                .get(&format!(
+                    "/klaviyo/_admin/written/{part}?offset={o}&limit=2"
+                ))
+                .await;
+            assert_eq!(page.status, 200, "{part}: {}", page.body);
+            assert_eq!(page.body["part"], part);
+            assert_eq!(page.body["offset"], o);
+            assert_eq!(
+                page.body["total"],
+                json!(snap[part].as_array().unwrap().len())
+            );
+            let data = page.body["data"].as_array().unwrap();
+            assert!(data.len() <= 2, "{part}: a page holds at most its limit");
+            got.extend(data.iter().cloned());
+            offset = page.body["next_offset"].as_u64();
+            pages += 1;
+        }
+        assert_eq!(Value::Array(got), snap[part], "{part}");
+        assert!(pages >= snap[part].as_array().unwrap().len() / 2, "{part}");
+    }
+    // Past the end: empty, no next page.
+    let past = a.get("/klaviyo/_admin/written/events?offset=99").await;
+    assert_eq!(past.body["data"], json!([]));
+    assert_eq!(past.body["next_offset"], Value::Null);
+
+    // Bad requests name what is wrong.
+    for (uri, names) in [
+        ("/klaviyo/_admin/written/orders", "orders"),
+        ("/klaviyo/_admin/written/events?limit=0", "limit=0"),
+        ("/klaviyo/_admin/written/events?limit=1001", "limit=1001"),
+        ("/klaviyo/_admin/written/events?offset=x", "offset=\"x\""),
+        ("/klaviyo/_admin/written/events?page=2", "\"page\""),
+    ] {
+        let r = a.get(uri).await;
+        assert_eq!(r.status, 400, "{uri}");
+        let msg = r.body["error"].as_str().unwrap();
+        assert!(msg.contains(names), "{uri}: {msg}");
+    }
+}
