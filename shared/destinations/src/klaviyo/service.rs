@@ -878,6 +878,14 @@ mod tests {
     }
 
     #[test]
+    fn polls_start_at_an_eighth_of_the_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(first_poll_wait(ms(1000)), ms(125));
+        assert_eq!(first_poll_wait(ms(4)), ms(1));
+        assert_eq!(first_poll_wait(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
     fn jobs_decode_with_their_errors() {
         let job = Job::decode(&serde_json::json!({"data": {"type": "catalog-item-bulk-create-job", "id": "J1",
             "attributes": {"status": "complete", "total_count": 3, "completed_count": 2, "failed_count": 1,

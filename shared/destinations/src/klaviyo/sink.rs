@@ -1373,6 +1373,60 @@ mod tests {
     }
 
     #[test]
+    fn units_sharing_an_object_or_an_item_go_in_later_waves() {
+        let part = |table: &str, columns: &[&str], rows: Vec<Vec<Value>>| RecordBatch {
+            v: 1,
+            job_id: uuid::Uuid::nil(),
+            task_id: "t".into(),
+            stream: "s".into(),
+            part: 0,
+            task_complete: true,
+            table: table.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows,
+            merge: MergeSpec::default(),
+            children: Vec::new(),
+            cursor_max: None,
+            rejected: Vec::new(),
+        };
+        let items = |ids: &[&str]| {
+            part(
+                ITEM_TABLE,
+                &["id"],
+                ids.iter().map(|i| vec![json!(i)]).collect(),
+            )
+        };
+        let variants = |rows: &[(&str, &str)]| {
+            part(
+                VARIANT_TABLE,
+                &["id", "item_id"],
+                rows.iter().map(|(v, i)| vec![json!(v), json!(i)]).collect(),
+            )
+        };
+        let a = items(&["I1", "I2"]);
+        let b = items(&["I3"]);
+        let c = items(&["I2", "I4"]);
+        let d = variants(&[("V1", "I1")]);
+        // Carries no variant of I1 but replaces its variants (they are all gone).
+        let mut e = variants(&[]);
+        e.merge.replace_scope = Some(vec!["item_id".into()]);
+        e.merge.scope_keys = vec![vec![json!("I1")]];
+        let f = variants(&[("V2", "I5")]);
+        // The same id in another table is another object.
+        let g = part(CATEGORY_TABLE, &["id"], vec![vec![json!("I2")]]);
+        let units: Vec<Vec<&RecordBatch>> = [&a, &b, &c, &d, &e, &f, &g]
+            .into_iter()
+            .map(|p| vec![p])
+            .collect();
+        assert_eq!(waves(&units), vec![vec![0, 1, 3, 5, 6], vec![2, 4]]);
+        // A third write of I4 waits for the second.
+        let h = items(&["I4"]);
+        let mut more = units.clone();
+        more.push(vec![&h]);
+        assert_eq!(waves(&more), vec![vec![0, 1, 3, 5, 6], vec![2, 4], vec![7]]);
+    }
+
+    #[test]
     fn chunks_respect_count_and_bytes() {
         let positions: Vec<usize> = (0..250).collect();
         let by_count = chunk(&positions, 100, |_| 10);
