@@ -160,8 +160,7 @@ impl EventJobs {
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Destination {
-                message: "the event bulk job carrying these events was dropped unanswered"
-                    .into(),
+                message: "the event bulk job carrying these events was dropped unanswered".into(),
                 transient: true,
             })
         })

@@ -49,12 +49,12 @@ use sluice_store::StoreError;
 use sluice_store::ledger::Write;
 use tokio::sync::Semaphore;
 
+use self::event_jobs::EventJobs;
 pub use self::service::{ApiError, Call, Job, Service, ServiceConfig};
 pub use self::sink::{
     CATEGORY_TABLE, EVENT_TABLE, ITEM_TABLE, MAX_CATALOG_PER_JOB, MAX_EVENTS_PER_JOB,
     MAX_JOB_BYTES, MAX_PROFILE_BYTES, MAX_PROFILES_PER_JOB, PROFILE_TABLE, TABLES, VARIANT_TABLE,
 };
-use self::event_jobs::EventJobs;
 use crate::{Destination, TableCount, config_error};
 
 /// Catalog bulk jobs an account may have in progress at once (Klaviyo's limit).

@@ -1012,9 +1012,7 @@ pub(super) async fn post_isolating(
         {
             Answer::Ok(doc) => accepted.push((batch, doc)),
             Answer::NotFound => {
-                return Err(
-                    service.error(format!("POST {path}: Klaviyo answered 404"), false)
-                );
+                return Err(service.error(format!("POST {path}: Klaviyo answered 404"), false));
             }
             Answer::Refused {
                 status,
@@ -1041,8 +1039,7 @@ pub(super) async fn post_isolating(
                     }));
                     pending.push(rest);
                 } else if batch.len() == 1 {
-                    refused
-                        .push((batch[0], format!("Klaviyo refused it ({status}): {detail}")));
+                    refused.push((batch[0], format!("Klaviyo refused it ({status}): {detail}")));
                 } else {
                     let half = batch.len() / 2;
                     pending.push(batch[half..].to_vec());
