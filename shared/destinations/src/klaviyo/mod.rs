@@ -74,7 +74,8 @@ pub struct KlaviyoConfig {
     pub preferred_currency: Option<String>,
     /// Mapping option: product URLs, `{{productSlug}}` replaced by the localized slug.
     pub product_url_template: Option<String>,
-    /// How often a bulk job is polled, in milliseconds; default 1000.
+    /// The longest wait between two polls of a bulk job, in milliseconds (the first after
+    /// an eighth of it, each next wait doubling); default 1000.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// A bulk job not final after this many seconds fails the part (transient: it is
