@@ -44,6 +44,8 @@ struct Kind {
     job_type: Option<&'static str>,
     /// The steady limit of its write endpoints, requests per minute, and the tier's name.
     tier: (f64, &'static str),
+    /// Most objects one write request takes (Klaviyo's limit per bulk job).
+    per_request: f64,
 }
 
 const KINDS: [Kind; 5] = [
@@ -56,6 +58,7 @@ const KINDS: [Kind; 5] = [
         ],
         job_type: Some("catalog-category-bulk-"),
         tier: (TIER_L_PER_MINUTE, "L"),
+        per_request: 100.0,
     },
     Kind {
         name: "catalog items",
@@ -63,6 +66,7 @@ const KINDS: [Kind; 5] = [
         endpoints: &["bulk_create_catalog_items", "bulk_update_catalog_items"],
         job_type: Some("catalog-item-bulk-"),
         tier: (TIER_L_PER_MINUTE, "L"),
+        per_request: 100.0,
     },
     Kind {
         name: "catalog variants",
@@ -73,6 +77,7 @@ const KINDS: [Kind; 5] = [
         ],
         job_type: Some("catalog-variant-bulk-"),
         tier: (TIER_L_PER_MINUTE, "L"),
+        per_request: 100.0,
     },
     Kind {
         name: "profiles",
@@ -80,6 +85,7 @@ const KINDS: [Kind; 5] = [
         endpoints: &["bulk_import_profiles"],
         job_type: Some("profile-bulk-import-job"),
         tier: (TIER_M_PER_MINUTE, "M"),
+        per_request: 10_000.0,
     },
     Kind {
         name: "events",
@@ -87,6 +93,7 @@ const KINDS: [Kind; 5] = [
         endpoints: &["bulk_create_events"],
         job_type: None,
         tier: (TIER_M_PER_MINUTE, "M"),
+        per_request: 1_000.0,
     },
 ];
 
@@ -224,6 +231,17 @@ async fn main() -> anyhow::Result<()> {
                 100.0 * refused / (requests + refused).max(1.0),
             );
             println!("{line}");
+            // What the tier allows at best: full jobs at the steady rate. A push that is
+            // short of it is held back by something else (the fetch, lookups, job
+            // lifecycles), whatever its share of requests.
+            let capacity = steady * kind.per_request;
+            let tier_bound = (objects / kind.per_request).ceil() / steady;
+            println!(
+                "  {:<18} {:.1} % of the tier's object capacity ({capacity:.0}/s: full jobs of {} at the steady rate); the tier alone needs {tier_bound:.1} s of the push's {elapsed:.1} s",
+                "",
+                100.0 * objects / elapsed / capacity,
+                kind.per_request
+            );
             if kind.name == "profiles" {
                 let import = format!(
                     "  profiles through bulk import jobs: {:.1} profiles/s, {jobs} jobs of {:.0} profiles on average",

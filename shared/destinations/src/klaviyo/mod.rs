@@ -12,7 +12,9 @@
 //!   polled to `complete`/`cancelled`, its `import-errors` turned into rejects; a profile
 //!   refused for its phone number is sent once more without it (the plugin's fallback);
 //! - `klaviyo.event`: event bulk create jobs of at most 1,000 events and 5 MB, grouped by
-//!   profile (202, nothing to poll); `unique_id` makes a re-sent event a no-op;
+//!   profile (202, nothing to poll), filled with the events of every write in flight when
+//!   the endpoint's rate limit gives a place ([`event_jobs`]); `unique_id` makes a re-sent
+//!   event a no-op;
 //! - `klaviyo.catalog-category|catalog-item|catalog-variant`: the ids looked up
 //!   (`any(ids,[…])`), then create, update and delete bulk jobs of at most 100, at most 500
 //!   in progress for the account (shared among the loaders), each polled to a final state
@@ -29,6 +31,7 @@
 //! `unique_id`, catalog writes look the ids up first (and an update of the same attributes
 //! is harmless).
 
+mod event_jobs;
 mod service;
 mod sink;
 #[cfg(test)]
@@ -46,6 +49,7 @@ use sluice_store::StoreError;
 use sluice_store::ledger::Write;
 use tokio::sync::Semaphore;
 
+use self::event_jobs::EventJobs;
 pub use self::service::{ApiError, Call, Job, Service, ServiceConfig};
 pub use self::sink::{
     CATEGORY_TABLE, EVENT_TABLE, ITEM_TABLE, MAX_CATALOG_PER_JOB, MAX_EVENTS_PER_JOB,
@@ -70,7 +74,8 @@ pub struct KlaviyoConfig {
     pub preferred_currency: Option<String>,
     /// Mapping option: product URLs, `{{productSlug}}` replaced by the localized slug.
     pub product_url_template: Option<String>,
-    /// How often a bulk job is polled, in milliseconds; default 1000.
+    /// The longest wait between two polls of a bulk job, in milliseconds (the first after
+    /// an eighth of it, each next wait doubling); default 1000.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// A bulk job not final after this many seconds fails the part (transient: it is
@@ -211,8 +216,10 @@ impl KlaviyoConfig {
             },
             limiters,
         )?;
+        let service = Arc::new(service);
         Ok(Klaviyo {
             name: name.to_string(),
+            event_jobs: Arc::new(EventJobs::new(service.clone())),
             service,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             poll_timeout: Duration::from_secs(self.poll_timeout_seconds),
@@ -227,7 +234,9 @@ impl KlaviyoConfig {
 pub struct Klaviyo {
     name: String,
     config: KlaviyoConfig,
-    service: Service,
+    service: Arc<Service>,
+    /// Event bulk jobs shared by the event writes in flight.
+    event_jobs: Arc<EventJobs>,
     poll_interval: Duration,
     poll_timeout: Duration,
     /// Catalog jobs in progress: each takes as many permits as there are loaders, so the

@@ -163,6 +163,11 @@ pub enum Answer {
     },
 }
 
+/// A place in an operation's rate limit, taken by [`Service::turn`] and spent by
+/// [`Service::send_in_turn`].
+#[derive(Debug)]
+pub struct Turn(());
+
 /// Status of a bulk job (`data.attributes` of `…-bulk-…-jobs/{id}`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -316,7 +321,7 @@ impl Service {
         })
     }
 
-    fn error(&self, message: String, transient: bool) -> StoreError {
+    pub(crate) fn error(&self, message: String, transient: bool) -> StoreError {
         let key = self.config.api_key.expose_secret();
         let message = if key.len() >= 4 && message.contains(key) {
             message.replace(key, "[REDACTED]")
@@ -345,6 +350,36 @@ impl Service {
         rel: &str,
         body: Option<&Value>,
     ) -> Result<Answer, StoreError> {
+        self.send_in_turn(None, call, method, rel, body).await
+    }
+
+    /// Waits until `call`'s rate limit lets one request go, and takes that place: the
+    /// request is then sent with [`Service::send_in_turn`]. For a caller that builds the
+    /// request from what gathered while it waited (events of several parts in one job).
+    pub async fn turn(&self, call: &Call) -> Turn {
+        let bucket =
+            self.limiters
+                .operation_bucket(&self.config.account, &call.operation, call.tier);
+        let waiting = Instant::now();
+        bucket.acquire().await;
+        telemetry::waited(API, waiting.elapsed());
+        Turn(())
+    }
+
+    /// [`Service::send`], the first attempt spending `turn` (taken by [`Service::turn`] for
+    /// the same `call`) instead of waiting again; retries wait as usual.
+    ///
+    /// # Errors
+    /// As [`Service::send`].
+    pub async fn send_in_turn(
+        &self,
+        turn: Option<Turn>,
+        call: &Call,
+        method: Method,
+        rel: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, StoreError> {
+        let mut held = turn.is_some();
         let url = format!("{}{rel}", self.base);
         let shown = format!("{method} {}", shown_path(rel));
         let body = body.map(|b| b.to_string());
@@ -354,9 +389,11 @@ impl Service {
         let (mut waits, mut retries) = (0u32, 0u32);
         let mut delay = Duration::from_millis(250);
         loop {
-            let waiting = Instant::now();
-            bucket.acquire().await;
-            telemetry::waited(API, waiting.elapsed());
+            if !std::mem::take(&mut held) {
+                let waiting = Instant::now();
+                bucket.acquire().await;
+                telemetry::waited(API, waiting.elapsed());
+            }
             let started = Instant::now();
             let mut request = self.http.request(method.clone(), &url);
             if let Some(body) = &body {
@@ -502,9 +539,11 @@ impl Service {
         })
     }
 
-    /// Polls the job until it is final: every `interval`, at most `timeout` (then a
-    /// transient error naming the job and its last state). Jobs still `queued` are polled
-    /// like `processing` ones.
+    /// Polls the job until it is final, at most `timeout` (then a transient error naming
+    /// the job and its last state): first after an eighth of `interval`, each wait twice the
+    /// last up to `interval` — a job of one part is often final within a second, and a
+    /// fixed `interval` made every job cost at least that; a long job is still asked about
+    /// once per `interval`. Jobs still `queued` are polled like `processing` ones.
     ///
     /// # Errors
     /// As [`Service::job`]; the timeout.
@@ -517,6 +556,7 @@ impl Service {
         timeout: Duration,
     ) -> Result<Job, StoreError> {
         let started = Instant::now();
+        let mut wait = first_poll_wait(interval);
         while !job.is_final() {
             if started.elapsed() >= timeout {
                 return Err(self.error(
@@ -531,7 +571,8 @@ impl Service {
                     true,
                 ));
             }
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(interval);
             job = self.job(call, collection, &job.id).await?;
         }
         Ok(job)
@@ -692,6 +733,12 @@ impl Service {
     }
 }
 
+/// The first wait of a poll that waits at most `interval`: an eighth of it (at least 1 ms),
+/// doubled at each poll after.
+pub(crate) fn first_poll_wait(interval: Duration) -> Duration {
+    (interval / 8).max(Duration::from_millis(1)).min(interval)
+}
+
 /// `data[].id` of a document.
 fn ids_of(doc: &Value) -> impl Iterator<Item = String> + '_ {
     doc.get("data")
@@ -828,6 +875,14 @@ mod tests {
             Call::get_catalog_job("catalog-variant-bulk-delete-jobs").tier,
             Tier::Xl
         );
+    }
+
+    #[test]
+    fn polls_start_at_an_eighth_of_the_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(first_poll_wait(ms(1000)), ms(125));
+        assert_eq!(first_poll_wait(ms(4)), ms(1));
+        assert_eq!(first_poll_wait(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

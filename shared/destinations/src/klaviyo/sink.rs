@@ -14,7 +14,8 @@ use sluice_store::StoreError;
 use sluice_store::ledger::PartWriter;
 use sluice_store::load::{Changes, LoadOutcome};
 
-use super::service::{Answer, ApiError, Call, ImportError, Job};
+use super::event_jobs::Event;
+use super::service::{Answer, ApiError, Call, ImportError, Job, Service, Turn, first_poll_wait};
 use super::{Klaviyo, MAX_CATALOG_JOBS_IN_PROGRESS};
 
 /// Profiles, written with profile bulk import jobs.
@@ -60,12 +61,12 @@ const ITEM_WAIT: Duration = Duration::from_secs(60);
 type ProfileFailure = (usize, String, bool);
 /// Failed profiles, and failures no profile is named for.
 type ProfileFailures = (Vec<ProfileFailure>, Vec<RejectedRecord>);
-/// What [`Klaviyo::post_isolating`] did: the requests accepted (positions and Klaviyo's
+/// What [`post_isolating`] did: the requests accepted (positions and Klaviyo's
 /// answer) and the positions refused, with why.
-type Posted = (Vec<(Vec<usize>, Option<Value>)>, Vec<(usize, String)>);
+pub(super) type Posted = (Vec<(Vec<usize>, Option<Value>)>, Vec<(usize, String)>);
 /// Builds a bulk request's body for some positions, with the positions each element of
 /// its `data` list carries (to read `source.pointer`s back).
-type BuildBody<'a> = dyn Fn(&[usize]) -> (Value, Vec<Vec<usize>>) + Sync + 'a;
+pub(super) type BuildBody<'a> = dyn Fn(&[usize]) -> (Value, Vec<Vec<usize>>) + Sync + 'a;
 /// Rows refused as they are: part, row, why.
 type Invalid = Vec<(usize, usize, String)>;
 
@@ -99,12 +100,70 @@ impl PartWriter for Klaviyo {
         &self,
         units: &[Vec<&RecordBatch>],
     ) -> Result<Vec<Vec<LoadOutcome>>, StoreError> {
-        let mut out = Vec::with_capacity(units.len());
-        for unit in units {
-            out.push(self.write_unit(unit).await?);
+        // A unit's time is mostly waiting on Klaviyo (job lifecycles, polls, lookups, the
+        // rate limiter), so the units of a group are written at once — except that a unit
+        // sharing an object (or a variant-replacing item) with an earlier one waits for it,
+        // so the later write of an object still lands last.
+        let mut out: Vec<Vec<LoadOutcome>> = units.iter().map(|_| Vec::new()).collect();
+        for wave in waves(units) {
+            let written =
+                futures::future::try_join_all(wave.iter().map(|&u| self.write_unit(&units[u])))
+                    .await?;
+            for (u, outcomes) in wave.into_iter().zip(written) {
+                out[u] = outcomes;
+            }
         }
         Ok(out)
     }
+}
+
+/// The units in waves, in order: each unit goes in the wave after the last one holding a
+/// unit it shares a key with — an object id, or an item whose variants it replaces or
+/// carries — so units within a wave touch nothing in common and the order of writes of
+/// every key is the order of the units.
+fn waves(units: &[Vec<&RecordBatch>]) -> Vec<Vec<usize>> {
+    let mut last_wave: HashMap<String, usize> = HashMap::new();
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (u, unit) in units.iter().enumerate() {
+        let keys = unit_keys(unit);
+        let wave = keys
+            .iter()
+            .filter_map(|k| last_wave.get(k).map(|w| w + 1))
+            .max()
+            .unwrap_or(0);
+        for k in keys {
+            last_wave.insert(k, wave);
+        }
+        if waves.len() <= wave {
+            waves.resize_with(wave + 1, Vec::new);
+        }
+        waves[wave].push(u);
+    }
+    waves
+}
+
+/// What a unit writes to: `<table> <id>` of every row, and `item <id>` of every item whose
+/// variants it carries or replaces.
+fn unit_keys(unit: &[&RecordBatch]) -> HashSet<String> {
+    let mut keys = HashSet::new();
+    for batch in unit {
+        let at = |name: &str| batch.columns.iter().position(|c| c == name);
+        let (id_at, item_at) = (at("id"), at("item_id"));
+        for row in &batch.rows {
+            if let Some(id) = id_at.and_then(|i| row.get(i)) {
+                keys.insert(format!("{} {id}", batch.table));
+            }
+            if let Some(item) = item_at.and_then(|i| row.get(i)).filter(|v| !v.is_null()) {
+                keys.insert(format!("item {item}"));
+            }
+        }
+        for k in &batch.merge.scope_keys {
+            if let Some(item) = k.first() {
+                keys.insert(format!("item {item}"));
+            }
+        }
+    }
+    keys
 }
 
 impl Klaviyo {
@@ -224,11 +283,7 @@ impl Klaviyo {
 
     // ---- bulk requests -------------------------------------------------------------------
 
-    /// POSTs `positions` with `build` (the body and, per element of its `data` list, the
-    /// positions it carries), isolating what Klaviyo refuses: the positions a refusal's
-    /// `source.pointer` names are refused and the rest sent again; a refusal naming none is
-    /// split in halves (a single position is refused with it). Returns the accepted
-    /// requests (positions and answer) and the refused positions.
+    /// [`post_isolating`] with this destination's client.
     async fn post_isolating(
         &self,
         call: &Call,
@@ -236,65 +291,7 @@ impl Klaviyo {
         positions: Vec<usize>,
         build: &BuildBody<'_>,
     ) -> Result<Posted, StoreError> {
-        let mut accepted = Vec::new();
-        let mut refused: Vec<(usize, String)> = Vec::new();
-        let mut pending = vec![positions];
-        while let Some(batch) = pending.pop() {
-            if batch.is_empty() {
-                continue;
-            }
-            let (body, layout) = build(&batch);
-            match self
-                .service
-                .send(call, Method::POST, path, Some(&body))
-                .await?
-            {
-                Answer::Ok(doc) => accepted.push((batch, doc)),
-                Answer::NotFound => {
-                    return Err(StoreError::Destination {
-                        message: format!(
-                            "destination {} (klaviyo): POST {path}: Klaviyo answered 404",
-                            self.name
-                        ),
-                        transient: false,
-                    });
-                }
-                Answer::Refused {
-                    status,
-                    errors,
-                    detail,
-                } => {
-                    let mut named: HashMap<usize, Vec<String>> = HashMap::new();
-                    for e in &errors {
-                        for p in pointed(e.source.pointer.as_deref(), &layout) {
-                            named.entry(p).or_default().push(e.describe());
-                        }
-                    }
-                    if !named.is_empty() {
-                        let rest: Vec<usize> = batch
-                            .iter()
-                            .copied()
-                            .filter(|p| !named.contains_key(p))
-                            .collect();
-                        refused.extend(named.into_iter().map(|(p, why)| {
-                            (
-                                p,
-                                format!("Klaviyo refused it ({status}): {}", why.join("; ")),
-                            )
-                        }));
-                        pending.push(rest);
-                    } else if batch.len() == 1 {
-                        refused
-                            .push((batch[0], format!("Klaviyo refused it ({status}): {detail}")));
-                    } else {
-                        let half = batch.len() / 2;
-                        pending.push(batch[half..].to_vec());
-                        pending.push(batch[..half].to_vec());
-                    }
-                }
-            }
-        }
-        Ok((accepted, refused))
+        post_isolating(&self.service, None, call, path, positions, build).await
     }
 
     // ---- profiles ------------------------------------------------------------------------
@@ -581,58 +578,19 @@ impl Klaviyo {
             let key = |i: usize| events[i].as_ref().map(|e| e.0.as_str());
             key(a).cmp(&key(b)).then(a.cmp(&b))
         });
-        // Each event is counted with its profile and the element around them, as if it were
-        // alone in its group: an overestimate when events share a profile, never under.
-        let chunks = chunk(&positions, MAX_EVENTS_PER_JOB, |i| {
-            events[i]
-                .as_ref()
-                .map_or(0, |e| e.0.len() + e.2.to_string().len() + 96)
-        });
-        let build = |batch: &[usize]| {
-            let mut data: Vec<Value> = Vec::new();
-            let mut layout: Vec<Vec<usize>> = Vec::new();
-            let mut current: Option<&str> = None;
-            let mut group: Vec<Value> = Vec::new();
-            let mut profile: Option<&Value> = None;
-            let flush = |profile: Option<&Value>, group: &mut Vec<Value>, data: &mut Vec<Value>| {
-                if let Some(p) = profile {
-                    data.push(json!({"type": "event-bulk-create", "attributes": {
-                        "profile": {"data": p}, "events": {"data": std::mem::take(group)}}}));
-                }
-            };
-            for &i in batch {
-                let Some((key, p, event)) = events[i].as_ref() else {
-                    continue;
-                };
-                if current != Some(key.as_str()) {
-                    flush(profile, &mut group, &mut data);
-                    layout.push(Vec::new());
-                    current = Some(key);
-                    profile = Some(p);
-                }
-                group.push(event.clone());
-                if let Some(last) = layout.last_mut() {
-                    last.push(i);
-                }
-            }
-            flush(profile, &mut group, &mut data);
-            (
-                json!({"data": {"type": "event-bulk-create-job",
-                    "attributes": {"events-bulk-create": {"data": data}}}}),
-                layout,
-            )
-        };
-        let call = Call::create_event_bulk_job();
-        let results: Vec<Result<_, StoreError>> = stream::iter(chunks)
-            .map(|c| self.post_isolating(&call, "/api/event-bulk-create-jobs", c, &build))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for r in results {
-            // 202 with no body: nothing to poll; Klaviyo deduplicates by `unique_id`.
-            let (_, refused) = r?;
-            w.failed.extend(refused);
-        }
+        let ready: Vec<Event> = positions
+            .into_iter()
+            .filter_map(|i| {
+                events[i].take().map(|(key, profile, resource)| Event {
+                    origin: i,
+                    key,
+                    profile,
+                    resource,
+                })
+            })
+            .collect();
+        // In jobs shared with the other event writes in flight (`event_jobs`).
+        w.failed.extend(self.event_jobs.write(ready).await?);
         Ok(())
     }
 
@@ -645,16 +603,25 @@ impl Klaviyo {
         merge: &MergeSpec,
         w: &mut Written,
     ) -> Result<(), StoreError> {
-        let mut upserts: Vec<usize> = (0..objs.len()).filter(|&i| !objs[i].delete).collect();
+        let upserts: Vec<usize> = (0..objs.len()).filter(|&i| !objs[i].delete).collect();
         let deletes: Vec<usize> = (0..objs.len()).filter(|&i| objs[i].delete).collect();
-        if kind == CatalogKind::Variant {
-            upserts = self.variants_with_items(objs, upserts, w).await?;
-        }
+        let replaces_variants = kind == CatalogKind::Variant
+            && merge.replace_scope.as_deref() == Some(&["item_id".to_string()][..]);
+        // The three lookups ask different things of Klaviyo and none needs another's
+        // answer, so they go at once: each is a round trip or more that the part would
+        // otherwise wait for in turn.
+        let with_items = async {
+            if kind == CatalogKind::Variant {
+                self.variants_with_items(objs, &upserts).await
+            } else {
+                Ok((upserts.clone(), Vec::new()))
+            }
+        };
         // Variants of the part's items that the part does not carry (a products job).
-        let mut gone: Vec<String> = Vec::new();
-        if kind == CatalogKind::Variant
-            && merge.replace_scope.as_deref() == Some(&["item_id".to_string()][..])
-        {
+        let gone = async {
+            if !replaces_variants {
+                return Ok(Vec::new());
+            }
             let mut items: Vec<String> = merge
                 .scope_keys
                 .iter()
@@ -669,6 +636,7 @@ impl Klaviyo {
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
+            let mut gone: Vec<String> = Vec::new();
             for variants in listed {
                 gone.extend(
                     variants?
@@ -676,14 +644,16 @@ impl Klaviyo {
                         .filter(|v| !carried.contains(v.as_str())),
                 );
             }
-        }
+            Ok::<_, StoreError>(gone)
+        };
+        // Every id of the part, even a variant's whose item turns out missing: asking for
+        // one id too many costs nothing, waiting for the items first would.
+        let ids: Vec<&str> = objs.iter().map(|o| o.id.as_str()).collect();
+        let existing = self.service.existing(kind.collection(), &ids);
+        let ((upserts, orphans), gone, existing) =
+            futures::future::try_join3(with_items, gone, existing).await?;
+        w.failed.extend(orphans);
 
-        let ids: Vec<&str> = upserts
-            .iter()
-            .chain(&deletes)
-            .map(|&i| objs[i].id.as_str())
-            .collect();
-        let existing = self.service.existing(kind.collection(), &ids).await?;
         let (updates, creates): (Vec<usize>, Vec<usize>) = upserts
             .iter()
             .partition(|&&i| existing.contains(&objs[i].id));
@@ -699,9 +669,13 @@ impl Klaviyo {
             creates.iter().map(|&i| Target::row(i, &objs[i])).collect();
         let update_targets: Vec<Target> =
             updates.iter().map(|&i| Target::row(i, &objs[i])).collect();
-        let (created, updated) = futures::future::try_join(
+        // Creates, updates and deletes act on different ids (a part carries the last row
+        // of each id, and the replace scope deletes only ids it does not carry), so no job
+        // waits for another's.
+        let (created, updated, deleted) = futures::future::try_join3(
             self.catalog_jobs(kind, Action::Create, objs, &create_targets),
             self.catalog_jobs(kind, Action::Update, objs, &update_targets),
+            self.catalog_jobs(kind, Action::Delete, objs, &to_delete),
         )
         .await?;
         changes.inserted = created.completed;
@@ -733,9 +707,6 @@ impl Klaviyo {
         }
         w.loose.extend(created.loose);
 
-        let deleted = self
-            .catalog_jobs(kind, Action::Delete, objs, &to_delete)
-            .await?;
         changes.deleted = deleted.completed;
         if !deleted.failed.is_empty() {
             // A delete that failed because the object is gone already did its work.
@@ -782,14 +753,15 @@ impl Klaviyo {
         }
     }
 
-    /// Keeps the variants whose catalog item exists, waiting up to [`ITEM_WAIT`] for items
-    /// another part is creating (parts are loaded concurrently); the others are refused.
+    /// The variants whose catalog item exists, waiting up to [`ITEM_WAIT`] for items another
+    /// part is creating (parts are loaded concurrently, the items of a products job beside
+    /// its variants), and the others refused with why. The wait between lookups starts
+    /// short and doubles up to the poll interval, as job polls do.
     async fn variants_with_items(
         &self,
         objs: &[Obj],
-        upserts: Vec<usize>,
-        w: &mut Written,
-    ) -> Result<Vec<usize>, StoreError> {
+        upserts: &[usize],
+    ) -> Result<(Vec<usize>, Vec<(usize, String)>), StoreError> {
         let mut items: Vec<&str> = upserts
             .iter()
             .filter_map(|&i| objs[i].item_id.as_deref())
@@ -798,6 +770,7 @@ impl Klaviyo {
         items.dedup();
         let started = Instant::now();
         let wait = ITEM_WAIT.min(self.poll_timeout);
+        let mut pause = first_poll_wait(self.poll_interval);
         let mut found: HashSet<String> = HashSet::new();
         loop {
             let missing: Vec<&str> = items
@@ -812,26 +785,27 @@ impl Klaviyo {
             if missing.iter().all(|i| found.contains(*i)) || started.elapsed() >= wait {
                 break;
             }
-            tokio::time::sleep(self.poll_interval).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.poll_interval);
         }
-        let mut keep = Vec::new();
-        for i in upserts {
+        let (mut keep, mut refused) = (Vec::new(), Vec::new());
+        for &i in upserts {
             match objs[i].item_id.as_deref() {
                 Some(item) if found.contains(item) => keep.push(i),
-                Some(item) => w.failed.push((
+                Some(item) => refused.push((
                     i,
                     format!(
                         "its catalog item {item} is not in Klaviyo (waited {} s): push the products' items first, or see why the item was rejected",
                         wait.as_secs()
                     ),
                 )),
-                None => w.failed.push((
+                None => refused.push((
                     i,
                     "a variant needs its item: item_id or relationships.item.data.id".into(),
                 )),
             }
         }
-        Ok(keep)
+        Ok((keep, refused))
     }
 
     /// Runs `targets` through `action` bulk jobs of `kind` (at most 100 and 5 MB each, at
@@ -1007,6 +981,74 @@ impl JobsDone {
             self.failed.push((p, format!("{what}: {}", why.join("; "))));
         }
     }
+}
+
+/// POSTs `positions` with `build` (the body and, per element of its `data` list, the
+/// positions it carries), isolating what Klaviyo refuses: the positions a refusal's
+/// `source.pointer` names are refused and the rest sent again; a refusal naming none is
+/// split in halves (a single position is refused with it). Returns the accepted
+/// requests (positions and answer) and the refused positions. `turn`, if taken, is spent
+/// by the first request.
+pub(super) async fn post_isolating(
+    service: &Service,
+    turn: Option<Turn>,
+    call: &Call,
+    path: &str,
+    positions: Vec<usize>,
+    build: &BuildBody<'_>,
+) -> Result<Posted, StoreError> {
+    let mut accepted = Vec::new();
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    let mut pending = vec![positions];
+    let mut turn = turn;
+    while let Some(batch) = pending.pop() {
+        if batch.is_empty() {
+            continue;
+        }
+        let (body, layout) = build(&batch);
+        match service
+            .send_in_turn(turn.take(), call, Method::POST, path, Some(&body))
+            .await?
+        {
+            Answer::Ok(doc) => accepted.push((batch, doc)),
+            Answer::NotFound => {
+                return Err(service.error(format!("POST {path}: Klaviyo answered 404"), false));
+            }
+            Answer::Refused {
+                status,
+                errors,
+                detail,
+            } => {
+                let mut named: HashMap<usize, Vec<String>> = HashMap::new();
+                for e in &errors {
+                    for p in pointed(e.source.pointer.as_deref(), &layout) {
+                        named.entry(p).or_default().push(e.describe());
+                    }
+                }
+                if !named.is_empty() {
+                    let rest: Vec<usize> = batch
+                        .iter()
+                        .copied()
+                        .filter(|p| !named.contains_key(p))
+                        .collect();
+                    refused.extend(named.into_iter().map(|(p, why)| {
+                        (
+                            p,
+                            format!("Klaviyo refused it ({status}): {}", why.join("; ")),
+                        )
+                    }));
+                    pending.push(rest);
+                } else if batch.len() == 1 {
+                    refused.push((batch[0], format!("Klaviyo refused it ({status}): {detail}")));
+                } else {
+                    let half = batch.len() / 2;
+                    pending.push(batch[half..].to_vec());
+                    pending.push(batch[..half].to_vec());
+                }
+            }
+        }
+    }
+    Ok((accepted, refused))
 }
 
 /// A bulk job action.
@@ -1325,6 +1367,60 @@ mod tests {
         assert!(pointed(Some("/data/attributes/items/data/9"), &layout).is_empty());
         assert!(pointed(Some("/data"), &layout).is_empty());
         assert!(pointed(None, &layout).is_empty());
+    }
+
+    #[test]
+    fn units_sharing_an_object_or_an_item_go_in_later_waves() {
+        let part = |table: &str, columns: &[&str], rows: Vec<Vec<Value>>| RecordBatch {
+            v: 1,
+            job_id: uuid::Uuid::nil(),
+            task_id: "t".into(),
+            stream: "s".into(),
+            part: 0,
+            task_complete: true,
+            table: table.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows,
+            merge: MergeSpec::default(),
+            children: Vec::new(),
+            cursor_max: None,
+            rejected: Vec::new(),
+        };
+        let items = |ids: &[&str]| {
+            part(
+                ITEM_TABLE,
+                &["id"],
+                ids.iter().map(|i| vec![json!(i)]).collect(),
+            )
+        };
+        let variants = |rows: &[(&str, &str)]| {
+            part(
+                VARIANT_TABLE,
+                &["id", "item_id"],
+                rows.iter().map(|(v, i)| vec![json!(v), json!(i)]).collect(),
+            )
+        };
+        let a = items(&["I1", "I2"]);
+        let b = items(&["I3"]);
+        let c = items(&["I2", "I4"]);
+        let d = variants(&[("V1", "I1")]);
+        // Carries no variant of I1 but replaces its variants (they are all gone).
+        let mut e = variants(&[]);
+        e.merge.replace_scope = Some(vec!["item_id".into()]);
+        e.merge.scope_keys = vec![vec![json!("I1")]];
+        let f = variants(&[("V2", "I5")]);
+        // The same id in another table is another object.
+        let g = part(CATEGORY_TABLE, &["id"], vec![vec![json!("I2")]]);
+        let units: Vec<Vec<&RecordBatch>> = [&a, &b, &c, &d, &e, &f, &g]
+            .into_iter()
+            .map(|p| vec![p])
+            .collect();
+        assert_eq!(waves(&units), vec![vec![0, 1, 3, 5, 6], vec![2, 4]]);
+        // A third write of I4 waits for the second.
+        let h = items(&["I4"]);
+        let mut more = units.clone();
+        more.push(vec![&h]);
+        assert_eq!(waves(&more), vec![vec![0, 1, 3, 5, 6], vec![2, 4], vec![7]]);
     }
 
     #[test]

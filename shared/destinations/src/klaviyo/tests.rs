@@ -359,51 +359,72 @@ async fn import_errors_become_rejects_and_a_bad_phone_is_sent_again_without_it()
     assert!(outcome.changes.is_none());
 }
 
+/// An event row (`id`, `attributes`): the `n`th, of profile `p<profile>`.
+fn event(n: usize, profile: usize, unique: &str) -> Vec<Value> {
+    vec![
+        json!(format!("Placed Order:{unique}")),
+        json!({"metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+               "profile": {"data": {"type": "profile", "attributes": {"email": format!("p{profile}@x.io"), "external_id": format!("p{profile}")}}},
+               "properties": {"n": n}, "time": "2026-01-01T00:00:00Z", "value": 1.5, "unique_id": unique}),
+    ]
+}
+
+/// Events per request to the event bulk endpoint that Klaviyo accepted (none `bad`).
+async fn accepted_event_jobs(server: &MockServer) -> Vec<usize> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/api/event-bulk-create-jobs")
+        .filter(|r| !String::from_utf8_lossy(&r.body).contains("\"unique_id\":\"bad\""))
+        .map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .matches("\"unique_id\"")
+                .count()
+        })
+        .collect()
+}
+
+/// Event bulk jobs: 202, or a 400 naming (by `source.pointer`) the first event whose
+/// `unique_id` is `bad`.
+struct Events;
+impl Respond for Events {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let groups = body
+            .pointer("/data/attributes/events-bulk-create/data")
+            .unwrap()
+            .as_array()
+            .unwrap();
+        for (g, group) in groups.iter().enumerate() {
+            for (j, e) in group
+                .pointer("/attributes/events/data")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+            {
+                if e.pointer("/attributes/unique_id") == Some(&json!("bad")) {
+                    return ResponseTemplate::new(400).set_body_json(json!({"errors": [{"id": "x", "status": 400,
+                        "code": "invalid", "title": "Invalid input.", "detail": "'time' must be after 1990",
+                        "source": {"pointer": format!("/data/attributes/events-bulk-create/data/{g}/attributes/events/data/{j}/attributes/time")}}]}));
+                }
+            }
+        }
+        ResponseTemplate::new(202)
+    }
+}
 #[tokio::test]
 async fn events_go_in_jobs_of_1000_grouped_by_profile_and_a_refused_event_alone_is_rejected() {
     let server = MockServer::start().await;
-    struct Events;
-    impl Respond for Events {
-        fn respond(&self, r: &Request) -> ResponseTemplate {
-            let body: Value = serde_json::from_slice(&r.body).unwrap();
-            let groups = body
-                .pointer("/data/attributes/events-bulk-create/data")
-                .unwrap()
-                .as_array()
-                .unwrap();
-            for (g, group) in groups.iter().enumerate() {
-                for (j, e) in group
-                    .pointer("/attributes/events/data")
-                    .unwrap()
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .enumerate()
-                {
-                    if e.pointer("/attributes/unique_id") == Some(&json!("bad")) {
-                        return ResponseTemplate::new(400).set_body_json(json!({"errors": [{"id": "x", "status": 400,
-                            "code": "invalid", "title": "Invalid input.", "detail": "'time' must be after 1990",
-                            "source": {"pointer": format!("/data/attributes/events-bulk-create/data/{g}/attributes/events/data/{j}/attributes/time")}}]}));
-                    }
-                }
-            }
-            ResponseTemplate::new(202)
-        }
-    }
     Mock::given(method("POST"))
         .and(path("/api/event-bulk-create-jobs"))
         .respond_with(Events)
         .mount(&server)
         .await;
     let k = destination(&server);
-    let event = |n: usize, profile: usize, unique: &str| {
-        vec![
-            json!(format!("Placed Order:{unique}")),
-            json!({"metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
-                   "profile": {"data": {"type": "profile", "attributes": {"email": format!("p{profile}@x.io"), "external_id": format!("p{profile}")}}},
-                   "properties": {"n": n}, "time": "2026-01-01T00:00:00Z", "value": 1.5, "unique_id": unique}),
-        ]
-    };
     let mut rows: Vec<Vec<Value>> = (0..2_500)
         .map(|n| event(n, n % 7, &format!("u{n}")))
         .collect();
@@ -460,21 +481,47 @@ async fn events_go_in_jobs_of_1000_grouped_by_profile_and_a_refused_event_alone_
         }
     }
     // Every good event accepted once (the refused request's good events are sent again).
-    let accepted: usize = server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.path() == "/api/event-bulk-create-jobs")
-        .filter(|r| !String::from_utf8_lossy(&r.body).contains("\"unique_id\":\"bad\""))
-        .map(|r| {
-            String::from_utf8_lossy(&r.body)
-                .matches("\"unique_id\"")
-                .count()
-        })
-        .sum();
+    let accepted: usize = accepted_event_jobs(&server).await.iter().sum();
     assert_eq!(accepted, 2_500);
     assert!(sent >= 2_500);
+}
+
+#[tokio::test]
+async fn event_writes_in_flight_share_jobs_and_each_gets_its_own_refusals() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/event-bulk-create-jobs"))
+        .respond_with(Events)
+        .mount(&server)
+        .await;
+    let k = destination(&server);
+    // Three parts of 400 events, as three loader transactions write them at once; the
+    // last carries one event Klaviyo refuses.
+    let part = |from: usize, bad: bool| {
+        let mut rows: Vec<Vec<Value>> = (from..from + 400)
+            .map(|n| event(n, n % 5, &format!("u{n}")))
+            .collect();
+        if bad {
+            rows.push(event(9_999, 4, "bad"));
+        }
+        batch(EVENT_TABLE, &["id", "attributes"], rows)
+    };
+    let (a, b, c) = (part(0, false), part(400, false), part(800, true));
+    let (ua, ub, uc) = ([vec![&a]], [vec![&b]], [vec![&c]]);
+    let (a, b, c) = tokio::join!(
+        PartWriter::write(&k, &ua),
+        PartWriter::write(&k, &ub),
+        PartWriter::write(&k, &uc),
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!((a[0][0].rows, b[0][0].rows, c[0][0].rows), (400, 400, 400));
+    assert!(a[0][0].rejected.is_empty() && b[0][0].rejected.is_empty());
+    assert_eq!(c[0][0].rejected.len(), 1, "{:?}", c[0][0].rejected);
+    assert_eq!(c[0][0].rejected[0].raw["id"], "Placed Order:bad");
+    // 1,200 good events in two full-as-can-be jobs, not one job per part.
+    let mut jobs = accepted_event_jobs(&server).await;
+    jobs.sort_unstable();
+    assert_eq!(jobs, vec![200, 1_000]);
 }
 
 fn catalog_lookup(ids: &'static [&'static str]) -> impl Respond {
