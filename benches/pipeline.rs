@@ -7,10 +7,19 @@
 //! `cargo bench --bench pipeline -- commercetools [ORDERS [FETCHER COUNTS…]]` (defaults
 //! 100,000 orders, 1, 2 and 4 fetchers): a commercetools orders backfill instead, counting
 //! resources (orders and their line items) per second.
-//! For each run it prints events per second, each service's CPU seconds and peak RSS
-//! (`VmHWM`), and the deepest backlog seen on the fetch and load queues, which together
-//! name the bottleneck: the process that used the most CPU per second of wall time while
-//! its input queue was backed up.
+//! `cargo bench --bench pipeline -- sailthru [MESSAGES [FETCHER COUNTS…]]` (defaults
+//! 200,000 messages, 1, 2 and 4 fetchers): a generated Sailthru data-exporter archive
+//! (served by the sandbox, fetched once before the clock starts), counting rows of every
+//! `sailthru.*` table.
+//! For each run it prints records per second, each service's CPU seconds, CPU µs per
+//! record loaded and peak RSS (`VmHWM`), and the deepest backlog seen on the fetch and load
+//! queues, which together name the bottleneck: the process that used the most CPU per
+//! second of wall time while its input queue was backed up.
+//!
+//! The services inherit the bench's environment, so `SLUICE__…` variables change their
+//! settings for a run (`SLUICE__CONNECTORS__KLAVIYO__PAGE_SIZES__EVENTS=100`,
+//! `SLUICE__FETCHER__MAX_PART_BYTES`, `SLUICE__LOADER__GROUP_BYTES`); the bench prints the
+//! ones set.
 
 use std::time::{Duration, Instant};
 
@@ -34,11 +43,22 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What a run loads.
 #[derive(Clone, Copy, PartialEq)]
 enum Source {
     Klaviyo,
     Commercetools,
+    Sailthru,
 }
 
 async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64> {
@@ -76,7 +96,21 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
             })
             .await?;
         }
+        Source::Sailthru => {}
     }
+    // Generated and fetched once here, so neither counts against the job.
+    let export = match source {
+        Source::Sailthru => Some(
+            env.generated_sailthru_export(
+                9,
+                events,
+                chrono::NaiveDate::from_ymd_opt(2024, 1, 2).expect("date"),
+            )
+            .await?
+            .0,
+        ),
+        _ => None,
+    };
     let mut procs = Vec::new();
     let mut spawned = Vec::new();
     spawned.push(("planner".to_string(), env.spawn("planner", &[])?));
@@ -112,6 +146,10 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
             env.request_job("commercetools", "orders", json!({}))
                 .await?
         }
+        Source::Sailthru => {
+            env.sync_sailthru(export.as_deref().expect("generated above"), None)
+                .await?
+        }
     };
     let (report, max_fetch, max_load) = env.wait_job_watching_queues(&broker, job).await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -119,10 +157,12 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
     let what = match source {
         Source::Klaviyo => "events",
         Source::Commercetools => "orders",
+        Source::Sailthru => "messages",
     };
     let unit = match source {
         Source::Klaviyo => "events/s",
         Source::Commercetools => "resources/s (orders and line items)",
+        Source::Sailthru => "rows/s (every sailthru.* table)",
     };
     println!(
         "{fetchers} fetcher(s), {events} {what} generated: job {} in {elapsed:.1} s, {rows} rows, {:.0} {unit}; deepest backlog: fetch {max_fetch}, load {max_load} messages",
@@ -135,15 +175,25 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
         "sandbox",
         100.0 * sandbox / elapsed
     );
+    let mut fetchers_cpu = 0.0;
     for (p, before) in procs.iter().zip(cpu_before) {
         let cpu = cpu_seconds(p.pid) - before;
+        if p.name.starts_with("fetcher") {
+            fetchers_cpu += cpu;
+        }
         println!(
-            "  {:<10} CPU {cpu:>6.1} s ({:>3.0} % of one core)  peak RSS {:>6.1} MB",
+            "  {:<10} CPU {cpu:>6.1} s ({:>3.0} % of one core, {:>5.1} µs per record)  peak RSS {:>6.1} MB",
             p.name,
             100.0 * cpu / elapsed,
+            1e6 * cpu / rows.max(1.0),
             peak_rss_mb(p.pid)
         );
     }
+    println!(
+        "  fetchers together: {:.1} µs of CPU per record; load average {}",
+        1e6 * fetchers_cpu / rows.max(1.0),
+        load_average()
+    );
     broker.close().await;
     env.teardown().await?;
     Ok(elapsed)
@@ -153,6 +203,8 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
 async fn main() -> anyhow::Result<()> {
     let source = if std::env::args().any(|a| a == "commercetools") {
         Source::Commercetools
+    } else if std::env::args().any(|a| a == "sailthru") {
+        Source::Sailthru
     } else {
         Source::Klaviyo
     };
@@ -163,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
     let default_size = match source {
         Source::Klaviyo => 1_000_000,
         Source::Commercetools => 100_000,
+        Source::Sailthru => 200_000,
     };
     let events = args.first().copied().unwrap_or(default_size);
     let counts: Vec<usize> = if args.len() > 1 {
@@ -172,8 +225,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "machine: {cores} cores; Postgres, RabbitMQ, the sandbox and every service share them"
+        "machine: {cores} cores; Postgres, RabbitMQ, the sandbox and every service share them; load average {}",
+        load_average()
     );
+    // Values of names that may hold a secret are not printed.
+    for (name, value) in std::env::vars().filter(|(n, _)| n.starts_with("SLUICE__")) {
+        let secret = ["URL", "KEY", "SECRET", "PASSWORD", "TOKEN"]
+            .iter()
+            .any(|s| name.contains(s));
+        println!(
+            "setting {name}={}",
+            if secret { "…" } else { value.as_str() }
+        );
+    }
     let mut two = None;
     for &n in &counts {
         let t = run(source, events, n).await?;

@@ -11,7 +11,7 @@
 //! The floor is what the cap allows: requests ÷ 5 × latency (every request takes at least
 //! the latency, and at most 5 are in flight). It prints the wall time of the job, the floor,
 //! the gap between them, the emulator's peak and mean requests in flight, each service's CPU
-//! seconds and the deepest backlog on the fetch and load queues, which together name what
+//! seconds (and µs of CPU per row loaded) and the deepest backlog on the fetch and load queues, which together name what
 //! the gap is made of.
 
 use std::time::{Duration, Instant};
@@ -115,11 +115,14 @@ async fn main() -> anyhow::Result<()> {
         "sandbox",
         100.0 * sandbox / elapsed
     );
+    let rows = report.summary.rows_loaded.max(1) as f64;
+    println!("rows loaded: {rows} (every wdn.* table)");
     for ((name, pid), before) in pids.iter().zip(cpu_before) {
         let cpu = cpu_seconds(*pid) - before;
         println!(
-            "  {name:<10} CPU {cpu:>6.1} s ({:>3.0} % of one core)",
-            100.0 * cpu / elapsed
+            "  {name:<10} CPU {cpu:>6.1} s ({:>3.0} % of one core, {:>6.1} µs per row loaded)",
+            100.0 * cpu / elapsed,
+            1e6 * cpu / rows
         );
     }
     broker.close().await;
