@@ -27,6 +27,58 @@ use super::client::Page;
 use super::records::{self, EventRow};
 use super::windows;
 
+/// The `visit_*` methods of a visitor that reads the listed kinds of JSON as `$value`,
+/// reading arrays and objects to their end unbuilt.
+macro_rules! skipped {
+    ($de:lifetime, $value:expr; $($kind:ident),*) => { $( skipped!(@ $de, $kind, $value); )* };
+    (@ $de:lifetime, bool, $v:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> { Ok($v) }
+    };
+    (@ $de:lifetime, i64, $v:expr) => {
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> { Ok($v) }
+    };
+    (@ $de:lifetime, u64, $v:expr) => {
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> { Ok($v) }
+    };
+    (@ $de:lifetime, f64, $v:expr) => {
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> { Ok($v) }
+    };
+    (@ $de:lifetime, str, $v:expr) => {
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> { Ok($v) }
+    };
+    (@ $de:lifetime, unit, $v:expr) => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> { Ok($v) }
+    };
+    (@ $de:lifetime, seq, $v:expr) => {
+        fn visit_seq<A: SeqAccess<$de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($v)
+        }
+    };
+    (@ $de:lifetime, map, $v:expr) => {
+        fn visit_map<A: MapAccess<$de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($v)
+        }
+    };
+}
+
+/// The string methods of a visitor whose value is `Option<Cow<'de, str>>`: borrowed from the
+/// body when the string has no escapes.
+macro_rules! strings {
+    ($de:lifetime) => {
+        fn visit_borrowed_str<E>(self, v: &$de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+    };
+}
+
 /// One event of a page: its row and time, or why it is malformed and the event as JSON
 /// (without its `links`, as [`client::decode`](super::client) reads resources).
 pub type Converted = Result<EventRow, (String, Value)>;
@@ -178,21 +230,7 @@ impl Event<'_> {
             .map(Cow::into_owned)
             .or_else(|| partition.map(str::to_string));
         let profile_id = self.profile.or(attrs.profile_id).map(Cow::into_owned);
-        let value = match attrs
-            .event_properties
-            .as_ref()
-            .and_then(|p| p.get("$value"))
-        {
-            Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Value::from),
-            _ => None,
-        }
-        .unwrap_or(Value::Null);
+        let value = records::event_value(attrs.event_properties.as_ref());
         let mut extra = attrs.extra;
         if !self.other_relationships.is_empty() {
             extra.insert(
@@ -281,15 +319,7 @@ impl<'de> Visitor<'de> for CowOrNumber {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string or a number")
     }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v)))
-    }
+    strings!('de);
     fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
         Ok(Some(Cow::Owned(Value::from(v).to_string())))
     }
@@ -299,20 +329,7 @@ impl<'de> Visitor<'de> for CowOrNumber {
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
         Ok(Some(Cow::Owned(Value::from(v).to_string())))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
+    skipped!('de, None; bool, unit, seq, map);
 }
 
 /// A nullable string attribute: `Err` (give up) for any other JSON.
@@ -332,15 +349,7 @@ impl<'de> Visitor<'de> for TextVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string or null")
     }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v)))
-    }
+    strings!('de);
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(None)
     }
@@ -438,28 +447,7 @@ impl<'de> Visitor<'de> for RelationshipsVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a relationships object")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Relationships::default())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Relationships::default())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Relationships::default())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Relationships::default())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Relationships::default())
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Relationships::default())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Relationships::default())
-    }
+    skipped!('de, Relationships::default(); bool, i64, u64, f64, str, unit, seq);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut rels = Relationships::default();
@@ -557,38 +545,8 @@ impl<'de> Visitor<'de> for StrOnly {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON")
     }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v)))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
+    strings!('de);
+    skipped!('de, None; bool, i64, u64, f64, unit, seq, map);
 }
 
 /// Reads one member of an object with the seed `then` (the last copy of a repeated
@@ -605,28 +563,7 @@ impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for MemberOf<S> {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
+    skipped!('de, None; bool, i64, u64, f64, str, unit, seq);
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
         while let Some(key) = map.next_key::<Key<'de>>()? {

@@ -356,6 +356,22 @@ pub fn event_owned(value: Value, partition: Option<&str>) -> Result<EventRow, (S
     }
 }
 
+/// An event's `value` column: `event_properties.$value` when it is a finite number or a
+/// string holding one (Klaviyo's integrations send both), else null.
+pub(crate) fn event_value(props: Option<&Map<String, Value>>) -> Value {
+    match props.and_then(|p| p.get("$value")) {
+        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::from),
+        _ => None,
+    }
+    .unwrap_or(Value::Null)
+}
+
 /// An event's `klaviyo.events` row and its time (`datetime`, UTC).
 pub type EventRow = (Vec<Value>, Option<DateTime<Utc>>);
 
@@ -454,17 +470,7 @@ impl EventFields {
             Some(Value::Object(o)) => Some(o),
             Some(other) => return Err(bad("event_properties", "an object", other)),
         };
-        let value_num = match props.and_then(|p| p.get("$value")) {
-            Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Value::from),
-            _ => None,
-        }
-        .unwrap_or(Value::Null);
+        let value_num = event_value(props);
         let owned = |s: Option<&str>| s.map_or(Value::Null, |s| Value::String(s.to_string()));
         Ok(Self {
             id: id.into_owned(),

@@ -1371,21 +1371,7 @@ mod tests {
 
     #[test]
     fn units_sharing_an_object_or_an_item_go_in_later_waves() {
-        let part = |table: &str, columns: &[&str], rows: Vec<Vec<Value>>| RecordBatch {
-            v: 1,
-            job_id: uuid::Uuid::nil(),
-            task_id: "t".into(),
-            stream: "s".into(),
-            part: 0,
-            task_complete: true,
-            table: table.into(),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            rows,
-            merge: MergeSpec::default(),
-            children: Vec::new(),
-            cursor_max: None,
-            rejected: Vec::new(),
-        };
+        let part = super::super::tests::batch;
         let items = |ids: &[&str]| {
             part(
                 ITEM_TABLE,

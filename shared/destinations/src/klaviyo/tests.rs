@@ -61,7 +61,8 @@ fn destination_with(server: &MockServer, extra: &[(&str, &str)]) -> Klaviyo {
     }
 }
 
-fn batch(table: &str, columns: &[&str], rows: Vec<Vec<Value>>) -> RecordBatch {
+/// A part of `table` with these columns and rows (job and task ids fixed).
+pub(super) fn batch(table: &str, columns: &[&str], rows: Vec<Vec<Value>>) -> RecordBatch {
     RecordBatch {
         v: 1,
         job_id: Uuid::nil(),
