@@ -6,7 +6,8 @@
 //! Task shapes:
 //! - `events`: per metric, `TimeRange {start, end, partition: Some(metric_id)}` of stream
 //!   `events/<metric_id>`, the job's range split evenly into `split_into` windows. A window
-//!   pages `GET /api/events` sorted by `datetime`; after `dense_pages` pages with more to
+//!   pages `GET /api/events` sorted by `datetime` (each page read typed, straight into rows:
+//!   [`events_page`]); after `dense_pages` pages with more to
 //!   come it stops and hands `[T, end)` (T = the last fetched event's `datetime`) to
 //!   `split_into` child windows ([`windows::split_rest`]); its own events at exactly T are
 //!   left to the first child, so every event is loaded by exactly one task.
