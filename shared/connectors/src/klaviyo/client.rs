@@ -89,6 +89,17 @@ pub struct Page<D = Value> {
     pub next: Option<String>,
 }
 
+impl<D> Page<D> {
+    /// The page with each resource of `data` read by `f` (`included` and `next` as they are).
+    pub fn map<E>(self, f: impl FnMut(D) -> E) -> Page<E> {
+        Page {
+            data: self.data.into_iter().map(f).collect(),
+            included: self.included,
+            next: self.next,
+        }
+    }
+}
+
 impl Client {
     /// Builds the client.
     ///

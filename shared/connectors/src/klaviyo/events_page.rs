@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::{Map, Value};
 
 use super::client::Page;
-use super::records::{self, EventRow};
+use super::records::{self, Converted, TimedRow};
 use super::windows;
 
 /// The `visit_*` methods of a visitor that reads the listed kinds of JSON as `$value`,
@@ -79,12 +79,9 @@ macro_rules! strings {
     };
 }
 
-/// One event of a page: its row and time, or why it is malformed and the event as JSON
-/// (without its `links`, as [`client::decode`](super::client) reads resources).
-pub type Converted = Result<EventRow, (String, Value)>;
-
 /// Decodes a JSON:API document of events (`GET /api/events`: `data`, optional `included`,
-/// `links.next`) into [`Converted`] events, in `data` order, with the document's
+/// `links.next`) into [`Converted`] events (a malformed event as its error and the event
+/// without its `links`), in `data` order, with the document's
 /// `included` resources (without their `links`) and its next link. `partition` is the
 /// task's metric id, the `metric_id` of events that name none.
 ///
@@ -120,16 +117,7 @@ fn typed(body: &[u8], partition: Option<&str>) -> Option<Page<Converted>> {
 
 /// The generic read: [`client::decode`](super::client), then [`records::event_owned`].
 fn generic(body: &[u8], partition: Option<&str>) -> Result<Page<Converted>, String> {
-    let page = super::client::decode(body)?;
-    Ok(Page {
-        data: page
-            .data
-            .into_iter()
-            .map(|event| records::event_owned(event, partition))
-            .collect(),
-        included: page.included,
-        next: page.next,
-    })
+    Ok(super::client::decode(body)?.map(|event| records::event_owned(event, partition)))
 }
 
 /// The members of an events document a page needs; the typed read gives up (an error)
@@ -216,7 +204,7 @@ struct Attributes<'a> {
 
 impl Event<'_> {
     /// The row, as [`records::event_owned`] builds it; `None` for what it would refuse.
-    fn into_row(self, partition: Option<&str>) -> Option<EventRow> {
+    fn into_row(self, partition: Option<&str>) -> Option<TimedRow> {
         let id = self.id?;
         let attrs = self.attributes.unwrap_or_default();
         let datetime = match (attrs.datetime, attrs.timestamp) {

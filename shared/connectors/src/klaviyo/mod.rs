@@ -177,7 +177,7 @@ impl Outcome {
         task: &FetchTask,
         page_no: u32,
         table: &'static str,
-        page: Page<events_page::Converted>,
+        page: Page<records::Converted>,
         include_profile: bool,
         at_latest: &mut (Option<DateTime<Utc>>, HashSet<Value>),
     ) -> Option<DateTime<Utc>> {
@@ -606,12 +606,7 @@ impl KlaviyoConnector {
                     .get_with(tier, &r, &|body| events_page::decode(body, partition))
                     .await?
             } else {
-                let page = client.get(tier, &r).await?;
-                Page {
-                    data: page.data.into_iter().map(records::profile_owned).collect(),
-                    included: page.included,
-                    next: page.next,
-                }
+                client.get(tier, &r).await?.map(records::profile_owned)
             };
             pages += 1;
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
@@ -692,13 +687,13 @@ impl KlaviyoConnector {
             while let Some(r) = rel.take() {
                 let page = client.get(Tier::L, &r).await?;
                 pages += 1;
-                for item in &page.data {
-                    match records::profile(item) {
+                rel = page.next.as_deref().and_then(|n| client.relative_next(n));
+                for item in page.data {
+                    match records::profile_owned(item) {
                         Ok((row, _)) => out.add(records::PROFILES, row),
-                        Err(e) => out.reject(task, pages, records::PROFILES, e, item),
+                        Err((e, item)) => out.reject(task, pages, records::PROFILES, e, &item),
                     }
                 }
-                rel = page.next.as_deref().and_then(|n| client.relative_next(n));
             }
         }
         // Profiles fetched by id carry no cursor: their job's stream is a membership.

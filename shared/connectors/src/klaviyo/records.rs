@@ -181,16 +181,9 @@ impl<'a> Resource<'a> {
     /// is not an object.
     pub fn parse(kind: &'static str, value: &'a Value) -> Result<Self, String> {
         let id = envelope_id(kind, value)?.into_owned();
-        let attrs = match value.get("attributes") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(o)) => o.clone(),
-            Some(other) => {
-                return Err(format!(
-                    "{kind} {id}: `attributes` must be an object, found {}",
-                    short(other)
-                ));
-            }
-        };
+        let attrs = attributes_of(kind, &id, value)?
+            .cloned()
+            .unwrap_or_default();
         let rels = value.get("relationships").and_then(Value::as_object);
         Ok(Self {
             id,
@@ -201,12 +194,7 @@ impl<'a> Resource<'a> {
     }
 
     fn bad(&self, field: &str, want: &str, found: &Value) -> String {
-        format!(
-            "{} {}: `attributes.{field}` must be {want}, found {}",
-            self.kind,
-            self.id,
-            short(found)
-        )
+        attribute_error(self.kind, &self.id, field, want, found)
     }
 
     /// Removes and returns a string attribute (null when absent or null).
@@ -296,6 +284,34 @@ fn envelope_id<'a>(kind: &str, value: &'a Value) -> Result<Cow<'a, str>, String>
     }
 }
 
+/// A resource's `attributes`: `None` when absent or null.
+///
+/// # Errors
+/// Naming the resource (`kind id`) when `attributes` is not an object.
+fn attributes_of<'a>(
+    kind: &str,
+    id: &str,
+    value: &'a Value,
+) -> Result<Option<&'a Map<String, Value>>, String> {
+    match value.get("attributes") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(other) => Err(format!(
+            "{kind} {id}: `attributes` must be an object, found {}",
+            short(other)
+        )),
+    }
+}
+
+/// The message for an attribute of the wrong type: `kind id: `attributes.field` must be
+/// want, found …`.
+fn attribute_error(kind: &str, id: &str, field: &str, want: &str, found: &Value) -> String {
+    format!(
+        "{kind} {id}: `attributes.{field}` must be {want}, found {}",
+        short(found)
+    )
+}
+
 /// Parses Klaviyo's date-times: RFC 3339 (`2022-11-08T00:00:00+00:00`), or zone-less ISO 8601
 /// (`2022-11-08T00:00:00.123456`, `2022-11-08 00:00:00`) read as UTC.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -349,7 +365,7 @@ pub fn event(
 ///
 /// # Errors
 /// The field that is malformed, naming the event, and the event unchanged.
-pub fn event_owned(value: Value, partition: Option<&str>) -> Result<EventRow, (String, Value)> {
+pub fn event_owned(value: Value, partition: Option<&str>) -> Converted {
     match EventFields::check(&value, partition) {
         Ok(fields) => Ok(fields.into_row(value)),
         Err(error) => Err((error, value)),
@@ -372,8 +388,11 @@ pub(crate) fn event_value(props: Option<&Map<String, Value>>) -> Value {
     .unwrap_or(Value::Null)
 }
 
-/// An event's `klaviyo.events` row and its time (`datetime`, UTC).
-pub type EventRow = (Vec<Value>, Option<DateTime<Utc>>);
+/// A record's row and its time (UTC): an event's `datetime`, a profile's `updated`.
+pub type TimedRow = (Vec<Value>, Option<DateTime<Utc>>);
+
+/// A record turned into its row, or why not and the record as it came (for its reject).
+pub type Converted = Result<TimedRow, (String, Value)>;
 
 /// What [`event_owned`] reads of an event before taking it apart.
 struct EventFields {
@@ -400,22 +419,10 @@ impl EventFields {
     /// field first) without copying anything large.
     fn check(value: &Value, partition: Option<&str>) -> Result<Self, String> {
         let id = envelope_id("event", value)?;
-        let attrs = match value.get("attributes") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(o)) => Some(o),
-            Some(other) => {
-                return Err(format!(
-                    "event {id}: `attributes` must be an object, found {}",
-                    short(other)
-                ));
-            }
-        };
+        let attrs = attributes_of("event", &id, value)?;
         let attr = |field: &str| attrs.and_then(|a| a.get(field));
         let bad = |field: &str, want: &str, found: &Value| {
-            format!(
-                "event {id}: `attributes.{field}` must be {want}, found {}",
-                short(found)
-            )
+            attribute_error("event", &id, field, want, found)
         };
         let text = |field: &str| match attr(field) {
             None | Some(Value::Null) => Ok(None),
@@ -483,7 +490,7 @@ impl EventFields {
     }
 
     /// The row, moving the checked event's attributes and relationships into it.
-    fn into_row(self, value: Value) -> EventRow {
+    fn into_row(self, value: Value) -> TimedRow {
         let mut resource = match value {
             Value::Object(o) => o,
             _ => Map::new(),
@@ -571,7 +578,7 @@ const PROFILE_FIELDS: [(&str, Field); 14] = [
 ///
 /// # Errors
 /// The field that is malformed, naming the profile, and the profile unchanged.
-pub fn profile_owned(value: Value) -> Result<TimedRow, (String, Value)> {
+pub fn profile_owned(value: Value) -> Converted {
     let (id, times) = match check_profile(&value) {
         Ok(checked) => checked,
         Err(error) => return Err((error, value)),
@@ -608,9 +615,6 @@ pub fn profile_owned(value: Value) -> Result<TimedRow, (String, Value)> {
     Ok((row, times[PROFILE_UPDATED]))
 }
 
-/// A row and its record's time (UTC), when it has one.
-pub type TimedRow = (Vec<Value>, Option<DateTime<Utc>>);
-
 /// The times of a profile's [`PROFILE_FIELDS`], by position (`None` for other fields).
 type ProfileTimes = [Option<DateTime<Utc>>; PROFILE_FIELDS.len()];
 
@@ -623,22 +627,8 @@ const PROFILE_UPDATED: usize = 10;
 fn check_profile(value: &Value) -> Result<(String, ProfileTimes), String> {
     const KIND: &str = "profile";
     let id = envelope_id(KIND, value)?.into_owned();
-    let attrs = match value.get("attributes") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => Some(o),
-        Some(other) => {
-            return Err(format!(
-                "{KIND} {id}: `attributes` must be an object, found {}",
-                short(other)
-            ));
-        }
-    };
-    let bad = |name: &str, want: &str, found: &Value| {
-        format!(
-            "{KIND} {id}: `attributes.{name}` must be {want}, found {}",
-            short(found)
-        )
-    };
+    let attrs = attributes_of(KIND, &id, value)?;
+    let bad = |name: &str, want: &str, found: &Value| attribute_error(KIND, &id, name, want, found);
     let mut times = [None; PROFILE_FIELDS.len()];
     for (i, (name, field)) in PROFILE_FIELDS.into_iter().enumerate() {
         let Some(found) = attrs.and_then(|a| a.get(name)) else {
