@@ -21,7 +21,6 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use chrono::{TimeZone, Utc};
 use sluice_contracts::{FetchTask, TaskKind};
 use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metric_id};
 use tokio_util::sync::CancellationToken;
@@ -46,14 +45,8 @@ fn main() -> anyhow::Result<()> {
         stream: format!("events/{metric}"),
         account: "default".into(),
         kind: TaskKind::TimeRange {
-            start: Utc
-                .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
-                .single()
-                .unwrap_or_default(),
-            end: Utc
-                .with_ymd_and_hms(2024, 3, 1, 0, 0, 0)
-                .single()
-                .unwrap_or_default(),
+            start: sluice_e2e::utc(2024, 1, 1),
+            end: sluice_e2e::utc(2024, 3, 1),
             partition: Some(metric.clone()),
         },
         attempt: 1,
@@ -132,14 +125,8 @@ fn page_body(include_profile: bool) -> anyhow::Result<(Vec<u8>, String)> {
     let spec = KlaviyoDataSpec {
         seed: 15,
         profiles: 5_000,
-        start: Utc
-            .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
-            .single()
-            .unwrap_or_default(),
-        end: Utc
-            .with_ymd_and_hms(2024, 3, 1, 0, 0, 0)
-            .single()
-            .unwrap_or_default(),
+        start: sluice_e2e::utc(2024, 1, 1),
+        end: sluice_e2e::utc(2024, 3, 1),
         events_per_metric: 5_000,
         ..KlaviyoDataSpec::default()
     };

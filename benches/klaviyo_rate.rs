@@ -15,10 +15,7 @@ use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metric_id};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = sluice_e2e::numeric_args();
     let events = args.first().copied().unwrap_or(600_000);
     let page_size = args.get(1).copied().unwrap_or(100);
     let fetchers = args.get(2).copied().unwrap_or(3) as usize;

@@ -115,10 +115,7 @@ fn endpoint_sum(stats: &Value, endpoints: &[&str], field: &str) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = sluice_e2e::numeric_args();
     let spec = CommercetoolsDataSpec {
         seed: 33,
         customers: args.first().copied().unwrap_or(5_000),

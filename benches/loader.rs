@@ -184,10 +184,7 @@ async fn copy_rows(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = sluice_e2e::numeric_args();
     let rows = args.first().copied().unwrap_or(200_000);
     let batch = args.get(1).copied().unwrap_or(1000) as usize;
     let concurrency = args.get(2).copied().unwrap_or(4) as usize;

@@ -208,10 +208,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Source::Klaviyo
     };
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = sluice_e2e::numeric_args();
     let default_size = match source {
         Source::Klaviyo => 1_000_000,
         Source::Commercetools => 100_000,

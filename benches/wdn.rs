@@ -22,10 +22,7 @@ use sluice_sandbox::wdn::{NAMED_BRANDS, WdnConfig, WdnDataSpec, WdnStats};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = sluice_e2e::numeric_args();
     let products = args.first().copied().unwrap_or(26_000);
     let latency_ms = args.get(1).copied().unwrap_or(20);
     let fetchers = args.get(2).copied().unwrap_or(2) as usize;

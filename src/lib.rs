@@ -71,6 +71,15 @@ fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// A benchmark's numeric command-line arguments, in order (`cargo bench --bench NAME --
+/// 1000 4000`); words (such as the `--bench` cargo passes, or a source name) are skipped.
+pub fn numeric_args() -> Vec<u64> {
+    std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
 /// Midnight UTC of the given day.
 ///
 /// # Panics
