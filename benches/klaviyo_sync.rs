@@ -12,6 +12,10 @@
 //! - write requests/s on the kind's bulk endpoint against that endpoint's steady limit
 //!   (`x-klaviyo-ratelimit`: catalog bulk jobs L = 750/min, profile imports and event bulk
 //!   jobs M = 150/min; target ≥ 90 % when the limit is what holds the push back);
+//! - the same share while the kind was written (from its first to its latest write: the
+//!   push's first seconds are planning and the first fetches);
+//! - every endpoint the push called with its share of its own tier (Klaviyo limits each
+//!   endpoint on its own, so a lookup or poll endpoint can be what holds a push back);
 //! - the share of 429 answers over every request of the push (target < 1 %);
 //! - for profiles, profiles/s through bulk import jobs and the profiles per job.
 //!
@@ -194,6 +198,10 @@ async fn main() -> anyhow::Result<()> {
             ok + throttled,
             100.0 * throttled / (ok + throttled).max(1.0)
         );
+        println!("  per endpoint, busiest first:");
+        for line in endpoint_table(&stats, elapsed) {
+            println!("{line}");
+        }
         for kind in KINDS.iter().filter(|k| k.stream == stream) {
             let new_jobs = &after.jobs[before.jobs.len()..];
             let (objects, jobs) = match kind.job_type {
@@ -228,6 +236,16 @@ async fn main() -> anyhow::Result<()> {
                 100.0 * refused / (requests + refused).max(1.0),
             );
             println!("{line}");
+            if let Some(w) = write_window(&stats, kind.endpoints) {
+                println!(
+                    "  {:<18} while it wrote (first write {:.1} s, last {:.1} s into the push): {:.2} requests/s = {:.1} % of the steady limit",
+                    "",
+                    w.first,
+                    w.last,
+                    w.rate,
+                    100.0 * w.rate / steady
+                );
+            }
             // What the tier allows at best: full jobs at the steady rate. A push that is
             // short of it is held back by something else (the fetch, lookups, job
             // lifecycles), whatever its share of requests.
@@ -249,21 +267,69 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!(
-        "the orders push per endpoint (ok/429): {}",
-        stats_table(&klaviyo_stats(&klaviyo).await?)
-    );
     env.teardown().await?;
     Ok(())
 }
 
-/// The last push's counters per endpoint, one `name ok/throttled` pair each.
-fn stats_table(stats: &Value) -> String {
-    stats["endpoints"]
+/// When an endpoint (or several, together) answered 2xx during a push, from the emulator's
+/// `first_ok_ms`/`last_ok_ms`: seconds from the counters' reset (the push's start) to the
+/// first and the latest answer, and the requests per second between them.
+struct WriteWindow {
+    first: f64,
+    last: f64,
+    rate: f64,
+}
+
+/// The write window of `endpoints` together; `None` with fewer than two requests (no rate).
+fn write_window(stats: &Value, endpoints: &[&str]) -> Option<WriteWindow> {
+    let field = |e: &str, f: &str| stats["endpoints"][e][f].as_f64();
+    let first = endpoints
+        .iter()
+        .filter_map(|e| field(e, "first_ok_ms"))
+        .reduce(f64::min)?;
+    let last = endpoints
+        .iter()
+        .filter_map(|e| field(e, "last_ok_ms"))
+        .reduce(f64::max)?;
+    let ok = endpoint_sum(stats, endpoints, "ok");
+    // n requests span n − 1 intervals.
+    (ok >= 2.0 && last > first).then(|| WriteWindow {
+        first: first / 1000.0,
+        last: last / 1000.0,
+        rate: (ok - 1.0) / ((last - first) / 1000.0),
+    })
+}
+
+/// Every endpoint the push called, busiest first by its share of its tier's steady limit
+/// over the push (the endpoint with the highest share is the tier closest to holding the
+/// push back): requests, 429s, that share, and the share while the endpoint was in use.
+fn endpoint_table(stats: &Value, elapsed: f64) -> Vec<String> {
+    let mut rows: Vec<(f64, String)> = stats["endpoints"]
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(e, c)| format!("{e} {}/{}", c["ok"], c["throttled"]))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|(e, c)| {
+            let ok = c["ok"].as_f64().unwrap_or(0.0);
+            let steady = c["steady_per_minute"].as_f64().unwrap_or(f64::INFINITY) / 60.0;
+            let share = 100.0 * ok / elapsed / steady;
+            let window = write_window(stats, &[e.as_str()]).map_or(String::new(), |w| {
+                format!(
+                    ", {:.1} % from {:.1} s to {:.1} s",
+                    100.0 * w.rate / steady,
+                    w.first,
+                    w.last
+                )
+            });
+            (
+                share,
+                format!(
+                    "    {e:<40} tier {:<2} {ok:>5} ok, {:>3} 429s: {share:>5.1} % of its steady limit over the push{window}",
+                    c["tier"].as_str().unwrap_or("?"),
+                    c["throttled"],
+                ),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    rows.into_iter().map(|(_, line)| line).collect()
 }

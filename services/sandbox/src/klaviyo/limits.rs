@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -113,12 +114,19 @@ struct Counts {
     throttled: u64,
     client_errors: u64,
     faults: u64,
+    /// Milliseconds from the last reset to the first and the latest 2xx answer.
+    first_ok_ms: Option<u64>,
+    last_ok_ms: Option<u64>,
 }
 
 impl Counts {
-    fn add(&mut self, o: Outcome) {
+    fn add(&mut self, o: Outcome, at_ms: u64) {
         match o {
-            Outcome::Ok => self.ok += 1,
+            Outcome::Ok => {
+                self.ok += 1;
+                self.first_ok_ms.get_or_insert(at_ms);
+                self.last_ok_ms = Some(at_ms);
+            }
             Outcome::Throttled => self.throttled += 1,
             Outcome::ClientError => self.client_errors += 1,
             Outcome::Fault => self.faults += 1,
@@ -134,12 +142,20 @@ impl Counts {
             "faults": self.faults,
             "total": total,
             "throttled_share": if total == 0 { 0.0 } else { self.throttled as f64 / total as f64 },
+            "first_ok_ms": self.first_ok_ms,
+            "last_ok_ms": self.last_ok_ms,
         })
     }
 }
 
-/// Counters per tier, and per endpoint.
-type CountMaps = (BTreeMap<Tier, Counts>, BTreeMap<&'static str, Counts>);
+/// Counters per tier, and per endpoint (with the endpoint's tier).
+#[derive(Default)]
+struct CountMaps {
+    tiers: BTreeMap<Tier, Counts>,
+    endpoints: BTreeMap<&'static str, (Tier, Counts)>,
+    /// When the counters were last reset (or created).
+    since: Option<Instant>,
+}
 
 /// Counters per tier and per endpoint.
 #[derive(Default)]
@@ -151,32 +167,54 @@ impl Stats {
     /// Counts one request.
     pub(crate) fn record(&self, tier: Tier, endpoint: &'static str, o: Outcome) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.entry(tier).or_default().add(o);
-        g.1.entry(endpoint).or_default().add(o);
+        let since = *g.since.get_or_insert_with(Instant::now);
+        let at_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        g.tiers.entry(tier).or_default().add(o, at_ms);
+        g.endpoints
+            .entry(endpoint)
+            .or_insert((tier, Counts::default()))
+            .1
+            .add(o, at_ms);
     }
 
-    /// `{"tiers": {tier: counts}, "endpoints": {operation: counts}, "total": counts}` where
-    /// counts are `{ok, throttled, client_errors, faults, total, throttled_share}`.
+    /// `{"tiers": {tier: counts}, "endpoints": {operation: counts + {"tier": name,
+    /// "steady_per_minute": Klaviyo's steady limit of the tier, unscaled}},
+    /// "total": counts}` where counts are `{ok, throttled, client_errors, faults, total,
+    /// throttled_share, first_ok_ms, last_ok_ms}`; the last two are the milliseconds from
+    /// the last reset to the first and the latest 2xx answer (null before any), so a
+    /// benchmark can rate an endpoint over the time it was written to.
     pub(crate) fn json(&self) -> Value {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = Counts::default();
-        for c in g.0.values() {
+        for c in g.tiers.values() {
             total.ok += c.ok;
             total.throttled += c.throttled;
             total.client_errors += c.client_errors;
             total.faults += c.faults;
+            total.first_ok_ms = match (total.first_ok_ms, c.first_ok_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            total.last_ok_ms = total.last_ok_ms.max(c.last_ok_ms);
         }
+        let endpoint = |tier: &Tier, c: &Counts| {
+            let mut v = c.json();
+            v["tier"] = json!(tier.name());
+            v["steady_per_minute"] = json!(tier.limits().1);
+            v
+        };
         json!({
-            "tiers": g.0.iter().map(|(t, c)| (t.name().to_owned(), c.json())).collect::<serde_json::Map<_, _>>(),
-            "endpoints": g.1.iter().map(|(e, c)| ((*e).to_owned(), c.json())).collect::<serde_json::Map<_, _>>(),
+            "tiers": g.tiers.iter().map(|(t, c)| (t.name().to_owned(), c.json())).collect::<serde_json::Map<_, _>>(),
+            "endpoints": g.endpoints.iter().map(|(e, (t, c))| ((*e).to_owned(), endpoint(t, c))).collect::<serde_json::Map<_, _>>(),
             "total": total.json(),
         })
     }
 
-    /// Zeroes every counter.
+    /// Zeroes every counter and restarts the clock of `first_ok_ms`/`last_ok_ms`.
     pub(crate) fn reset(&self) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.clear();
-        g.1.clear();
+        g.tiers.clear();
+        g.endpoints.clear();
+        g.since = Some(Instant::now());
     }
 }

@@ -659,6 +659,75 @@ impl Service {
         Ok(found)
     }
 
+    /// The ids of every variant of each of `items` that Klaviyo has, by item; an item it
+    /// does not have is absent from the map.
+    ///
+    /// One `GET /api/catalog-items?filter=any(ids,[…])&include=variants` per 100 items
+    /// (sparse fieldsets: only `external_id` of either type), reading each item's
+    /// `relationships.variants.data` — a products part names tens of items, and one request
+    /// per item (`GET /api/catalog-items/{id}/variants`) made the lookups, not the writes,
+    /// what held a products push back (`docs/benchmarks.md`, issue 12). Klaviyo does not
+    /// document a cap on the related ids it includes, so an item listing
+    /// [`INCLUDED_VARIANTS_CHECKED`] or more is listed again on its own, paged, by
+    /// [`Service::item_variants`]: a cap at that size could not hide a variant.
+    ///
+    /// # Errors
+    /// As [`Service::send`]; a page without `data` or an item without
+    /// `relationships.variants.data` is an error naming it (the answer is not what the
+    /// spec says, and guessing "no variants" would keep stale ones).
+    pub async fn items_variants(
+        &self,
+        items: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, StoreError> {
+        use futures::stream::{self, StreamExt};
+        let path = "/api/catalog-items";
+        let call = Call::get_catalog(path);
+        let chunks: Vec<String> = items
+            .chunks(100)
+            .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
+            .collect();
+        let pages: Vec<Result<Vec<(String, Vec<String>)>, StoreError>> = stream::iter(chunks)
+            .map(|chunk| {
+                let call = &call;
+                async move {
+                    let mut next = Some(relative(
+                        path,
+                        &[
+                            ("filter", format!("any(ids,{chunk})")),
+                            ("include", "variants".into()),
+                            ("fields[catalog-item]", "external_id".into()),
+                            ("fields[catalog-variant]", "external_id".into()),
+                            ("page[size]", "100".into()),
+                        ],
+                    ));
+                    let mut found = Vec::new();
+                    while let Some(rel) = next.take() {
+                        let doc = self.get(call, &rel).await?;
+                        found.extend(item_variant_ids(&doc).map_err(|why| {
+                            self.error(format!("GET {}: {why}", shown_path(&rel)), false)
+                        })?);
+                        next = self.next_link(&doc);
+                    }
+                    Ok(found)
+                }
+            })
+            .buffer_unordered(LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut by_item = std::collections::HashMap::new();
+        for page in pages {
+            for (item, variants) in page? {
+                let variants = if variants.len() >= INCLUDED_VARIANTS_CHECKED {
+                    self.item_variants(&item).await?
+                } else {
+                    variants
+                };
+                by_item.insert(item, variants);
+            }
+        }
+        Ok(by_item)
+    }
+
     /// The ids of every variant of catalog item `item` (`GET /api/catalog-items/{id}/variants`,
     /// paged); an item Klaviyo does not have (404) has none.
     ///
@@ -740,6 +809,44 @@ pub(crate) fn first_poll_wait(interval: Duration) -> Duration {
 }
 
 /// `data[].id` of a document.
+/// An item listing this many variants in `relationships.variants.data` is listed again on its
+/// own ([`Service::items_variants`]).
+pub const INCLUDED_VARIANTS_CHECKED: usize = 100;
+
+/// Each item of a `GET /api/catalog-items?include=variants` page with the ids in its
+/// `relationships.variants.data`.
+///
+/// # Errors
+/// The page has no `data` list, or an item has no `id` or no `relationships.variants.data`
+/// list: what is missing.
+fn item_variant_ids(doc: &Value) -> Result<Vec<(String, Vec<String>)>, String> {
+    let data = doc
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or("the answer has no `data` list")?;
+    data.iter()
+        .map(|item| {
+            let id = item
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or("an item of the answer has no `id`")?;
+            let variants = item
+                .pointer("/relationships/variants/data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    format!("item {id} has no `relationships.variants.data` (asked with include=variants)")
+                })?;
+            Ok((
+                id.to_string(),
+                variants
+                    .iter()
+                    .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect(),
+            ))
+        })
+        .collect()
+}
+
 fn ids_of(doc: &Value) -> impl Iterator<Item = String> + '_ {
     doc.get("data")
         .and_then(Value::as_array)

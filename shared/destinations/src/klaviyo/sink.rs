@@ -631,19 +631,16 @@ impl Klaviyo {
             items.sort_unstable();
             items.dedup();
             let carried: HashSet<&str> = objs.iter().map(|o| o.id.as_str()).collect();
-            let listed: Vec<Result<Vec<String>, StoreError>> = stream::iter(items)
-                .map(|item| async move { self.service.item_variants(&item).await })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            let mut gone: Vec<String> = Vec::new();
-            for variants in listed {
-                gone.extend(
-                    variants?
-                        .into_iter()
-                        .filter(|v| !carried.contains(v.as_str())),
-                );
-            }
+            let items: Vec<&str> = items.iter().map(String::as_str).collect();
+            let listed = self.service.items_variants(&items).await?;
+            // In the part's item order, so the delete jobs are the same from run to run.
+            let gone: Vec<String> = items
+                .iter()
+                .filter_map(|item| listed.get(*item))
+                .flatten()
+                .filter(|v| !carried.contains(v.as_str()))
+                .cloned()
+                .collect();
             Ok::<_, StoreError>(gone)
         };
         // Every id of the part, even a variant's whose item turns out missing: asking for

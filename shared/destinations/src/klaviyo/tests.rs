@@ -868,6 +868,20 @@ async fn catalog_jobs_hold_at_most_100_and_a_cancelled_job_rejects_its_objects()
 #[tokio::test]
 async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up() {
     let server = MockServer::start().await;
+    // The items' variants, looked up with the items (include=variants), before the plain
+    // item lookup that would match the same path.
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-items"))
+        .and(query_param("include", "variants"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
+            {"type": "catalog-item", "id": "$custom:::$default:::P", "attributes": {},
+             "relationships": {"variants": {"data": [
+                {"type": "catalog-variant", "id": "$custom:::$default:::S1"},
+                {"type": "catalog-variant", "id": "$custom:::$default:::S-GONE"}]}}}],
+            "links": {"next": null}})))
+        .expect(1)
+        .mount(&server)
+        .await;
     Mock::given(method("GET"))
         .and(path("/api/catalog-items"))
         .respond_with(catalog_lookup(&["$custom:::$default:::P"]))
@@ -878,11 +892,11 @@ async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up
         .respond_with(catalog_lookup(&["$custom:::$default:::S1"]))
         .mount(&server)
         .await;
+    // Listed with the item: no request per item.
     Mock::given(method("GET"))
         .and(path("/api/catalog-items/$custom:::$default:::P/variants"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
-            {"type": "catalog-variant", "id": "$custom:::$default:::S1"},
-            {"type": "catalog-variant", "id": "$custom:::$default:::S-GONE"}], "links": {"next": null}})))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
         .mount(&server)
         .await;
     for action in ["update", "delete"] {
@@ -953,6 +967,149 @@ async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up
             .pointer("/data/attributes/variants/data")
             .unwrap(),
         &json!([{"type": "catalog-variant", "id": "$custom:::$default:::S-GONE"}])
+    );
+}
+
+/// An item whose included variants reach [`super::service::INCLUDED_VARIANTS_CHECKED`] is
+/// listed again on its own, paged, so a cap on included ids could not keep a variant the
+/// part no longer carries; an answer without the relationship is an error, not "none".
+#[tokio::test]
+async fn an_item_with_many_included_variants_is_listed_on_its_own() {
+    let id = |n: usize| format!("$custom:::$default:::V{n}");
+    let refs = |range: std::ops::Range<usize>| -> Vec<Value> {
+        range
+            .map(|n| json!({"type": "catalog-variant", "id": id(n)}))
+            .collect()
+    };
+    let server = MockServer::start().await;
+    let checked = super::service::INCLUDED_VARIANTS_CHECKED;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-items"))
+        .and(query_param("include", "variants"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
+            {"type": "catalog-item", "id": "$custom:::$default:::P", "attributes": {},
+             "relationships": {"variants": {"data": refs(0..checked)}}}],
+            "links": {"next": null}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-items"))
+        .respond_with(catalog_lookup(&["$custom:::$default:::P"]))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-variants"))
+        .respond_with(catalog_lookup(&["$custom:::$default:::V0"]))
+        .mount(&server)
+        .await;
+    // The item's own listing has one more, on a second page.
+    let listing = "/api/catalog-items/$custom:::$default:::P/variants";
+    Mock::given(method("GET"))
+        .and(path(listing))
+        .and(query_param("page[cursor]", "2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"data": refs(checked..checked + 1), "links": {"next": null}}),
+            ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(listing))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": refs(0..checked),
+            "links": {"next": format!("{}{listing}?page%5Bcursor%5D=2", server.uri())}})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    for action in ["update", "delete"] {
+        Mock::given(method("POST"))
+            .and(path(format!("/api/catalog-variant-bulk-{action}-jobs")))
+            .respond_with(job(
+                &format!("catalog-variant-bulk-{action}-job"),
+                action,
+                "queued",
+                1,
+                0,
+                json!([]),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/api/catalog-variant-bulk-{action}-jobs/{action}"
+            )))
+            .respond_with(job(
+                &format!("catalog-variant-bulk-{action}-job"),
+                action,
+                "complete",
+                1,
+                0,
+                json!([]),
+            ))
+            .mount(&server)
+            .await;
+    }
+    let k = destination(&server);
+    let mut part = batch(
+        VARIANT_TABLE,
+        &["id", "op", "item_id", "attributes", "relationships"],
+        vec![vec![
+            json!(id(0)),
+            json!("upsert"),
+            json!("$custom:::$default:::P"),
+            json!({"external_id": "V0", "sku": "V0", "title": "T", "description": "", "url": "u", "price": 1, "inventory_quantity": 0, "inventory_policy": 1}),
+            json!({"item": {"data": {"type": "catalog-item", "id": "$custom:::$default:::P"}}}),
+        ]],
+    );
+    part.merge = MergeSpec {
+        replace_scope: Some(vec!["item_id".into()]),
+        scope_keys: vec![vec![json!("$custom:::$default:::P")]],
+        ..MergeSpec::default()
+    };
+    let out = PartWriter::write(&k, &[vec![&part]]).await.unwrap();
+    assert!(out[0][0].rejected.is_empty(), "{:?}", out[0][0].rejected);
+    let deleted: Vec<Value> = bodies(&server, "POST", "/api/catalog-variant-bulk-delete-jobs")
+        .await
+        .iter()
+        .flat_map(|b| {
+            b.pointer("/data/attributes/variants/data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    // Every variant but the one carried, including the one only the own listing had.
+    assert_eq!(deleted, refs(1..checked + 1));
+
+    // Without `relationships.variants.data` the part fails, naming the item.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-items"))
+        .and(query_param("include", "variants"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
+            {"type": "catalog-item", "id": "$custom:::$default:::P", "attributes": {}}],
+            "links": {"next": null}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-items"))
+        .respond_with(catalog_lookup(&["$custom:::$default:::P"]))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-variants"))
+        .respond_with(catalog_lookup(&[]))
+        .mount(&server)
+        .await;
+    let k = destination(&server);
+    let e = PartWriter::write(&k, &[vec![&part]]).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("item $custom:::$default:::P has no `relationships.variants.data`"),
+        "{e}"
     );
 }
 
