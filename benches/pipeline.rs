@@ -12,9 +12,12 @@
 //! (served by the sandbox, fetched once before the clock starts), counting rows of every
 //! `sailthru.*` table.
 //! For each run it prints records per second, each service's CPU seconds, CPU µs per
-//! record loaded and peak RSS (`VmHWM`), and the deepest backlog seen on the fetch and load
-//! queues, which together name the bottleneck: the process that used the most CPU per
-//! second of wall time while its input queue was backed up.
+//! record loaded and peak RSS (`VmHWM`), the CPU of Postgres and RabbitMQ (every process of
+//! theirs, so other clients' too on a shared machine), and the deepest backlog seen on the
+//! fetch and load queues, which together name the bottleneck: the process that used the
+//! most CPU per second of wall time while its input queue was backed up. The sum of every
+//! process's CPU per record gives the ceiling the machine's cores put on the run; Klaviyo
+//! runs also print issue 15's targets beside their measured values.
 //!
 //! The services inherit the bench's environment, so `SLUICE__…` variables change their
 //! settings for a run (`SLUICE__CONNECTORS__KLAVIYO__PAGE_SIZES__EVENTS=100`,
@@ -24,9 +27,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_e2e::{TestEnv, cpu_seconds, utc};
+use sluice_e2e::{TestEnv, cpu_seconds, cpu_seconds_of, utc};
 use sluice_sandbox::commercetools::{CommercetoolsConfig, CommercetoolsDataSpec};
 use sluice_sandbox::klaviyo::{KlaviyoConfig, KlaviyoDataSpec, metric_id};
+
+/// The processes sluice runs beside, by command name, as printed.
+const BESIDE: [(&str, &str); 2] = [("postgres", "Postgres"), ("beam.smp", "RabbitMQ")];
 
 struct Proc {
     name: String,
@@ -128,6 +134,7 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
     let broker = sluice_broker::Broker::connect(&env.settings.amqp, "bench").await?;
     let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_seconds(p.pid)).collect();
     let bench_cpu = cpu_seconds(std::process::id());
+    let beside_before: Vec<f64> = BESIDE.iter().map(|(comm, _)| cpu_seconds_of(comm)).collect();
     let started = Instant::now();
     let job = match source {
         Source::Klaviyo => {
@@ -175,9 +182,10 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
         "sandbox",
         100.0 * sandbox / elapsed
     );
-    let mut fetchers_cpu = 0.0;
+    let (mut fetchers_cpu, mut sluice_cpu) = (0.0, 0.0);
     for (p, before) in procs.iter().zip(cpu_before) {
         let cpu = cpu_seconds(p.pid) - before;
+        sluice_cpu += cpu;
         if p.name.starts_with("fetcher") {
             fetchers_cpu += cpu;
         }
@@ -189,11 +197,40 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
             peak_rss_mb(p.pid)
         );
     }
+    let per = |cpu: f64| 1e6 * cpu / rows.max(1.0);
+    let mut everything = sluice_cpu + sandbox;
+    for ((comm, what), before) in BESIDE.iter().zip(beside_before) {
+        let cpu = cpu_seconds_of(comm) - before;
+        everything += cpu;
+        println!(
+            "  {what:<10} CPU {cpu:>6.1} s ({:>3.0} % of one core, {:>5.1} µs per record)  (every `{comm}` process, other clients' too)",
+            100.0 * cpu / elapsed,
+            per(cpu)
+        );
+    }
     println!(
         "  fetchers together: {:.1} µs of CPU per record; load average {}",
-        1e6 * fetchers_cpu / rows.max(1.0),
+        per(fetchers_cpu),
         load_average()
     );
+    // The ceiling the machine puts on this run: every process above shares its cores, so
+    // at this CPU per record no pipeline on it can pass cores / Σ CPU per record.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "  all processes: {:.1} µs of CPU per record (sluice {:.1}, the sandbox, Postgres and RabbitMQ {:.1}): {cores} cores allow at most {:.0} records/s at that cost",
+        per(everything),
+        per(sluice_cpu),
+        per(everything - sluice_cpu),
+        cores * rows.max(1.0) / everything.max(1e-9)
+    );
+    if source == Source::Klaviyo {
+        println!(
+            "  targets (issue 15): fetchers ≤ 5 µs per event: {:.1}; all sluice processes ≤ 12 µs: {:.1}; ≥ 58,000 events/s end to end: {:.0}",
+            per(fetchers_cpu),
+            per(sluice_cpu),
+            rows / elapsed
+        );
+    }
     broker.close().await;
     env.teardown().await?;
     Ok(elapsed)

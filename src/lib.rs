@@ -114,6 +114,34 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU time (user + system, seconds) of every process whose command name (`comm`, field 2
+/// of `/proc/<pid>/stat`) is `comm`, with the CPU of their children already exited and
+/// waited for (`cutime`, `cstime`): PostgreSQL's backends are children of the postmaster,
+/// so a backend that exits during a run still counts. 0 when `/proc` cannot be read.
+/// For the benchmarks' CPU per record of the services sluice runs beside (`postgres`,
+/// RabbitMQ's `beam.smp`); on a shared machine it also counts other clients' work.
+pub fn cpu_seconds_of(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1;
+            (name == comm).then(|| {
+                let fields: Vec<f64> = rest
+                    .split_whitespace()
+                    .map(|v| v.parse::<f64>().unwrap_or(0.0))
+                    .collect();
+                // After ")": state at 0, so utime, stime, cutime, cstime at 11 to 14.
+                fields.get(11..15).map_or(0.0, |t| t.iter().sum::<f64>()) / 100.0
+            })
+        })
+        .sum()
+}
+
 /// The Klaviyo sandbox's request counters (`GET /klaviyo/_admin/stats`, see
 /// `sluice_sandbox::klaviyo`) of the sandbox at `base`.
 ///
