@@ -236,6 +236,13 @@ async fn main() -> anyhow::Result<()> {
                 100.0 * refused / (requests + refused).max(1.0),
             );
             println!("{line}");
+            let bytes = endpoint_sum(&stats, kind.endpoints, "ok_request_bytes");
+            println!(
+                "  {:<18} {:.2} MB per write request on average (Klaviyo's limit: 5 MB, {} objects)",
+                "",
+                bytes / requests.max(1.0) / 1e6,
+                kind.per_request
+            );
             if let Some(w) = write_window(&stats, kind.endpoints) {
                 println!(
                     "  {:<18} while it wrote (first write {:.1} s, last {:.1} s into the push): {:.2} requests/s = {:.1} % of the steady limit",

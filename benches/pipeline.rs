@@ -134,7 +134,10 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
     let broker = sluice_broker::Broker::connect(&env.settings.amqp, "bench").await?;
     let cpu_before: Vec<f64> = procs.iter().map(|p| cpu_seconds(p.pid)).collect();
     let bench_cpu = cpu_seconds(std::process::id());
-    let beside_before: Vec<f64> = BESIDE.iter().map(|(comm, _)| cpu_seconds_of(comm)).collect();
+    let beside_before: Vec<f64> = BESIDE
+        .iter()
+        .map(|(comm, _)| cpu_seconds_of(comm))
+        .collect();
     let started = Instant::now();
     let job = match source {
         Source::Klaviyo => {

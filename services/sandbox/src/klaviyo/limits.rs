@@ -114,16 +114,19 @@ struct Counts {
     throttled: u64,
     client_errors: u64,
     faults: u64,
+    /// Request body bytes of the 2xx answers (their `Content-Length`).
+    ok_request_bytes: u64,
     /// Milliseconds from the last reset to the first and the latest 2xx answer.
     first_ok_ms: Option<u64>,
     last_ok_ms: Option<u64>,
 }
 
 impl Counts {
-    fn add(&mut self, o: Outcome, at_ms: u64) {
+    fn add(&mut self, o: Outcome, at_ms: u64, bytes: u64) {
         match o {
             Outcome::Ok => {
                 self.ok += 1;
+                self.ok_request_bytes += bytes;
                 self.first_ok_ms.get_or_insert(at_ms);
                 self.last_ok_ms = Some(at_ms);
             }
@@ -142,6 +145,7 @@ impl Counts {
             "faults": self.faults,
             "total": total,
             "throttled_share": if total == 0 { 0.0 } else { self.throttled as f64 / total as f64 },
+            "ok_request_bytes": self.ok_request_bytes,
             "first_ok_ms": self.first_ok_ms,
             "last_ok_ms": self.last_ok_ms,
         })
@@ -164,23 +168,24 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    /// Counts one request.
-    pub(crate) fn record(&self, tier: Tier, endpoint: &'static str, o: Outcome) {
+    /// Counts one request whose body was `bytes` long.
+    pub(crate) fn record(&self, tier: Tier, endpoint: &'static str, o: Outcome, bytes: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let since = *g.since.get_or_insert_with(Instant::now);
         let at_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        g.tiers.entry(tier).or_default().add(o, at_ms);
+        g.tiers.entry(tier).or_default().add(o, at_ms, bytes);
         g.endpoints
             .entry(endpoint)
             .or_insert((tier, Counts::default()))
             .1
-            .add(o, at_ms);
+            .add(o, at_ms, bytes);
     }
 
     /// `{"tiers": {tier: counts}, "endpoints": {operation: counts + {"tier": name,
     /// "steady_per_minute": Klaviyo's steady limit of the tier, unscaled}},
     /// "total": counts}` where counts are `{ok, throttled, client_errors, faults, total,
-    /// throttled_share, first_ok_ms, last_ok_ms}`; the last two are the milliseconds from
+    /// throttled_share, ok_request_bytes, first_ok_ms, last_ok_ms}`: the request body bytes
+    /// of the 2xx answers (`Content-Length`), and the milliseconds from
     /// the last reset to the first and the latest 2xx answer (null before any), so a
     /// benchmark can rate an endpoint over the time it was written to.
     pub(crate) fn json(&self) -> Value {
@@ -191,6 +196,7 @@ impl Stats {
             total.throttled += c.throttled;
             total.client_errors += c.client_errors;
             total.faults += c.faults;
+            total.ok_request_bytes += c.ok_request_bytes;
             total.first_ok_ms = match (total.first_ok_ms, c.first_ok_ms) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

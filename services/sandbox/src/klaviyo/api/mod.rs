@@ -497,10 +497,16 @@ async fn record(
             FaultKind::Throttled => Outcome::Throttled,
             _ => Outcome::Fault,
         };
-        hook_stats.stats.record(tier, ep.name(), o);
+        hook_stats.stats.record(tier, ep.name(), o, 0);
     }));
     request.extensions_mut().insert(hook);
     request.extensions_mut().insert(Operation { ep, tier });
+    let bytes = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let resp = next.run(request).await;
     let outcome = match resp.extensions().get::<Injected>() {
         // Counted by the hook.
@@ -510,7 +516,7 @@ async fn record(
         None => Some(Outcome::ClientError),
     };
     if let Some(o) = outcome {
-        sh.stats.record(tier, ep.name(), o);
+        sh.stats.record(tier, ep.name(), o, bytes);
     }
     resp
 }
