@@ -622,41 +622,12 @@ impl Service {
         collection: &str,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        use futures::stream::{self, StreamExt};
-        let path = format!("/api/{collection}");
-        let call = Call::get_catalog(&path);
-        // A few lookups at once: their tier (350/s) is the roomiest, and the bucket paces them.
-        // Owned chunks: a borrowed one makes the future not `Send` for every lifetime.
-        let chunks: Vec<String> = ids
-            .chunks(100)
-            .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
-            .collect();
-        let pages: Vec<Result<Vec<String>, StoreError>> = stream::iter(chunks)
-            .map(|chunk| {
-                let (path, call) = (&path, &call);
-                async move {
-                    let filter = format!("any(ids,{chunk})");
-                    let mut next = Some(relative(
-                        path,
-                        &[("filter", filter), ("page[size]", "100".into())],
-                    ));
-                    let mut found = Vec::new();
-                    while let Some(rel) = next.take() {
-                        let doc = self.get(call, &rel).await?;
-                        found.extend(ids_of(&doc));
-                        next = self.next_link(&doc);
-                    }
-                    Ok(found)
-                }
+        let found = self
+            .by_ids(&format!("/api/{collection}"), ids, &[], |doc| {
+                Ok(ids_of(doc).collect())
             })
-            .buffer_unordered(LOOKUPS_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut found = std::collections::HashSet::new();
-        for page in pages {
-            found.extend(page?);
-        }
-        Ok(found)
+            .await?;
+        Ok(found.into_iter().collect())
     }
 
     /// The ids of every variant of each of `items` that Klaviyo has, by item; an item it
@@ -679,31 +650,58 @@ impl Service {
         &self,
         items: &[&str],
     ) -> Result<std::collections::HashMap<String, Vec<String>>, StoreError> {
+        let query = [
+            ("include", "variants"),
+            ("fields[catalog-item]", "external_id"),
+            ("fields[catalog-variant]", "external_id"),
+        ];
+        let listed = self
+            .by_ids("/api/catalog-items", items, &query, item_variant_ids)
+            .await?;
+        let mut by_item = std::collections::HashMap::new();
+        for (item, variants) in listed {
+            let variants = if variants.len() >= INCLUDED_VARIANTS_CHECKED {
+                self.item_variants(&item).await?
+            } else {
+                variants
+            };
+            by_item.insert(item, variants);
+        }
+        Ok(by_item)
+    }
+
+    /// `GET path?filter=any(ids,[…])&<query>&page[size]=100` for every 100 of `ids`, a few
+    /// at once, each followed through its pages; what `read` takes from each page.
+    ///
+    /// # Errors
+    /// As [`Service::get`]; a page `read` refuses, with its reason and the request.
+    async fn by_ids<T: Send>(
+        &self,
+        path: &str,
+        ids: &[&str],
+        query: &[(&str, &str)],
+        read: impl Fn(&Value) -> Result<Vec<T>, String> + Sync,
+    ) -> Result<Vec<T>, StoreError> {
         use futures::stream::{self, StreamExt};
-        let path = "/api/catalog-items";
         let call = Call::get_catalog(path);
-        let chunks: Vec<String> = items
+        // A few lookups at once: their tier (350/s) is the roomiest, and the bucket paces them.
+        // Owned chunks: a borrowed one makes the future not `Send` for every lifetime.
+        let chunks: Vec<String> = ids
             .chunks(100)
             .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
             .collect();
-        let pages: Vec<Result<Vec<(String, Vec<String>)>, StoreError>> = stream::iter(chunks)
+        let pages: Vec<Result<Vec<T>, StoreError>> = stream::iter(chunks)
             .map(|chunk| {
-                let call = &call;
+                let (call, read) = (&call, &read);
                 async move {
-                    let mut next = Some(relative(
-                        path,
-                        &[
-                            ("filter", format!("any(ids,{chunk})")),
-                            ("include", "variants".into()),
-                            ("fields[catalog-item]", "external_id".into()),
-                            ("fields[catalog-variant]", "external_id".into()),
-                            ("page[size]", "100".into()),
-                        ],
-                    ));
+                    let mut params = vec![("filter", format!("any(ids,{chunk})"))];
+                    params.extend(query.iter().map(|&(k, v)| (k, v.to_string())));
+                    params.push(("page[size]", "100".into()));
+                    let mut next = Some(relative(path, &params));
                     let mut found = Vec::new();
                     while let Some(rel) = next.take() {
                         let doc = self.get(call, &rel).await?;
-                        found.extend(item_variant_ids(&doc).map_err(|why| {
+                        found.extend(read(&doc).map_err(|why| {
                             self.error(format!("GET {}: {why}", shown_path(&rel)), false)
                         })?);
                         next = self.next_link(&doc);
@@ -714,18 +712,11 @@ impl Service {
             .buffer_unordered(LOOKUPS_IN_FLIGHT)
             .collect()
             .await;
-        let mut by_item = std::collections::HashMap::new();
+        let mut found = Vec::new();
         for page in pages {
-            for (item, variants) in page? {
-                let variants = if variants.len() >= INCLUDED_VARIANTS_CHECKED {
-                    self.item_variants(&item).await?
-                } else {
-                    variants
-                };
-                by_item.insert(item, variants);
-            }
+            found.extend(page?);
         }
-        Ok(by_item)
+        Ok(found)
     }
 
     /// The ids of every variant of catalog item `item` (`GET /api/catalog-items/{id}/variants`,

@@ -865,42 +865,68 @@ async fn catalog_jobs_hold_at_most_100_and_a_cancelled_job_rejects_its_objects()
     assert_eq!(out[0][0].rows, 150);
 }
 
-#[tokio::test]
-async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up() {
-    let server = MockServer::start().await;
-    // The items' variants, looked up with the items (include=variants), before the plain
-    // item lookup that would match the same path.
+/// The lookups of a variants part of item `P`: its variants read with the item
+/// (`include=variants`, answered with item `P` carrying `variants`, or without the
+/// relationship when `None`), item `P` existing, and of the variants those in `existing`.
+async fn item_lookups(
+    server: &MockServer,
+    variants: Option<Vec<Value>>,
+    existing: &'static [&'static str],
+) {
+    let mut item =
+        json!({"type": "catalog-item", "id": "$custom:::$default:::P", "attributes": {}});
+    if let Some(v) = variants {
+        item["relationships"] = json!({"variants": {"data": v}});
+    }
     Mock::given(method("GET"))
         .and(path("/api/catalog-items"))
         .and(query_param("include", "variants"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
-            {"type": "catalog-item", "id": "$custom:::$default:::P", "attributes": {},
-             "relationships": {"variants": {"data": [
-                {"type": "catalog-variant", "id": "$custom:::$default:::S1"},
-                {"type": "catalog-variant", "id": "$custom:::$default:::S-GONE"}]}}}],
-            "links": {"next": null}})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [item], "links": {"next": null}})),
+        )
         .expect(1)
-        .mount(&server)
+        .mount(server)
         .await;
     Mock::given(method("GET"))
         .and(path("/api/catalog-items"))
         .respond_with(catalog_lookup(&["$custom:::$default:::P"]))
-        .mount(&server)
+        .mount(server)
         .await;
     Mock::given(method("GET"))
         .and(path("/api/catalog-variants"))
-        .respond_with(catalog_lookup(&["$custom:::$default:::S1"]))
-        .mount(&server)
+        .respond_with(catalog_lookup(existing))
+        .mount(server)
         .await;
-    // Listed with the item: no request per item.
-    Mock::given(method("GET"))
-        .and(path("/api/catalog-items/$custom:::$default:::P/variants"))
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&server)
-        .await;
+}
+
+/// A variants part of a products job: variant `sku` of item `P`, replacing the item's
+/// variants (`replace_scope = ["item_id"]`).
+fn variant_part(sku: &str) -> RecordBatch {
+    let mut part = batch(
+        VARIANT_TABLE,
+        &["id", "op", "item_id", "attributes", "relationships"],
+        vec![vec![
+            json!(format!("$custom:::$default:::{sku}")),
+            json!("upsert"),
+            json!("$custom:::$default:::P"),
+            json!({"external_id": sku, "sku": sku, "title": "T", "description": "", "url": "u", "price": 1, "inventory_quantity": 0, "inventory_policy": 1}),
+            json!({"item": {"data": {"type": "catalog-item", "id": "$custom:::$default:::P"}}}),
+        ]],
+    );
+    part.merge = MergeSpec {
+        replace_scope: Some(vec!["item_id".into()]),
+        scope_keys: vec![vec![json!("$custom:::$default:::P")]],
+        ..MergeSpec::default()
+    };
+    part
+}
+
+/// Variant update and delete jobs that are accepted queued and complete at the first poll
+/// (job ids `update`, `delete`), each POSTed `expect` times if given.
+async fn variant_jobs(server: &MockServer, expect: Option<u64>) {
     for action in ["update", "delete"] {
-        Mock::given(method("POST"))
+        let post = Mock::given(method("POST"))
             .and(path(format!("/api/catalog-variant-bulk-{action}-jobs")))
             .respond_with(job(
                 &format!("catalog-variant-bulk-{action}-job"),
@@ -909,10 +935,11 @@ async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up
                 1,
                 0,
                 json!([]),
-            ))
-            .expect(1)
-            .mount(&server)
-            .await;
+            ));
+        match expect {
+            Some(n) => post.expect(n).mount(server).await,
+            None => post.mount(server).await,
+        }
         Mock::given(method("GET"))
             .and(path(format!(
                 "/api/catalog-variant-bulk-{action}-jobs/{action}"
@@ -925,9 +952,32 @@ async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up
                 0,
                 json!([]),
             ))
-            .mount(&server)
+            .mount(server)
             .await;
     }
+}
+
+#[tokio::test]
+async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up() {
+    let server = MockServer::start().await;
+    // The items' variants, looked up with the items (include=variants).
+    item_lookups(
+        &server,
+        Some(vec![
+            json!({"type": "catalog-variant", "id": "$custom:::$default:::S1"}),
+            json!({"type": "catalog-variant", "id": "$custom:::$default:::S-GONE"}),
+        ]),
+        &["$custom:::$default:::S1"],
+    )
+    .await;
+    // Listed with the item: no request per item.
+    Mock::given(method("GET"))
+        .and(path("/api/catalog-items/$custom:::$default:::P/variants"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    variant_jobs(&server, Some(1)).await;
     Mock::given(method("POST"))
         .and(path("/api/catalog-variant-bulk-create-jobs"))
         .respond_with(ResponseTemplate::new(500))
@@ -935,22 +985,7 @@ async fn variants_the_part_no_longer_carries_are_deleted_and_deletes_look_ids_up
         .mount(&server)
         .await;
     let k = destination(&server);
-    let mut part = batch(
-        VARIANT_TABLE,
-        &["id", "op", "item_id", "attributes", "relationships"],
-        vec![vec![
-            json!("$custom:::$default:::S1"),
-            json!("upsert"),
-            json!("$custom:::$default:::P"),
-            json!({"external_id": "S1", "sku": "S1", "title": "T", "description": "", "url": "u", "price": 1, "inventory_quantity": 0, "inventory_policy": 1}),
-            json!({"item": {"data": {"type": "catalog-item", "id": "$custom:::$default:::P"}}}),
-        ]],
-    );
-    part.merge = MergeSpec {
-        replace_scope: Some(vec!["item_id".into()]),
-        scope_keys: vec![vec![json!("$custom:::$default:::P")]],
-        ..MergeSpec::default()
-    };
+    let part = variant_part("S1");
     let out = PartWriter::write(&k, &[vec![&part]]).await.unwrap();
     assert!(out[0][0].rejected.is_empty(), "{:?}", out[0][0].rejected);
     assert_eq!(
@@ -983,25 +1018,12 @@ async fn an_item_with_many_included_variants_is_listed_on_its_own() {
     };
     let server = MockServer::start().await;
     let checked = super::service::INCLUDED_VARIANTS_CHECKED;
-    Mock::given(method("GET"))
-        .and(path("/api/catalog-items"))
-        .and(query_param("include", "variants"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
-            {"type": "catalog-item", "id": "$custom:::$default:::P", "attributes": {},
-             "relationships": {"variants": {"data": refs(0..checked)}}}],
-            "links": {"next": null}})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/catalog-items"))
-        .respond_with(catalog_lookup(&["$custom:::$default:::P"]))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/catalog-variants"))
-        .respond_with(catalog_lookup(&["$custom:::$default:::V0"]))
-        .mount(&server)
-        .await;
+    item_lookups(
+        &server,
+        Some(refs(0..checked)),
+        &["$custom:::$default:::V0"],
+    )
+    .await;
     // The item's own listing has one more, on a second page.
     let listing = "/api/catalog-items/$custom:::$default:::P/variants";
     Mock::given(method("GET"))
@@ -1024,51 +1046,9 @@ async fn an_item_with_many_included_variants_is_listed_on_its_own() {
         .expect(1)
         .mount(&server)
         .await;
-    for action in ["update", "delete"] {
-        Mock::given(method("POST"))
-            .and(path(format!("/api/catalog-variant-bulk-{action}-jobs")))
-            .respond_with(job(
-                &format!("catalog-variant-bulk-{action}-job"),
-                action,
-                "queued",
-                1,
-                0,
-                json!([]),
-            ))
-            .mount(&server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path(format!(
-                "/api/catalog-variant-bulk-{action}-jobs/{action}"
-            )))
-            .respond_with(job(
-                &format!("catalog-variant-bulk-{action}-job"),
-                action,
-                "complete",
-                1,
-                0,
-                json!([]),
-            ))
-            .mount(&server)
-            .await;
-    }
+    variant_jobs(&server, None).await;
     let k = destination(&server);
-    let mut part = batch(
-        VARIANT_TABLE,
-        &["id", "op", "item_id", "attributes", "relationships"],
-        vec![vec![
-            json!(id(0)),
-            json!("upsert"),
-            json!("$custom:::$default:::P"),
-            json!({"external_id": "V0", "sku": "V0", "title": "T", "description": "", "url": "u", "price": 1, "inventory_quantity": 0, "inventory_policy": 1}),
-            json!({"item": {"data": {"type": "catalog-item", "id": "$custom:::$default:::P"}}}),
-        ]],
-    );
-    part.merge = MergeSpec {
-        replace_scope: Some(vec!["item_id".into()]),
-        scope_keys: vec![vec![json!("$custom:::$default:::P")]],
-        ..MergeSpec::default()
-    };
+    let part = variant_part("V0");
     let out = PartWriter::write(&k, &[vec![&part]]).await.unwrap();
     assert!(out[0][0].rejected.is_empty(), "{:?}", out[0][0].rejected);
     let deleted: Vec<Value> = bodies(&server, "POST", "/api/catalog-variant-bulk-delete-jobs")
@@ -1086,24 +1066,7 @@ async fn an_item_with_many_included_variants_is_listed_on_its_own() {
 
     // Without `relationships.variants.data` the part fails, naming the item.
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/api/catalog-items"))
-        .and(query_param("include", "variants"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
-            {"type": "catalog-item", "id": "$custom:::$default:::P", "attributes": {}}],
-            "links": {"next": null}})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/catalog-items"))
-        .respond_with(catalog_lookup(&["$custom:::$default:::P"]))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/catalog-variants"))
-        .respond_with(catalog_lookup(&[]))
-        .mount(&server)
-        .await;
+    item_lookups(&server, None, &[]).await;
     let k = destination(&server);
     let e = PartWriter::write(&k, &[vec![&part]]).await.unwrap_err();
     assert!(
