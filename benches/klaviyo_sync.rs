@@ -129,11 +129,12 @@ async fn main() -> anyhow::Result<()> {
         ..CommercetoolsDataSpec::default()
     };
     let mut env = TestEnv::new().await?;
-    env.start_commercetools_sandbox(CommercetoolsConfig {
-        data: spec.clone(),
-        ..CommercetoolsConfig::default()
-    })
-    .await?;
+    let commercetools = env
+        .start_commercetools_sandbox(CommercetoolsConfig {
+            data: spec.clone(),
+            ..CommercetoolsConfig::default()
+        })
+        .await?;
     let klaviyo = env
         .start_klaviyo_sandbox(KlaviyoConfig {
             data: KlaviyoDataSpec {
@@ -162,6 +163,10 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for stream in ["categories", "products", "customers", "orders"] {
         http.post(format!("{klaviyo}/klaviyo/_admin/stats/reset"))
+            .send()
+            .await?
+            .error_for_status()?;
+        http.post(format!("{commercetools}/commercetools/_admin/stats/reset"))
             .send()
             .await?
             .error_for_status()?;
@@ -198,7 +203,18 @@ async fn main() -> anyhow::Result<()> {
             ok + throttled,
             100.0 * throttled / (ok + throttled).max(1.0)
         );
-        println!("  per endpoint, busiest first:");
+        let read: Value = http
+            .get(format!("{commercetools}/commercetools/_admin/stats"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        println!(
+            "  commercetools requests by resource (status: count): {}",
+            read["requests"]["by_resource"]
+        );
+        println!("  Klaviyo requests per endpoint, busiest first:");
         for line in endpoint_table(&stats, elapsed) {
             println!("{line}");
         }
