@@ -24,7 +24,7 @@
 //! `klaviyo.*` tables instead: categories are read with `expand=ancestors[*]`, products
 //! (published, current projections) with `expand=categories[*]`, and the products of each
 //! page of orders are looked up once for the page's `Categories` breadcrumbs
-//! (`GET /products?where=id in (…)&expand=masterData.current.categories[*].ancestors[*]`,
+//! (`GET /products?where=id in (…)`, then their categories with `expand=ancestors[*]`, each
 //! remembered for the rest of the task). [`legacy_lock`] reads the plugin's lock object.
 
 pub mod client;
@@ -177,6 +177,8 @@ pub const IDS_PER_TASK: usize = 100;
 
 /// The most products one order-categories lookup asks for.
 const PRODUCTS_PER_LOOKUP: usize = 100;
+/// Categories asked for at once by id (an orders task's products' categories).
+const CATEGORIES_PER_LOOKUP: usize = 100;
 
 /// Whether `id` can stand in a `where` string literal as it is (no quote, no backslash,
 /// no control character) and is not empty.
@@ -606,6 +608,15 @@ impl CommercetoolsConnector {
     /// Looks up the products of `orders` that the task has not seen yet, once for the
     /// page (at most [`PRODUCTS_PER_LOOKUP`] per request), and remembers each one's
     /// `Categories` breadcrumbs in `collected` (none for a product that no longer exists).
+    ///
+    /// The products are read without expansion and their categories looked up on their own
+    /// (`expand=ancestors[*]`), each once per task: expanding
+    /// `masterData.current.categories[*].ancestors[*]` copied every category and ancestor
+    /// into every product — twice the bytes of the products themselves, most of what an
+    /// orders page read (`docs/benchmarks.md`, issue 12). Each category reference then gets
+    /// the looked-up category as its `obj`, the very shape the expansion gave, so
+    /// [`klaviyo::events::breadcrumbs`] names exactly the same crumbs; a category that no
+    /// longer exists stays unexpanded and is left out, as the expansion left it.
     async fn order_categories(
         client: &Client,
         orders: &[Value],
@@ -614,6 +625,7 @@ impl CommercetoolsConnector {
         let Target::Klaviyo {
             options,
             categories,
+            category_objects,
             ..
         } = &mut collected.target
         else {
@@ -625,28 +637,46 @@ impl CommercetoolsConnector {
             .filter(|id| literal_safe(id) && !categories.contains_key(*id))
             .collect();
         let missing: Vec<&str> = missing.into_iter().collect();
+        let mut products: Vec<Value> = Vec::new();
         for chunk in missing.chunks(PRODUCTS_PER_LOOKUP) {
             let query = vec![
                 ("where".to_string(), id_in(chunk)),
                 ("limit".to_string(), chunk.len().to_string()),
                 ("withTotal".to_string(), "false".to_string()),
-                (
-                    "expand".to_string(),
-                    "masterData.current.categories[*].ancestors[*]".to_string(),
-                ),
             ];
-            let found = client.query("products", &query).await?;
-            for product in &found.results {
-                if let Some(id) = product["id"].as_str() {
-                    categories.insert(
-                        id.to_string(),
-                        klaviyo::events::breadcrumbs(product, options.locale()),
-                    );
+            products.extend(client.query("products", &query).await?.results);
+        }
+        let unknown: BTreeSet<String> = products
+            .iter()
+            .flat_map(klaviyo::events::category_ids)
+            .filter(|id| literal_safe(id) && !category_objects.contains_key(*id))
+            .map(str::to_string)
+            .collect();
+        let unknown: Vec<String> = unknown.into_iter().collect();
+        for chunk in unknown.chunks(CATEGORIES_PER_LOOKUP) {
+            let query = vec![
+                ("where".to_string(), id_in(chunk)),
+                ("limit".to_string(), chunk.len().to_string()),
+                ("withTotal".to_string(), "false".to_string()),
+                ("expand".to_string(), "ancestors[*]".to_string()),
+            ];
+            for category in client.query("categories", &query).await?.results {
+                if let Some(id) = category["id"].as_str() {
+                    category_objects.insert(id.to_string(), category);
                 }
             }
-            for id in chunk {
-                categories.entry((*id).to_string()).or_default();
+        }
+        for mut product in products {
+            klaviyo::events::expand_categories(&mut product, category_objects);
+            if let Some(id) = product["id"].as_str() {
+                categories.insert(
+                    id.to_string(),
+                    klaviyo::events::breadcrumbs(&product, options.locale()),
+                );
             }
+        }
+        for id in missing {
+            categories.entry(id.to_string()).or_default();
         }
         Ok(())
     }
@@ -701,6 +731,9 @@ enum Target {
         now: DateTime<Utc>,
         /// Orders: product id → its `Categories` breadcrumbs ([`klaviyo::events::breadcrumbs`]).
         categories: HashMap<String, Vec<String>>,
+        /// Orders: the categories of the products looked up so far, by id, with their
+        /// ancestors expanded (`expand=ancestors[*]`).
+        category_objects: HashMap<String, Value>,
     },
 }
 
@@ -733,6 +766,7 @@ impl Collected {
                         options,
                         now,
                         categories: HashMap::new(),
+                        category_objects: HashMap::new(),
                     },
                     Collector::new(tables),
                 )
@@ -807,6 +841,7 @@ impl Collected {
                 options,
                 now,
                 categories,
+                ..
             } => Self::map(
                 self.stream,
                 resource,

@@ -52,6 +52,32 @@ fn category_refs(product: &Value) -> &[Value] {
     refs.as_array().map_or(&[], Vec::as_slice)
 }
 
+/// The ids of a product's category references (`masterData.current.categories`, or
+/// `categories` of a projection), in order.
+pub fn category_ids(product: &Value) -> impl Iterator<Item = &str> {
+    category_refs(product)
+        .iter()
+        .filter_map(|reference| reference["id"].as_str())
+}
+
+/// Gives each of a product's category references its category from `categories` (by id)
+/// as `obj`, the shape `expand=masterData.current.categories[*]…` gives: a category with
+/// its ancestors expanded makes the same [`breadcrumbs`] as the product expanded with
+/// `…categories[*].ancestors[*]`. A reference whose category is not there is left as it is.
+pub fn expand_categories(product: &mut Value, categories: &HashMap<String, Value>) {
+    let current = "/masterData/current/categories";
+    let refs = if product.pointer(current).is_some_and(Value::is_array) {
+        product.pointer_mut(current)
+    } else {
+        product.get_mut("categories")
+    };
+    for reference in refs.and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(category) = reference["id"].as_str().and_then(|id| categories.get(id)) {
+            reference["obj"] = category.clone();
+        }
+    }
+}
+
 /// Every breadcrumb prefix of each of a product's categories ("Women", "Women > Pants",
 /// "Women > Pants > Jeans"), in order, without repeats. Needs the categories and their
 /// ancestors expanded (`expand=masterData.current.categories[*].ancestors[*]`, or
@@ -321,6 +347,50 @@ mod tests {
         assert_eq!(breadcrumbs(&projection, Some("en")), vec!["B"]);
         // Without a preferred locale: the first locale in name order.
         assert_eq!(breadcrumbs(&projection, None), vec!["B-de"]);
+    }
+
+    /// A product read without expansion, given its categories looked up on their own
+    /// (ancestors expanded), names the same crumbs as the product read expanded; a category
+    /// not looked up stays unexpanded and is left out; the product keeps its shape.
+    #[test]
+    fn categories_looked_up_apart_make_the_same_breadcrumbs() {
+        let expanded = product();
+        let mut bare = expanded.clone();
+        let mut looked_up = HashMap::new();
+        for reference in bare["masterData"]["current"]["categories"]
+            .as_array_mut()
+            .unwrap()
+        {
+            let obj = reference.as_object_mut().unwrap().remove("obj").unwrap();
+            looked_up.insert(obj["id"].as_str().unwrap().to_string(), obj);
+        }
+        assert_eq!(
+            category_ids(&bare).collect::<Vec<_>>(),
+            vec!["jeans", "fall"]
+        );
+        assert!(breadcrumbs(&bare, Some("en")).is_empty());
+        let mut again = bare.clone();
+        expand_categories(&mut again, &looked_up);
+        assert_eq!(again, expanded);
+        assert_eq!(
+            breadcrumbs(&again, Some("en")),
+            breadcrumbs(&expanded, Some("en"))
+        );
+        looked_up.remove("fall");
+        let mut partly = bare.clone();
+        expand_categories(&mut partly, &looked_up);
+        assert_eq!(
+            breadcrumbs(&partly, Some("en")),
+            vec!["Women", "Women > Pants", "Women > Pants > Jeans"]
+        );
+        // A projection's `categories`, and nothing added to a product without any.
+        let mut projection =
+            json!({"categories": bare["masterData"]["current"]["categories"].clone()});
+        expand_categories(&mut projection, &looked_up);
+        assert_eq!(breadcrumbs(&projection, Some("en")).len(), 3);
+        let mut none = json!({"id": "p9"});
+        expand_categories(&mut none, &looked_up);
+        assert_eq!(none, json!({"id": "p9"}));
     }
 
     #[test]
