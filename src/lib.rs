@@ -1107,7 +1107,11 @@ pub async fn run_connector(
                         .insert(key[0].as_str().unwrap_or_default().to_string());
                 }
             }
-            out.rows.entry(table.table).or_default().extend(table.rows);
+            // Raw cells (JSON passed through as text) as the values the loader reads them as.
+            out.rows
+                .entry(table.table)
+                .or_default()
+                .extend(sluice_connectors::cell::values(table.rows));
         }
         out.rejected.extend(fetched.rejected);
     })

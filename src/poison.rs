@@ -83,12 +83,12 @@ impl Connector for PoisonConnector {
                 columns: ["id", "name", "day", "export_date"]
                     .map(String::from)
                     .to_vec(),
-                rows: vec![vec![
+                rows: vec![sluice_connectors::cells(vec![
                     json!(offset),
                     json!(format!("poison test {offset}")),
                     json!("2024-01-01"),
                     json!("2024-01-01"),
-                ]],
+                ])],
                 merge: MergeSpec::default(),
             }],
             ..FetchOutput::default()

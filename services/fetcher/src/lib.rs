@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use sluice_broker::{Broker, Headers, RetryTier, Route};
-use sluice_connectors::{ConnectorContext, ConnectorError, Emit, FetchOutput, Registry, TableRows};
+use sluice_connectors::{
+    Cell, ConnectorContext, ConnectorError, Emit, FetchOutput, Registry, TableRows,
+};
 use sluice_contracts::{
     ControlAction, ControlMessage, FetchTask, MESSAGE_VERSION, Message, Outcome, RecordBatch,
     Settings, TaskOutcome, ids,
@@ -537,47 +539,27 @@ pub fn encode_parts(
         let end = if queue.is_empty() { tail.take() } else { None };
         let complete = end.is_some();
         let end = end.unwrap_or_default();
-        let batch = RecordBatch {
+        let body = Part {
             v: MESSAGE_VERSION,
             job_id: task.job_id,
-            task_id: task.task_id.clone(),
-            stream: task.stream.clone(),
+            task_id: &task.task_id,
+            stream: &task.stream,
             part: *next_part,
             task_complete: complete,
-            table: table.table,
-            columns: table.columns,
-            rows: table.rows,
-            merge: table.merge,
-            children: end.children,
-            cursor_max: end.cursor_max,
-            rejected: end.rejected,
-        };
-        let body = batch.encode();
-        if may_split && body.len() > max_bytes && batch.rows.len() > 1 {
-            let RecordBatch {
-                table,
-                columns,
-                rows,
-                merge,
-                children,
-                cursor_max,
-                rejected,
-                ..
-            } = batch;
+            table: &table.table,
+            columns: &table.columns,
+            rows: &table.rows,
+            merge: &table.merge,
+            children: &end.children,
+            cursor_max: end.cursor_max.as_deref(),
+            rejected: &end.rejected,
+        }
+        .encode();
+        if may_split && body.len() > max_bytes && table.rows.len() > 1 {
             if complete {
-                tail = Some(Tail {
-                    rejected,
-                    children,
-                    cursor_max,
-                });
+                tail = Some(end);
             }
-            let whole = TableRows {
-                table,
-                columns,
-                rows,
-                merge,
-            };
-            let pieces = whole.split(body.len().div_ceil(max_bytes.max(1)).max(2));
+            let pieces = table.split(body.len().div_ceil(max_bytes.max(1)).max(2));
             let may_split = pieces.len() > 1;
             for piece in pieces.into_iter().rev() {
                 queue.push_front((piece, may_split));
@@ -588,6 +570,39 @@ pub fn encode_parts(
         *next_part += 1;
     }
     bodies
+}
+
+/// A `RecordBatch` as the fetcher writes it: exactly [`RecordBatch`]'s fields, names and
+/// order (a test compares the bytes), borrowing the part's data, with rows of
+/// [`Cell`]s — so a cell passed through as raw JSON text (a Klaviyo event's
+/// `event_properties`) is written verbatim instead of being parsed into a `Value` to fit
+/// `RecordBatch.rows`. The loader decodes the same bytes as a `RecordBatch`: a raw cell
+/// reads as the value its text holds, as if it had been a `Value` all along.
+///
+/// Serialise-only and private: `RecordBatch` in `sluice_contracts` stays the one
+/// definition of the message (loaders decode it); this is its other writer.
+#[derive(serde::Serialize)]
+struct Part<'a> {
+    v: u32,
+    job_id: Uuid,
+    task_id: &'a str,
+    stream: &'a str,
+    part: u32,
+    task_complete: bool,
+    table: &'a str,
+    columns: &'a [String],
+    rows: &'a [Vec<Cell>],
+    merge: &'a sluice_contracts::MergeSpec,
+    children: &'a [FetchTask],
+    cursor_max: Option<&'a str>,
+    rejected: &'a [sluice_contracts::RejectedRecord],
+}
+
+impl Part<'_> {
+    /// Compact JSON, as `Message::encode` writes a `RecordBatch`.
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("parts always serialise: no non-string map keys")
+    }
 }
 
 #[cfg(test)]
@@ -695,7 +710,7 @@ mod tests {
         TableRows {
             table: "s.children".into(),
             columns: vec!["parent".into(), "n".into(), "text".into()],
-            rows,
+            rows: rows.into_iter().map(sluice_connectors::cells).collect(),
             merge: MergeSpec {
                 replace_scope: Some(vec!["parent".into()]),
                 scope_keys,
@@ -764,11 +779,178 @@ mod tests {
     }
 
     #[test]
+    fn parts_of_value_rows_are_the_bytes_record_batch_encodes() {
+        let mut table = children_of_parents();
+        table.merge.version_column = Some("n".into());
+        table.merge.scope_version = Some(json!("2024-01-01T00:00:00Z"));
+        table.merge.scope_parent = Some("s.parents".into());
+        let rejected = vec![RejectedRecord {
+            source: "x page 3".into(),
+            table: Some("s.children".into()),
+            error: "bad".into(),
+            raw: json!({"id": 1, "é": [null, 1.5]}),
+        }];
+        let mut child = task();
+        child.task_id = "t1/0".into();
+        let tail = Tail {
+            rejected: rejected.clone(),
+            children: vec![child.clone()],
+            cursor_max: Some("c".into()),
+        };
+        let mut next = 4;
+        let parts = encode_parts(&task(), vec![table.clone()], &mut next, Some(tail), 1 << 20);
+        let batch = RecordBatch {
+            v: MESSAGE_VERSION,
+            job_id: task().job_id,
+            task_id: "t1".into(),
+            stream: "message_blast".into(),
+            part: 4,
+            task_complete: true,
+            table: table.table.clone(),
+            columns: table.columns.clone(),
+            rows: sluice_connectors::cell::values(table.rows.clone()),
+            merge: table.merge.clone(),
+            children: vec![child],
+            cursor_max: Some("c".into()),
+            rejected,
+        };
+        assert_eq!(parts, vec![batch.encode()]);
+        // And a part without a tail (nulls and empty lists where the batch has none).
+        let mut next = 0;
+        let parts = encode_parts(&task(), vec![table], &mut next, None, 1 << 20);
+        let batch = RecordBatch {
+            part: 0,
+            task_complete: false,
+            children: vec![],
+            cursor_max: None,
+            rejected: vec![],
+            ..batch
+        };
+        assert_eq!(parts, vec![batch.encode()]);
+    }
+
+    /// `event_properties` texts as an API may send them: spacing, member order, number
+    /// spellings, escapes, a NUL, `$value`s of every kind.
+    const PROPERTIES: [&str; 8] = [
+        r#"{"$value": 12.50, "Items": [{"Sku": "A", "Price": 1e1}], "z": null, "a": true}"#,
+        r#"{ "$value" : " 7 " , "Brand" : "caf\u00e9 \"x\"\n", "nested": {"b": [1, {"c": []}], "a": 0.1} }"#,
+        r#"{"$value": "n/a", "emoji": "\ud83d\ude00", "slash": "a\/b", "big": 123456789012345678901234567890}"#,
+        r#"{"dup": 1, "dup": 2, "$value": -0.0, "neg": -3}"#,
+        r#"{}"#,
+        r#"null"#,
+        r#"{"nul": "a\u0000b", "$value": 1}"#,
+        r#"{"deep": [[[[{"x": [1, 2.25e-3]}]]]], "$value": "1E3"}"#,
+    ];
+
+    /// A page of `GET /api/events` with an event per [`PROPERTIES`] text (and one more
+    /// round), the texts spliced in as they are.
+    fn events_body() -> String {
+        let events: Vec<String> = (0..2 * PROPERTIES.len())
+            .map(|i| {
+                format!(
+                    r#"{{"type": "event", "id": "E{i}", "attributes": {{"timestamp": {}, "datetime": "2024-01-01T00:00:{:02}+00:00", "uuid": "u{i}", "event_properties": {}, "extra_{i}": [{i}]}}, "relationships": {{"profile": {{"data": {{"type": "profile", "id": "P{i}"}}, "links": {{"self": "l"}}}}, "metric": {{"data": {{"type": "metric", "id": "M"}}}}}}, "links": {{"self": "l"}}}}"#,
+                    1_704_067_200 + i,
+                    i,
+                    PROPERTIES[i % PROPERTIES.len()]
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"data": [{}], "links": {{"next": null}}}}"#,
+            events.join(", ")
+        )
+    }
+
+    fn events_table(rows: Vec<Vec<Cell>>) -> TableRows {
+        let spec = &sluice_connectors::klaviyo::records::EVENTS_TABLE;
+        TableRows {
+            table: spec.name.into(),
+            columns: spec.columns.iter().map(|c| (*c).to_string()).collect(),
+            rows,
+            merge: MergeSpec::default(),
+        }
+    }
+
+    /// The rows of the parts, as the loader decodes them.
+    fn decoded_rows(tables: Vec<TableRows>, max_bytes: usize) -> Vec<Vec<serde_json::Value>> {
+        let mut next = 0;
+        decode(&encode_parts(&task(), tables, &mut next, None, max_bytes))
+            .into_iter()
+            .flat_map(|b| b.rows)
+            .collect()
+    }
+
+    #[test]
+    fn raw_event_properties_reach_the_loader_as_the_generic_paths_rows() {
+        use sluice_connectors::klaviyo::{events_page, records};
+        let body = events_body();
+        // The typed page: `event_properties` passed through as raw text.
+        let page = events_page::decode(body.as_bytes(), Some("M")).unwrap();
+        let typed: Vec<Vec<Cell>> = page.data.into_iter().map(|c| c.unwrap().0).collect();
+        assert_eq!(typed.len(), 2 * PROPERTIES.len());
+        for (i, row) in typed.iter().enumerate() {
+            match (&row[7], PROPERTIES[i % PROPERTIES.len()]) {
+                (Cell::Raw(raw), text) => assert_eq!(raw.get(), text),
+                (Cell::Json(v), "null") => assert!(v.is_null()),
+                (other, _) => panic!("row {i}: event_properties built as {other:?}"),
+            }
+        }
+        // The generic path: every event a `Value`, converted by `records::event_owned`.
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let generic: Vec<Vec<Cell>> = doc["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| records::event_owned(e.clone(), Some("M")).unwrap().0)
+            .collect();
+        let expected = sluice_connectors::cell::values(generic.clone());
+        assert_eq!(expected[0][6], json!(12.5));
+        assert_eq!(expected[1][6], json!(7.0));
+        // Whole parts and parts split small: the loader reads the generic path's rows,
+        // value for value.
+        for max_bytes in [1 << 20, 2_000] {
+            let from_typed = decoded_rows(vec![events_table(typed.clone())], max_bytes);
+            assert_eq!(from_typed, expected, "parts of at most {max_bytes} bytes");
+            let from_generic = decoded_rows(vec![events_table(generic.clone())], max_bytes);
+            assert_eq!(from_generic, expected);
+        }
+    }
+
+    #[test]
+    fn a_raw_nul_meets_the_loaders_jsonb_refusal_as_the_value_did() {
+        use sluice_connectors::klaviyo::{events_page, records};
+        use tokio_postgres::types::Type;
+        let body = events_body();
+        let page = events_page::decode(body.as_bytes(), Some("M")).unwrap();
+        let typed: Vec<Vec<Cell>> = page.data.into_iter().map(|c| c.unwrap().0).collect();
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let generic: Vec<Vec<Cell>> = doc["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| records::event_owned(e.clone(), Some("M")).unwrap().0)
+            .collect();
+        let nul = PROPERTIES
+            .iter()
+            .position(|p| p.contains("\\u0000"))
+            .unwrap();
+        assert!(matches!(typed[nul][7], Cell::Raw(_)));
+        let from_typed = decoded_rows(vec![events_table(typed)], 1 << 20);
+        let from_generic = decoded_rows(vec![events_table(generic)], 1 << 20);
+        for rows in [&from_typed, &from_generic] {
+            let refused = sluice_store::cell::to_cell(&rows[nul][7], &Type::JSONB).unwrap_err();
+            assert!(refused.contains("NUL"), "{refused}");
+            // The other properties are stored.
+            assert!(sluice_store::cell::to_cell(&rows[0][7], &Type::JSONB).is_ok());
+        }
+    }
+
+    #[test]
     fn plain_tables_split_by_rows_when_over_the_limit() {
         let table = TableRows {
             table: "s.plain".into(),
             columns: vec!["id".into()],
-            rows: (0..1000).map(|i| vec![json!(i)]).collect(),
+            rows: (0..1000).map(|i| vec![json!(i).into()]).collect(),
             merge: MergeSpec::default(),
         };
         let mut next = 7;

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sluice_contracts::{MergeSpec, Settings, TaskKind};
 
-use crate::{ConnectorError, TableRows};
+use crate::{Cell, ConnectorError, TableRows};
 
 /// A connector's settings could not be read: the message names the key
 /// (`connectors.klaviyo.page_sizes.events`) and never a secret's value.
@@ -280,6 +280,7 @@ impl TableSpec {
     /// options: for a part built whole rather than record by record — a sweep without
     /// rows, or one parent's collection fetched on its own.
     pub fn table_rows(&'static self, rows: Vec<Vec<Value>>) -> TableRows {
+        let rows: Vec<Vec<Cell>> = rows.into_iter().map(crate::cells).collect();
         debug_assert!(
             rows.iter().all(|r| r.len() == self.columns.len()),
             "{}",
@@ -324,8 +325,8 @@ pub struct Collector {
 #[derive(Debug)]
 struct Record {
     table: usize,
-    row: Vec<Value>,
-    brought: Vec<(usize, Vec<Value>)>,
+    row: Vec<Cell>,
+    brought: Vec<(usize, Vec<Cell>)>,
 }
 
 impl Collector {
@@ -366,11 +367,11 @@ impl Collector {
             .unwrap_or_else(|| panic!("{} is not a table of this collector", table.name))
     }
 
-    fn key(spec: &TableSpec, row: &[Value]) -> Vec<Value> {
+    fn key(spec: &TableSpec, row: &[Cell]) -> Vec<Value> {
         spec.key
             .iter()
             .filter_map(|k| spec.columns.iter().position(|c| c == k))
-            .map(|i| row.get(i).cloned().unwrap_or(Value::Null))
+            .map(|i| row.get(i).map_or(Value::Null, |c| c.value().into_owned()))
             .collect()
     }
 
@@ -385,15 +386,33 @@ impl Collector {
         row: Vec<Value>,
         brought: Vec<(&'static TableSpec, Vec<Value>)>,
     ) {
-        debug_assert_eq!(row.len(), table.columns.len(), "{}", table.name);
-        let t = self.index(table);
         let brought = brought
             .into_iter()
             .map(|(spec, row)| {
                 debug_assert_eq!(row.len(), spec.columns.len(), "{}", spec.name);
-                (self.index(spec), row)
+                (self.index(spec), crate::cells(row))
             })
             .collect();
+        self.push(table, crate::cells(row), brought);
+    }
+
+    /// Adds a row of cells (some passed through as raw JSON) of `table` that brings nothing
+    /// else.
+    ///
+    /// # Panics
+    /// When `table` is not one of the collector's (a connector bug, not bad input).
+    pub fn add_cells(&mut self, table: &'static TableSpec, row: Vec<Cell>) {
+        self.push(table, row, Vec::new());
+    }
+
+    fn push(
+        &mut self,
+        table: &'static TableSpec,
+        row: Vec<Cell>,
+        brought: Vec<(usize, Vec<Cell>)>,
+    ) {
+        debug_assert_eq!(row.len(), table.columns.len(), "{}", table.name);
+        let t = self.index(table);
         let key = Self::key(table, &row);
         let at = self.records.len();
         self.records.push(Some(Record {
@@ -418,8 +437,8 @@ impl Collector {
     pub fn remove(
         &mut self,
         table: &'static TableSpec,
-        mut drop: impl FnMut(&[Value]) -> bool,
-    ) -> Vec<Vec<Value>> {
+        mut drop: impl FnMut(&[Cell]) -> bool,
+    ) -> Vec<Vec<Cell>> {
         let t = self.index(table);
         let mut removed = Vec::new();
         for slot in &mut self.records {
@@ -462,7 +481,7 @@ impl Collector {
 
     /// One [`TableRows`] per table, in the collector's order (see the type's rules).
     pub fn finish(self) -> Vec<TableRows> {
-        let mut rows: Vec<Vec<Vec<Value>>> = vec![Vec::new(); self.tables.len()];
+        let mut rows: Vec<Vec<Vec<Cell>>> = vec![Vec::new(); self.tables.len()];
         let mut parents: Vec<Vec<Value>> = Vec::new();
         // Rows brought by records: (table, key) → position in `rows[table]`.
         let mut seen: std::collections::HashMap<(usize, Vec<Value>), usize> =

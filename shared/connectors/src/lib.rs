@@ -22,6 +22,7 @@
 //! shared by every fetcher. [`CONNECTORS`] lists them: adding a connector adds
 //! its module, its migration, its sandbox module and one line there.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,6 +32,7 @@ use serde_json::Value;
 use sluice_contracts::{FetchTask, MergeSpec, Mode, Once, RejectedRecord, Settings, TaskKind};
 use uuid::Uuid;
 
+pub mod cell;
 pub mod commercetools;
 pub mod framework;
 pub mod klaviyo;
@@ -39,6 +41,7 @@ pub mod sailthru;
 pub mod telemetry;
 pub mod wdn;
 
+pub use cell::{Cell, RawJson, cells};
 pub use framework::{ParamKind, ParamSpec, SettingsError, StreamSpec, TableSpec};
 
 /// Builds one connector from the settings (its own `[connectors.<name>]` section) and the
@@ -304,8 +307,9 @@ pub struct TableRows {
     pub columns: Vec<String>,
     /// Rows aligned with `columns`. Values: JSON null, numbers, booleans, strings; timestamps
     /// as ISO-8601 strings (no offset for `timestamp`, `Z` for `timestamptz`); dates as
-    /// `YYYY-MM-DD`; any JSON for `jsonb`.
-    pub rows: Vec<Vec<Value>>,
+    /// `YYYY-MM-DD`; any JSON for `jsonb` — as a built [`Cell::Json`] or passed-through
+    /// [`Cell::Raw`] text, which reach the loader as the same JSON value.
+    pub rows: Vec<Vec<Cell>>,
     /// How the loader merges the rows.
     pub merge: MergeSpec,
 }
@@ -344,11 +348,12 @@ impl TableRows {
                     .iter()
                     .filter_map(|c| columns.iter().position(|k| k == c))
                     .collect();
-                let mut index: std::collections::HashMap<Vec<&Value>, usize> =
+                let mut index: std::collections::HashMap<Vec<Cow<'_, Value>>, usize> =
                     std::collections::HashMap::new();
                 let mut groups: Vec<Vec<usize>> = Vec::new();
                 for (i, row) in rows.iter().enumerate() {
-                    let key: Vec<&Value> = positions.iter().map(|&p| &row[p]).collect();
+                    let key: Vec<Cow<'_, Value>> =
+                        positions.iter().map(|&p| row[p].value()).collect();
                     let g = *index.entry(key).or_insert_with(|| {
                         groups.push(Vec::new());
                         groups.len() - 1
@@ -365,12 +370,12 @@ impl TableRows {
             .filter_map(|c| columns.iter().position(|k| k == c))
             .collect();
         let per_piece = total.div_ceil(pieces);
-        let mut slots: Vec<Option<Vec<Value>>> = rows.into_iter().map(Some).collect();
+        let mut slots: Vec<Option<Vec<Cell>>> = rows.into_iter().map(Some).collect();
         let mut out: Vec<TableRows> = Vec::new();
-        let mut current: Vec<Vec<Value>> = Vec::new();
+        let mut current: Vec<Vec<Cell>> = Vec::new();
         let mut current_keys: Vec<Vec<Value>> = Vec::new();
         let mut named: std::collections::HashSet<Vec<Value>> = std::collections::HashSet::new();
-        let finish = |rows: Vec<Vec<Value>>, keys: Vec<Vec<Value>>| TableRows {
+        let finish = |rows: Vec<Vec<Cell>>, keys: Vec<Vec<Value>>| TableRows {
             table: table.clone(),
             columns: columns.clone(),
             rows,
@@ -393,7 +398,10 @@ impl TableRows {
             for (n, i) in group.into_iter().enumerate() {
                 let row = slots[i].take().unwrap_or_default();
                 if n == 0 && !scope_positions.is_empty() {
-                    let key: Vec<Value> = scope_positions.iter().map(|&p| row[p].clone()).collect();
+                    let key: Vec<Value> = scope_positions
+                        .iter()
+                        .map(|&p| row[p].value().into_owned())
+                        .collect();
                     named.insert(key.clone());
                     current_keys.push(key);
                 }

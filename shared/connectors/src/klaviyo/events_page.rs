@@ -5,9 +5,17 @@
 //! that tree was over half of a fetcher's instructions per event (`docs/benchmarks.md`,
 //! "Issue 15"). Here a typed visitor reads each event in one pass over the body and keeps
 //! only what the row needs: the id (borrowed from the body while read), the typed
-//! attributes, the ids of `relationships.metric` and `relationships.profile`, and as JSON
-//! values only `event_properties`, the attributes without a column and the data of other
-//! relationships (the row's `extra`). `type` and every `links` are skipped unbuilt.
+//! attributes, the ids of `relationships.metric` and `relationships.profile`, as JSON
+//! values only the attributes without a column and the data of other relationships (the
+//! row's `extra`), and `event_properties` — most of an event — as the raw JSON text it
+//! arrived as ([`Cell::Raw`]: written into the `RecordBatch` verbatim, never built into a
+//! `Value` tree). `type` and every `links` are skipped unbuilt.
+//!
+//! `event_properties` is still read once, by a visitor over its text that reads strings
+//! and numbers exactly as a `Value` would (so text the typed path passes on is text the
+//! loader's parse accepts, and a page a `Value` cannot hold — a lone surrogate escape, a
+//! number out of range — still fails the way it always did) and keeps only `$value`, the
+//! row's `value` column ([`records::event_value`]'s rules).
 //!
 //! The typed reader takes exactly the well-formed events and gives up on anything else (a
 //! wrong type anywhere, an unparsable time, a missing id): then the page is read the generic
@@ -21,11 +29,13 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::client::Page;
 use super::records::{self, Converted, TimedRow};
 use super::windows;
+use crate::{Cell, RawJson};
 
 /// The `visit_*` methods of a visitor that reads the listed kinds of JSON as `$value`,
 /// reading arrays and objects to their end unbuilt.
@@ -101,7 +111,11 @@ pub fn decode(body: &[u8], partition: Option<&str>) -> Result<Page<Converted>, S
 
 /// The typed read of a page; `None` when it is not JSON or any event is not well formed.
 fn typed(body: &[u8], partition: Option<&str>) -> Option<Page<Converted>> {
-    let doc = serde_json::from_slice::<Document<'_>>(body).ok()?;
+    // UTF-8 checked once for the whole body: read from a slice, serde_json checks each
+    // string it borrows (and each raw `event_properties`) on its own, at several times
+    // the cost per byte.
+    let text = std::str::from_utf8(body).ok()?;
+    let doc = serde_json::from_str::<Document<'_>>(text).ok()?;
     let data = doc
         .data
         .0
@@ -197,7 +211,8 @@ struct Attributes<'a> {
     timestamp: Option<i64>,
     datetime: Option<DateTime<Utc>>,
     uuid: Option<String>,
-    event_properties: Option<Map<String, Value>>,
+    /// `event_properties` (an object) as it arrived, and the `value` column read from it.
+    event_properties: Option<(&'a RawValue, Value)>,
     /// Attributes without a column, for `extra`.
     extra: Map<String, Value>,
 }
@@ -218,7 +233,10 @@ impl Event<'_> {
             .map(Cow::into_owned)
             .or_else(|| partition.map(str::to_string));
         let profile_id = self.profile.or(attrs.profile_id).map(Cow::into_owned);
-        let value = records::event_value(attrs.event_properties.as_ref());
+        let (properties, value) = match attrs.event_properties {
+            Some((raw, value)) => (Cell::Raw(RawJson::checked(raw)), value),
+            None => (Cell::Json(Value::Null), Value::Null),
+        };
         let mut extra = attrs.extra;
         if !self.other_relationships.is_empty() {
             extra.insert(
@@ -226,17 +244,17 @@ impl Event<'_> {
                 Value::Object(self.other_relationships),
             );
         }
-        let text = |s: Option<String>| s.map_or(Value::Null, Value::String);
+        let text = |s: Option<String>| Cell::Json(s.map_or(Value::Null, Value::String));
         let row = vec![
-            Value::String(id.into_owned()),
+            Cell::Json(Value::String(id.into_owned())),
             text(metric_id),
             text(profile_id),
-            datetime.map_or(Value::Null, |t| Value::String(windows::cursor(t))),
-            attrs.timestamp.map_or(Value::Null, Value::from),
+            Cell::Json(datetime.map_or(Value::Null, |t| Value::String(windows::cursor(t)))),
+            Cell::Json(attrs.timestamp.map_or(Value::Null, Value::from)),
             text(attrs.uuid),
-            value,
-            attrs.event_properties.map_or(Value::Null, Value::Object),
-            Value::Object(extra),
+            Cell::Json(value),
+            properties,
+            Cell::Json(Value::Object(extra)),
         ];
         Some((row, datetime))
     }
@@ -394,11 +412,8 @@ impl<'de> Visitor<'de> for AttributesVisitor {
                     }
                 }
                 "event_properties" => {
-                    a.event_properties = match map.next_value::<Value>()? {
-                        Value::Null => None,
-                        Value::Object(o) => Some(o),
-                        _ => return Err(give_up()),
-                    }
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    a.event_properties = properties(raw).ok_or_else(give_up)?;
                 }
                 _ => {
                     let value = map.next_value::<Value>()?;
@@ -407,6 +422,132 @@ impl<'de> Visitor<'de> for AttributesVisitor {
             }
         }
         Ok(Some(a))
+    }
+}
+
+/// `event_properties` as its text `raw`: `Some(None)` for null; for an object, its
+/// `value` column (`$value` by [`records::event_value`]'s rules) once the whole text has
+/// been read as a `Value` reads it; `None` (give up on the typed path) for anything else,
+/// or text a `Value` could not hold.
+fn properties(raw: &RawValue) -> Option<Option<(&RawValue, Value)>> {
+    match raw.get().as_bytes().first() {
+        Some(b'n') => Some(None),
+        Some(b'{') => {
+            let mut text = serde_json::Deserializer::from_str(raw.get());
+            let value = text.deserialize_map(PropertiesVisitor).ok()?;
+            Some(Some((raw, value)))
+        }
+        _ => None,
+    }
+}
+
+/// How deep `event_properties` may nest (the object itself is level 1) for the typed path.
+/// A `Value` read of the page stops at serde_json's limit of 127 levels from the document's
+/// root, which leaves `event_properties` 123; deeper text is left to the generic path,
+/// which fails or reads it exactly as before.
+const MAX_PROPERTIES_DEPTH: u32 = 100;
+
+/// Reads an `event_properties` object, checking every member ([`Checked`]) and returning
+/// its `value` column: the last `$value` member wins, as in a parsed object.
+struct PropertiesVisitor;
+
+impl<'de> Visitor<'de> for PropertiesVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event_properties object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut value = Value::Null;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if &*key == "$value" {
+                value = map.next_value_seed(DollarValue)?;
+            } else {
+                map.next_value_seed(Checked(MAX_PROPERTIES_DEPTH - 1))?;
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// `$value` → the `value` column: a finite number, or a string holding one, else null
+/// ([`records::event_value`]).
+struct DollarValue;
+
+impl<'de> DeserializeSeed<'de> for DollarValue {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DollarValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON")
+    }
+    // Numbers become `f64`s as `serde_json::Number::as_f64` makes them.
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(records::event_value_of_number(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(records::event_value_of_number(v as f64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(records::event_value_of_number(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(records::event_value_of_text(v))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        Checked(MAX_PROPERTIES_DEPTH - 1).visit_seq(seq)?;
+        Ok(Value::Null)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        Checked(MAX_PROPERTIES_DEPTH - 1).visit_map(map)?;
+        Ok(Value::Null)
+    }
+}
+
+/// Reads any JSON as a `Value` would — strings decoded (a lone surrogate escape is an
+/// error), numbers parsed (one out of range is an error) — building nothing; `.0` is how
+/// many more levels of arrays and objects it may open before giving up.
+#[derive(Clone, Copy)]
+struct Checked(u32);
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON")
+    }
+    skipped!('de, (); bool, i64, u64, f64, str, unit);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.0.checked_sub(1).ok_or_else(give_up)?;
+        while seq.next_element_seed(Checked(inner))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.0.checked_sub(1).ok_or_else(give_up)?;
+        while map.next_key_seed(Checked(inner))?.is_some() {
+            map.next_value_seed(Checked(inner))?;
+        }
+        Ok(())
     }
 }
 
@@ -774,6 +915,158 @@ mod tests {
             vec![json!({"type": "profile", "id": "p", "attributes": {}})]
         );
         assert_eq!(typed_page.next, None);
+    }
+
+    /// An events body whose one event has `event_properties` given as raw text.
+    fn body_with_properties(properties: &str) -> Vec<u8> {
+        let text = body(&json!([event()])).into_iter().collect::<Vec<u8>>();
+        let text = String::from_utf8(text).unwrap();
+        let at = text.find(r#""event_properties":"#).unwrap() + r#""event_properties":"#.len();
+        let end = at
+            + serde_json::to_string(&event()["attributes"]["event_properties"])
+                .unwrap()
+                .len();
+        format!("{}{properties}{}", &text[..at], &text[end..]).into_bytes()
+    }
+
+    /// A page's events, `included` and next link.
+    type Parts = (Vec<Converted>, Vec<Value>, Option<String>);
+
+    /// `decode`'s outcome as comparable data.
+    fn outcome(page: Result<Page<Converted>, String>) -> Result<Parts, String> {
+        page.map(|p| (p.data, p.included, p.next))
+    }
+
+    #[test]
+    fn event_properties_pass_through_as_the_text_they_arrived_as() {
+        let properties =
+            r#"{ "z": [1.50, 2e3, "\u00e9\"", null], "$value" : "  9.75", "a": {"b": {}} }"#;
+        let b = body_with_properties(properties);
+        let page = typed(&b, None).unwrap();
+        let (row, _) = page.data[0].as_ref().unwrap();
+        match &row[7] {
+            Cell::Raw(raw) => assert_eq!(raw.get(), properties),
+            other => panic!("event_properties built as {other:?}"),
+        }
+        assert_eq!(row[6], json!(9.75));
+        assert_eq!(
+            row[7],
+            json!({"a": {"b": {}}, "$value": "  9.75", "z": [1.5, 2000.0, "é\"", null]})
+        );
+        same(&page, &generic(&b, None).unwrap());
+    }
+
+    #[test]
+    fn the_value_column_reads_dollar_value_as_the_generic_path_does() {
+        let values = [
+            "12.5",
+            "0",
+            "-0",
+            "-0.0",
+            "7",
+            "-3",
+            "1e3",
+            "1E-2",
+            "1.7976931348623157e308",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "123456789012345678901234567890",
+            r#""12.5""#,
+            r#"" 7 ""#,
+            r#""1e3""#,
+            r#""+5""#,
+            r#""-0""#,
+            r#""inf""#,
+            r#""-infinity""#,
+            r#""NaN""#,
+            r#""1e309""#,
+            r#""0x10""#,
+            r#""""#,
+            r#""abc""#,
+            r#""\u0031\u0032""#,
+            r#""\t3\n""#,
+            "true",
+            "false",
+            "null",
+            "[1]",
+            r#"{"$value": 1}"#,
+        ];
+        let mut shapes: Vec<String> = values
+            .iter()
+            .map(|v| format!(r#"{{"$value": {v}}}"#))
+            .collect();
+        shapes.extend([
+            r#"{}"#.to_string(),
+            r#"{"x": {"$value": 5}}"#.to_string(),
+            r#"{"$value": 1, "$value": "2"}"#.to_string(),
+            r#"{"$value": 1, "$value": [2]}"#.to_string(),
+            r#"{"\u0024value": 3}"#.to_string(),
+            r#"{"$value ": 3, "$Value": 4}"#.to_string(),
+        ]);
+        for properties in &shapes {
+            for partition in [None, Some("P")] {
+                let b = body_with_properties(properties);
+                let typed_page = typed(&b, partition)
+                    .unwrap_or_else(|| panic!("{properties}: fell back to the generic path"));
+                let generic_page = generic(&b, partition).unwrap();
+                same(&typed_page, &generic_page);
+                let (row, _) = typed_page.data[0].as_ref().unwrap();
+                let (generic_row, _) = generic_page.data[0].as_ref().unwrap();
+                assert_eq!(row[6], generic_row[6], "{properties}");
+                assert!(matches!(row[7], Cell::Raw(_)), "{properties}");
+            }
+        }
+    }
+
+    #[test]
+    fn properties_a_value_cannot_hold_fail_or_read_as_they_did() {
+        let deep = |levels: usize| {
+            format!(
+                r#"{{"d": {}1{}}}"#,
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        let mut cases = vec![
+            r#"{"s": "\ud800"}"#.to_string(),
+            r#"{"s": ["x\udc00y"]}"#.to_string(),
+            r#"{"\ud800": 1}"#.to_string(),
+            r#"{"$value": "\ud800"}"#.to_string(),
+            r#"{"n": 1e400}"#.to_string(),
+            r#"{"$value": -1e400}"#.to_string(),
+            r#"{"ok": "\ud83d\ude00"}"#.to_string(),
+            r#"{"nul": "a\u0000b"}"#.to_string(),
+        ];
+        for levels in [2, 99, 100, 101, 122, 123, 124, 125, 140] {
+            cases.push(deep(levels));
+        }
+        for properties in &cases {
+            let b = body_with_properties(properties);
+            let generic_outcome = outcome(generic(&b, None));
+            assert_eq!(outcome(decode(&b, None)), generic_outcome, "{properties}");
+            if let Some(page) = typed(&b, None) {
+                // What the typed path passes through must read as a `Value` reads it.
+                assert!(generic_outcome.is_ok(), "{properties}");
+                let (row, _) = page.data[0].as_ref().unwrap();
+                let Cell::Raw(raw) = &row[7] else {
+                    panic!("{properties}: not raw")
+                };
+                serde_json::from_str::<Value>(raw.get()).unwrap();
+            }
+        }
+        // The typed path passes on only what a `Value` holds, within its own depth bound.
+        for bad in &cases[..6] {
+            assert!(typed(&body_with_properties(bad), None).is_none(), "{bad}");
+            assert!(generic(&body_with_properties(bad), None).is_err(), "{bad}");
+        }
+        assert!(typed(&body_with_properties(&deep(100)), None).is_some());
+        assert!(typed(&body_with_properties(&deep(101)), None).is_none());
+        assert!(generic(&body_with_properties(&deep(101)), None).is_ok());
+        // A NUL stays in the text as the escape it arrived as (the loader refuses it for
+        // jsonb, as it refused the `Value`).
+        let page = typed(&body_with_properties(&cases[7]), None).unwrap();
+        let (row, _) = page.data[0].as_ref().unwrap();
+        assert_eq!(row[7], json!({"nul": "a\u{0}b"}));
     }
 
     #[test]

@@ -36,8 +36,8 @@ use serde_json::{Value, json};
 use sluice_contracts::{FetchTask, Mode, PageRef, RejectedRecord, TaskKind};
 
 use crate::{
-    Connector, ConnectorContext, ConnectorError, Emit, FetchOutput, JobSpec, Plan, PlannedTask,
-    StreamSpec, TableRows,
+    Cell, Connector, ConnectorContext, ConnectorError, Emit, FetchOutput, JobSpec, Plan,
+    PlannedTask, StreamSpec, TableRows, cells,
 };
 
 pub mod catalog;
@@ -121,21 +121,21 @@ impl Outcome {
     }
 
     /// Adds a row of `table` (one of the `records` table names).
-    fn add(&mut self, table: &str, row: Vec<Value>) {
+    fn add(&mut self, table: &str, row: Vec<Cell>) {
         let spec = records::spec(table);
         debug_assert!(spec.is_some(), "{table} is not a Klaviyo table");
         if let Some(spec) = spec {
-            self.rows.add_row(spec, row);
+            self.rows.add_cells(spec, row);
         }
     }
 
     /// Takes out the rows of `table` whose key (first value) is one of `keys`, returning
     /// them.
-    fn remove(&mut self, table: &str, keys: &HashSet<Value>) -> Vec<Vec<Value>> {
+    fn remove(&mut self, table: &str, keys: &HashSet<Value>) -> Vec<Vec<Cell>> {
         match records::spec(table) {
-            Some(spec) if !keys.is_empty() => self
-                .rows
-                .remove(spec, |row| row.first().is_some_and(|k| keys.contains(k))),
+            Some(spec) if !keys.is_empty() => self.rows.remove(spec, |row| {
+                row.first().is_some_and(|k| keys.contains(&*k.value()))
+            }),
             _ => Vec::new(),
         }
     }
@@ -191,7 +191,7 @@ impl Outcome {
                             at_latest.0 = t;
                             at_latest.1.clear();
                         }
-                        at_latest.1.insert(row[0].clone());
+                        at_latest.1.insert(row[0].value().into_owned());
                         last = t;
                     }
                     self.add(table, row);
@@ -802,7 +802,7 @@ impl KlaviyoConnector {
                         if matches!(stream, Stream::Metrics | Stream::Lists | Stream::Segments) {
                             out.see_time(records::updated_of(&row));
                         }
-                        out.add(table, row);
+                        out.add(table, cells(row));
                     }
                     Err(e) => out.reject(task, pages, table, e, item),
                 }

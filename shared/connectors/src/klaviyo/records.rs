@@ -7,7 +7,7 @@
 //! `extra.relationships`), so nothing is dropped.
 
 use super::windows;
-use crate::TableSpec;
+use crate::{Cell, TableSpec, cells};
 use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -351,10 +351,7 @@ pub fn metric(value: &Value) -> Result<Vec<Value>, String> {
 ///
 /// # Errors
 /// The field that is malformed, naming the event.
-pub fn event(
-    value: &Value,
-    partition: Option<&str>,
-) -> Result<(Vec<Value>, Option<DateTime<Utc>>), String> {
+pub fn event(value: &Value, partition: Option<&str>) -> Result<TimedRow, String> {
     event_owned(value.clone(), partition).map_err(|(error, _)| error)
 }
 
@@ -376,20 +373,31 @@ pub fn event_owned(value: Value, partition: Option<&str>) -> Converted {
 /// string holding one (Klaviyo's integrations send both), else null.
 pub(crate) fn event_value(props: Option<&Map<String, Value>>) -> Value {
     match props.and_then(|p| p.get("$value")) {
-        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Value::from),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(Value::from),
-        _ => None,
+        Some(Value::Number(n)) => n.as_f64().map_or(Value::Null, event_value_of_number),
+        Some(Value::String(s)) => event_value_of_text(s),
+        _ => Value::Null,
     }
-    .unwrap_or(Value::Null)
 }
 
-/// A record's row and its time (UTC): an event's `datetime`, a profile's `updated`.
-pub type TimedRow = (Vec<Value>, Option<DateTime<Utc>>);
+/// [`event_value`] of a `$value` that is a number (as `serde_json` reads it into an `f64`).
+pub(crate) fn event_value_of_number(n: f64) -> Value {
+    Some(n)
+        .filter(|f| f.is_finite())
+        .map_or(Value::Null, Value::from)
+}
+
+/// [`event_value`] of a `$value` that is a string.
+pub(crate) fn event_value_of_text(s: &str) -> Value {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map_or(Value::Null, Value::from)
+}
+
+/// A record's row (cells in its table's column order) and its time (UTC): an event's
+/// `datetime`, a profile's `updated`.
+pub type TimedRow = (Vec<Cell>, Option<DateTime<Utc>>);
 
 /// A record turned into its row, or why not and the record as it came (for its reject).
 pub type Converted = Result<TimedRow, (String, Value)>;
@@ -529,7 +537,7 @@ impl EventFields {
             props,
             Value::Object(attrs),
         ];
-        (row, self.datetime)
+        (cells(row), self.datetime)
     }
 }
 
@@ -537,7 +545,7 @@ impl EventFields {
 ///
 /// # Errors
 /// The field that is malformed, naming the profile.
-pub fn profile(value: &Value) -> Result<(Vec<Value>, Option<DateTime<Utc>>), String> {
+pub fn profile(value: &Value) -> Result<TimedRow, String> {
     profile_owned(value.clone()).map_err(|(error, _)| error)
 }
 
@@ -612,7 +620,7 @@ pub fn profile_owned(value: Value) -> Converted {
     }
     let rels = resource.get("relationships").and_then(Value::as_object);
     row[PROFILE_FIELDS.len() + 1] = extra_of(extra, rels, &[]);
-    Ok((row, times[PROFILE_UPDATED]))
+    Ok((cells(row), times[PROFILE_UPDATED]))
 }
 
 /// The times of a profile's [`PROFILE_FIELDS`], by position (`None` for other fields).

@@ -87,7 +87,10 @@ fn page(data: Vec<Value>, next: Option<String>) -> Value {
 fn rows(out: &FetchOutput, table: &str) -> Vec<Vec<Value>> {
     let parts: Vec<&crate::TableRows> = out.tables.iter().filter(|t| t.table == table).collect();
     assert!(!parts.is_empty(), "no {table} part");
-    parts.into_iter().flat_map(|t| t.rows.clone()).collect()
+    parts
+        .into_iter()
+        .flat_map(|t| crate::cell::values(t.rows.clone()))
+        .collect()
 }
 
 async fn metrics_server(server: &MockServer) {
@@ -376,7 +379,7 @@ async fn a_dense_window_splits_its_rest_without_a_gap() {
         )
         .await
         .unwrap();
-    let first: Vec<&Value> = emitted
+    let first: Vec<&crate::Cell> = emitted
         .0
         .iter()
         .flat_map(|t| t.rows.iter().map(|r| &r[0]))

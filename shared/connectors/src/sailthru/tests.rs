@@ -86,10 +86,17 @@ async fn fetch_all(
             assert_eq!(t.merge.version_column.as_deref(), Some("export_date"));
             for row in &t.rows {
                 assert_eq!(row.len(), t.columns.len());
-                assert_eq!(row.last(), Some(&json!("2016-04-01")), "export_date last");
+                assert_eq!(
+                    row.last().map(|c| c.value().into_owned()),
+                    Some(json!("2016-04-01")),
+                    "export_date last"
+                );
             }
             columns.insert(t.table.clone(), t.columns.clone());
-            tables.entry(t.table).or_default().extend(t.rows);
+            tables
+                .entry(t.table)
+                .or_default()
+                .extend(crate::cell::values(t.rows));
         }
         rejected.extend(out.rejected);
     }
@@ -451,7 +458,10 @@ async fn corrupt_lines_are_rejected_and_the_rest_loads() {
             let out = c.fetch(&task(t, &plan.params, i)).await.unwrap();
             assert_eq!(out.cursor_max.as_deref(), Some("2016-04-02"));
             for tr in out.tables {
-                tables.entry(tr.table).or_default().extend(tr.rows);
+                tables
+                    .entry(tr.table)
+                    .or_default()
+                    .extend(crate::cell::values(tr.rows));
             }
             rejected.extend(out.rejected);
         }
@@ -536,7 +546,10 @@ async fn fetch_all_dates(
     for (i, t) in plan.tasks.iter().enumerate() {
         let out = c.fetch(&task(t, &plan.params, i)).await.unwrap();
         for tr in out.tables {
-            tables.entry(tr.table).or_default().extend(tr.rows);
+            tables
+                .entry(tr.table)
+                .or_default()
+                .extend(crate::cell::values(tr.rows));
         }
         rejected.extend(out.rejected);
     }
