@@ -26,7 +26,8 @@ use sluice_broker::{
     ATTEMPTS_HEADER, Broker, ERROR_HEADER, Grouping, Headers, Route, first_death, header_str,
 };
 use sluice_contracts::{
-    ControlMessage, FetchTask, JobRequest, Message, Outcome, RecordBatch, Settings, TaskOutcome,
+    ControlMessage, FetchTask, JobRequest, Message, Outcome, RawRecordBatch, RecordBatch, Settings,
+    TaskOutcome,
 };
 use sluice_destinations::{Destination, Destinations};
 use sluice_service::health::Health;
@@ -171,7 +172,7 @@ struct Ctx {
 struct DestinationGroup {
     destination: Arc<dyn Destination>,
     deliveries: Vec<Delivery>,
-    batches: Vec<RecordBatch>,
+    batches: Vec<RawRecordBatch>,
 }
 
 /// The destination and connector of each job seen lately (neither ever changes).
@@ -235,7 +236,7 @@ impl Echoed {
 fn load_span(
     destination: &dyn Destination,
     delivery: &Delivery,
-    batch: &RecordBatch,
+    batch: &RawRecordBatch,
     group: usize,
 ) -> tracing::Span {
     let span = info_span!(
@@ -297,7 +298,7 @@ impl Ctx {
     /// one, the parts together when there are several.
     async fn handle_loads(self, group: Vec<Delivery>) {
         let mut deliveries: Vec<Delivery> = Vec::new();
-        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut batches: Vec<RawRecordBatch> = Vec::new();
         for delivery in group {
             let kind = delivery
                 .properties
@@ -310,7 +311,7 @@ impl Ctx {
                 self.settle_after(&delivery, done).await;
                 continue;
             }
-            match RecordBatch::decode(&delivery.data) {
+            match RawRecordBatch::decode(&delivery.data) {
                 Ok(batch) => {
                     deliveries.push(delivery);
                     batches.push(batch);
@@ -392,7 +393,7 @@ impl Ctx {
         &self,
         destination: &dyn Destination,
         deliveries: Vec<Delivery>,
-        batches: Vec<RecordBatch>,
+        batches: Vec<RawRecordBatch>,
     ) {
         if batches.len() > 1 {
             // One span per part, opened before the transaction they share, each the child
@@ -435,7 +436,7 @@ impl Ctx {
     async fn apply_group(
         &self,
         destination: &dyn Destination,
-        batches: &[RecordBatch],
+        batches: &[RawRecordBatch],
         spans: &[tracing::Span],
     ) -> Option<bool> {
         let started = Instant::now();
@@ -474,7 +475,7 @@ impl Ctx {
     async fn note_applied(
         &self,
         destination: &str,
-        batch: &RecordBatch,
+        batch: &RawRecordBatch,
         applied: &BatchApplied,
         group: usize,
     ) {
@@ -632,7 +633,7 @@ impl Ctx {
         &self,
         destination: &dyn Destination,
         delivery: &Delivery,
-        batch: RecordBatch,
+        batch: RawRecordBatch,
     ) -> bool {
         let span = load_span(destination, delivery, &batch, 1);
         async {
@@ -669,7 +670,7 @@ impl Ctx {
 
     /// A part that cannot be loaded (it does not fit its table, its destination is not
     /// configured here): park it and fail its task, naming why.
-    async fn refuse_batch(&self, delivery: &Delivery, batch: &RecordBatch, why: &str) -> bool {
+    async fn refuse_batch(&self, delivery: &Delivery, batch: &RawRecordBatch, why: &str) -> bool {
         let error = format!("part {} for {}: {why}", batch.part, batch.table);
         error!(%error, "batch cannot be loaded; parking it and failing its task");
         metrics::counter!("sluice_loader_parts_total", "outcome" => "refused").increment(1);
@@ -725,7 +726,7 @@ impl Ctx {
                 .ok()
                 .map(|t| (t.job_id, Some(t.task_id)))
         } else if kind == RecordBatch::KIND {
-            RecordBatch::decode(&delivery.data)
+            RawRecordBatch::decode(&delivery.data)
                 .ok()
                 .map(|b| (b.job_id, Some(b.task_id)))
         } else if kind == JobRequest::KIND {

@@ -9,8 +9,10 @@ pub mod config;
 pub mod ids;
 pub mod messages;
 pub mod plugin_env;
+pub mod raw_rows;
 pub mod redact;
 pub mod telemetry;
 
 pub use config::Settings;
 pub use messages::*;
+pub use raw_rows::{RawRow, RawRows};

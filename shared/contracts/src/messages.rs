@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::raw_rows::RawRows;
+
 /// The wire version every message carries in its `v` field.
 pub const MESSAGE_VERSION: u32 = 1;
 
@@ -321,9 +323,19 @@ pub struct RejectedRecord {
     pub raw: Value,
 }
 
-/// Records one task produced for one table, on the `load` queue.
+/// Records one task produced for one table, on the `load` queue, with rows as
+/// `serde_json::Value`s: what fetchers build and send.
+pub type RecordBatch = RecordBatchOf<Vec<Vec<Value>>>;
+
+/// A [`RecordBatch`] whose rows stay the JSON text they arrived in ([`RawRows`]): what the
+/// loader decodes, so that each cell is converted once, straight from its text, instead of
+/// through a `Value` tree. Same wire, same `v`.
+pub type RawRecordBatch = RecordBatchOf<RawRows>;
+
+/// Records one task produced for one table, on the `load` queue; `R` is how the rows are
+/// held in memory ([`RecordBatch`], [`RawRecordBatch`]), the wire is the same.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct RecordBatch {
+pub struct RecordBatchOf<R> {
     /// Always [`MESSAGE_VERSION`].
     #[serde(default = "v1")]
     pub v: u32,
@@ -346,7 +358,7 @@ pub struct RecordBatch {
     pub columns: Vec<String>,
     /// Rows as JSON arrays aligned with `columns`. Timestamps are ISO-8601 strings:
     /// without offset for `timestamp` columns, with `Z` for `timestamptz`.
-    pub rows: Vec<Vec<Value>>,
+    pub rows: R,
     /// Merge options for the table.
     #[serde(default)]
     pub merge: MergeSpec,
@@ -363,10 +375,35 @@ pub struct RecordBatch {
     pub rejected: Vec<RejectedRecord>,
 }
 
-impl Message for RecordBatch {
+impl<R> Message for RecordBatchOf<R>
+where
+    R: Serialize + for<'de> Deserialize<'de>,
+{
     const KIND: &'static str = "RecordBatch";
     fn version(&self) -> u32 {
         self.v
+    }
+}
+
+impl RawRecordBatch {
+    /// The same part with its rows as `Value`s (see [`RawRows::to_values`]), for writers
+    /// that need trees.
+    pub fn to_values(&self) -> RecordBatch {
+        RecordBatch {
+            v: self.v,
+            job_id: self.job_id,
+            task_id: self.task_id.clone(),
+            stream: self.stream.clone(),
+            part: self.part,
+            task_complete: self.task_complete,
+            table: self.table.clone(),
+            columns: self.columns.clone(),
+            rows: self.rows.to_values(),
+            merge: self.merge.clone(),
+            children: self.children.clone(),
+            cursor_max: self.cursor_max.clone(),
+            rejected: self.rejected.clone(),
+        }
     }
 }
 
@@ -497,5 +534,61 @@ mod tests {
         );
         let err = JobRequest::decode(b"{not json").unwrap_err().to_string();
         assert!(err.contains("JobRequest"), "{err}");
+    }
+
+    #[test]
+    fn raw_record_batches_read_the_same_wire() {
+        let batch = RecordBatch {
+            v: 1,
+            job_id: Uuid::nil(),
+            task_id: "t".into(),
+            stream: "events/abc".into(),
+            part: 3,
+            task_complete: true,
+            table: "klaviyo.events".into(),
+            columns: vec!["id".into(), "value".into(), "event_properties".into()],
+            rows: vec![
+                vec![
+                    json!("e1"),
+                    json!(12.5),
+                    json!({"$value": 12.5, "Items": ["a", {"b": null}]}),
+                ],
+                vec![json!("e\u{e9}\"2"), Value::Null, json!({"k": "a\\u0000"})],
+                vec![],
+            ],
+            merge: MergeSpec {
+                version_column: Some("updated".into()),
+                ..MergeSpec::default()
+            },
+            children: Vec::new(),
+            cursor_max: Some("2024-01-01T00:00:00Z".into()),
+            rejected: vec![RejectedRecord {
+                source: "page 1".into(),
+                table: None,
+                error: "bad".into(),
+                raw: json!({"id": 1}),
+            }],
+        };
+        let wire = batch.encode();
+        let raw = RawRecordBatch::decode(&wire).unwrap();
+        assert_eq!(raw.rows.len(), 3);
+        assert_eq!(
+            raw.rows.row(0).get(2),
+            r#"{"$value":12.5,"Items":["a",{"b":null}]}"#
+        );
+        assert_eq!(raw.to_values(), batch);
+        // Encoding a raw batch writes the very same bytes.
+        assert_eq!(raw.encode(), wire);
+        // The version rule holds for raw batches too.
+        let v2 = String::from_utf8(wire)
+            .unwrap()
+            .replacen(r#""v":1"#, r#""v":2"#, 1);
+        let err = RawRecordBatch::decode(v2.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("RecordBatch") && err.contains("version 2"),
+            "{err}"
+        );
     }
 }

@@ -13,14 +13,24 @@
 //!   money as either), kept exact — the number's own digits, never through a float.
 //!
 //! JSON null is SQL NULL, except in json/jsonb columns, where it stays the JSON value `null`.
+//!
+//! Cells come as `serde_json::Value`s ([`to_cell`]) or as the JSON text they arrived in
+//! ([`raw_to_cell`], the loader's path: rows of a
+//! [`RawRecordBatch`](sluice_contracts::RawRecordBatch)); both apply the rules above alike.
+//! From text, a jsonb value is passed on as it was written (Postgres parses it as it would
+//! the re-serialised `Value`), strings are unescaped only when they hold an escape, and a
+//! number keeps its own digits.
+
+use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use serde_json::Value;
 
-/// One typed value ready for binary COPY, borrowing text from the JSON value it came from
-/// (`'a`): converting a row allocates only for JSON columns.
+/// One typed value ready for binary COPY, borrowing text from the cell it came from (`'a`):
+/// converting a `Value` row allocates only for JSON columns, a raw row only for strings with
+/// escapes (and numerics).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell<'a> {
     /// SQL NULL.
@@ -37,10 +47,11 @@ pub enum Cell<'a> {
     F32(f32),
     /// `float8`.
     F64(f64),
-    /// `text`, `varchar`, `bpchar`, `name`.
-    Text(&'a str),
-    /// `json`, `jsonb`: the value serialised as JSON text (what both types take on the wire).
-    Json(String),
+    /// `text`, `varchar`, `bpchar`, `name`: borrowed unless unescaping made a new string.
+    Text(Cow<'a, str>),
+    /// `json`, `jsonb`: the value as JSON text (what both types take on the wire); borrowed
+    /// when the cell arrived as JSON text.
+    Json(Cow<'a, str>),
     /// `timestamp` (no zone).
     Timestamp(NaiveDateTime),
     /// `timestamptz`, UTC.
@@ -124,6 +135,10 @@ fn kind(value: &Value) -> &'static str {
 /// an odd number of backslashes precede the `u`.
 fn has_nul(text: &str) -> bool {
     let bytes = text.as_bytes();
+    // Most JSON has no escape at all: one memchr instead of a substring search.
+    if !bytes.contains(&b'\\') {
+        return false;
+    }
     let mut from = 0;
     while let Some(found) = text[from..].find("\\u0000") {
         let u = from + found + 1;
@@ -135,6 +150,9 @@ fn has_nul(text: &str) -> bool {
     }
     false
 }
+
+const NUL_IN_TEXT: &str = "text contains a NUL character, which Postgres cannot store";
+const NUL_IN_JSON: &str = "JSON contains a NUL character (\\u0000), which jsonb cannot store";
 
 /// Converts `value` for a column of type `ty`.
 ///
@@ -175,7 +193,7 @@ pub fn to_cell<'a>(value: &'a Value, ty: &Type) -> Result<Cell<'a>, String> {
     let text = || -> Result<&'a str, String> {
         let s = value.as_str().ok_or_else(wrong)?;
         if s.contains('\0') {
-            return Err("text contains a NUL character, which Postgres cannot store".into());
+            return Err(NUL_IN_TEXT.into());
         }
         Ok(s)
     };
@@ -186,15 +204,13 @@ pub fn to_cell<'a>(value: &'a Value, ty: &Type) -> Result<Cell<'a>, String> {
         Type::INT8 => Cell::I64(int()?),
         Type::FLOAT4 => Cell::F32(value.as_f64().ok_or_else(wrong)? as f32),
         Type::FLOAT8 => Cell::F64(value.as_f64().ok_or_else(wrong)?),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text()?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text()?.into()),
         Type::JSON | Type::JSONB => {
             let json = value.to_string();
             if has_nul(&json) {
-                return Err(
-                    "JSON contains a NUL character (\\u0000), which jsonb cannot store".into(),
-                );
+                return Err(NUL_IN_JSON.into());
             }
-            Cell::Json(json)
+            Cell::Json(json.into())
         }
         Type::TIMESTAMP => {
             let s = text()?;
@@ -236,6 +252,205 @@ pub fn to_cell<'a>(value: &'a Value, ty: &Type) -> Result<Cell<'a>, String> {
         }
         _ => return Err(format!("columns of type {} are not supported", ty.name())),
     })
+}
+
+/// One cell of a row as a reader holds it: a `Value`, or the JSON text it arrived in.
+#[derive(Debug, Clone, Copy)]
+pub enum CellRef<'a> {
+    /// A decoded value ([`sluice_contracts::RecordBatch`] rows).
+    Value(&'a Value),
+    /// The cell's JSON text, valid JSON ([`sluice_contracts::RawRecordBatch`] rows).
+    Raw(&'a str),
+}
+
+impl<'a> CellRef<'a> {
+    /// Converts the cell for a column of type `ty`: [`to_cell`] or [`raw_to_cell`].
+    ///
+    /// # Errors
+    /// As [`to_cell`].
+    pub fn to_cell(self, ty: &Type) -> Result<Cell<'a>, String> {
+        match self {
+            Self::Value(value) => to_cell(value, ty),
+            Self::Raw(raw) => raw_to_cell(raw, ty),
+        }
+    }
+
+    /// The cell as a `Value` (a raw number beyond `f64`'s range as its text in a string).
+    pub fn to_value(self) -> Value {
+        match self {
+            Self::Value(value) => value.clone(),
+            Self::Raw(raw) => sluice_contracts::raw_rows::raw_to_value(raw),
+        }
+    }
+}
+
+/// [`describe`] of a raw cell: the same text as for its `Value`.
+fn describe_raw(raw: &str) -> String {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(value) => describe(&value),
+        Err(_) => describe(&Value::String(raw.to_string()))
+            .trim_matches('"')
+            .to_string(),
+    }
+}
+
+/// [`kind`] of a raw cell, from its first character.
+fn kind_raw(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "boolean",
+        Some(b'"') => "string",
+        Some(b'[') => "array",
+        Some(b'{') => "object",
+        _ => "number",
+    }
+}
+
+/// Converts the JSON text `raw` of one cell (valid JSON, as a
+/// [`RawRows`](sluice_contracts::RawRows) cell is) for a column of type `ty`, by the same
+/// rules and with the same messages as [`to_cell`] of its `Value`, without building one:
+/// a json/jsonb cell is passed on as written; a string is borrowed unless it holds an
+/// escape; a number is parsed as the column needs it — as serde_json would for float
+/// columns, exactly for integers, and with its own digits for numeric (where a `Value`
+/// would have gone through an `f64` first for numbers with a fraction or beyond 64 bits).
+/// A number beyond `f64`'s range, which a `Value` cannot hold, is refused by integer and
+/// float columns and taken by numeric and jsonb ones.
+///
+/// # Errors
+/// As [`to_cell`].
+pub fn raw_to_cell<'a>(raw: &'a str, ty: &Type) -> Result<Cell<'a>, String> {
+    let first = raw.as_bytes().first().copied().unwrap_or(b'n');
+    if first == b'n' {
+        return Ok(if matches!(*ty, Type::JSON | Type::JSONB) {
+            Cell::Json(Cow::Borrowed("null"))
+        } else {
+            Cell::Null
+        });
+    }
+    let is_number = first == b'-' || first.is_ascii_digit();
+    let wrong = || {
+        format!(
+            "expected {} but found {} {}",
+            ty.name(),
+            kind_raw(raw),
+            describe_raw(raw)
+        )
+    };
+    let int = || -> Result<i64, String> {
+        if !is_number {
+            return Err(wrong());
+        }
+        // serde_json reads `-0` as the float -0.0, which `as_i64` refuses: so does this.
+        match raw.parse::<i64>() {
+            Ok(n) if n != 0 || first != b'-' => Ok(n),
+            _ => Err(format!(
+                "{} is not an integer in the range of {}",
+                describe_raw(raw),
+                ty.name()
+            )),
+        }
+    };
+    let float = || -> Result<f64, String> {
+        if !is_number {
+            return Err(wrong());
+        }
+        // serde_json's own parse: the very `f64` a `Value` would hold.
+        serde_json::from_str::<f64>(raw)
+            .map_err(|_| format!("{} is out of range for {}", describe_raw(raw), ty.name()))
+    };
+    let out_of_range = || format!("{} is out of range for {}", describe_raw(raw), ty.name());
+    let text = || -> Result<Cow<'a, str>, String> {
+        if first != b'"' {
+            return Err(wrong());
+        }
+        let s = unquote(raw)?;
+        if s.contains('\0') {
+            return Err(NUL_IN_TEXT.into());
+        }
+        Ok(s)
+    };
+    Ok(match *ty {
+        Type::BOOL => match raw {
+            "true" => Cell::Bool(true),
+            "false" => Cell::Bool(false),
+            _ => return Err(wrong()),
+        },
+        Type::INT2 => Cell::I16(i16::try_from(int()?).map_err(|_| out_of_range())?),
+        Type::INT4 => Cell::I32(i32::try_from(int()?).map_err(|_| out_of_range())?),
+        Type::INT8 => Cell::I64(int()?),
+        Type::FLOAT4 => Cell::F32(float()? as f32),
+        Type::FLOAT8 => Cell::F64(float()?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text()?),
+        // Plain json keeps its text as Postgres receives it: the `Value`'s serialisation
+        // (sorted keys, compact), as before; jsonb is parsed by Postgres whatever the
+        // spelling, so its text goes as written.
+        Type::JSON => {
+            let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+            let json = value.to_string();
+            if has_nul(&json) {
+                return Err(NUL_IN_JSON.into());
+            }
+            Cell::Json(Cow::Owned(json))
+        }
+        Type::JSONB => {
+            if has_nul(raw) {
+                return Err(NUL_IN_JSON.into());
+            }
+            Cell::Json(Cow::Borrowed(raw))
+        }
+        Type::TIMESTAMP => {
+            let s = text()?;
+            let parsed = NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S%.f"))
+                .map_err(|e| format!("invalid timestamp {}: {e}", describe_raw(raw)))?;
+            Cell::Timestamp(parsed)
+        }
+        Type::TIMESTAMPTZ => {
+            let s = text()?;
+            let parsed = DateTime::parse_from_rfc3339(&s)
+                .map_err(|e| format!("invalid RFC 3339 timestamp {}: {e}", describe_raw(raw)))?;
+            Cell::TimestampTz(parsed.with_timezone(&Utc))
+        }
+        Type::DATE => {
+            let s = text()?;
+            Cell::Date(
+                NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                    .map_err(|e| format!("invalid date {}: {e}", describe_raw(raw)))?,
+            )
+        }
+        Type::UUID => {
+            let s = text()?;
+            Cell::Uuid(
+                uuid::Uuid::parse_str(&s)
+                    .map_err(|e| format!("invalid uuid {}: {e}", describe_raw(raw)))?,
+            )
+        }
+        Type::NUMERIC => {
+            let digits = if is_number {
+                decimal(raw)
+            } else if first == b'"' {
+                decimal(unquote(raw)?.trim())
+            } else {
+                return Err(wrong());
+            };
+            Cell::Numeric(
+                digits.ok_or_else(|| format!("{} is not a decimal number", describe_raw(raw)))?,
+            )
+        }
+        _ => return Err(format!("columns of type {} are not supported", ty.name())),
+    })
+}
+
+/// The string a raw JSON string cell (`"…"`, quotes included) holds: borrowed from the
+/// text when it has no escape, else unescaped by serde_json.
+fn unquote(raw: &str) -> Result<Cow<'_, str>, String> {
+    let inner = &raw[1..raw.len().saturating_sub(1).max(1)];
+    if !inner.contains('\\') {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(raw)
+        .map(Cow::Owned)
+        .map_err(|e| format!("invalid JSON string {}: {e}", describe_raw(raw)))
 }
 
 /// `text` (digits with an optional sign, point and exponent: `-12.5`, `1e3`, `.5`) in plain
@@ -495,5 +710,202 @@ mod tests {
         let mut out = BytesMut::new();
         numeric_binary("0.00", &mut out);
         assert_eq!(&out[..], &[0, 0, 0, 0, 0, 0, 0, 2]);
+    }
+
+    /// Every column type the loader writes, and one it does not.
+    const TYPES: [Type; 16] = [
+        Type::BOOL,
+        Type::INT2,
+        Type::INT4,
+        Type::INT8,
+        Type::FLOAT4,
+        Type::FLOAT8,
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::JSON,
+        Type::JSONB,
+        Type::TIMESTAMP,
+        Type::TIMESTAMPTZ,
+        Type::DATE,
+        Type::UUID,
+        Type::NUMERIC,
+        Type::INTERVAL,
+    ];
+
+    /// Cells of every shape, as `Value`s.
+    fn shapes() -> Vec<Value> {
+        vec![
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(7),
+            json!(-7),
+            json!(40_000),
+            json!(3_000_000_000_i64),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(-0.05),
+            json!(-0.0),
+            json!(1000.0),
+            json!(1e21),
+            json!(1.5e-7),
+            json!(123.45),
+            json!(1e300),
+            json!(0.1 + 0.2),
+            json!(""),
+            json!("abc"),
+            json!("a\u{e9}\u{1F600}"),
+            json!("tab\there \"quoted\" back\\slash /"),
+            json!("a\u{0}b"),
+            json!("\\u0000"),
+            json!(" 7 "),
+            json!("123.45"),
+            json!("-0.00"),
+            json!("1e3"),
+            json!("12,5"),
+            json!("NaN"),
+            json!("2016-03-31T08:00:03.016000"),
+            json!("2016-03-31 08:00:03"),
+            json!("2016-03-31T13:41:48.000+02:00"),
+            json!("2016-03-31T11:41:48Z"),
+            json!("2016-02-30"),
+            json!("2016-03-31"),
+            json!("0b1f6b4e-3a0c-4c9b-9b43-3c1c2f1d2e5a"),
+            json!("not-a-uuid"),
+            json!([]),
+            json!([1, "a", null, [true]]),
+            json!({}),
+            json!({"k": {"n": [1, 2.5, {"x": null}], "s": "é\u{0}"}}),
+            json!({"k": ["a\\u0000"]}),
+            json!(["\\\u{0}"]),
+            json!({"k\u{0}": 1}),
+            json!({"long": "x".repeat(100)}),
+        ]
+    }
+
+    #[test]
+    fn raw_cells_convert_as_their_values_do_for_every_type_and_shape() {
+        // The wire as fetchers write it (each `Value` serialised by serde_json), and the
+        // `Value` a loader decoding into `Value`s reads back from it.
+        for written in shapes() {
+            let raw = written.to_string();
+            let value: Value = serde_json::from_str(&raw).unwrap();
+            for ty in &TYPES {
+                assert_eq!(
+                    raw_to_cell(&raw, ty),
+                    to_cell(&value, ty),
+                    "{raw} as {}",
+                    ty.name()
+                );
+                assert_eq!(
+                    CellRef::Raw(&raw).to_cell(ty),
+                    CellRef::Value(&value).to_cell(ty)
+                );
+            }
+            assert_eq!(CellRef::Raw(&raw).to_value(), value);
+        }
+    }
+
+    #[test]
+    fn raw_cells_borrow_what_they_can() {
+        let raw = r#"{"a": [1, 2]}"#;
+        assert!(matches!(
+            raw_to_cell(raw, &Type::JSONB),
+            Ok(Cell::Json(Cow::Borrowed(r#"{"a": [1, 2]}"#)))
+        ));
+        assert!(matches!(
+            raw_to_cell(r#""plain""#, &Type::TEXT),
+            Ok(Cell::Text(Cow::Borrowed("plain")))
+        ));
+        assert_eq!(
+            raw_to_cell(r#""a\"b\u00e9""#, &Type::TEXT),
+            Ok(Cell::Text("a\"bé".into()))
+        );
+        // Plain json keeps the `Value`'s serialisation, as before: sorted keys, compact.
+        assert_eq!(
+            raw_to_cell(r#"{"b": 1, "a": [1, 2]}"#, &Type::JSON),
+            Ok(Cell::Json(r#"{"a":[1,2],"b":1}"#.into()))
+        );
+    }
+
+    #[test]
+    fn raw_nul_checks_read_escapes_not_backslashes() {
+        for (raw, nul) in [
+            (r#""\u0000""#, true),
+            (r#"{"k":"a\u0000"}"#, true),
+            (r#"{"k\u0000":1}"#, true),
+            (r#"["\\\u0000"]"#, true),
+            (r#"["\\u0000"]"#, false),
+            (r#"["\\\\u0000"]"#, false),
+            (r#"{"k":"\u00001"}"#, true),
+        ] {
+            let jsonb = raw_to_cell(raw, &Type::JSONB);
+            assert_eq!(
+                jsonb.as_ref().is_err_and(|e| e.contains("NUL")),
+                nul,
+                "{raw}: {jsonb:?}"
+            );
+        }
+        assert!(
+            raw_to_cell(r#""a\u0000b""#, &Type::TEXT)
+                .unwrap_err()
+                .contains("NUL")
+        );
+        assert!(
+            raw_to_cell(r#""2016-03-31\u0000""#, &Type::DATE)
+                .unwrap_err()
+                .contains("NUL")
+        );
+    }
+
+    #[test]
+    fn raw_numbers_keep_their_digits() {
+        // Beyond what an f64 holds: numeric and jsonb keep every digit, integer and float
+        // columns refuse what they cannot hold.
+        let huge = "123456789012345678901234567890.000000000000000000001";
+        assert_eq!(
+            raw_to_cell(huge, &Type::NUMERIC),
+            Ok(Cell::Numeric(huge.into()))
+        );
+        assert_eq!(
+            raw_to_cell("-1e400", &Type::NUMERIC),
+            Ok(Cell::Numeric(format!("-1{}", "0".repeat(400))))
+        );
+        assert_eq!(
+            raw_to_cell("1e400", &Type::JSONB),
+            Ok(Cell::Json("1e400".into()))
+        );
+        let err = raw_to_cell("1e400", &Type::FLOAT8).unwrap_err();
+        assert!(err.contains("out of range for float8"), "{err}");
+        let err = raw_to_cell("99999999999999999999", &Type::INT8).unwrap_err();
+        assert!(err.contains("not an integer in the range of int8"), "{err}");
+        let err = raw_to_cell("1e400", &Type::TEXT).unwrap_err();
+        assert!(
+            err.contains("expected text but found number 1e400"),
+            "{err}"
+        );
+        // Written other than serde_json writes them: the number's own digits.
+        assert_eq!(
+            raw_to_cell("1.50", &Type::NUMERIC),
+            Ok(Cell::Numeric("1.50".into()))
+        );
+        assert_eq!(
+            raw_to_cell("1e3", &Type::NUMERIC),
+            Ok(Cell::Numeric("1000".into()))
+        );
+        assert_eq!(raw_to_cell("1E2", &Type::FLOAT8), Ok(Cell::F64(100.0)));
+        // `-0` is a float to serde_json, not an integer: refused by integer columns as before.
+        assert_eq!(
+            raw_to_cell("-0", &Type::INT8),
+            to_cell(&serde_json::from_str("-0").unwrap(), &Type::INT8)
+        );
+        assert_eq!(raw_to_cell("-0", &Type::FLOAT8), Ok(Cell::F64(-0.0)));
+        assert_eq!(
+            raw_to_cell("-9223372036854775808", &Type::INT8),
+            Ok(Cell::I64(i64::MIN))
+        );
     }
 }

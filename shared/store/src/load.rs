@@ -32,7 +32,10 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use uuid::Uuid;
 
-use crate::cell::{Cell, supported, to_cell};
+use sluice_contracts::RawRows;
+use sluice_contracts::raw_rows::RawRow;
+
+use crate::cell::{Cell, CellRef, supported};
 use crate::{Context, StoreError, quote_ident};
 
 /// Column every destination table has: the job that last wrote the row.
@@ -134,6 +137,89 @@ impl DirectInserts {
 /// the entry's headers, so a long value Postgres could have compressed is rejected too:
 /// predictable beats lucky.
 pub const MAX_INDEX_ENTRY_BYTES: usize = 2_680;
+
+/// The rows of one part as the load path reads them: `serde_json::Value` rows
+/// (`[Vec<Value>]`, `Vec<Vec<Value>>`) or rows kept as their JSON text ([`RawRows`], what the
+/// loader decodes). Both go through the same checks and conversions.
+pub trait PartRows: Sync {
+    /// Number of rows.
+    fn len(&self) -> usize;
+
+    /// Whether there is no row.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i` (0-based, `< len()`).
+    fn row(&self, i: usize) -> RowRef<'_>;
+}
+
+impl PartRows for [Vec<Value>] {
+    fn len(&self) -> usize {
+        <[Vec<Value>]>::len(self)
+    }
+
+    fn row(&self, i: usize) -> RowRef<'_> {
+        RowRef::Values(&self[i])
+    }
+}
+
+impl PartRows for Vec<Vec<Value>> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn row(&self, i: usize) -> RowRef<'_> {
+        RowRef::Values(&self[i])
+    }
+}
+
+impl PartRows for RawRows {
+    fn len(&self) -> usize {
+        RawRows::len(self)
+    }
+
+    fn row(&self, i: usize) -> RowRef<'_> {
+        RowRef::Raw(RawRows::row(self, i))
+    }
+}
+
+/// One row of a part ([`PartRows::row`]).
+#[derive(Debug, Clone, Copy)]
+pub enum RowRef<'a> {
+    /// A row of `Value`s.
+    Values(&'a [Value]),
+    /// A row of cells as JSON text.
+    Raw(RawRow<'a>),
+}
+
+impl<'a> RowRef<'a> {
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Values(row) => row.len(),
+            Self::Raw(row) => row.len(),
+        }
+    }
+
+    /// Whether the row has no cell.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cell `i` (`< len()`).
+    pub fn cell(&self, i: usize) -> CellRef<'a> {
+        match self {
+            Self::Values(row) => CellRef::Value(&row[i]),
+            Self::Raw(row) => CellRef::Raw(row.get(i)),
+        }
+    }
+
+    /// The cells in order.
+    pub fn cells(self) -> impl Iterator<Item = CellRef<'a>> {
+        (0..self.len()).map(move |i| self.cell(i))
+    }
+}
 
 impl TableInfo {
     /// The column called `name`, if the table has one.
@@ -380,13 +466,13 @@ pub struct PartsOutcome {
 ///
 /// # Errors
 /// As [`load_rows`]; [`StoreError::Schema`] when several parts come with a replace scope.
-pub async fn load_parts(
+pub async fn load_parts<P: PartRows + ?Sized>(
     tx: &Transaction<'_>,
     catalog: &Catalog,
     job_id: Uuid,
     table: &str,
     columns: &[String],
-    parts: &[&[Vec<Value>]],
+    parts: &[&P],
     merge: &MergeSpec,
 ) -> Result<PartsOutcome, StoreError> {
     let info = catalog.table(&**tx, table).await?;
@@ -600,6 +686,14 @@ impl<'a> Shape<'a> {
     /// The reason, naming the column: a value of the wrong type or out of range, a null
     /// key or version, an index entry over [`MAX_INDEX_ENTRY_BYTES`].
     pub fn cells<'r>(&self, row: &'r [Value], cells: &mut Vec<Cell<'r>>) -> Result<(), String> {
+        self.row_cells(RowRef::Values(row), cells)
+    }
+
+    /// [`Shape::cells`] of a row of any part ([`PartRows`]).
+    ///
+    /// # Errors
+    /// As [`Shape::cells`].
+    pub fn row_cells<'r>(&self, row: RowRef<'r>, cells: &mut Vec<Cell<'r>>) -> Result<(), String> {
         cells.clear();
         if row.len() != self.cols.len() {
             return Err(format!(
@@ -608,8 +702,8 @@ impl<'a> Shape<'a> {
                 self.cols.len()
             ));
         }
-        for (i, (value, col)) in row.iter().zip(&self.cols).enumerate() {
-            match to_cell(value, &col.ty) {
+        for (i, (value, col)) in row.cells().zip(&self.cols).enumerate() {
+            match value.to_cell(&col.ty) {
                 Ok(Cell::Null)
                     if self.pk_positions.contains(&i) || self.version_position == Some(i) =>
                 {
@@ -644,24 +738,30 @@ impl<'a> Shape<'a> {
 
     /// The rejected-record entry for `row`, refused with `error`.
     pub fn reject(&self, row: &[Value], error: String) -> RejectedRecord {
+        reject(self.table, self.columns, RowRef::Values(row), error)
+    }
+
+    /// [`Shape::reject`] of a row of any part: the row as a JSON object of `Value`s.
+    pub fn reject_row(&self, row: RowRef<'_>, error: String) -> RejectedRecord {
         reject(self.table, self.columns, row, error)
     }
 
     /// Writes every acceptable row of `parts` to `writer`, followed by `tail`; counts the
     /// rows written and collects the refused ones per part in `outcomes` (reset first).
-    async fn write(
+    async fn write<P: PartRows + ?Sized>(
         &self,
         mut writer: Pin<&mut BinaryCopyInWriter>,
-        parts: &[&[Vec<Value>]],
+        parts: &[&P],
         outcomes: &mut [LoadOutcome],
         tail: Tail,
     ) -> Result<(), tokio_postgres::Error> {
         let mut cells: Vec<Cell> = Vec::with_capacity(self.cols.len() + 1);
         for (part, (rows, outcome)) in parts.iter().zip(outcomes.iter_mut()).enumerate() {
             *outcome = LoadOutcome::default();
-            for (ord, row) in rows.iter().enumerate() {
-                if let Err(error) = self.cells(row, &mut cells) {
-                    outcome.rejected.push(self.reject(row, error));
+            for ord in 0..rows.len() {
+                let row = rows.row(ord);
+                if let Err(error) = self.row_cells(row, &mut cells) {
+                    outcome.rejected.push(self.reject_row(row, error));
                     continue;
                 }
                 match tail {
@@ -683,10 +783,10 @@ impl<'a> Shape<'a> {
 /// from the destination, no constraints) plus an ordinal — the part's index in the high 32
 /// bits, the row's in the low ones — so the last duplicate of a key wins. Returns the
 /// staging table's quoted name; refused rows go to `outcomes`.
-async fn stage(
+async fn stage<P: PartRows + ?Sized>(
     tx: &Transaction<'_>,
     shape: &Shape<'_>,
-    parts: &[&[Vec<Value>]],
+    parts: &[&P],
     outcomes: &mut [LoadOutcome],
 ) -> Result<String, StoreError> {
     let table = shape.table;
@@ -971,11 +1071,11 @@ enum Tail {
 ///
 /// # Errors
 /// Lost connections and failures to set or roll back the savepoint.
-async fn insert_direct(
+async fn insert_direct<P: PartRows + ?Sized>(
     tx: &Transaction<'_>,
     shape: &Shape<'_>,
     job_id: Uuid,
-    parts: &[&[Vec<Value>]],
+    parts: &[&P],
 ) -> Result<Option<Vec<LoadOutcome>>, StoreError> {
     let (table, info) = (shape.table, &shape.info);
     let with_job = info.column(JOB_ID_COLUMN).is_some();
@@ -1032,19 +1132,22 @@ async fn insert_direct(
 
 /// Whether two rows of `parts` may share a primary key (by hash: a collision says yes).
 /// Rows are counted whether or not they will be refused, which can only make it say yes.
-pub fn has_duplicate_keys(pk_positions: &[usize], parts: &[&[Vec<Value>]]) -> bool {
+pub fn has_duplicate_keys<P: PartRows + ?Sized>(pk_positions: &[usize], parts: &[&P]) -> bool {
     let total: usize = parts.iter().map(|rows| rows.len()).sum();
     let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::with_capacity(total);
     parts
         .iter()
-        .flat_map(|rows| rows.iter())
+        .flat_map(|rows| (0..rows.len()).map(|i| rows.row(i)))
         .filter(|row| pk_positions.iter().all(|&i| i < row.len()))
         .any(|row| !seen.insert(key_hash(pk_positions, row)))
 }
 
-fn reject(table: &str, columns: &[String], row: &[Value], error: String) -> RejectedRecord {
-    let record: serde_json::Map<String, Value> =
-        columns.iter().cloned().zip(row.iter().cloned()).collect();
+fn reject(table: &str, columns: &[String], row: RowRef<'_>, error: String) -> RejectedRecord {
+    let record: serde_json::Map<String, Value> = columns
+        .iter()
+        .cloned()
+        .zip(row.cells().map(CellRef::to_value))
+        .collect();
     RejectedRecord {
         source: format!("loader: {table}"),
         table: Some(table.to_string()),
@@ -1053,14 +1156,23 @@ fn reject(table: &str, columns: &[String], row: &[Value], error: String) -> Reje
     }
 }
 
-/// A hash of a row's primary-key values.
-fn key_hash(positions: &[usize], row: &[Value]) -> u64 {
+/// A hash of a row's primary-key values: a string by its characters, any other value by
+/// its `Value`'s JSON text, so that a raw cell and its `Value` hash alike (`"\u0061"` is
+/// `"a"`).
+fn key_hash(positions: &[usize], row: RowRef<'_>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for &i in positions {
-        match &row[i] {
-            Value::String(s) => s.hash(&mut h),
-            other => other.to_string().hash(&mut h),
+        match row.cell(i) {
+            CellRef::Value(Value::String(s)) => s.hash(&mut h),
+            CellRef::Value(other) => other.to_string().hash(&mut h),
+            CellRef::Raw(raw) if raw.starts_with('"') && !raw.contains('\\') => {
+                raw[1..raw.len() - 1].hash(&mut h)
+            }
+            CellRef::Raw(raw) => match sluice_contracts::raw_rows::raw_to_value(raw) {
+                Value::String(s) => s.hash(&mut h),
+                other => other.to_string().hash(&mut h),
+            },
         }
         0xffu8.hash(&mut h);
     }

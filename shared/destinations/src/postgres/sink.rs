@@ -1,8 +1,8 @@
 //! The two `postgres` destinations: the ledger's database and any other.
 
-use sluice_contracts::RecordBatch;
 use sluice_contracts::config::DatabaseSettings;
-use sluice_store::ledger::{PartWriter, Write, load_units};
+use sluice_contracts::{RawRecordBatch, RecordBatch, RecordBatchOf};
+use sluice_store::ledger::{BatchRows, PartWriter, Write, load_units};
 use sluice_store::load::{Catalog, LoadOutcome};
 use sluice_store::{Pool, StoreError};
 
@@ -84,6 +84,24 @@ impl PartWriter for OtherPostgres {
     async fn write(
         &self,
         units: &[Vec<&RecordBatch>],
+    ) -> Result<Vec<Vec<LoadOutcome>>, StoreError> {
+        self.write_units(units).await
+    }
+
+    /// Raw rows go straight to the cells, as into the ledger's own database.
+    async fn write_raw(
+        &self,
+        units: &[Vec<&RawRecordBatch>],
+    ) -> Result<Vec<Vec<LoadOutcome>>, StoreError> {
+        self.write_units(units).await
+    }
+}
+
+impl OtherPostgres {
+    /// [`load_units`] in one transaction of the destination, committed.
+    async fn write_units<R: BatchRows>(
+        &self,
+        units: &[Vec<&RecordBatchOf<R>>],
     ) -> Result<Vec<Vec<LoadOutcome>>, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client

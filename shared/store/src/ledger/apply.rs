@@ -3,12 +3,14 @@
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;
-use sluice_contracts::{MergeSpec, RecordBatch, RejectedRecord};
+use sluice_contracts::{
+    MergeSpec, RawRecordBatch, RawRows, RecordBatch, RecordBatchOf, RejectedRecord,
+};
 use uuid::Uuid;
 
 use super::jobs::{finish_if_done, insert_rejects, lock_job};
 use super::{JobState, TaskState};
-use crate::load::{Catalog, Changes, LoadOutcome, load_parts};
+use crate::load::{Catalog, Changes, LoadOutcome, PartRows, load_parts};
 use crate::{Context, Pool, StoreError};
 
 /// What applying a batch did.
@@ -35,13 +37,13 @@ pub struct BatchApplied {
 /// `batches`, how many once-per-resource tasks it recorded for its job (set on the job's
 /// last claimed part, to be published after the commit). `keyed`: the group's keyed
 /// children as [`super::resources::plan_keyed_children`] found them before the job lock.
-async fn record_children(
+async fn record_children<R: Sync>(
     tx: &Transaction<'_>,
-    batches: &[RecordBatch],
+    batches: &[RecordBatchOf<R>],
     claimed: &[usize],
     keyed: &super::resources::KeyedChildren,
 ) -> Result<Vec<u64>, StoreError> {
-    let parts: Vec<&RecordBatch> = claimed.iter().map(|&i| &batches[i]).collect();
+    let parts: Vec<&RecordBatchOf<R>> = claimed.iter().map(|&i| &batches[i]).collect();
     super::resources::remember_fetches(tx, &parts).await?;
     let mut added: Vec<(Uuid, u64)> = super::resources::record_keyed_children(tx, keyed).await?;
     let mut deferred = vec![0u64; batches.len()];
@@ -50,7 +52,7 @@ async fn record_children(
             deferred[last] += n;
         }
     }
-    let plain: Vec<(&RecordBatch, &sluice_contracts::FetchTask)> = parts
+    let plain: Vec<(&RecordBatchOf<R>, &sluice_contracts::FetchTask)> = parts
         .iter()
         .flat_map(|b| b.children.iter().map(move |c| (*b, c)))
         .filter(|(_, c)| c.once.is_none())
@@ -128,6 +130,52 @@ pub trait PartWriter: Send + Sync {
     /// park the part.
     async fn write(&self, units: &[Vec<&RecordBatch>])
     -> Result<Vec<Vec<LoadOutcome>>, StoreError>;
+
+    /// [`PartWriter::write`] of parts whose rows are JSON text (what the loader decodes).
+    /// By default the rows are converted to `Value`s and written by `write`; a writer that
+    /// reads cells one by one overrides it to skip that.
+    ///
+    /// # Errors
+    /// As [`PartWriter::write`].
+    async fn write_raw(
+        &self,
+        units: &[Vec<&RawRecordBatch>],
+    ) -> Result<Vec<Vec<LoadOutcome>>, StoreError> {
+        let owned: Vec<Vec<RecordBatch>> = units
+            .iter()
+            .map(|unit| unit.iter().map(|b| b.to_values()).collect())
+            .collect();
+        let refs: Vec<Vec<&RecordBatch>> = owned.iter().map(|u| u.iter().collect()).collect();
+        self.write(&refs).await
+    }
+}
+
+/// The row types a part can have ([`RecordBatch`], [`RawRecordBatch`]), as
+/// [`apply_batches`] hands them to a [`PartWriter`].
+pub trait BatchRows: PartRows + Sized + Send + Sync + 'static {
+    /// `writer`'s write of `units`: [`PartWriter::write`] or [`PartWriter::write_raw`].
+    fn write_to<'a>(
+        writer: &'a dyn PartWriter,
+        units: &'a [Vec<&'a RecordBatchOf<Self>>],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<LoadOutcome>>, StoreError>>;
+}
+
+impl BatchRows for Vec<Vec<Value>> {
+    fn write_to<'a>(
+        writer: &'a dyn PartWriter,
+        units: &'a [Vec<&'a RecordBatch>],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<LoadOutcome>>, StoreError>> {
+        writer.write(units)
+    }
+}
+
+impl BatchRows for RawRows {
+    fn write_to<'a>(
+        writer: &'a dyn PartWriter,
+        units: &'a [Vec<&'a RawRecordBatch>],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<LoadOutcome>>, StoreError>> {
+        writer.write_raw(units)
+    }
 }
 
 /// Loads one `RecordBatch` part into tables of the ledger's database: [`apply_batches`]
@@ -135,10 +183,10 @@ pub trait PartWriter: Send + Sync {
 ///
 /// # Errors
 /// As [`apply_batches`].
-pub async fn apply_batch(
+pub async fn apply_batch<R: BatchRows>(
     pool: &Pool,
     catalog: &Catalog,
-    batch: &RecordBatch,
+    batch: &RecordBatchOf<R>,
 ) -> Result<BatchApplied, StoreError> {
     let mut results =
         apply_batches(pool, Write::Ledger(catalog), std::slice::from_ref(batch)).await?;
@@ -183,10 +231,10 @@ pub async fn apply_batch(
 /// [`StoreError::Schema`] when a part does not fit its table (permanent); database errors
 /// (see [`StoreError::is_transient`]); [`StoreError::Regroup`] when a job of a group of
 /// several parts ended while its rows were written (apply the parts one at a time).
-pub async fn apply_batches(
+pub async fn apply_batches<R: BatchRows>(
     pool: &Pool,
     write: Write<'_>,
-    batches: &[RecordBatch],
+    batches: &[RecordBatchOf<R>],
 ) -> Result<Vec<BatchApplied>, StoreError> {
     let mut results: Vec<BatchApplied> = batches.iter().map(|_| BatchApplied::default()).collect();
     if batches.is_empty() {
@@ -208,7 +256,7 @@ pub async fn apply_batches(
         rejects[i].clone_from(&batches[i].rejected);
     }
     let units = units(batches, &claimed, matches!(write, Write::Ledger(_)));
-    let parts: Vec<Vec<&RecordBatch>> = units
+    let parts: Vec<Vec<&RecordBatchOf<R>>> = units
         .iter()
         .map(|unit| unit.iter().map(|&i| &batches[i]).collect())
         .collect();
@@ -218,7 +266,7 @@ pub async fn apply_batches(
             if parts.is_empty() {
                 Vec::new()
             } else {
-                let written = writer.write(&parts).await?;
+                let written = R::write_to(writer, &parts).await?;
                 crash_point_after_destination_write();
                 written
             }
@@ -235,7 +283,7 @@ pub async fn apply_batches(
     // Which keyed children are fresh is read before the jobs are locked (reads only), so
     // the lookups do not lengthen the time the job rows are held.
     let keyed = {
-        let parts: Vec<&RecordBatch> = claimed.iter().map(|&i| &batches[i]).collect();
+        let parts: Vec<&RecordBatchOf<R>> = claimed.iter().map(|&i| &batches[i]).collect();
         super::resources::plan_keyed_children(&tx, &parts).await?
     };
 
@@ -443,15 +491,15 @@ struct TaskProgress<'a> {
 ///
 /// # Errors
 /// As [`load_parts`].
-pub async fn load_units(
+pub async fn load_units<R: BatchRows>(
     tx: &Transaction<'_>,
     catalog: &Catalog,
-    units: &[Vec<&RecordBatch>],
+    units: &[Vec<&RecordBatchOf<R>>],
 ) -> Result<Vec<Vec<LoadOutcome>>, StoreError> {
     let mut written = Vec::with_capacity(units.len());
     for unit in units {
         let first = unit[0];
-        let rows: Vec<&[Vec<Value>]> = unit.iter().map(|b| b.rows.as_slice()).collect();
+        let rows: Vec<&R> = unit.iter().map(|b| &b.rows).collect();
         // Parts that name their parents (grouped only when the parents are disjoint):
         // replace the union of them.
         let merge = if unit.len() > 1 && !first.merge.scope_keys.is_empty() {
@@ -498,7 +546,10 @@ pub async fn load_units(
 /// part) order so that two loaders claiming overlapping groups take the part keys in the
 /// same order; a second copy of a part in the group is a redelivery. Returns the indexes
 /// of the claimed parts in delivery order (the later of two parts carrying a key wins).
-async fn claim(tx: &Transaction<'_>, batches: &[RecordBatch]) -> Result<Vec<usize>, StoreError> {
+async fn claim<R: Sync>(
+    tx: &Transaction<'_>,
+    batches: &[RecordBatchOf<R>],
+) -> Result<Vec<usize>, StoreError> {
     let mut order: Vec<usize> = (0..batches.len()).collect();
     order.sort_by(|&a, &b| {
         (&batches[a].task_id, batches[a].part, a).cmp(&(&batches[b].task_id, batches[b].part, b))
@@ -544,7 +595,11 @@ async fn claim(tx: &Transaction<'_>, batches: &[RecordBatch]) -> Result<Vec<usiz
 /// no two of them name the same parent — many small children collections (a product's
 /// offers) then load in one write. The rest are units of one. Delivery order is kept within
 /// and across units.
-fn units(batches: &[RecordBatch], claimed: &[usize], merge_scopes: bool) -> Vec<Vec<usize>> {
+fn units<R>(
+    batches: &[RecordBatchOf<R>],
+    claimed: &[usize],
+    merge_scopes: bool,
+) -> Vec<Vec<usize>> {
     let mut units: Vec<Vec<usize>> = Vec::new();
     // Per unit: the parents named so far (for units of explicitly scoped parts).
     let mut parents: Vec<std::collections::HashSet<String>> = Vec::new();

@@ -23,7 +23,7 @@ use std::future::Future;
 use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_contracts::{FetchTask, Once, RecordBatch, TaskKind, ids};
+use sluice_contracts::{FetchTask, Once, RecordBatchOf, TaskKind, ids};
 use uuid::Uuid;
 
 use super::jobs::{mark_published, unpublished_tasks};
@@ -61,11 +61,11 @@ struct Candidate {
 ///
 /// # Errors
 /// Database errors.
-pub(super) async fn remember_fetches(
+pub(super) async fn remember_fetches<R: Sync>(
     tx: &Transaction<'_>,
-    parts: &[&RecordBatch],
+    parts: &[&RecordBatchOf<R>],
 ) -> Result<(), StoreError> {
-    let last: Vec<&&RecordBatch> = parts.iter().filter(|b| b.task_complete).collect();
+    let last: Vec<&&RecordBatchOf<R>> = parts.iter().filter(|b| b.task_complete).collect();
     if last.is_empty() {
         return Ok(());
     }
@@ -118,9 +118,9 @@ pub struct KeyedChildren(Vec<Candidate>);
 ///
 /// # Errors
 /// Database errors.
-pub async fn plan_keyed_children(
+pub async fn plan_keyed_children<R: Sync>(
     tx: &Transaction<'_>,
-    parts: &[&RecordBatch],
+    parts: &[&RecordBatchOf<R>],
 ) -> Result<KeyedChildren, StoreError> {
     let keyed: Vec<Candidate> = parts
         .iter()
