@@ -49,16 +49,6 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes).
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// What a run loads.
 #[derive(Clone, Copy, PartialEq)]
 enum Source {
@@ -218,7 +208,7 @@ async fn run(source: Source, events: u64, fetchers: usize) -> anyhow::Result<f64
     println!(
         "  fetchers together: {:.1} µs of CPU per record; load average {}",
         per(fetchers_cpu),
-        load_average()
+        sluice_e2e::load_average()
     );
     // The ceiling the machine puts on this run: every process above shares its cores, so
     // at this CPU per record no pipeline on it can pass cores / Σ CPU per record.
@@ -267,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "machine: {cores} cores; Postgres, RabbitMQ, the sandbox and every service share them; load average {}",
-        load_average()
+        sluice_e2e::load_average()
     );
     // Values of names that may hold a secret are not printed.
     for (name, value) in std::env::vars().filter(|(n, _)| n.starts_with("SLUICE__")) {

@@ -147,6 +147,106 @@ pub fn cpu_seconds_of(comm: &str) -> f64 {
         .sum()
 }
 
+/// Serves a generated account from the sandbox in process, GETs the first page of 1,000
+/// Placed Order events as the connector asks for it, and stops the sandbox. Returns the
+/// body and the metric's id: the page `benches/fetch_cpu.rs` and `benches/load_cpu.rs`
+/// measure (`include=profile` when `include_profile`).
+///
+/// # Errors
+/// The sandbox cannot start or answers with an error.
+pub fn klaviyo_events_page(include_profile: bool) -> anyhow::Result<(Vec<u8>, String)> {
+    let spec = sluice_sandbox::klaviyo::KlaviyoDataSpec {
+        seed: 15,
+        profiles: 5_000,
+        start: utc(2024, 1, 1),
+        end: utc(2024, 3, 1),
+        events_per_metric: 5_000,
+        ..sluice_sandbox::klaviyo::KlaviyoDataSpec::default()
+    };
+    let metric = sluice_sandbox::klaviyo::metric_id(&spec, "Placed Order")
+        .ok_or_else(|| anyhow::anyhow!("the generated account has no Placed Order metric"))?;
+    let config = sluice_sandbox::klaviyo::KlaviyoConfig {
+        data: spec,
+        rate_limit_scale: None,
+        ..sluice_sandbox::klaviyo::KlaviyoConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut sandbox_config = sluice_sandbox::Config::default().with(&config);
+        sandbox_config.cache_dir = std::env::temp_dir().join("sluice-bench-events-page");
+        let server = tokio::spawn(sluice_sandbox::run(sandbox_config, listener, stop.clone()));
+        let mut query = vec![
+            (
+                "filter",
+                format!(
+                    "and(equals(metric_id,\"{metric}\"),greater-or-equal(datetime,2024-01-01T00:00:00Z),less-than(datetime,2024-03-01T00:00:00Z))"
+                ),
+            ),
+            ("sort", "datetime".to_string()),
+            ("page[size]", "1000".to_string()),
+        ];
+        if include_profile {
+            query.push(("include", "profile".to_string()));
+        }
+        let response = reqwest::Client::new()
+            .get(format!("{url}/api/events"))
+            .query(&query)
+            .header("Authorization", "Klaviyo-API-Key pk_sandbox")
+            .header("revision", "2026-07-15")
+            .header("accept", "application/vnd.api+json")
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?.to_vec();
+        anyhow::ensure!(
+            status.is_success(),
+            "the sandbox answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        stop.cancel();
+        server.await??;
+        anyhow::Ok(body)
+    })?;
+    Ok((body, metric))
+}
+
+/// The events task whose middle page [`klaviyo_events_page`] serves: `events/<metric>`,
+/// Placed Order of January and February 2024 (UTC), for the CPU benchmarks.
+pub fn klaviyo_events_task(metric: &str) -> sluice_contracts::FetchTask {
+    sluice_contracts::FetchTask {
+        v: 1,
+        task_id: "bench".into(),
+        job_id: Uuid::nil(),
+        connector: "klaviyo".into(),
+        stream: format!("events/{metric}"),
+        account: "default".into(),
+        kind: sluice_contracts::TaskKind::TimeRange {
+            start: utc(2024, 1, 1),
+            end: utc(2024, 3, 1),
+            partition: Some(metric.to_string()),
+        },
+        attempt: 1,
+        params: serde_json::Value::Null,
+        once: None,
+    }
+}
+
+/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes), for reading a
+/// benchmark's wall figures; empty where unreadable.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The Klaviyo sandbox's request counters (`GET /klaviyo/_admin/stats`, see
 /// `sluice_sandbox::klaviyo`) of the sandbox at `base`.
 ///

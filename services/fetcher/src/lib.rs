@@ -842,6 +842,22 @@ mod tests {
         r#"{"deep": [[[[{"x": [1, 2.25e-3]}]]]], "$value": "1E3"}"#,
     ];
 
+    /// The rows of `body`'s events the generic way: every event a `Value`, converted by
+    /// `records::event_owned` (partition `M`).
+    fn generic_rows(body: &str) -> Vec<Vec<Cell>> {
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        doc["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                sluice_connectors::klaviyo::records::event_owned(e.clone(), Some("M"))
+                    .unwrap()
+                    .0
+            })
+            .collect()
+    }
+
     /// A page of `GET /api/events` with an event per [`PROPERTIES`] text (and one more
     /// round), the texts spliced in as they are.
     fn events_body() -> String {
@@ -882,7 +898,7 @@ mod tests {
 
     #[test]
     fn raw_event_properties_reach_the_loader_as_the_generic_paths_rows() {
-        use sluice_connectors::klaviyo::{events_page, records};
+        use sluice_connectors::klaviyo::events_page;
         let body = events_body();
         // The typed page: `event_properties` passed through as raw text.
         let page = events_page::decode(body.as_bytes(), Some("M")).unwrap();
@@ -896,13 +912,7 @@ mod tests {
             }
         }
         // The generic path: every event a `Value`, converted by `records::event_owned`.
-        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let generic: Vec<Vec<Cell>> = doc["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| records::event_owned(e.clone(), Some("M")).unwrap().0)
-            .collect();
+        let generic = generic_rows(&body);
         let expected = sluice_connectors::cell::values(generic.clone());
         assert_eq!(expected[0][6], json!(12.5));
         assert_eq!(expected[1][6], json!(7.0));
@@ -918,18 +928,12 @@ mod tests {
 
     #[test]
     fn a_raw_nul_meets_the_loaders_jsonb_refusal_as_the_value_did() {
-        use sluice_connectors::klaviyo::{events_page, records};
+        use sluice_connectors::klaviyo::events_page;
         use tokio_postgres::types::Type;
         let body = events_body();
         let page = events_page::decode(body.as_bytes(), Some("M")).unwrap();
         let typed: Vec<Vec<Cell>> = page.data.into_iter().map(|c| c.unwrap().0).collect();
-        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let generic: Vec<Vec<Cell>> = doc["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| records::event_owned(e.clone(), Some("M")).unwrap().0)
-            .collect();
+        let generic = generic_rows(&body);
         let nul = PROPERTIES
             .iter()
             .position(|p| p.contains("\\u0000"))
