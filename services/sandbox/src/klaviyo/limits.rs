@@ -114,7 +114,7 @@ struct Counts {
     throttled: u64,
     client_errors: u64,
     faults: u64,
-    /// Request body bytes of the 2xx answers (their `Content-Length`).
+    /// Request body bytes of the 2xx answers (each body's exact length, 0 when unknown).
     ok_request_bytes: u64,
     /// Milliseconds from the last reset to the first and the latest 2xx answer.
     first_ok_ms: Option<u64>,
@@ -185,7 +185,7 @@ impl Stats {
     /// "steady_per_minute": Klaviyo's steady limit of the tier, unscaled}},
     /// "total": counts}` where counts are `{ok, throttled, client_errors, faults, total,
     /// throttled_share, ok_request_bytes, first_ok_ms, last_ok_ms}`: the request body bytes
-    /// of the 2xx answers (`Content-Length`), and the milliseconds from
+    /// of the 2xx answers, and the milliseconds from
     /// the last reset to the first and the latest 2xx answer (null before any), so a
     /// benchmark can rate an endpoint over the time it was written to.
     pub(crate) fn json(&self) -> Value {

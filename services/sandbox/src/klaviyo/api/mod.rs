@@ -501,11 +501,10 @@ async fn record(
     }));
     request.extensions_mut().insert(hook);
     request.extensions_mut().insert(Operation { ep, tier });
-    let bytes = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+    // The body's exact length: its `Content-Length`, or the size of a body built whole;
+    // a chunked body of unknown length counts 0.
+    let bytes = axum::body::HttpBody::size_hint(request.body())
+        .exact()
         .unwrap_or(0);
     let resp = next.run(request).await;
     let outcome = match resp.extensions().get::<Injected>() {

@@ -96,6 +96,27 @@ impl App {
         self.call("GET", uri, None).await
     }
 
+    /// `GET /klaviyo/_admin/stats`.
+    async fn stats(&self) -> Value {
+        let resp = self
+            .router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/klaviyo/_admin/stats")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        serde_json::from_slice(
+            &axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
     /// Ids of the profiles `GET /api/profiles` finds by `email`.
     async fn ids_by_email(&self, email: &str) -> Vec<String> {
         let filter = q(&format!("equals(email,\"{email}\")"));
@@ -1144,25 +1165,60 @@ async fn write_tiers_are_rate_limited_per_endpoint() {
         )
         .await;
     assert_eq!(p.status, 202, "{}", p.body);
-    let stats = a
+    let stats = a.stats().await;
+    assert_eq!(stats["endpoints"]["bulk_create_events"]["throttled"], 1);
+    assert_eq!(stats["tiers"]["M"]["ok"], 2);
+    // Each endpoint says its tier and Klaviyo's steady limit of it, the body bytes of its
+    // accepted requests only (the throttled one is not counted), and when it answered 2xx.
+    let events = &stats["endpoints"]["bulk_create_events"];
+    assert_eq!(events["tier"], "M");
+    assert_eq!(events["steady_per_minute"], 150);
+    assert_eq!(
+        events["ok_request_bytes"],
+        serde_json::to_vec(&bulk).unwrap().len()
+    );
+    let (first, last) = (
+        events["first_ok_ms"].as_u64().unwrap(),
+        events["last_ok_ms"].as_u64().unwrap(),
+    );
+    assert!(first <= last, "{events}");
+    assert_eq!(stats["endpoints"]["bulk_import_profiles"]["tier"], "M");
+    assert!(
+        stats["endpoints"]["bulk_import_profiles"]["first_ok_ms"]
+            .as_u64()
+            .unwrap()
+            >= last,
+        "{stats}"
+    );
+    // A reset empties the counters and restarts their clock.
+    let reset = a
         .router
         .clone()
         .oneshot(
             Request::builder()
-                .uri("/klaviyo/_admin/stats")
+                .method("POST")
+                .uri("/klaviyo/_admin/stats/reset")
                 .body(Body::empty())
                 .unwrap(),
         )
         .await
         .unwrap();
-    let stats: Value = serde_json::from_slice(
-        &axum::body::to_bytes(stats.into_body(), usize::MAX)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(stats["endpoints"]["bulk_create_events"]["throttled"], 1);
-    assert_eq!(stats["tiers"]["M"]["ok"], 2);
+    assert!(reset.status().is_success());
+    let third = a
+        .post(
+            "/api/profile-bulk-import-jobs",
+            &json!({"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
+                {"type": "profile", "attributes": {"email": "q@example.com"}}]}}}}),
+        )
+        .await;
+    assert_eq!(third.status, 429, "{}", third.body);
+    let stats = a.stats().await;
+    assert!(
+        stats["endpoints"]["bulk_create_events"].is_null(),
+        "{stats}"
+    );
+    assert_eq!(stats["endpoints"]["bulk_import_profiles"]["ok"], 0);
+    assert!(stats["endpoints"]["bulk_import_profiles"]["first_ok_ms"].is_null());
 }
 
 #[tokio::test]
