@@ -77,21 +77,22 @@ pub struct Client {
     limiters: Arc<Limiters>,
 }
 
-/// A JSON:API document and its next page. `D` is how a resource of `data` is read: a JSON
-/// value ([`decode`]), or a row already (`events_page::decode`).
+/// A JSON:API document and its next page. `D` is how a resource of `data` is read and `I`
+/// one of `included`: JSON values ([`decode`]), or rows already (`events_page::decode`:
+/// events, and the profiles among `included`).
 #[derive(Debug)]
-pub struct Page<D = Value> {
+pub struct Page<D = Value, I = Value> {
     /// The document's `data` array (a single resource is wrapped into one).
     pub data: Vec<D>,
     /// The document's `included` resources.
-    pub included: Vec<Value>,
+    pub included: Vec<I>,
     /// `links.next` as path and query relative to the base URL (`/api/events?page%5B…`).
     pub next: Option<String>,
 }
 
-impl<D> Page<D> {
+impl<D, I> Page<D, I> {
     /// The page with each resource of `data` read by `f` (`included` and `next` as they are).
-    pub fn map<E>(self, f: impl FnMut(D) -> E) -> Page<E> {
+    pub fn map<E>(self, f: impl FnMut(D) -> E) -> Page<E, I> {
         Page {
             data: self.data.into_iter().map(f).collect(),
             included: self.included,

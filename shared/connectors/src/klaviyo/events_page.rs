@@ -17,11 +17,19 @@
 //! number out of range — still fails the way it always did) and keeps only `$value`, the
 //! row's `value` column ([`records::event_value`]'s rules).
 //!
-//! The typed reader takes exactly the well-formed events and gives up on anything else (a
-//! wrong type anywhere, an unparsable time, a missing id): then the page is read the generic
-//! way, whose [`records::event_owned`] names the bad field and returns the event whole for
-//! its reject. Rows and rejects are therefore the generic path's; the tests compare the two
-//! paths on every field's bad variants.
+//! With `include=profile`, the profiles among `included` are read the same way into
+//! `klaviyo.profiles` rows ([`records::profile_owned`]'s): the id, the typed attributes
+//! (strings borrowed, times parsed once), `location` and `properties` as the raw JSON text
+//! they arrived as, and as JSON values only the attributes without a column and the data of
+//! relationships (`extra`). Resources of other types are read and left out, as the generic
+//! path leaves them. [`decode_profiles`] reads a page of `GET /api/profiles` the same way.
+//!
+//! The typed reader takes exactly the well-formed events and profiles and gives up on
+//! anything else (a wrong type anywhere, an unparsable time, a missing id): then the page is
+//! read the generic way, whose [`records::event_owned`] and [`records::profile_owned`] name
+//! the bad field and return the resource whole for its reject. Rows and rejects are
+//! therefore the generic path's; the tests compare the two paths on every field's bad
+//! variants.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -33,7 +41,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::client::Page;
-use super::records::{self, Converted, TimedRow};
+use super::records::{self, Converted, Field, PROFILE_FIELDS, PROFILE_UPDATED, TimedRow};
 use super::windows;
 use crate::{Cell, RawJson};
 
@@ -91,26 +99,32 @@ macro_rules! strings {
 
 /// Decodes a JSON:API document of events (`GET /api/events`: `data`, optional `included`,
 /// `links.next`) into [`Converted`] events (a malformed event as its error and the event
-/// without its `links`), in `data` order, with the document's
-/// `included` resources (without their `links`) and its next link. `partition` is the
-/// task's metric id, the `metric_id` of events that name none.
+/// without its `links`), in `data` order, with the profiles among the document's
+/// `included` resources as [`Converted`] `klaviyo.profiles` rows (in `included` order;
+/// resources of other types left out) and its next link. `partition` is the task's metric
+/// id, the `metric_id` of events that name none.
 ///
-/// One pass over the body reads every event typed; should any event not be well formed,
-/// the page is decoded again the generic way ([`client::decode`](super::client) and
-/// [`records::event_owned`] per event), which names what is wrong with each.
+/// One pass over the body reads every event and included profile typed; should any of them
+/// not be well formed, the page is decoded again the generic way
+/// ([`client::decode`](super::client), then [`records::event_owned`] per event and
+/// [`records::profile_owned`] per profile), which names what is wrong with each.
 ///
 /// # Errors
 /// A body that is not JSON, or whose `data` is not an array, an object or null (the
 /// generic decode's messages).
-pub fn decode(body: &[u8], partition: Option<&str>) -> Result<Page<Converted>, String> {
+pub fn decode(body: &[u8], partition: Option<&str>) -> Result<EventsPage, String> {
     match typed(body, partition) {
         Some(page) => Ok(page),
         None => generic(body, partition),
     }
 }
 
-/// The typed read of a page; `None` when it is not JSON or any event is not well formed.
-fn typed(body: &[u8], partition: Option<&str>) -> Option<Page<Converted>> {
+/// A page of events as rows, with the rows of the profiles among its `included`.
+pub type EventsPage = Page<Converted, Converted>;
+
+/// The typed read of a page; `None` when it is not JSON or any event or included profile is
+/// not well formed.
+fn typed(body: &[u8], partition: Option<&str>) -> Option<EventsPage> {
     // UTF-8 checked once for the whole body: read from a slice, serde_json checks each
     // string it borrows (and each raw `event_properties`) on its own, at several times
     // the cost per byte.
@@ -122,16 +136,135 @@ fn typed(body: &[u8], partition: Option<&str>) -> Option<Page<Converted>> {
         .into_iter()
         .map(|event| event.into_row(partition).map(Ok))
         .collect::<Option<Vec<Converted>>>()?;
+    let included = doc
+        .included
+        .0
+        .into_iter()
+        .map(|profile| profile.into_row().map(Ok))
+        .collect::<Option<Vec<Converted>>>()?;
     Some(Page {
         data,
-        included: doc.included.into_vec(),
+        included,
         next: doc.links.and_then(|l| l.next).map(Key::into_owned),
     })
 }
 
-/// The generic read: [`client::decode`](super::client), then [`records::event_owned`].
-fn generic(body: &[u8], partition: Option<&str>) -> Result<Page<Converted>, String> {
-    Ok(super::client::decode(body)?.map(|event| records::event_owned(event, partition)))
+/// Decodes a JSON:API document of profiles (`GET /api/profiles`: `data`, `links.next`) into
+/// [`Converted`] `klaviyo.profiles` rows (a malformed profile as its error and the profile
+/// without its `links`), in `data` order, and its next link; `included` is not read (profile
+/// pages are requested without `include`) and comes back empty.
+///
+/// Read typed in one pass like [`decode`]'s included profiles; should any profile not be
+/// well formed, the page is decoded again the generic way ([`client::decode`](super::client),
+/// then [`records::profile_owned`] per profile).
+///
+/// # Errors
+/// A body that is not JSON, or whose `data` is not an array, an object or null (the generic
+/// decode's messages).
+pub fn decode_profiles(body: &[u8]) -> Result<Page<Converted, Converted>, String> {
+    match typed_profiles(body) {
+        Some(page) => Ok(page),
+        None => generic_profiles(body),
+    }
+}
+
+/// The typed read of a profiles page; `None` when it is not JSON or any profile is not well
+/// formed.
+fn typed_profiles(body: &[u8]) -> Option<Page<Converted, Converted>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let doc = serde_json::from_str::<ProfilesDocument<'_>>(text).ok()?;
+    let data = doc
+        .data
+        .0
+        .into_iter()
+        .map(|profile| profile.into_row().map(Ok))
+        .collect::<Option<Vec<Converted>>>()?;
+    Some(Page {
+        data,
+        included: Vec::new(),
+        next: doc.links.and_then(|l| l.next).map(Key::into_owned),
+    })
+}
+
+/// The generic read of a profiles page: [`client::decode`](super::client), then
+/// [`records::profile_owned`] per resource of `data`.
+fn generic_profiles(body: &[u8]) -> Result<Page<Converted, Converted>, String> {
+    let page = super::client::decode(body)?;
+    Ok(Page {
+        data: page.data.into_iter().map(records::profile_owned).collect(),
+        included: Vec::new(),
+        next: page.next,
+    })
+}
+
+/// The members of a profiles document a page needs.
+#[derive(serde::Deserialize)]
+struct ProfilesDocument<'a> {
+    #[serde(borrow, default)]
+    data: Profiles<'a>,
+    #[serde(borrow, default)]
+    links: Option<Links<'a>>,
+}
+
+/// `data` of a profiles document: an array of profiles, one profile, or null. Every
+/// resource is read as a profile, whatever its `type` ([`records::profile_owned`] does not
+/// look at it either); an element that is not an object gives up.
+#[derive(Default)]
+struct Profiles<'a>(Vec<IncludedProfile<'a>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Profiles<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ProfilesVisitor).map(Profiles)
+    }
+}
+
+struct ProfilesVisitor;
+
+impl<'de> Visitor<'de> for ProfilesVisitor {
+    type Value = Vec<IncludedProfile<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of profiles, a profile or null")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut profiles = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let any = ProfileResource {
+            only_profiles: false,
+        };
+        while let Some(profile) = seq.next_element_seed(any)? {
+            profiles.extend(profile);
+        }
+        Ok(profiles)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let any = ProfileResource {
+            only_profiles: false,
+        };
+        Ok(any.visit_map(map)?.into_iter().collect())
+    }
+}
+
+/// The generic read: [`client::decode`](super::client), then [`records::event_owned`] per
+/// event and [`records::profile_owned`] per included resource of type `profile`.
+fn generic(body: &[u8], partition: Option<&str>) -> Result<EventsPage, String> {
+    let page = super::client::decode(body)?;
+    Ok(Page {
+        data: page
+            .data
+            .into_iter()
+            .map(|event| records::event_owned(event, partition))
+            .collect(),
+        included: page
+            .included
+            .into_iter()
+            .filter(|resource| resource.get("type").and_then(Value::as_str) == Some("profile"))
+            .map(records::profile_owned)
+            .collect(),
+        next: page.next,
+    })
 }
 
 /// The members of an events document a page needs; the typed read gives up (an error)
@@ -140,8 +273,8 @@ fn generic(body: &[u8], partition: Option<&str>) -> Result<Page<Converted>, Stri
 struct Document<'a> {
     #[serde(borrow, default)]
     data: Events<'a>,
-    #[serde(default)]
-    included: super::client::Resources,
+    #[serde(borrow, default)]
+    included: Included<'a>,
     #[serde(borrow, default)]
     links: Option<Links<'a>>,
 }
@@ -441,6 +574,22 @@ fn properties(raw: &RawValue) -> Option<Option<(&RawValue, Value)>> {
     }
 }
 
+/// An object attribute kept as its text `raw` (a profile's `location`, `properties`):
+/// `Some(None)` for null; `Some(Some(raw))` for an object once the whole text has been read
+/// as a `Value` reads it ([`Checked`], within [`MAX_PROPERTIES_DEPTH`]); `None` (give up on
+/// the typed path) for anything else, or text a `Value` could not hold.
+fn object(raw: &RawValue) -> Option<Option<&RawValue>> {
+    match raw.get().as_bytes().first() {
+        Some(b'n') => Some(None),
+        Some(b'{') => {
+            let mut text = serde_json::Deserializer::from_str(raw.get());
+            text.deserialize_map(Checked(MAX_PROPERTIES_DEPTH)).ok()?;
+            Some(Some(raw))
+        }
+        _ => None,
+    }
+}
+
 /// How deep `event_properties` may nest (the object itself is level 1) for the typed path.
 /// A `Value` read of the page stops at serde_json's limit of 127 levels from the document's
 /// root, which leaves `event_properties` 123; deeper text is left to the generic path,
@@ -564,11 +713,23 @@ struct Relationships<'a> {
 
 impl<'de> serde::Deserialize<'de> for Relationships<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(RelationshipsVisitor)
+        d.deserialize_any(RelationshipsVisitor { typed: true })
     }
 }
 
-struct RelationshipsVisitor;
+/// Reads `relationships`; with `typed`, `metric` and `profile` are read as ids (an event's),
+/// else every relationship goes to `other` (a profile's, which has no typed relationship).
+#[derive(Clone, Copy)]
+struct RelationshipsVisitor {
+    typed: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for RelationshipsVisitor {
+    type Value = Relationships<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
 
 impl<'de> Visitor<'de> for RelationshipsVisitor {
     type Value = Relationships<'de>;
@@ -582,8 +743,8 @@ impl<'de> Visitor<'de> for RelationshipsVisitor {
         let mut rels = Relationships::default();
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match &*key {
-                "metric" => rels.metric = map.next_value_seed(RelationshipId)?,
-                "profile" => rels.profile = map.next_value_seed(RelationshipId)?,
+                "metric" if self.typed => rels.metric = map.next_value_seed(RelationshipId)?,
+                "profile" if self.typed => rels.profile = map.next_value_seed(RelationshipId)?,
                 _ => {
                     if let Some(data) = map.next_value_seed(RelationshipData)?
                         && !data.is_null()
@@ -706,6 +867,198 @@ impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for MemberOf<S> {
     }
 }
 
+/// `included`: the profiles among an array of resources (resources of other types, and
+/// elements that are not objects, are read and left out); any other JSON holds none, as
+/// [`client::decode`](super::client) reads `included`.
+#[derive(Default)]
+struct Included<'a>(Vec<IncludedProfile<'a>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Included<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IncludedVisitor).map(Included)
+    }
+}
+
+struct IncludedVisitor;
+
+impl<'de> Visitor<'de> for IncludedVisitor {
+    type Value = Vec<IncludedProfile<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of included resources")
+    }
+    skipped!('de, Vec::new(); bool, i64, u64, f64, str, unit, map);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut profiles = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let only = ProfileResource {
+            only_profiles: true,
+        };
+        while let Some(resource) = seq.next_element_seed(only)? {
+            profiles.extend(resource);
+        }
+        Ok(profiles)
+    }
+}
+
+/// A resource read as a profile. With `only_profiles` (an element of `included`): `None`
+/// when it is not an object of `type` `profile`. Without (an element of a profiles page's
+/// `data`): every object, whatever its `type`, and anything else gives up.
+#[derive(Clone, Copy)]
+struct ProfileResource {
+    only_profiles: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ProfileResource {
+    type Value = Option<IncludedProfile<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.only_profiles {
+            d.deserialize_any(self)
+        } else {
+            d.deserialize_map(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for ProfileResource {
+    type Value = Option<IncludedProfile<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an included resource")
+    }
+    skipped!('de, None; bool, i64, u64, f64, str, unit, seq);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut is_profile = false;
+        let mut profile = IncludedProfile::default();
+        // The last copy of a repeated member wins, as in a parsed object.
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key {
+                "type" => {
+                    is_profile = map.next_value_seed(TextSeed)?.as_deref() == Some("profile");
+                }
+                "id" => profile.id = map.next_value::<Id<'de>>()?.0,
+                "attributes" => {
+                    profile.attributes = map.next_value::<ProfileAttributesOf<'de>>()?.0
+                }
+                "relationships" => {
+                    profile.relationships = map
+                        .next_value_seed(RelationshipsVisitor { typed: false })?
+                        .other;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((is_profile || !self.only_profiles).then_some(profile))
+    }
+}
+
+/// The parts of a profile (included, or of a profiles page) its row needs.
+#[derive(Default)]
+struct IncludedProfile<'a> {
+    /// `id` as [`Id`] reads it: `None` when absent or unusable (the generic path rejects it).
+    id: Option<Cow<'a, str>>,
+    /// `attributes`: `None` when absent or null.
+    attributes: Option<ProfileAttributes<'a>>,
+    /// The non-null data of every relationship, for `extra.relationships`.
+    relationships: Map<String, Value>,
+}
+
+/// A profile's attributes: those of [`PROFILE_FIELDS`] by position (`None` when absent or
+/// null), the others for `extra`.
+#[derive(Default)]
+struct ProfileAttributes<'a> {
+    fields: [Option<Slot<'a>>; PROFILE_FIELDS.len()],
+    extra: Map<String, Value>,
+}
+
+/// A typed attribute of a profile as read.
+enum Slot<'a> {
+    /// [`Field::Text`].
+    Text(Cow<'a, str>),
+    /// [`Field::Time`], parsed.
+    Time(DateTime<Utc>),
+    /// [`Field::Object`], as its checked text.
+    Object(&'a RawValue),
+}
+
+impl IncludedProfile<'_> {
+    /// The row, as [`records::profile_owned`] builds it; `None` for what it would refuse.
+    fn into_row(self) -> Option<TimedRow> {
+        let id = self.id?;
+        let attrs = self.attributes.unwrap_or_default();
+        let mut row = Vec::with_capacity(PROFILE_FIELDS.len() + 2);
+        row.push(Cell::Json(Value::String(id.into_owned())));
+        let mut updated = None;
+        for (i, slot) in attrs.fields.into_iter().enumerate() {
+            row.push(match slot {
+                None => Cell::Json(Value::Null),
+                Some(Slot::Text(s)) => Cell::Json(Value::String(s.into_owned())),
+                Some(Slot::Time(t)) => {
+                    if i == PROFILE_UPDATED {
+                        updated = Some(t);
+                    }
+                    Cell::Json(Value::String(windows::cursor(t)))
+                }
+                Some(Slot::Object(raw)) => Cell::Raw(RawJson::checked(raw)),
+            });
+        }
+        let mut extra = attrs.extra;
+        if !self.relationships.is_empty() {
+            extra.insert("relationships".into(), Value::Object(self.relationships));
+        }
+        row.push(Cell::Json(Value::Object(extra)));
+        Some((row, updated))
+    }
+}
+
+/// A profile's `attributes`: `None` when null; an object read field by field; else give up.
+struct ProfileAttributesOf<'a>(Option<ProfileAttributes<'a>>);
+
+impl<'de> serde::Deserialize<'de> for ProfileAttributesOf<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ProfileAttributesVisitor)
+            .map(ProfileAttributesOf)
+    }
+}
+
+struct ProfileAttributesVisitor;
+
+impl<'de> Visitor<'de> for ProfileAttributesVisitor {
+    type Value = Option<ProfileAttributes<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an attributes object or null")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut a = ProfileAttributes::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let Some(i) = PROFILE_FIELDS.iter().position(|(name, _)| *name == &*key) else {
+                let value = map.next_value::<Value>()?;
+                a.extra.insert(key.into_owned(), value);
+                continue;
+            };
+            a.fields[i] = match PROFILE_FIELDS[i].1 {
+                Field::Text => map.next_value::<Text<'de>>()?.0.map(Slot::Text),
+                Field::Time => match map.next_value::<Text<'de>>()?.0 {
+                    None => None,
+                    Some(s) => Some(Slot::Time(records::parse_time(&s).ok_or_else(give_up)?)),
+                },
+                Field::Object => object(map.next_value::<&'de RawValue>()?)
+                    .ok_or_else(give_up)?
+                    .map(Slot::Object),
+            };
+        }
+        Ok(Some(a))
+    }
+}
+
 /// An object member's name or a link, borrowed from the body unless it has escapes (serde's
 /// own `Cow<str>` always allocates).
 struct Key<'a>(Cow<'a, str>);
@@ -766,7 +1119,7 @@ mod tests {
         .unwrap()
     }
 
-    fn same(a: &Page<Converted>, b: &Page<Converted>) {
+    fn same(a: &EventsPage, b: &EventsPage) {
         assert_eq!(a.data, b.data);
         assert_eq!(a.included, b.included);
         assert_eq!(a.next, b.next);
@@ -869,6 +1222,221 @@ mod tests {
         );
     }
 
+    /// A well-formed profile as `include=profile` brings it (`links` included).
+    fn profile() -> Value {
+        json!({
+            "type": "profile",
+            "id": "01HPROFILE",
+            "attributes": {
+                "email": "ann@example.com", "phone_number": "+15005550006", "external_id": null,
+                "anonymous_id": null, "first_name": "Ann", "last_name": "Lee",
+                "organization": "Acme", "locale": "en-US", "title": "CTO",
+                "image": "https://images.example.com/avatars/1.jpg",
+                "created": "2023-01-01T00:00:00+00:00", "updated": "2024-01-01 01:02:03.5",
+                "last_event_date": "2024-01-01T00:00:00+00:00",
+                "location": {"city": "Boston", "latitude": "42.3601", "address2": null},
+                "properties": {"loyalty_tier": "gold", "lifetime_orders": 12, "vip": false}
+            },
+            "relationships": {
+                "lists": {"links": {"self": "l", "related": "r"}},
+                "segments": {"data": [{"type": "segment", "id": "S1"}], "links": {"self": "s"}}
+            },
+            "links": {"self": "https://a.klaviyo.com/api/profiles/01HPROFILE/"}
+        })
+    }
+
+    /// Variants of the profile, each changed at one place: `(what, the profile)`.
+    fn profile_variants() -> Vec<(String, Value)> {
+        let mut out = vec![("as is".to_string(), profile())];
+        let odd = [
+            json!(null),
+            json!(""),
+            json!(7),
+            json!(-3.5),
+            json!(true),
+            json!([1]),
+            json!({"a": 1}),
+            json!("not a time"),
+            json!("2024-01-02 03:04:05.123"),
+            json!("é\"quoted\"\u{1}"),
+            json!("<remove>"),
+        ];
+        for v in &odd {
+            for path in [
+                &["id"][..],
+                &["type"],
+                &["attributes"],
+                &["attributes", "email"],
+                &["attributes", "external_id"],
+                &["attributes", "created"],
+                &["attributes", "updated"],
+                &["attributes", "location"],
+                &["attributes", "location", "city"],
+                &["attributes", "properties"],
+                &["attributes", "properties", "vip"],
+                &["attributes", "anonymous_id"],
+                &["attributes", "relationships"],
+                &["relationships"],
+                &["relationships", "lists"],
+                &["relationships", "segments", "data"],
+                &["links"],
+            ] {
+                let mut p = profile();
+                let mut at = &mut p;
+                for step in &path[..path.len() - 1] {
+                    at = at.get_mut(*step).unwrap();
+                }
+                let last = path[path.len() - 1];
+                if *v == json!("<remove>") {
+                    at.as_object_mut().unwrap().remove(last);
+                } else {
+                    at[last] = v.clone();
+                }
+                out.push((format!("{v} {}", path.join(".")), p));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn typed_profile_rows_and_rejects_equal_the_generic_path_for_every_variant() {
+        let mut typed_taken = 0;
+        let mut second = profile();
+        second["id"] = json!("02SECOND");
+        for (what, p) in profile_variants() {
+            let included = json!([p.clone(), {"type": "metric", "id": "M", "attributes": {"name": "x"}}, second]);
+            let b = serde_json::to_vec(&json!({"data": [event()], "included": included})).unwrap();
+            let generic = generic(&b, None).unwrap();
+            same(&decode(&b, None).unwrap(), &generic);
+            match typed(&b, None) {
+                Some(t) => {
+                    same(&t, &generic);
+                    typed_taken += 1;
+                }
+                None => assert!(
+                    generic.included.iter().any(Result::is_err),
+                    "{what}: a well-formed profile fell back to the generic path"
+                ),
+            }
+        }
+        assert!(
+            typed_taken > 100,
+            "the typed path read only {typed_taken} variants"
+        );
+    }
+
+    #[test]
+    fn profiles_pages_read_typed_equal_the_generic_path_for_every_variant() {
+        let mut typed_taken = 0;
+        let mut second = profile();
+        second["id"] = json!("02SECOND");
+        for (what, p) in profile_variants() {
+            for data in [json!([p.clone(), second.clone()]), p.clone()] {
+                let b = body(&data);
+                let generic = generic_profiles(&b).unwrap();
+                same(&decode_profiles(&b).unwrap(), &generic);
+                match typed_profiles(&b) {
+                    Some(t) => {
+                        same(&t, &generic);
+                        typed_taken += 1;
+                    }
+                    None => assert!(
+                        generic.data.iter().any(Result::is_err),
+                        "{what}: a well-formed profile fell back to the generic path"
+                    ),
+                }
+            }
+        }
+        assert!(
+            typed_taken > 200,
+            "the typed path read only {typed_taken} pages"
+        );
+        // Elements that are not objects are rejected by the generic path; bodies that are
+        // not documents are refused as the generic decode refuses them.
+        let page = decode_profiles(br#"{"data": [5, {"id": "P"}]}"#).unwrap();
+        assert!(page.data[0].is_err() && page.data[1].is_ok());
+        for text in [&b"not json"[..], br#"{"data": 5}"#] {
+            assert_eq!(
+                decode_profiles(text).err(),
+                super::super::client::decode(text).err()
+            );
+        }
+        assert!(
+            decode_profiles(br#"{"data": null}"#)
+                .unwrap()
+                .data
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn included_profiles_become_rows_with_location_and_properties_passed_through() {
+        let location = r#"{"city" : "Boston", "zip": "02110"}"#;
+        let properties = r#"{ "k": [1.50, "\u00e9"], "vip": true }"#;
+        let text = format!(
+            r#"{{"data": [], "included": [
+                {{"type": "profile", "id": "P", "attributes": {{"email": "a@b.c",
+                  "updated": "2024-01-01T01:00:00+01:00", "location": {location},
+                  "properties": {properties}, "new": 2}},
+                  "relationships": {{"lists": {{"data": [{{"type": "list", "id": "L"}}]}}}}}},
+                {{"type": "list", "id": "L"}}, 5, null]}}"#
+        );
+        let page = typed(text.as_bytes(), None).unwrap();
+        assert_eq!(page.included.len(), 1, "only the profile is kept");
+        let (row, updated) = page.included[0].as_ref().unwrap();
+        assert_eq!(row.len(), 16);
+        assert_eq!(row[1], json!("a@b.c"));
+        assert_eq!(row[11], json!("2024-01-01T00:00:00.000000Z"));
+        assert_eq!(
+            updated.map(windows::cursor).as_deref(),
+            Some("2024-01-01T00:00:00.000000Z")
+        );
+        for (cell, text) in [(&row[13], location), (&row[14], properties)] {
+            match cell {
+                Cell::Raw(raw) => assert_eq!(raw.get(), text),
+                other => panic!("built as {other:?}"),
+            }
+        }
+        assert_eq!(
+            row[15],
+            json!({"new": 2, "relationships": {"lists": [{"type": "list", "id": "L"}]}})
+        );
+        same(&page, &generic(text.as_bytes(), None).unwrap());
+        // `included` that is not an array holds nothing, on both paths.
+        for included in ["null", "{}", r#"{"type": "profile", "id": "P"}"#, "5"] {
+            let text = format!(r#"{{"data": [], "included": {included}}}"#);
+            let page = typed(text.as_bytes(), None).unwrap();
+            assert!(page.included.is_empty(), "{included}");
+            same(&page, &generic(text.as_bytes(), None).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_malformed_included_profile_is_rejected_whole_and_the_rest_load() {
+        let mut bad = profile();
+        bad["attributes"]["updated"] = json!("last week");
+        let b =
+            serde_json::to_vec(&json!({"data": [event()], "included": [bad, profile()]})).unwrap();
+        assert!(typed(&b, None).is_none());
+        let page = decode(&b, None).unwrap();
+        assert!(page.data[0].is_ok() && page.included[1].is_ok());
+        let (error, raw) = page.included[0].as_ref().unwrap_err();
+        assert!(error.contains("attributes.updated"), "{error}");
+        assert_eq!(raw["attributes"]["updated"], json!("last week"));
+        // Objects a `Value` cannot hold, or nested past the typed bound, leave the typed path.
+        for location in [r#"{"s": "\ud800"}"#, r#"{"n": 1e400}"#] {
+            let text = format!(
+                r#"{{"data": [], "included": [{{"type": "profile", "id": "P",
+                    "attributes": {{"location": {location}}}}}]}}"#
+            );
+            assert!(typed(text.as_bytes(), None).is_none(), "{location}");
+            assert_eq!(
+                outcome(decode(text.as_bytes(), None)),
+                outcome(generic(text.as_bytes(), None))
+            );
+        }
+    }
+
     fn generic_single(e: &Value, partition: Option<&str>) -> Vec<Converted> {
         generic(&serde_json::to_vec(&json!({"data": e})).unwrap(), partition)
             .unwrap()
@@ -910,10 +1478,12 @@ mod tests {
         assert_eq!(row[5], json!(null));
         assert_eq!(row[6], json!(3.25));
         assert_eq!(row[8], json!({"a": 1}));
-        assert_eq!(
-            typed_page.included,
-            vec![json!({"type": "profile", "id": "p", "attributes": {}})]
-        );
+        let (profile, updated) = typed_page.included[0].as_ref().unwrap();
+        assert_eq!(typed_page.included.len(), 1);
+        assert_eq!(profile[0], json!("p"));
+        assert!(profile[1..15].iter().all(|c| *c == Value::Null));
+        assert_eq!(profile[15], json!({}));
+        assert_eq!(*updated, None);
         assert_eq!(typed_page.next, None);
     }
 
@@ -930,10 +1500,10 @@ mod tests {
     }
 
     /// A page's events, `included` and next link.
-    type Parts = (Vec<Converted>, Vec<Value>, Option<String>);
+    type Parts = (Vec<Converted>, Vec<Converted>, Option<String>);
 
     /// `decode`'s outcome as comparable data.
-    fn outcome(page: Result<Page<Converted>, String>) -> Result<Parts, String> {
+    fn outcome(page: Result<EventsPage, String>) -> Result<Parts, String> {
         page.map(|p| (p.data, p.included, p.next))
     }
 

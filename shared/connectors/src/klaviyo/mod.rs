@@ -177,7 +177,7 @@ impl Outcome {
         task: &FetchTask,
         page_no: u32,
         table: &'static str,
-        page: Page<records::Converted>,
+        page: Page<records::Converted, records::Converted>,
         include_profile: bool,
         at_latest: &mut (Option<DateTime<Utc>>, HashSet<Value>),
     ) -> Option<DateTime<Utc>> {
@@ -201,11 +201,8 @@ impl Outcome {
             }
         }
         if include_profile {
-            for inc in included {
-                if inc.get("type").and_then(Value::as_str) != Some("profile") {
-                    continue;
-                }
-                match records::profile_owned(inc) {
+            for converted in included {
+                match converted {
                     Ok((row, _)) => self.add(records::PROFILES, row),
                     Err((e, inc)) => self.reject(task, page_no, records::PROFILES, e, &inc),
                 }
@@ -600,13 +597,15 @@ impl KlaviyoConnector {
         // its first child, so these leave this task's rows and every record loads once.
         let mut at_latest: (Option<DateTime<Utc>>, HashSet<Value>) = (None, HashSet::new());
         while let Some(r) = rel.take() {
-            // Events are read typed, straight into rows (issue 15); profiles the generic way.
+            // Events and profiles are read typed, straight into rows (issue 15).
             let page = if events {
                 client
                     .get_with(tier, &r, &|body| events_page::decode(body, partition))
                     .await?
             } else {
-                client.get(tier, &r).await?.map(records::profile_owned)
+                client
+                    .get_with(tier, &r, &events_page::decode_profiles)
+                    .await?
             };
             pages += 1;
             let next = page.next.as_deref().and_then(|n| client.relative_next(n));
@@ -685,11 +684,13 @@ impl KlaviyoConnector {
                 ],
             ));
             while let Some(r) = rel.take() {
-                let page = client.get(Tier::L, &r).await?;
+                let page = client
+                    .get_with(Tier::L, &r, &events_page::decode_profiles)
+                    .await?;
                 pages += 1;
                 rel = page.next.as_deref().and_then(|n| client.relative_next(n));
-                for item in page.data {
-                    match records::profile_owned(item) {
+                for converted in page.data {
+                    match converted {
                         Ok((row, _)) => out.add(records::PROFILES, row),
                         Err((e, item)) => out.reject(task, pages, records::PROFILES, e, &item),
                     }

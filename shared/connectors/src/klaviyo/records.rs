@@ -551,7 +551,7 @@ pub fn profile(value: &Value) -> Result<TimedRow, String> {
 
 /// How a typed attribute of a profile is read (its column's type).
 #[derive(Clone, Copy)]
-enum Field {
+pub(super) enum Field {
     /// A string, or null.
     Text,
     /// An ISO 8601 date-time string ([`parse_time`]) → RFC 3339 UTC text, or null.
@@ -562,7 +562,7 @@ enum Field {
 
 /// The typed attributes of a profile, in the column order of [`PROFILES_TABLE`] (after
 /// `id`; `extra` takes the rest).
-const PROFILE_FIELDS: [(&str, Field); 14] = [
+pub(super) const PROFILE_FIELDS: [(&str, Field); 14] = [
     ("email", Field::Text),
     ("phone_number", Field::Text),
     ("external_id", Field::Text),
@@ -627,7 +627,7 @@ pub fn profile_owned(value: Value) -> Converted {
 type ProfileTimes = [Option<DateTime<Utc>>; PROFILE_FIELDS.len()];
 
 /// The position of `updated` in [`PROFILE_FIELDS`].
-const PROFILE_UPDATED: usize = 10;
+pub(super) const PROFILE_UPDATED: usize = 10;
 
 /// Checks a profile's envelope and typed attributes without copying them, in the order
 /// [`PROFILE_FIELDS`] lists them (so the first malformed field is the one named): its id
