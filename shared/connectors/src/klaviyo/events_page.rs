@@ -574,6 +574,23 @@ fn properties(raw: &RawValue) -> Option<Option<(&RawValue, Value)>> {
     }
 }
 
+/// A string attribute as its text `raw`: `Some(None)` for null; a string without escapes
+/// as its JSON text (the body's UTF-8 was checked, and serde_json refuses control
+/// characters in strings, so the text is the string's JSON as written), one with escapes
+/// decoded; `None` (give up on the typed path) for anything else, or an escape a `String`
+/// cannot hold (a lone surrogate).
+fn text(raw: &RawValue) -> Option<Option<Slot<'_>>> {
+    let json = raw.get();
+    match json.as_bytes().first() {
+        Some(b'n') => Some(None),
+        Some(b'"') if !json.contains('\\') => Some(Some(Slot::JsonText(raw))),
+        Some(b'"') => serde_json::from_str::<String>(json)
+            .ok()
+            .map(|s| Some(Slot::Text(s))),
+        _ => None,
+    }
+}
+
 /// An object attribute kept as its text `raw` (a profile's `location`, `properties`):
 /// `Some(None)` for null; `Some(Some(raw))` for an object once the whole text has been read
 /// as a `Value` reads it ([`Checked`], within [`MAX_PROPERTIES_DEPTH`]); `None` (give up on
@@ -975,8 +992,11 @@ struct ProfileAttributes<'a> {
 
 /// A typed attribute of a profile as read.
 enum Slot<'a> {
-    /// [`Field::Text`].
-    Text(Cow<'a, str>),
+    /// [`Field::Text`] that had escapes, decoded.
+    Text(String),
+    /// [`Field::Text`] without escapes, as its JSON text (quotes included): written into
+    /// the `RecordBatch` as it is, where a decoded string would be escaped again.
+    JsonText(&'a RawValue),
     /// [`Field::Time`], parsed.
     Time(DateTime<Utc>),
     /// [`Field::Object`], as its checked text.
@@ -994,7 +1014,8 @@ impl IncludedProfile<'_> {
         for (i, slot) in attrs.fields.into_iter().enumerate() {
             row.push(match slot {
                 None => Cell::Json(Value::Null),
-                Some(Slot::Text(s)) => Cell::Json(Value::String(s.into_owned())),
+                Some(Slot::Text(s)) => Cell::Json(Value::String(s)),
+                Some(Slot::JsonText(raw)) => Cell::Raw(RawJson::checked(raw)),
                 Some(Slot::Time(t)) => {
                     if i == PROFILE_UPDATED {
                         updated = Some(t);
@@ -1045,7 +1066,7 @@ impl<'de> Visitor<'de> for ProfileAttributesVisitor {
                 continue;
             };
             a.fields[i] = match PROFILE_FIELDS[i].1 {
-                Field::Text => map.next_value::<Text<'de>>()?.0.map(Slot::Text),
+                Field::Text => text(map.next_value::<&'de RawValue>()?).ok_or_else(give_up)?,
                 Field::Time => match map.next_value::<Text<'de>>()?.0 {
                     None => None,
                     Some(s) => Some(Slot::Time(records::parse_time(&s).ok_or_else(give_up)?)),

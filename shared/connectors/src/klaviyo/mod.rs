@@ -24,7 +24,10 @@
 //! `cursor_max` of time-window and collection tasks is the greatest `datetime`/`updated` of
 //! the task's records, clamped to now − `lag_seconds`, formatted `%Y-%m-%dT%H:%M:%S%.6fZ`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+/// The keys of the records at the latest instant of a window (one insert per event).
+type KeySet = foldhash::HashSet<Value>;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -131,7 +134,7 @@ impl Outcome {
 
     /// Takes out the rows of `table` whose key (first value) is one of `keys`, returning
     /// them.
-    fn remove(&mut self, table: &str, keys: &HashSet<Value>) -> Vec<Vec<Cell>> {
+    fn remove(&mut self, table: &str, keys: &KeySet) -> Vec<Vec<Cell>> {
         match records::spec(table) {
             Some(spec) if !keys.is_empty() => self.rows.remove(spec, |row| {
                 row.first().is_some_and(|k| keys.contains(&*k.value()))
@@ -179,7 +182,7 @@ impl Outcome {
         table: &'static str,
         page: Page<records::Converted, records::Converted>,
         include_profile: bool,
-        at_latest: &mut (Option<DateTime<Utc>>, HashSet<Value>),
+        at_latest: &mut (Option<DateTime<Utc>>, KeySet),
     ) -> Option<DateTime<Utc>> {
         let mut last: Option<DateTime<Utc>> = None;
         let Page { data, included, .. } = page;
@@ -214,7 +217,7 @@ impl Outcome {
     /// The rows collected so far, to emit, except the records of `table` keyed by `held`
     /// (those at the latest instant), which stay: a split re-reads that instant and drops
     /// them.
-    fn hand_over(&mut self, table: &str, held: &HashSet<Value>) -> Vec<TableRows> {
+    fn hand_over(&mut self, table: &str, held: &KeySet) -> Vec<TableRows> {
         let held = self.remove(table, held);
         let rows = self.rows.take();
         for row in held {
@@ -239,7 +242,7 @@ pub fn bench_events_page(
 ) -> Result<Vec<TableRows>, String> {
     let page = events_page::decode(body, partition)?;
     let mut out = Outcome::new();
-    let mut at_latest = (None, HashSet::new());
+    let mut at_latest = (None, KeySet::default());
     out.add_window_page(
         task,
         1,
@@ -595,7 +598,7 @@ impl KlaviyoConnector {
         let mut may_split = true;
         // The keys of the records at the latest time seen: a split re-reads that instant in
         // its first child, so these leave this task's rows and every record loads once.
-        let mut at_latest: (Option<DateTime<Utc>>, HashSet<Value>) = (None, HashSet::new());
+        let mut at_latest: (Option<DateTime<Utc>>, KeySet) = (None, KeySet::default());
         while let Some(r) = rel.take() {
             // Events and profiles are read typed, straight into rows (issue 15).
             let page = if events {
