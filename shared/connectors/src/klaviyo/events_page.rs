@@ -592,19 +592,81 @@ fn text(raw: &RawValue) -> Option<Option<Slot<'_>>> {
 }
 
 /// An object attribute kept as its text `raw` (a profile's `location`, `properties`):
-/// `Some(None)` for null; `Some(Some(raw))` for an object once the whole text has been read
-/// as a `Value` reads it ([`Checked`], within [`MAX_PROPERTIES_DEPTH`]); `None` (give up on
-/// the typed path) for anything else, or text a `Value` could not hold.
+/// `Some(None)` for null; `Some(Some(raw))` for an object a `Value` can hold, nested at most
+/// [`MAX_PROPERTIES_DEPTH`] levels ([`holds_as_value`]); `None` (give up on the typed path)
+/// for anything else.
 fn object(raw: &RawValue) -> Option<Option<&RawValue>> {
     match raw.get().as_bytes().first() {
         Some(b'n') => Some(None),
-        Some(b'{') => {
-            let mut text = serde_json::Deserializer::from_str(raw.get());
-            text.deserialize_map(Checked(MAX_PROPERTIES_DEPTH)).ok()?;
-            Some(Some(raw))
-        }
+        Some(b'{') => holds_as_value(raw.get(), MAX_PROPERTIES_DEPTH).then_some(Some(raw)),
         _ => None,
     }
+}
+
+/// Whether `text` — one JSON value serde_json has already read as a `RawValue`, so of valid
+/// syntax, UTF-8, without control characters in strings — also reads as a `Value` nested at
+/// most `max_depth` levels: what a `RawValue` read leaves unchecked is the meaning of escapes
+/// (a lone surrogate) and of numbers (one out of range), and the depth.
+///
+/// The same answer as walking the text with [`Checked`], in a fraction of the instructions
+/// (issue 15): strings without a backslash and numbers without an exponent, up to 20
+/// characters, need no check, and serde_json itself reads the few others.
+fn holds_as_value(text: &str, max_depth: u32) -> bool {
+    let bytes = text.as_bytes();
+    let (mut i, mut depth) = (0, 0u32);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                let start = i;
+                let mut escaped = false;
+                i += 1;
+                loop {
+                    let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+                        return false;
+                    };
+                    i += at;
+                    if bytes[i] == b'"' {
+                        i += 1;
+                        break;
+                    }
+                    // The escaped byte is skipped: `\"` does not end the string.
+                    escaped = true;
+                    i += 2;
+                }
+                if escaped && serde_json::from_str::<String>(&text[start..i]).is_err() {
+                    return false;
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return false;
+                }
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while bytes
+                    .get(i)
+                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                let number = &text[start..i];
+                if (number.len() > 20 || number.contains(['e', 'E']))
+                    && serde_json::from_str::<serde_json::Number>(number).is_err()
+                {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
 }
 
 /// How deep `event_properties` may nest (the object itself is level 1) for the typed path.
@@ -1387,6 +1449,83 @@ mod tests {
                 .unwrap()
                 .data
                 .is_empty()
+        );
+    }
+
+    /// What [`object`] answered before [`holds_as_value`]: a walk of the text with
+    /// [`Checked`].
+    fn checked_walk(text: &str) -> bool {
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.deserialize_map(Checked(MAX_PROPERTIES_DEPTH)).is_ok()
+    }
+
+    #[test]
+    fn the_object_scanner_answers_as_the_checking_walk_does() {
+        let nest = |levels: usize, inner: &str| {
+            format!(
+                r#"{{"d": {}{inner}{}}}"#,
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        let mut cases: Vec<String> = [
+            r#"{}"#,
+            r#"{"a": 1, "b": [true, false, null, {"c": "x"}], "e": -0.5}"#,
+            r#"{"s": "\ud800"}"#,
+            r#"{"s": "\udc00"}"#,
+            r#"{"s": "\ud800\u0041"}"#,
+            r#"{"s": "\ud800\n"}"#,
+            r#"{"s": "\ud800x"}"#,
+            r#"{"s": "\ud83d\ude00", "t": "\u00e9\"\\"}"#,
+            r#"{"\ud800": 1}"#,
+            r#"{"a\"b": "c\\", "\\": "\"\ud800"}"#,
+            r#"{"q": "\\\"", "r": "\/\b\f\n\r\t"}"#,
+            r#"{"nul": "a\u0000b"}"#,
+            r#"{"n": 1e400}"#,
+            r#"{"n": -1e400}"#,
+            r#"{"n": 1e308}"#,
+            r#"{"n": 1.7976931348623157e308}"#,
+            r#"{"n": 1.7976931348623159e308}"#,
+            r#"{"n": 2e-400}"#,
+            r#"{"n": 1E3, "m": 1e+3, "o": 1e-3}"#,
+            r#"{"n": 18446744073709551616}"#,
+            r#"{"n": -9223372036854775809}"#,
+            r#"{"n": 123456789012345678901234567890.5}"#,
+            r#"{"é": "ü", "k": "日本"}"#,
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+        cases.push(format!(r#"{{"n": 1{}}}"#, "0".repeat(308)));
+        cases.push(format!(r#"{{"n": 1{}}}"#, "0".repeat(309)));
+        cases.push(format!(r#"{{"n": 0.{}1}}"#, "0".repeat(400)));
+        for levels in [1, 2, 98, 99, 100, 101, 102, 120] {
+            for inner in ["1", "{}", r#""\ud800""#, "1e999"] {
+                cases.push(nest(levels, inner));
+            }
+        }
+        for (_, p) in profile_variants() {
+            cases.push(p.to_string());
+            cases.push(p["attributes"].to_string());
+        }
+        let mut accepted = 0;
+        for text in &cases {
+            // Only objects serde_json reads as a `RawValue` reach the scanner.
+            if !text.starts_with('{') || serde_json::from_str::<&RawValue>(text).is_err() {
+                continue;
+            }
+            let expected = checked_walk(text);
+            assert_eq!(
+                holds_as_value(text, MAX_PROPERTIES_DEPTH),
+                expected,
+                "{text}"
+            );
+            accepted += usize::from(expected);
+        }
+        assert!(
+            accepted > 100 && accepted < cases.len(),
+            "{accepted} of {}",
+            cases.len()
         );
     }
 

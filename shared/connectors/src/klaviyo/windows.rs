@@ -12,35 +12,34 @@ pub fn cursor(t: DateTime<Utc>) -> String {
     // Written digit by digit: chrono's `format` interprets its pattern on every call, and
     // every event's `datetime` comes through here (issue 15). Years outside 0..=9999 and
     // leap seconds keep chrono's rendering.
-    let (year, nanos) = (t.year(), t.nanosecond());
+    // The fields of the naive UTC time: `DateTime`'s own accessors add the (zero) offset
+    // again on every call.
+    let n = t.naive_utc();
+    let (year, nanos) = (n.year(), n.nanosecond());
     let Ok(year @ 0..=9999) = u32::try_from(year) else {
         return t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     };
     if nanos >= 1_000_000_000 {
         return t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     }
-    let mut s = String::with_capacity(27);
-    push_digits(&mut s, year, 4);
-    s.push('-');
-    push_digits(&mut s, t.month(), 2);
-    s.push('-');
-    push_digits(&mut s, t.day(), 2);
-    s.push('T');
-    push_digits(&mut s, t.hour(), 2);
-    s.push(':');
-    push_digits(&mut s, t.minute(), 2);
-    s.push(':');
-    push_digits(&mut s, t.second(), 2);
-    s.push('.');
-    push_digits(&mut s, nanos / 1000, 6);
-    s.push('Z');
-    s
+    // Filled in a stack buffer: pushing char by char checked capacity and encoded UTF-8 at
+    // every digit (issue 15: a profile has three times, an event one).
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    put_digits(&mut text[0..4], year);
+    put_digits(&mut text[5..7], n.month());
+    put_digits(&mut text[8..10], n.day());
+    put_digits(&mut text[11..13], n.hour());
+    put_digits(&mut text[14..16], n.minute());
+    put_digits(&mut text[17..19], n.second());
+    put_digits(&mut text[20..26], nanos / 1000);
+    String::from(std::str::from_utf8(&text).expect("ASCII digits and separators"))
 }
 
-/// Appends the last `width` decimal digits of `n`, zero-padded.
-fn push_digits(s: &mut String, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        s.push(char::from(b'0' + (n / 10u32.pow(place) % 10) as u8));
+/// Writes the last `digits.len()` decimal digits of `n` into `digits`, zero-padded.
+fn put_digits(digits: &mut [u8], mut n: u32) {
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
