@@ -167,6 +167,7 @@ async fn run(
         Source::Sailthru => "messages",
     };
     let unit = match source {
+        Source::Klaviyo if include_profile => "rows/s (events and their profiles)",
         Source::Klaviyo => "events/s",
         Source::Commercetools => "resources/s (orders and line items)",
         Source::Sailthru => "rows/s (every sailthru.* table)",
