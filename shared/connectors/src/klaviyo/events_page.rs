@@ -210,7 +210,7 @@ struct ProfilesDocument<'a> {
 /// resource is read as a profile, whatever its `type` ([`records::profile_owned`] does not
 /// look at it either); an element that is not an object gives up.
 #[derive(Default)]
-struct Profiles<'a>(Vec<IncludedProfile<'a>>);
+struct Profiles<'a>(Vec<TypedProfile<'a>>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Profiles<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -945,7 +945,7 @@ impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for MemberOf<S> {
 /// elements that are not objects, are read and left out); any other JSON holds none, as
 /// [`client::decode`](super::client) reads `included`.
 #[derive(Default)]
-struct Included<'a>(Vec<IncludedProfile<'a>>);
+struct Included<'a>(Vec<TypedProfile<'a>>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Included<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -956,7 +956,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Included<'a> {
 struct IncludedVisitor;
 
 impl<'de> Visitor<'de> for IncludedVisitor {
-    type Value = Vec<IncludedProfile<'de>>;
+    type Value = Vec<TypedProfile<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of included resources")
@@ -983,7 +983,7 @@ struct ProfileResource {
 }
 
 impl<'de> DeserializeSeed<'de> for ProfileResource {
-    type Value = Option<IncludedProfile<'de>>;
+    type Value = Option<TypedProfile<'de>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         if self.only_profiles {
             d.deserialize_any(self)
@@ -994,7 +994,7 @@ impl<'de> DeserializeSeed<'de> for ProfileResource {
 }
 
 impl<'de> Visitor<'de> for ProfileResource {
-    type Value = Option<IncludedProfile<'de>>;
+    type Value = Option<TypedProfile<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an included resource")
@@ -1003,7 +1003,7 @@ impl<'de> Visitor<'de> for ProfileResource {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut is_profile = false;
-        let mut profile = IncludedProfile::default();
+        let mut profile = TypedProfile::default();
         // The last copy of a repeated member wins, as in a parsed object.
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match &*key {
@@ -1030,7 +1030,7 @@ impl<'de> Visitor<'de> for ProfileResource {
 
 /// The parts of a profile (included, or of a profiles page) its row needs.
 #[derive(Default)]
-struct IncludedProfile<'a> {
+struct TypedProfile<'a> {
     /// `id` as [`Id`] reads it: `None` when absent or unusable (the generic path rejects it).
     id: Option<Cow<'a, str>>,
     /// `attributes`: `None` when absent or null.
@@ -1060,7 +1060,7 @@ enum Slot<'a> {
     Object(&'a RawValue),
 }
 
-impl IncludedProfile<'_> {
+impl TypedProfile<'_> {
     /// The row, as [`records::profile_owned`] builds it; `None` for what it would refuse.
     fn into_row(self) -> Option<TimedRow> {
         let id = self.id?;
