@@ -175,15 +175,38 @@ pub struct Params {
 /// in a request URL).
 pub const IDS_PER_TASK: usize = 100;
 
-/// The most products one order-categories lookup asks for.
-const PRODUCTS_PER_LOOKUP: usize = 100;
-/// Categories asked for at once by id (an orders task's products' categories).
-const CATEGORIES_PER_LOOKUP: usize = 100;
+/// The most resources one lookup by ids asks for (an orders page's products, their
+/// categories).
+const IDS_PER_LOOKUP: usize = 100;
 
 /// Whether `id` can stand in a `where` string literal as it is (no quote, no backslash,
 /// no control character) and is not empty.
 fn literal_safe(id: &str) -> bool {
     !id.is_empty() && !id.chars().any(|c| c == '"' || c == '\\' || c.is_control())
+}
+
+/// The `resource`s (`products`, `categories`) of `ids` that exist, [`IDS_PER_LOOKUP`] per
+/// `GET /{resource}?where=id in (…)`, with `expand` when given.
+///
+/// # Errors
+/// As [`Client::query`].
+async fn by_ids(
+    client: &Client,
+    resource: &str,
+    ids: &[impl AsRef<str>],
+    expand: Option<&str>,
+) -> Result<Vec<Value>, ConnectorError> {
+    let mut found = Vec::new();
+    for chunk in ids.chunks(IDS_PER_LOOKUP) {
+        let mut query = vec![
+            ("where".to_string(), id_in(chunk)),
+            ("limit".to_string(), chunk.len().to_string()),
+            ("withTotal".to_string(), "false".to_string()),
+        ];
+        query.extend(expand.map(|e| ("expand".to_string(), e.to_string())));
+        found.extend(client.query(resource, &query).await?.results);
+    }
+    Ok(found)
 }
 
 /// `id in ("a", "b")`.
@@ -606,7 +629,7 @@ impl CommercetoolsConnector {
     }
 
     /// Looks up the products of `orders` that the task has not seen yet, once for the
-    /// page (at most [`PRODUCTS_PER_LOOKUP`] per request), and remembers each one's
+    /// page (at most [`IDS_PER_LOOKUP`] per request), and remembers each one's
     /// `Categories` breadcrumbs in `collected` (none for a product that no longer exists).
     ///
     /// The products are read without expansion and their categories looked up on their own
@@ -637,15 +660,7 @@ impl CommercetoolsConnector {
             .filter(|id| literal_safe(id) && !categories.contains_key(*id))
             .collect();
         let missing: Vec<&str> = missing.into_iter().collect();
-        let mut products: Vec<Value> = Vec::new();
-        for chunk in missing.chunks(PRODUCTS_PER_LOOKUP) {
-            let query = vec![
-                ("where".to_string(), id_in(chunk)),
-                ("limit".to_string(), chunk.len().to_string()),
-                ("withTotal".to_string(), "false".to_string()),
-            ];
-            products.extend(client.query("products", &query).await?.results);
-        }
+        let products = by_ids(client, "products", &missing, None).await?;
         let unknown: BTreeSet<String> = products
             .iter()
             .flat_map(klaviyo::events::category_ids)
@@ -653,17 +668,9 @@ impl CommercetoolsConnector {
             .map(str::to_string)
             .collect();
         let unknown: Vec<String> = unknown.into_iter().collect();
-        for chunk in unknown.chunks(CATEGORIES_PER_LOOKUP) {
-            let query = vec![
-                ("where".to_string(), id_in(chunk)),
-                ("limit".to_string(), chunk.len().to_string()),
-                ("withTotal".to_string(), "false".to_string()),
-                ("expand".to_string(), "ancestors[*]".to_string()),
-            ];
-            for category in client.query("categories", &query).await?.results {
-                if let Some(id) = category["id"].as_str() {
-                    category_objects.insert(id.to_string(), category);
-                }
+        for category in by_ids(client, "categories", &unknown, Some("ancestors[*]")).await? {
+            if let Some(id) = category["id"].as_str() {
+                category_objects.insert(id.to_string(), category);
             }
         }
         for mut product in products {
