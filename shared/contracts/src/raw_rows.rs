@@ -256,8 +256,13 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 
 /// Refuses a `\u` escape that is a lone UTF-16 surrogate, which serde_json's raw capture
 /// lets through but a decode into `Value` (the rows' decoding before raw rows) refuses: a
-/// message with one stays undecodable as it was.
-fn check_escapes(text: &str) -> Result<(), String> {
+/// message with one stays undecodable as it was. `text` is JSON serde_json has read as a
+/// `RawValue` (so every escape is complete); within such text a lone surrogate is the only
+/// escape a `Value` refuses (connectors passing text through check it with this too).
+///
+/// # Errors
+/// The lone surrogate, as `\uXXXX`.
+pub fn check_escapes(text: &str) -> Result<(), String> {
     let bytes = text.as_bytes();
     if !bytes.contains(&b'\\') {
         return Ok(());
