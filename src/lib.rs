@@ -97,21 +97,22 @@ pub fn utc(year: i32, month: u32, day: u32) -> chrono::DateTime<chrono::Utc> {
 /// Linux's 100 per second.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) may hold spaces: count fields after its ")". There the
-    // state is at 0, so utime and stime (fields 14 and 15) are at 11 and 12.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    // utime and stime (fields 14 and 15).
+    stat_seconds(&stat, 11..13)
+}
+
+/// The sum of the clock-tick fields `after` of a `/proc/<pid>/stat` line, in seconds (Linux's
+/// 100 ticks per second). The command name (field 2) may hold spaces, so fields are counted
+/// after its `)`, where the state is at 0 (utime is at 11); a field missing or unreadable
+/// counts 0.
+fn stat_seconds(stat: &str, after: std::ops::Range<usize>) -> f64 {
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    rest.split_whitespace()
+        .skip(after.start)
+        .take(after.len())
+        .map(|v| v.parse::<f64>().unwrap_or(0.0))
+        .sum::<f64>()
+        / 100.0
 }
 
 /// CPU time (user + system, seconds) of every process whose command name (`comm`, field 2
@@ -133,16 +134,9 @@ pub fn cpu_seconds_of(comm: &str) -> f64 {
         })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|stat| {
-            let (head, rest) = stat.rsplit_once(')')?;
-            let name = head.split_once('(')?.1;
-            (name == comm).then(|| {
-                let fields: Vec<f64> = rest
-                    .split_whitespace()
-                    .map(|v| v.parse::<f64>().unwrap_or(0.0))
-                    .collect();
-                // After ")": state at 0, so utime, stime, cutime, cstime at 11 to 14.
-                fields.get(11..15).map_or(0.0, |t| t.iter().sum::<f64>()) / 100.0
-            })
+            let name = stat.rsplit_once(')')?.0.split_once('(')?.1;
+            // utime, stime, cutime, cstime (fields 14 to 17).
+            (name == comm).then(|| stat_seconds(&stat, 11..15))
         })
         .sum()
 }
@@ -1263,4 +1257,19 @@ pub async fn each_fetched(
         each(fetched);
     }
     Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        // A command name with spaces and a parenthesis; utime 250, stime 50, cutime 100,
+        // cstime 0 ticks.
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 100 0 20 0 1 0";
+        assert!((stat_seconds(stat, 11..13) - 3.0).abs() < 1e-9);
+        assert!((stat_seconds(stat, 11..15) - 4.0).abs() < 1e-9);
+        assert_eq!(stat_seconds("", 11..13), 0.0);
+    }
 }
